@@ -1,0 +1,161 @@
+//! Safe path resolution for a root process: every open below a root goes through `openat2`
+//! with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so no name (from a server or a user) and no
+//! symlink planted in a root can make Skyfill touch a file outside it.
+
+use crate::model::RelPath;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::SystemTime;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens `rel` beneath `dir` (the empty path opens `dir` itself again) without following any
+/// symlink and without leaving `dir`.
+pub fn open_beneath(dir: BorrowedFd<'_>, rel: &RelPath, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let path = if rel.is_root() { "." } else { rel.as_str() };
+    let c = cstr(path)?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 };
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: valid pointers for the duration of the call; size matches the struct.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just returned this new descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Opens the parent directory of `rel` beneath `dir` (O_PATH) and returns it with the name.
+pub fn open_parent<'a>(dir: BorrowedFd<'_>, rel: &'a RelPath) -> io::Result<(OwnedFd, &'a str)> {
+    let parent = rel
+        .parent()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fd = open_beneath(dir, &parent, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    Ok((fd, rel.name()))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is written by the kernel on success.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: as above.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, is_dir: bool) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })
+}
+
+/// `renameat2`, refusing to replace an existing target when `noreplace`.
+pub fn rename_at(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+    noreplace: bool,
+) -> io::Result<()> {
+    let (a, b) = (cstr(from)?, cstr(to)?);
+    let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
+    check(unsafe {
+        libc::renameat2(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr(), flags)
+    })
+}
+
+/// Sets atime and mtime of an open file.
+pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
+    let (s, ns) = match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+        Err(e) => (-(e.duration().as_secs() as i64), 0),
+    };
+    let ts = [
+        libc::timespec { tv_sec: s, tv_nsec: ns },
+        libc::timespec { tv_sec: s, tv_nsec: ns },
+    ];
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
+}
+
+/// Names in an open directory (without `.` and `..`), as raw bytes.
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+        .map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e.map_err(io::Error::from)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(n.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+pub fn mtime_of(st: &libc::stat) -> SystemTime {
+    crate::model::from_unix_secs(st.st_mtime) + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn symlinks_and_escapes_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("root")).unwrap();
+        std::fs::write(t.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink("../secret", t.path().join("root/link")).unwrap();
+        std::os::unix::fs::symlink("/", t.path().join("root/abs")).unwrap();
+        std::fs::write(t.path().join("root/ok"), b"y").unwrap();
+        let root = std::fs::File::open(t.path().join("root")).unwrap();
+        let r = root.as_fd();
+        assert!(open_beneath(r, &RelPath::parse("ok").unwrap(), libc::O_RDONLY, 0).is_ok());
+        let e = open_beneath(r, &RelPath::parse("link").unwrap(), libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let e = open_beneath(r, &RelPath::parse("abs/etc/passwd").unwrap(), libc::O_RDONLY, 0)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
+}

@@ -1,0 +1,296 @@
+//! The `Remote` trait: the one network boundary of Skyfill, and its error type.
+//!
+//! Every implementation (WebDAV, S3, local directory, in-memory, fault-injecting, retrying)
+//! obeys the same contract, checked by one conformance suite (`tests/remote_conformance.rs`):
+//! - paths are [`RelPath`]s relative to the remote's base; names from a server that are not
+//!   valid local names are dropped with a warning and never reach a caller;
+//! - `read_range` writes exactly the bytes `[offset, offset+len)` of the version asked for into
+//!   `dst` at `dst_offset`, streaming (never a whole object in memory), or fails;
+//! - a version change seen during a read is [`RemoteError::VersionChanged`].
+
+pub mod config;
+pub mod faulty;
+pub mod http;
+pub mod local;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+pub mod transfer;
+pub mod webdav;
+
+use crate::model::{Kind, RelPath, RemoteEntry, Version};
+use async_trait::async_trait;
+use std::fs::File;
+use std::time::Duration;
+
+pub use config::{open_remote, RemoteSpec};
+
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+/// What must hold on the remote for an upload or delete to go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    None,
+    /// The object must not exist yet (`If-None-Match: *`).
+    MustNotExist,
+    /// The object must still be at this version (`If-Match`).
+    IfMatch(Version),
+}
+
+/// Errors of the remote layer. Each carries the path it concerns and maps to an errno.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{path}: not found on the remote")]
+    NotFound { path: RelPath },
+    #[error("{path}: already exists on the remote")]
+    AlreadyExists { path: RelPath },
+    #[error("{path}: remote version changed (expected {expected}, found {found})")]
+    VersionChanged {
+        path: RelPath,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: precondition failed (the remote object changed)")]
+    PreconditionFailed { path: RelPath },
+    #[error("{path}: access denied by the server (HTTP {status}); check the credentials")]
+    Auth { path: RelPath, status: u16 },
+    #[error("{path}: HTTP {status} from the server{}", .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Http {
+        path: RelPath,
+        status: u16,
+        retry_after: Option<Duration>,
+        detail: Option<String>,
+    },
+    #[error("{path}: network error: {detail}")]
+    Network { path: RelPath, detail: String },
+    #[error("{path}: no data from the server for {after:?}")]
+    Stalled { path: RelPath, after: Duration },
+    #[error("{path}: response body ended after {got} of {want} bytes")]
+    Truncated { path: RelPath, got: u64, want: u64 },
+    #[error("{path}: protocol error: {detail}")]
+    Protocol { path: RelPath, detail: String },
+    #[error("{path}: the remote is offline (last failure {ago:?} ago: {last})")]
+    Offline {
+        path: RelPath,
+        ago: Duration,
+        last: String,
+    },
+    #[error("{path}: gave up after {attempts} attempts in {elapsed:?}: {last}")]
+    Exhausted {
+        path: RelPath,
+        attempts: u32,
+        elapsed: Duration,
+        last: Box<RemoteError>,
+    },
+    #[error("{path}: local I/O error: {source}")]
+    Io {
+        path: RelPath,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not supported by this remote: {what}")]
+    Unsupported { path: RelPath, what: String },
+    #[error("invalid remote configuration: {0}")]
+    Config(String),
+}
+
+impl RemoteError {
+    /// Worth another attempt (server hiccup, network fault, throttling, truncated body)?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            RemoteError::Network { .. }
+            | RemoteError::Stalled { .. }
+            | RemoteError::Truncated { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Does this failure say the server cannot be reached at all (so callers may fail fast)?
+    pub fn is_offline(&self) -> bool {
+        match self {
+            RemoteError::Network { .. } | RemoteError::Stalled { .. } | RemoteError::Offline { .. } => {
+                true
+            }
+            RemoteError::Exhausted { last, .. } => last.is_offline(),
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RemoteError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The errno a local caller should see for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            RemoteError::NotFound { .. } => libc::ENOENT,
+            RemoteError::AlreadyExists { .. } => libc::EEXIST,
+            RemoteError::VersionChanged { .. } | RemoteError::PreconditionFailed { .. } => {
+                libc::ESTALE
+            }
+            RemoteError::Auth { .. } => libc::EACCES,
+            RemoteError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            RemoteError::Unsupported { .. } => libc::EOPNOTSUPP,
+            RemoteError::Config(_) => libc::EINVAL,
+            RemoteError::Exhausted { last, .. } => last.errno(),
+            _ => libc::EIO,
+        }
+    }
+
+    pub fn path(&self) -> Option<&RelPath> {
+        match self {
+            RemoteError::Config(_) => None,
+            RemoteError::NotFound { path }
+            | RemoteError::AlreadyExists { path }
+            | RemoteError::VersionChanged { path, .. }
+            | RemoteError::PreconditionFailed { path }
+            | RemoteError::Auth { path, .. }
+            | RemoteError::Http { path, .. }
+            | RemoteError::Network { path, .. }
+            | RemoteError::Stalled { path, .. }
+            | RemoteError::Truncated { path, .. }
+            | RemoteError::Protocol { path, .. }
+            | RemoteError::Offline { path, .. }
+            | RemoteError::Exhausted { path, .. }
+            | RemoteError::Io { path, .. }
+            | RemoteError::Unsupported { path, .. } => Some(path),
+        }
+    }
+
+    pub fn io(path: &RelPath, source: std::io::Error) -> Self {
+        RemoteError::Io {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    pub fn protocol(path: &RelPath, detail: impl Into<String>) -> Self {
+        RemoteError::Protocol {
+            path: path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn version_changed(path: &RelPath, expected: &Version, found: Option<&Version>) -> Self {
+        RemoteError::VersionChanged {
+            path: path.clone(),
+            expected: expected.token(),
+            found: found.map(|v| v.token()).unwrap_or_else(|| "a different object".into()),
+        }
+    }
+}
+
+/// Counts from one listing walk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStats {
+    pub entries: u64,
+    /// Entries dropped because their name or href was hostile or outside the collection.
+    pub rejected: u64,
+}
+
+/// Receives the entries of a walk one at a time (bounded memory). Parents come before children.
+pub type Sink<'a> = &'a mut (dyn FnMut(RemoteEntry) -> Result<()> + Send);
+
+/// The network boundary. All paths are relative to the remote's base (bucket prefix, collection).
+#[async_trait]
+pub trait Remote: Send + Sync {
+    /// Human-readable description for logs (never contains a secret).
+    fn describe(&self) -> String;
+
+    /// Metadata of one object (file or directory). The root is always a directory.
+    async fn stat(&self, path: &RelPath) -> Result<RemoteEntry>;
+
+    /// The direct children of a directory.
+    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<RemoteEntry>>;
+
+    /// Every entry below `dir` (not `dir` itself), streamed to `sink`, parents first.
+    async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats>;
+
+    /// Writes bytes `[offset, offset+len)` of `path` at `version` into `dst` at `dst_offset`.
+    /// The range must lie inside the object; a shorter object is a version change.
+    async fn read_range(
+        &self,
+        path: &RelPath,
+        version: &Version,
+        offset: u64,
+        len: u64,
+        dst: &File,
+        dst_offset: u64,
+    ) -> Result<()>;
+
+    /// Uploads the whole of `src` to `path`, streaming, and returns the new remote entry.
+    async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry>;
+
+    /// Deletes a file, or a directory with everything below it.
+    async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()>;
+
+    /// Renames a file or directory; the target must not exist.
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()>;
+
+    /// Creates a directory (parents must exist). An existing directory is not an error.
+    async fn mkdir(&self, path: &RelPath) -> Result<()>;
+}
+
+#[async_trait]
+impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn stat(&self, path: &RelPath) -> Result<RemoteEntry> {
+        (**self).stat(path).await
+    }
+    async fn list_dir(&self, dir: &RelPath) -> Result<Vec<RemoteEntry>> {
+        (**self).list_dir(dir).await
+    }
+    async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats> {
+        (**self).walk(dir, sink).await
+    }
+    async fn read_range(
+        &self,
+        path: &RelPath,
+        version: &Version,
+        offset: u64,
+        len: u64,
+        dst: &File,
+        dst_offset: u64,
+    ) -> Result<()> {
+        (**self)
+            .read_range(path, version, offset, len, dst, dst_offset)
+            .await
+    }
+    async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry> {
+        (**self).upload(path, src, pre).await
+    }
+    async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()> {
+        (**self).delete(path, kind).await
+    }
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+        (**self).rename(from, to, kind).await
+    }
+    async fn mkdir(&self, path: &RelPath) -> Result<()> {
+        (**self).mkdir(path).await
+    }
+}
+
+/// Same content? Compares versions of the same kind, else size and whole-second mtime.
+pub fn same_version(a: &RemoteEntry, b: &RemoteEntry) -> bool {
+    match (&a.version, &b.version) {
+        (Version::Etag { .. }, Version::Etag { .. })
+        | (Version::SizeMtime { .. }, Version::SizeMtime { .. }) => a.version.same(&b.version),
+        _ => {
+            a.size == b.size
+                && crate::model::unix_secs(a.mtime) == crate::model::unix_secs(b.mtime)
+        }
+    }
+}
+
+/// Logs and counts an entry refused for a hostile name or href.
+pub(crate) fn reject(stats: &mut WalkStats, what: &str, why: &dyn std::fmt::Display) {
+    stats.rejected += 1;
+    tracing::warn!(entry = %what.escape_debug(), reason = %why, "rejected a remote entry");
+}

@@ -1,0 +1,131 @@
+//! Parsing remote specs (`dav://`, `davs://`, `s3://`, `file://`) into a concrete remote.
+//! This is the one place outside the daemon that names the concrete implementations.
+
+use super::http::HttpConfig;
+use super::local::LocalDir;
+use super::s3::{S3Config, S3};
+use super::webdav::{WebDav, WebDavConfig};
+use super::{Remote, RemoteError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use url::Url;
+
+/// What a user gives to `skyfill add-root` (secrets excluded: they travel separately).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RemoteSpec {
+    /// `dav://host[:port]/path`, `davs://host/path`, `s3://bucket[/prefix]`, `file:///path`.
+    pub url: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// S3 endpoint (default AWS for the region).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+/// Builds the remote for a spec. `secret` is a password, or `ACCESS:SECRET` for S3.
+pub fn open_remote(
+    spec: &RemoteSpec,
+    secret: Option<&str>,
+    http: HttpConfig,
+    state_dir: Option<PathBuf>,
+) -> Result<Arc<dyn Remote>> {
+    let u = Url::parse(&spec.url)
+        .map_err(|e| RemoteError::Config(format!("remote URL {:?}: {e}", spec.url)))?;
+    match u.scheme() {
+        "dav" | "davs" | "http" | "https" => {
+            let scheme = if matches!(u.scheme(), "davs" | "https") { "https" } else { "http" };
+            let host = u
+                .host_str()
+                .ok_or_else(|| RemoteError::Config("WebDAV URL without a host".into()))?;
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let url = Url::parse(&format!("{scheme}://{host}{port}{}", u.path()))
+                .map_err(|e| RemoteError::Config(e.to_string()))?;
+            let user = spec
+                .user
+                .clone()
+                .or_else(|| (!u.username().is_empty()).then(|| u.username().to_string()));
+            Ok(Arc::new(WebDav::new(WebDavConfig {
+                url,
+                user,
+                password: secret.map(str::to_string),
+                http,
+            })?))
+        }
+        "s3" => {
+            let bucket = u
+                .host_str()
+                .ok_or_else(|| RemoteError::Config("s3:// URL without a bucket".into()))?;
+            let region = spec.region.clone().unwrap_or_else(|| "us-east-1".into());
+            let endpoint = match &spec.endpoint {
+                Some(e) => Url::parse(e).map_err(|e| RemoteError::Config(format!("endpoint: {e}")))?,
+                None => Url::parse(&format!("https://s3.{region}.amazonaws.com")).unwrap(),
+            };
+            let mut c = S3Config::new(endpoint, bucket);
+            c.region = region;
+            c.prefix = u.path().trim_matches('/').to_string();
+            c.path_style = spec.path_style;
+            c.http = http;
+            c.state_dir = state_dir;
+            c.credentials = match secret {
+                None | Some("") => None,
+                Some(s) => {
+                    let (a, k) = s.split_once(':').ok_or_else(|| {
+                        RemoteError::Config("S3 secret must be ACCESS_KEY:SECRET_KEY".into())
+                    })?;
+                    Some((a.to_string(), k.to_string()))
+                }
+            };
+            Ok(Arc::new(S3::new(c)?))
+        }
+        "file" => {
+            if u.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(RemoteError::Config("file:// URLs must be local (file:///path)".into()));
+            }
+            let p = u
+                .to_file_path()
+                .map_err(|_| RemoteError::Config(format!("bad file URL {:?}", spec.url)))?;
+            Ok(Arc::new(LocalDir::new(&p)?))
+        }
+        other => Err(RemoteError::Config(format!(
+            "unknown remote scheme {other:?} (use dav://, davs://, s3:// or file://)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> RemoteSpec {
+        RemoteSpec {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn schemes() {
+        let h = HttpConfig::default;
+        assert!(open_remote(&spec("dav://127.0.0.1:8080/dav"), None, h(), None)
+            .unwrap()
+            .describe()
+            .starts_with("webdav http://127.0.0.1:8080/dav/"));
+        assert!(open_remote(&spec("davs://example.org/x"), Some("pw"), h(), None)
+            .unwrap()
+            .describe()
+            .contains("https://example.org/x/"));
+        let mut s = spec("s3://bucket/pre/fix");
+        s.endpoint = Some("http://127.0.0.1:9000".into());
+        s.path_style = true;
+        assert!(open_remote(&s, Some("ak:sk"), h(), None).is_ok());
+        assert!(open_remote(&s, Some("no-colon"), h(), None).is_err());
+        assert!(open_remote(&spec("file:///tmp"), None, h(), None).is_ok());
+        assert!(open_remote(&spec("ftp://x/y"), None, h(), None).is_err());
+        assert!(open_remote(&spec("file://otherhost/tmp"), None, h(), None).is_err());
+    }
+}
