@@ -14,13 +14,22 @@ fn cstr(s: &str) -> io::Result<CString> {
 
 /// Opens `rel` beneath `dir` (the empty path opens `dir` itself again) without following any
 /// symlink and without leaving `dir`.
-pub fn open_beneath(dir: BorrowedFd<'_>, rel: &RelPath, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &RelPath,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     let path = if rel.is_root() { "." } else { rel.as_str() };
     let c = cstr(path)?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 };
+    how.mode = if flags & libc::O_CREAT != 0 {
+        mode as u64
+    } else {
+        0
+    };
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     loop {
         // SAFETY: valid pointers for the duration of the call; size matches the struct.
@@ -66,7 +75,14 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<libc::stat> {
     let c = cstr(name)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: st is written by the kernel on success.
-    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
     Ok(unsafe { st.assume_init() })
 }
 
@@ -99,7 +115,13 @@ pub fn rename_at(
     let (a, b) = (cstr(from)?, cstr(to)?);
     let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
     check(unsafe {
-        libc::renameat2(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr(), flags)
+        libc::renameat2(
+            from_dir.as_raw_fd(),
+            a.as_ptr(),
+            to_dir.as_raw_fd(),
+            b.as_ptr(),
+            flags,
+        )
     })
 }
 
@@ -110,8 +132,14 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
         Err(e) => (-(e.duration().as_secs() as i64), 0),
     };
     let ts = [
-        libc::timespec { tv_sec: s, tv_nsec: ns },
-        libc::timespec { tv_sec: s, tv_nsec: ns },
+        libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
+        libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
     ];
     check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
 }
@@ -119,8 +147,8 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
 /// Names in an open directory (without `.` and `..`), as raw bytes.
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
-        .map_err(io::Error::from)?;
+    let mut d =
+        nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;
     let mut out = Vec::new();
     for e in d.iter() {
         let e = e.map_err(io::Error::from)?;
@@ -133,7 +161,8 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 }
 
 pub fn mtime_of(st: &libc::stat) -> SystemTime {
-    crate::model::from_unix_secs(st.st_mtime) + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)
+    crate::model::from_unix_secs(st.st_mtime)
+        + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)
 }
 
 #[cfg(test)]
@@ -154,8 +183,13 @@ mod tests {
         assert!(open_beneath(r, &RelPath::parse("ok").unwrap(), libc::O_RDONLY, 0).is_ok());
         let e = open_beneath(r, &RelPath::parse("link").unwrap(), libc::O_RDONLY, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
-        let e = open_beneath(r, &RelPath::parse("abs/etc/passwd").unwrap(), libc::O_RDONLY, 0)
-            .unwrap_err();
+        let e = open_beneath(
+            r,
+            &RelPath::parse("abs/etc/passwd").unwrap(),
+            libc::O_RDONLY,
+            0,
+        )
+        .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
     }
 }

@@ -302,10 +302,7 @@ mod tests {
         assert_eq!(validate_name(b"a\nb"), Err(NameError::Control));
         assert_eq!(validate_name(b"a\x7fb"), Err(NameError::Control));
         assert_eq!(validate_name(b"\xff\xfe"), Err(NameError::NotUtf8));
-        assert_eq!(
-            validate_name(&[b'a'; 256]),
-            Err(NameError::TooLong(256))
-        );
+        assert_eq!(validate_name(&[b'a'; 256]), Err(NameError::TooLong(256)));
         assert!(validate_name(&[b'a'; 255]).is_ok());
         assert_eq!(validate_name("ünï cödé 📁".as_bytes()), Ok("ünï cödé 📁"));
         assert_eq!(validate_name(b"..."), Ok("..."));
@@ -318,7 +315,9 @@ mod tests {
         assert_eq!(p.name(), "c");
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
         assert!(p.starts_with(&RelPath::parse("a").unwrap()));
-        assert!(!RelPath::parse("ab").unwrap().starts_with(&RelPath::parse("a").unwrap()));
+        assert!(!RelPath::parse("ab")
+            .unwrap()
+            .starts_with(&RelPath::parse("a").unwrap()));
         assert!(RelPath::parse("a/../b").is_err());
         assert!(serde_json::from_str::<RelPath>("\"a/../etc\"").is_err());
     }

@@ -110,9 +110,9 @@ impl RemoteError {
     /// Does this failure say the server cannot be reached at all (so callers may fail fast)?
     pub fn is_offline(&self) -> bool {
         match self {
-            RemoteError::Network { .. } | RemoteError::Stalled { .. } | RemoteError::Offline { .. } => {
-                true
-            }
+            RemoteError::Network { .. }
+            | RemoteError::Stalled { .. }
+            | RemoteError::Offline { .. } => true,
             RemoteError::Exhausted { last, .. } => last.is_offline(),
             _ => false,
         }
@@ -180,7 +180,9 @@ impl RemoteError {
         RemoteError::VersionChanged {
             path: path.clone(),
             expected: expected.token(),
-            found: found.map(|v| v.token()).unwrap_or_else(|| "a different object".into()),
+            found: found
+                .map(|v| v.token())
+                .unwrap_or_else(|| "a different object".into()),
         }
     }
 }
@@ -283,9 +285,19 @@ pub fn same_version(a: &RemoteEntry, b: &RemoteEntry) -> bool {
         (Version::Etag { .. }, Version::Etag { .. })
         | (Version::SizeMtime { .. }, Version::SizeMtime { .. }) => a.version.same(&b.version),
         _ => {
-            a.size == b.size
-                && crate::model::unix_secs(a.mtime) == crate::model::unix_secs(b.mtime)
+            a.size == b.size && crate::model::unix_secs(a.mtime) == crate::model::unix_secs(b.mtime)
         }
+    }
+}
+
+/// Is `e` still at version `v`? A size+mtime version is checked against the entry's size
+/// and mtime when the entry carries an ETag; an ETag never matches a size+mtime entry.
+pub fn entry_matches(e: &RemoteEntry, v: &Version) -> bool {
+    match (v, &e.version) {
+        (Version::SizeMtime { size, mtime_secs }, Version::Etag { .. }) => {
+            e.size == *size && crate::model::unix_secs(e.mtime) == *mtime_secs
+        }
+        _ => e.version.same(v),
     }
 }
 

@@ -38,7 +38,11 @@ pub fn open_remote(
         .map_err(|e| RemoteError::Config(format!("remote URL {:?}: {e}", spec.url)))?;
     match u.scheme() {
         "dav" | "davs" | "http" | "https" => {
-            let scheme = if matches!(u.scheme(), "davs" | "https") { "https" } else { "http" };
+            let scheme = if matches!(u.scheme(), "davs" | "https") {
+                "https"
+            } else {
+                "http"
+            };
             let host = u
                 .host_str()
                 .ok_or_else(|| RemoteError::Config("WebDAV URL without a host".into()))?;
@@ -62,7 +66,9 @@ pub fn open_remote(
                 .ok_or_else(|| RemoteError::Config("s3:// URL without a bucket".into()))?;
             let region = spec.region.clone().unwrap_or_else(|| "us-east-1".into());
             let endpoint = match &spec.endpoint {
-                Some(e) => Url::parse(e).map_err(|e| RemoteError::Config(format!("endpoint: {e}")))?,
+                Some(e) => {
+                    Url::parse(e).map_err(|e| RemoteError::Config(format!("endpoint: {e}")))?
+                }
                 None => Url::parse(&format!("https://s3.{region}.amazonaws.com")).unwrap(),
             };
             let mut c = S3Config::new(endpoint, bucket);
@@ -83,8 +89,12 @@ pub fn open_remote(
             Ok(Arc::new(S3::new(c)?))
         }
         "file" => {
-            if u.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-                return Err(RemoteError::Config("file:// URLs must be local (file:///path)".into()));
+            if u.host_str()
+                .is_some_and(|h| !h.is_empty() && h != "localhost")
+            {
+                return Err(RemoteError::Config(
+                    "file:// URLs must be local (file:///path)".into(),
+                ));
             }
             let p = u
                 .to_file_path()
@@ -111,14 +121,18 @@ mod tests {
     #[test]
     fn schemes() {
         let h = HttpConfig::default;
-        assert!(open_remote(&spec("dav://127.0.0.1:8080/dav"), None, h(), None)
-            .unwrap()
-            .describe()
-            .starts_with("webdav http://127.0.0.1:8080/dav/"));
-        assert!(open_remote(&spec("davs://example.org/x"), Some("pw"), h(), None)
-            .unwrap()
-            .describe()
-            .contains("https://example.org/x/"));
+        assert!(
+            open_remote(&spec("dav://127.0.0.1:8080/dav"), None, h(), None)
+                .unwrap()
+                .describe()
+                .starts_with("webdav http://127.0.0.1:8080/dav/")
+        );
+        assert!(
+            open_remote(&spec("davs://example.org/x"), Some("pw"), h(), None)
+                .unwrap()
+                .describe()
+                .contains("https://example.org/x/")
+        );
         let mut s = spec("s3://bucket/pre/fix");
         s.endpoint = Some("http://127.0.0.1:9000".into());
         s.path_style = true;

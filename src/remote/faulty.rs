@@ -6,7 +6,7 @@
 //! `Retrying<Faulty<Memory>>` to show that faults never turn into wrong bytes.
 
 use super::retry::{retry, Breaker, RetryPolicy};
-use super::{Precondition, RemoteError, Remote, Result, Sink, WalkStats};
+use super::{Precondition, Remote, RemoteError, Result, Sink, WalkStats};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use std::fs::File;
@@ -138,10 +138,16 @@ impl<R: Remote> Remote for Retrying<R> {
         self.inner.describe()
     }
     async fn stat(&self, path: &RelPath) -> Result<RemoteEntry> {
-        retry(&self.policy, &self.breaker, "stat", path, |_| self.inner.stat(path)).await
+        retry(&self.policy, &self.breaker, "stat", path, |_| {
+            self.inner.stat(path)
+        })
+        .await
     }
     async fn list_dir(&self, dir: &RelPath) -> Result<Vec<RemoteEntry>> {
-        retry(&self.policy, &self.breaker, "list", dir, |_| self.inner.list_dir(dir)).await
+        retry(&self.policy, &self.breaker, "list", dir, |_| {
+            self.inner.list_dir(dir)
+        })
+        .await
     }
     async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats> {
         // A walk is not restartable once entries went out; only a failure before the first
@@ -157,7 +163,11 @@ impl<R: Remote> Remote for Retrying<R> {
                 self.inner.walk(dir, &mut counting).await
             };
             match res {
-                Err(e) if e.is_transient() && emitted == 0 && attempt + 1 < self.policy.max_attempts => {
+                Err(e)
+                    if e.is_transient()
+                        && emitted == 0
+                        && attempt + 1 < self.policy.max_attempts =>
+                {
                     attempt += 1;
                     tokio::time::sleep(self.policy.backoff(attempt)).await;
                 }
@@ -187,7 +197,10 @@ impl<R: Remote> Remote for Retrying<R> {
         .await
     }
     async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()> {
-        retry(&self.policy, &self.breaker, "delete", path, |_| self.inner.delete(path, kind)).await
+        retry(&self.policy, &self.breaker, "delete", path, |_| {
+            self.inner.delete(path, kind)
+        })
+        .await
     }
     async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
         retry(&self.policy, &self.breaker, "rename", from, |_| {
@@ -196,6 +209,9 @@ impl<R: Remote> Remote for Retrying<R> {
         .await
     }
     async fn mkdir(&self, path: &RelPath) -> Result<()> {
-        retry(&self.policy, &self.breaker, "mkdir", path, |_| self.inner.mkdir(path)).await
+        retry(&self.policy, &self.breaker, "mkdir", path, |_| {
+            self.inner.mkdir(path)
+        })
+        .await
     }
 }

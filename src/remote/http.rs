@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use std::fs::File;
-use std::sync::Arc;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Settings common to HTTP remotes.
@@ -81,7 +81,10 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(s));
     }
     let t = httpdate::parse_http_date(v).ok()?;
-    Some(t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        t.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Error for a non-success status; reads a short snippet of the body for the message.
@@ -197,8 +200,7 @@ pub fn check_version(
                     return Err(RemoteError::version_changed(path, expected, got.as_ref()));
                 }
             }
-            if let Some(got @ Version::SizeMtime { .. }) = response_version_no_etag(h, total_size)
-            {
+            if let Some(got @ Version::SizeMtime { .. }) = response_version_no_etag(h, total_size) {
                 if !expected.same(&got) {
                     return Err(RemoteError::version_changed(path, expected, Some(&got)));
                 }
@@ -268,7 +270,12 @@ pub async fn stream_into(
 }
 
 /// Reads a whole (bounded) body into memory: for XML answers only.
-pub async fn bounded_body(path: &RelPath, resp: Response, max: u64, idle: Duration) -> Result<Vec<u8>> {
+pub async fn bounded_body(
+    path: &RelPath,
+    resp: Response,
+    max: u64,
+    idle: Duration,
+) -> Result<Vec<u8>> {
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
     loop {
@@ -298,59 +305,24 @@ pub async fn bounded_body(path: &RelPath, resp: Response, max: u64, idle: Durati
 pub fn file_body(file: Arc<File>, start: u64, len: u64) -> reqwest::Body {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 256 * 1024;
-    let stream = futures_util::stream::try_unfold((file, start, start + len), |(f, pos, end)| async move {
-        if pos >= end {
-            return Ok::<_, std::io::Error>(None);
-        }
-        let n = CHUNK.min(end - pos) as usize;
-        let mut buf = vec![0u8; n];
-        let got = f.read_at(&mut buf, pos)?;
-        if got == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "local file shrank during upload",
-            ));
-        }
-        buf.truncate(got);
-        Ok(Some((bytes::Bytes::from(buf), (f, pos + got as u64, end))))
-    });
+    let stream =
+        futures_util::stream::try_unfold((file, start, start + len), |(f, pos, end)| async move {
+            if pos >= end {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let n = CHUNK.min(end - pos) as usize;
+            let mut buf = vec![0u8; n];
+            let got = f.read_at(&mut buf, pos)?;
+            if got == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "local file shrank during upload",
+                ));
+            }
+            buf.truncate(got);
+            Ok(Some((bytes::Bytes::from(buf), (f, pos + got as u64, end))))
+        });
     reqwest::Body::wrap_stream(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range_parsing() {
-        assert_eq!(
-            parse_content_range("bytes 0-99/1000"),
-            Some(ContentRange {
-                start: 0,
-                end: 99,
-                total: Some(1000)
-            })
-        );
-        assert_eq!(
-            parse_content_range("bytes 5-9/*").unwrap().total,
-            None
-        );
-        assert_eq!(parse_content_range("bytes 9-5/10"), None);
-        assert_eq!(parse_content_range("bytes 0-10/10"), None);
-        assert_eq!(parse_content_range("items 0-1/2"), None);
-        assert_eq!(parse_content_range("bytes */1000"), None);
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
-        h.insert("retry-after", future.parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
-    }
 }
 
 /// One ranged read over HTTP, shared by WebDAV and S3. `make(start, end_inclusive, if_match)`
@@ -463,4 +435,37 @@ where
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some(ContentRange {
+                start: 0,
+                end: 99,
+                total: Some(1000)
+            })
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*").unwrap().total, None);
+        assert_eq!(parse_content_range("bytes 9-5/10"), None);
+        assert_eq!(parse_content_range("bytes 0-10/10"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes */1000"), None);
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        h.insert("retry-after", future.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
+    }
 }

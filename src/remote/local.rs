@@ -27,7 +27,10 @@ impl LocalDir {
             RemoteError::Config(format!("cannot open local remote {}: {e}", path.display()))
         })?;
         if !f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(RemoteError::Config(format!("{} is not a directory", path.display())));
+            return Err(RemoteError::Config(format!(
+                "{} is not a directory",
+                path.display()
+            )));
         }
         Ok(LocalDir {
             path: path.to_path_buf(),
@@ -42,7 +45,11 @@ fn entry_from(path: RelPath, st: &libc::stat) -> Option<RemoteEntry> {
         libc::S_IFDIR => Kind::Dir,
         _ => return None,
     };
-    let size = if kind == Kind::File { st.st_size as u64 } else { 0 };
+    let size = if kind == Kind::File {
+        st.st_size as u64
+    } else {
+        0
+    };
     let mtime = fsutil::mtime_of(st);
     Some(RemoteEntry {
         path,
@@ -63,7 +70,8 @@ fn entry_from(path: RelPath, st: &libc::stat) -> Option<RemoteEntry> {
 }
 
 fn stat_path(root: &OwnedFd, path: &RelPath) -> Result<RemoteEntry> {
-    let fd = fsutil::open_beneath(root.as_fd(), path, libc::O_PATH, 0).map_err(|e| map_io(path, e))?;
+    let fd =
+        fsutil::open_beneath(root.as_fd(), path, libc::O_PATH, 0).map_err(|e| map_io(path, e))?;
     let st = fsutil::fstat(fd.as_fd()).map_err(|e| RemoteError::io(path, e))?;
     entry_from(path.clone(), &st).ok_or_else(|| RemoteError::NotFound { path: path.clone() })
 }
@@ -71,7 +79,9 @@ fn stat_path(root: &OwnedFd, path: &RelPath) -> Result<RemoteEntry> {
 fn map_io(path: &RelPath, e: std::io::Error) -> RemoteError {
     match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => RemoteError::NotFound { path: path.clone() },
-        Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => RemoteError::AlreadyExists { path: path.clone() },
+        Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+            RemoteError::AlreadyExists { path: path.clone() }
+        }
         _ => RemoteError::io(path, e),
     }
 }
@@ -104,17 +114,23 @@ fn list_one(root: &OwnedFd, dir: &RelPath, stats: &mut WalkStats) -> Result<Vec<
                 stats.entries += 1;
                 out.push(e)
             }
-            None => reject(stats, &shown, &"not a regular file or directory (symlink or special)"),
+            None => reject(
+                stats,
+                &shown,
+                &"not a regular file or directory (symlink or special)",
+            ),
         }
     }
     Ok(out)
 }
 
 fn version_of(st: &libc::stat, path: &RelPath) -> Version {
-    entry_from(path.clone(), st).map(|e| e.version).unwrap_or(Version::SizeMtime {
-        size: 0,
-        mtime_secs: 0,
-    })
+    entry_from(path.clone(), st)
+        .map(|e| e.version)
+        .unwrap_or(Version::SizeMtime {
+            size: 0,
+            mtime_secs: 0,
+        })
 }
 
 fn same(expected: &Version, st: &libc::stat, path: &RelPath) -> bool {
@@ -167,12 +183,17 @@ impl super::Remote for LocalDir {
         let dst = dst.try_clone().map_err(|e| RemoteError::io(path, e))?;
         let (path, version) = (path.clone(), version.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let fd = fsutil::open_beneath(root.as_fd(), &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-                .map_err(|e| map_io(&path, e))?;
+            let fd =
+                fsutil::open_beneath(root.as_fd(), &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+                    .map_err(|e| map_io(&path, e))?;
             let src = File::from(fd);
             let st = fsutil::fstat(src.as_fd()).map_err(|e| RemoteError::io(&path, e))?;
             if !same(&version, &st, &path) || (st.st_size as u64) < offset + len {
-                return Err(RemoteError::version_changed(&path, &version, Some(&version_of(&st, &path))));
+                return Err(RemoteError::version_changed(
+                    &path,
+                    &version,
+                    Some(&version_of(&st, &path)),
+                ));
             }
             let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
             let mut done = 0u64;
@@ -190,7 +211,11 @@ impl super::Remote for LocalDir {
             }
             let st2 = fsutil::fstat(src.as_fd()).map_err(|e| RemoteError::io(&path, e))?;
             if !same(&version, &st2, &path) {
-                return Err(RemoteError::version_changed(&path, &version, Some(&version_of(&st2, &path))));
+                return Err(RemoteError::version_changed(
+                    &path,
+                    &version,
+                    Some(&version_of(&st2, &path)),
+                ));
             }
             Ok(())
         })
@@ -203,7 +228,8 @@ impl super::Remote for LocalDir {
         let src = src.try_clone().map_err(|e| RemoteError::io(path, e))?;
         let (path, pre) = (path.clone(), pre.clone());
         tokio::task::spawn_blocking(move || -> Result<RemoteEntry> {
-            let (pfd, name) = fsutil::open_parent(root.as_fd(), &path).map_err(|e| map_io(&path, e))?;
+            let (pfd, name) =
+                fsutil::open_parent(root.as_fd(), &path).map_err(|e| map_io(&path, e))?;
             match &pre {
                 Precondition::None => {}
                 Precondition::MustNotExist => {
@@ -217,7 +243,11 @@ impl super::Remote for LocalDir {
                 },
             }
             let tmp_name = format!(".skyfill-upload-{:016x}", rand::random::<u64>());
-            let tmp_rel = path.parent().unwrap_or_default().join(&tmp_name).expect("valid");
+            let tmp_rel = path
+                .parent()
+                .unwrap_or_default()
+                .join(&tmp_name)
+                .expect("valid");
             let sst = fsutil::fstat(src.as_fd()).map_err(|e| RemoteError::io(&path, e))?;
             let tfd = fsutil::open_beneath(
                 root.as_fd(),
@@ -290,13 +320,16 @@ impl super::Remote for LocalDir {
         if path.is_root() {
             return Ok(());
         }
-        let (pfd, name) = fsutil::open_parent(self.root.as_fd(), path).map_err(|e| map_io(path, e))?;
+        let (pfd, name) =
+            fsutil::open_parent(self.root.as_fd(), path).map_err(|e| map_io(path, e))?;
         match fsutil::mkdir_at(pfd.as_fd(), name, 0o755) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match stat_path(&self.root, path)? {
-                e if e.kind == Kind::Dir => Ok(()),
-                _ => Err(RemoteError::AlreadyExists { path: path.clone() }),
-            },
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                match stat_path(&self.root, path)? {
+                    e if e.kind == Kind::Dir => Ok(()),
+                    _ => Err(RemoteError::AlreadyExists { path: path.clone() }),
+                }
+            }
             Err(e) => Err(map_io(path, e)),
         }
     }

@@ -155,13 +155,16 @@ impl super::Remote for Memory {
     ) -> Result<()> {
         let data = {
             let g = self.state.lock().unwrap();
-            let n = g
-                .0
-                .get(path)
-                .ok_or_else(|| RemoteError::NotFound { path: path.clone() })?;
+            let n =
+                g.0.get(path)
+                    .ok_or_else(|| RemoteError::NotFound { path: path.clone() })?;
             let e = entry(path, n);
             if !e.version.same(version) || (n.data.len() as u64) < offset + len {
-                return Err(RemoteError::version_changed(path, version, Some(&e.version)));
+                return Err(RemoteError::version_changed(
+                    path,
+                    version,
+                    Some(&e.version),
+                ));
             }
             n.data[offset as usize..(offset + len) as usize].to_vec()
         };
@@ -224,7 +227,11 @@ impl super::Remote for Memory {
         if g.0.contains_key(to) {
             return Err(RemoteError::AlreadyExists { path: to.clone() });
         }
-        let moved: Vec<RelPath> = g.0.keys().filter(|p| p.starts_with(from)).cloned().collect();
+        let moved: Vec<RelPath> =
+            g.0.keys()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
         for p in moved {
             let n = g.0.remove(&p).unwrap();
             let rest = &p.as_str()[from.as_str().len()..];

@@ -214,7 +214,10 @@ mod tests {
         })
         .await
         .unwrap_err();
-        assert!(matches!(e, RemoteError::Exhausted { attempts: 4, .. }), "{e}");
+        assert!(
+            matches!(e, RemoteError::Exhausted { attempts: 4, .. }),
+            "{e}"
+        );
         assert_eq!(n.load(Ordering::SeqCst), 4);
         // Now offline: the next call fails at once without calling op.
         let e = retry(&fast(), &b, "t", &RelPath::root(), |_| async {

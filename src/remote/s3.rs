@@ -13,8 +13,8 @@ use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-    SigningSettings, UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -75,6 +75,10 @@ impl S3Config {
     }
 }
 
+const MARKERS_UNKNOWN: u8 = 0;
+const MARKERS_YES: u8 = 1;
+const MARKERS_NO: u8 = 2;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Journal {
     key: String,
@@ -91,6 +95,8 @@ pub struct S3 {
     identity: Option<Identity>,
     breaker: Breaker,
     bucket_url: Url,
+    /// Whether the server keeps `dir/` marker objects (unknown until the first mkdir).
+    markers: std::sync::atomic::AtomicU8,
     /// Parts sent by multipart uploads (tests check that resumed uploads skip parts).
     pub parts_sent: AtomicU64,
 }
@@ -118,7 +124,10 @@ impl S3 {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         {
-            return Err(RemoteError::Config(format!("invalid bucket name {:?}", cfg.bucket)));
+            return Err(RemoteError::Config(format!(
+                "invalid bucket name {:?}",
+                cfg.bucket
+            )));
         }
         cfg.prefix = cfg.prefix.trim_matches('/').to_string();
         if !cfg.prefix.is_empty() {
@@ -153,6 +162,7 @@ impl S3 {
             breaker: Breaker::default(),
             bucket_url,
             parts_sent: AtomicU64::new(0),
+            markers: std::sync::atomic::AtomicU8::new(MARKERS_UNKNOWN),
         })
     }
 
@@ -186,7 +196,12 @@ impl S3 {
 
     /// Signs a request in place (no-op for anonymous access). Small bodies are hashed; streamed
     /// bodies are sent as UNSIGNED-PAYLOAD.
-    fn signed(&self, path: &RelPath, mut req: reqwest::Request, body: Option<&[u8]>) -> Result<reqwest::Request> {
+    fn signed(
+        &self,
+        path: &RelPath,
+        mut req: reqwest::Request,
+        body: Option<&[u8]>,
+    ) -> Result<reqwest::Request> {
         let Some(identity) = &self.identity else {
             return Ok(req);
         };
@@ -225,7 +240,8 @@ impl S3 {
         for (k, v) in instr.headers() {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| RemoteError::protocol(path, e.to_string()))?;
-            let val = HeaderValue::from_str(v).map_err(|e| RemoteError::protocol(path, e.to_string()))?;
+            let val =
+                HeaderValue::from_str(v).map_err(|e| RemoteError::protocol(path, e.to_string()))?;
             req.headers_mut().insert(name, val);
         }
         Ok(req)
@@ -263,7 +279,11 @@ impl S3 {
         retry(&self.cfg.http.retry, &self.breaker, what, path, |_| {
             let req = self.build(path, method.clone(), url.clone(), headers, body.clone());
             async move {
-                let r = self.client.execute(req?).await.map_err(|e| http::net_err(path, e))?;
+                let r = self
+                    .client
+                    .execute(req?)
+                    .await
+                    .map_err(|e| http::net_err(path, e))?;
                 if r.status().is_success() {
                     Ok(r)
                 } else {
@@ -278,7 +298,8 @@ impl S3 {
         http::bounded_body(path, resp, 64 << 20, self.cfg.http.idle_timeout).await
     }
 
-    /// One ListObjectsV2 page.
+    /// One ListObjectsV2 page. `encoding-type=url` is not requested: s3s-fs echoes it without
+    /// encoding, which would decode keys twice; keys arrive XML-escaped instead.
     async fn list_page(
         &self,
         path: &RelPath,
@@ -288,7 +309,7 @@ impl S3 {
         max_keys: Option<u32>,
     ) -> Result<listing::Page> {
         let mk = max_keys.map(|m| m.to_string());
-        let mut q: Vec<(&str, &str)> = vec![("list-type", "2"), ("prefix", prefix), ("encoding-type", "url")];
+        let mut q: Vec<(&str, &str)> = vec![("list-type", "2"), ("prefix", prefix)];
         if delimiter {
             q.push(("delimiter", "/"));
         }
@@ -302,11 +323,16 @@ impl S3 {
         url.set_query(Some(&enc_query(&q)));
         let resp = self.call("LIST", path, Method::GET, url, &[], None).await?;
         let body = self.xml(path, resp).await?;
-        listing::parse_list(&body[..]).map_err(|e| RemoteError::protocol(path, format!("ListObjectsV2: {e}")))
+        listing::parse_list(&body[..])
+            .map_err(|e| RemoteError::protocol(path, format!("ListObjectsV2: {e}")))
     }
 
     /// Turns a key below `base_prefix` into a path, or says why not.
-    fn key_to_path(&self, key: &[u8], base_prefix: &str) -> std::result::Result<(RelPath, bool), String> {
+    fn key_to_path(
+        &self,
+        key: &[u8],
+        base_prefix: &str,
+    ) -> std::result::Result<(RelPath, bool), String> {
         let rest = key
             .strip_prefix(base_prefix.as_bytes())
             .ok_or("key outside the prefix asked for")?;
@@ -374,7 +400,9 @@ impl S3 {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self.list_page(dir, &prefix, false, token.as_deref(), None).await?;
+            let page = self
+                .list_page(dir, &prefix, false, token.as_deref(), None)
+                .await?;
             for o in page.objects {
                 if let Ok(k) = String::from_utf8(o.key) {
                     keys.push(k);
@@ -415,7 +443,10 @@ impl S3 {
 
     async fn abort(&self, path: &RelPath, key: &str, upload_id: &str) {
         let url = self.object_url(key, &[("uploadId", upload_id)]);
-        match self.call("ABORT", path, Method::DELETE, url, &[], None).await {
+        match self
+            .call("ABORT", path, Method::DELETE, url, &[], None)
+            .await
+        {
             Ok(_) | Err(RemoteError::NotFound { .. }) => {
                 tracing::info!(%path, "aborted an abandoned multipart upload")
             }
@@ -424,7 +455,12 @@ impl S3 {
     }
 
     /// Parts the server already holds for an upload; `None` if the upload is gone.
-    async fn server_parts(&self, path: &RelPath, key: &str, upload_id: &str) -> Result<Option<Vec<(u32, String, u64)>>> {
+    async fn server_parts(
+        &self,
+        path: &RelPath,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<listing::Part>>> {
         let mut all = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -433,7 +469,10 @@ impl S3 {
                 q.push(("part-number-marker", m.as_str()));
             }
             let url = self.object_url(key, &q);
-            let resp = match self.call("LISTPARTS", path, Method::GET, url, &[], None).await {
+            let resp = match self
+                .call("LISTPARTS", path, Method::GET, url, &[], None)
+                .await
+            {
                 Ok(r) => r,
                 Err(RemoteError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
@@ -449,7 +488,14 @@ impl S3 {
         }
     }
 
-    async fn multipart(&self, path: &RelPath, key: &str, src: Arc<File>, size: u64, fingerprint: String) -> Result<()> {
+    async fn multipart(
+        &self,
+        path: &RelPath,
+        key: &str,
+        src: Arc<File>,
+        size: u64,
+        fingerprint: String,
+    ) -> Result<()> {
         let part_size = self.cfg.part_size;
         let mut journal: Option<Journal> = self
             .journal_path(key)
@@ -478,11 +524,24 @@ impl S3 {
             Some(j) => j,
             None => {
                 let url = self.object_url(key, &[("uploads", "")]);
-                let resp = self.call("CREATE MULTIPART", path, Method::POST, url, &[], Some(vec![])).await?;
+                let resp = self
+                    .call(
+                        "CREATE MULTIPART",
+                        path,
+                        Method::POST,
+                        url,
+                        &[],
+                        Some(vec![]),
+                    )
+                    .await?;
                 let body = self.xml(path, resp).await?;
                 let id = listing::parse_upload_id(&body[..])
-                    .map_err(|e| RemoteError::protocol(path, format!("CreateMultipartUpload: {e}")))?
-                    .ok_or_else(|| RemoteError::protocol(path, "CreateMultipartUpload: no UploadId"))?;
+                    .map_err(|e| {
+                        RemoteError::protocol(path, format!("CreateMultipartUpload: {e}"))
+                    })?
+                    .ok_or_else(|| {
+                        RemoteError::protocol(path, "CreateMultipartUpload: no UploadId")
+                    })?;
                 let j = Journal {
                     key: key.to_string(),
                     upload_id: id,
@@ -508,27 +567,43 @@ impl S3 {
                     let start = (n as u64 - 1) * part_size;
                     let len = part_size.min(size - start);
                     let num = n.to_string();
-                    let url = self.object_url(key, &[("partNumber", &num), ("uploadId", &upload_id)]);
-                    let etag = retry(&self.cfg.http.retry, &self.breaker, "UPLOAD PART", path, |_| {
-                        let (url, src) = (url.clone(), src.clone());
-                        async move {
-                            let req = self
-                                .client
-                                .put(url)
-                                .header("Content-Length", len)
-                                .body(http::file_body(src, start, len))
-                                .build()
-                                .map_err(|e| http::net_err(path, e))?;
-                            let req = self.signed(path, req, None)?;
-                            let r = self.client.execute(req).await.map_err(|e| http::net_err(path, e))?;
-                            if !r.status().is_success() {
-                                return Err(http::status_error(path, r).await);
+                    let url =
+                        self.object_url(key, &[("partNumber", &num), ("uploadId", &upload_id)]);
+                    let etag = retry(
+                        &self.cfg.http.retry,
+                        &self.breaker,
+                        "UPLOAD PART",
+                        path,
+                        |_| {
+                            let (url, src) = (url.clone(), src.clone());
+                            async move {
+                                let req = self
+                                    .client
+                                    .put(url)
+                                    .header("Content-Length", len)
+                                    .body(http::file_body(src, start, len))
+                                    .build()
+                                    .map_err(|e| http::net_err(path, e))?;
+                                let req = self.signed(path, req, None)?;
+                                let r = self
+                                    .client
+                                    .execute(req)
+                                    .await
+                                    .map_err(|e| http::net_err(path, e))?;
+                                if !r.status().is_success() {
+                                    return Err(http::status_error(path, r).await);
+                                }
+                                http::header_str(r.headers(), "etag")
+                                    .map(str::to_string)
+                                    .ok_or_else(|| {
+                                        RemoteError::protocol(
+                                            path,
+                                            "UploadPart answer without ETag",
+                                        )
+                                    })
                             }
-                            http::header_str(r.headers(), "etag")
-                                .map(str::to_string)
-                                .ok_or_else(|| RemoteError::protocol(path, "UploadPart answer without ETag"))
-                        }
-                    })
+                        },
+                    )
                     .await?;
                     self.parts_sent.fetch_add(1, Ordering::Relaxed);
                     let mut j = journal.lock().unwrap();
@@ -553,12 +628,22 @@ impl S3 {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (n, e) in &parts {
             let e = e.trim_matches('"');
-            xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>", quick_xml::escape::escape(e)));
+            xml.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                quick_xml::escape::escape(e)
+            ));
         }
         xml.push_str("</CompleteMultipartUpload>");
         let url = self.object_url(key, &[("uploadId", &upload_id)]);
         let resp = self
-            .call("COMPLETE MULTIPART", path, Method::POST, url, &[("Content-Type", "application/xml".into())], Some(xml.into_bytes()))
+            .call(
+                "COMPLETE MULTIPART",
+                path,
+                Method::POST,
+                url,
+                &[("Content-Type", "application/xml".into())],
+                Some(xml.into_bytes()),
+            )
             .await;
         let resp = match resp {
             Ok(r) => r,
@@ -576,7 +661,10 @@ impl S3 {
             self.drop_journal(key);
             return Err(RemoteError::protocol(
                 path,
-                format!("CompleteMultipartUpload failed: {}", String::from_utf8_lossy(&body[..body.len().min(300)])),
+                format!(
+                    "CompleteMultipartUpload failed: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ),
             ));
         }
         self.drop_journal(key);
@@ -588,7 +676,10 @@ impl S3 {
         match self.call("HEAD", path, Method::HEAD, url, &[], None).await {
             Ok(r) => {
                 let h = r.headers();
-                let size = r.content_length().or_else(|| http::header_str(h, "content-length")?.parse().ok()).unwrap_or(0);
+                // reqwest's content_length() is the (empty) body's length for HEAD: read the header.
+                let size = http::header_str(h, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let mtime = http::header_str(h, "last-modified")
                     .and_then(|s| httpdate::parse_http_date(s).ok())
                     .unwrap_or(UNIX_EPOCH);
@@ -620,10 +711,17 @@ impl super::Remote for S3 {
         if path.is_root() {
             return Ok(Self::dir_entry(RelPath::root()));
         }
-        if let Some(e) = self.head(path, &self.key(path)).await? {
-            return Ok(e);
+        // Listing only, never HEAD: file-backed servers answer HEAD on a directory oddly
+        // (s3s-fs: 500, rclone: an empty object), and a listing gives the same version
+        // fields as a walk. The key itself sorts first among keys it prefixes.
+        let key = self.key(path);
+        let page = self.list_page(path, &key, true, None, Some(1)).await?;
+        if let Some(o) = page.objects.first().filter(|o| o.key == key.as_bytes()) {
+            return Ok(Self::file_entry(path.clone(), o));
         }
-        let page = self.list_page(path, &self.dir_prefix(path), true, None, Some(1)).await?;
+        let page = self
+            .list_page(path, &self.dir_prefix(path), true, None, Some(1))
+            .await?;
         if !page.objects.is_empty() || !page.prefixes.is_empty() {
             return Ok(Self::dir_entry(path.clone()));
         }
@@ -636,7 +734,9 @@ impl super::Remote for S3 {
         let mut stats = WalkStats::default();
         let mut token: Option<String> = None;
         loop {
-            let page = self.list_page(dir, &prefix, true, token.as_deref(), None).await?;
+            let page = self
+                .list_page(dir, &prefix, true, token.as_deref(), None)
+                .await?;
             for o in &page.objects {
                 match self.key_to_path(&o.key, &prefix) {
                     Ok((p, _)) if p == *dir => {}
@@ -670,7 +770,9 @@ impl super::Remote for S3 {
         let mut dirs: HashSet<RelPath> = HashSet::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self.list_page(dir, &prefix, false, token.as_deref(), None).await?;
+            let page = self
+                .list_page(dir, &prefix, false, token.as_deref(), None)
+                .await?;
             for o in &page.objects {
                 let (p, is_dir) = match self.key_to_path(&o.key, &prefix) {
                     Ok(x) => x,
@@ -739,7 +841,11 @@ impl super::Remote for S3 {
                     .headers({
                         let mut m = reqwest::header::HeaderMap::new();
                         if let Some(im) = im {
-                            m.insert("If-Match", HeaderValue::from_str(im).map_err(|e| RemoteError::protocol(path, e.to_string()))?);
+                            m.insert(
+                                "If-Match",
+                                HeaderValue::from_str(im)
+                                    .map_err(|e| RemoteError::protocol(path, e.to_string()))?,
+                            );
                         }
                         m
                     })
@@ -759,23 +865,34 @@ impl super::Remote for S3 {
         let cond: Vec<(&str, String)> = match pre {
             Precondition::None => vec![],
             Precondition::MustNotExist => {
-                if self.head(path, &key).await?.is_some() {
+                if self.stat(path).await.is_ok() {
                     return Err(RemoteError::AlreadyExists { path: path.clone() });
                 }
                 vec![("If-None-Match", "*".into())]
             }
             Precondition::IfMatch(v) => {
-                match self.head(path, &key).await? {
-                    Some(cur) if super::same_version(&cur, &RemoteEntry { version: v.clone(), ..cur.clone() }) => {}
-                    _ => return Err(RemoteError::PreconditionFailed { path: path.clone() }),
+                match self.stat(path).await {
+                    Ok(cur) if super::entry_matches(&cur, v) => {}
+                    Ok(_) | Err(RemoteError::NotFound { .. }) => {
+                        return Err(RemoteError::PreconditionFailed { path: path.clone() })
+                    }
+                    Err(e) => return Err(e),
                 }
-                v.if_match().map(|m| vec![("If-Match", m)]).unwrap_or_default()
+                v.if_match()
+                    .map(|m| vec![("If-Match", m)])
+                    .unwrap_or_default()
             }
         };
         let file = Arc::new(src.try_clone().map_err(|e| RemoteError::io(path, e))?);
         let mtime_s = meta.mtime();
         if size > self.cfg.multipart_threshold {
-            let fp = format!("{}:{}.{}:{}", size, meta.mtime(), meta.mtime_nsec(), meta.ino());
+            let fp = format!(
+                "{}:{}.{}:{}",
+                size,
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ino()
+            );
             self.multipart(path, &key, file, size, fp).await?;
         } else {
             let url = self.object_url(&key, &[]);
@@ -796,7 +913,11 @@ impl super::Remote for S3 {
                         .build()
                         .map_err(|e| http::net_err(path, e))?;
                     let req = self.signed(path, req, None)?;
-                    let r = self.client.execute(req).await.map_err(|e| http::net_err(path, e))?;
+                    let r = self
+                        .client
+                        .execute(req)
+                        .await
+                        .map_err(|e| http::net_err(path, e))?;
                     if r.status().is_success() {
                         Ok(())
                     } else {
@@ -806,11 +927,8 @@ impl super::Remote for S3 {
             })
             .await?;
         }
-        let e = self
-            .head(path, &key)
-            .await?
-            .ok_or_else(|| RemoteError::protocol(path, "object missing right after upload"))?;
-        if e.size != size {
+        let e = self.stat(path).await?;
+        if e.size != size || e.kind != Kind::File {
             return Err(RemoteError::protocol(
                 path,
                 format!("uploaded {size} bytes but the server reports {}", e.size),
@@ -839,7 +957,10 @@ impl super::Remote for S3 {
         };
         for k in keys {
             let url = self.object_url(&k, &[]);
-            match self.call("DELETE", path, Method::DELETE, url, &[], None).await {
+            match self
+                .call("DELETE", path, Method::DELETE, url, &[], None)
+                .await
+            {
                 Ok(_) | Err(RemoteError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -864,7 +985,14 @@ impl super::Remote for S3 {
             let source = format!("/{}/{}", self.cfg.bucket, utf8_percent_encode(k, KEY));
             let url = self.object_url(&nk, &[]);
             let resp = self
-                .call("COPY", from, Method::PUT, url, &[("x-amz-copy-source", source)], None)
+                .call(
+                    "COPY",
+                    from,
+                    Method::PUT,
+                    url,
+                    &[("x-amz-copy-source", source)],
+                    None,
+                )
                 .await?;
             let body = self.xml(from, resp).await?;
             if listing::is_error_document(&body) {
@@ -873,7 +1001,10 @@ impl super::Remote for S3 {
         }
         for k in &keys {
             let url = self.object_url(k, &[]);
-            match self.call("DELETE", from, Method::DELETE, url, &[], None).await {
+            match self
+                .call("DELETE", from, Method::DELETE, url, &[], None)
+                .await
+            {
                 Ok(_) | Err(RemoteError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -882,14 +1013,40 @@ impl super::Remote for S3 {
     }
 
     async fn mkdir(&self, path: &RelPath) -> Result<()> {
-        if path.is_root() {
+        // S3 has no directories: a `dir/` marker object keeps an empty one visible where the
+        // server supports markers; elsewhere directories exist through their contents.
+        if path.is_root() || self.markers.load(Ordering::Relaxed) == MARKERS_NO {
             return Ok(());
         }
-        if let Some(_f) = self.head(path, &self.key(path)).await? {
-            return Err(RemoteError::AlreadyExists { path: path.clone() });
-        }
         let url = self.object_url(&self.dir_prefix(path), &[]);
-        self.call("MKDIR", path, Method::PUT, url, &[], Some(vec![])).await?;
+        self.call("MKDIR", path, Method::PUT, url, &[], Some(vec![]))
+            .await?;
+        if self.markers.load(Ordering::Relaxed) == MARKERS_UNKNOWN {
+            let page = self
+                .list_page(path, &self.dir_prefix(path), true, None, Some(1))
+                .await?;
+            if !page.objects.is_empty() || !page.prefixes.is_empty() {
+                self.markers.store(MARKERS_YES, Ordering::Relaxed);
+                return Ok(());
+            }
+            tracing::info!(remote = %self.describe(), "server keeps no directory markers; directories are implicit");
+            self.markers.store(MARKERS_NO, Ordering::Relaxed);
+            // rclone serve s3 stores `dir/` as an empty file `dir`: remove that stray object.
+            let parent = path.parent().unwrap_or_default();
+            let page = self
+                .list_page(path, &self.dir_prefix(&parent), true, None, None)
+                .await?;
+            let key = self.key(path);
+            if page
+                .objects
+                .iter()
+                .any(|o| o.key == key.as_bytes() && o.size == 0)
+            {
+                let url = self.object_url(&key, &[]);
+                self.call("DELETE", path, Method::DELETE, url, &[], None)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
@@ -908,13 +1065,20 @@ mod tests {
     #[test]
     fn addressing_styles() {
         let p = s3(true, "");
-        assert_eq!(p.object_url("a b/c+d", &[]).as_str(), "http://127.0.0.1:9000/bkt/a%20b/c%2Bd");
+        assert_eq!(
+            p.object_url("a b/c+d", &[]).as_str(),
+            "http://127.0.0.1:9000/bkt/a%20b/c%2Bd"
+        );
         let mut c = S3Config::new(Url::parse("http://localhost:9000").unwrap(), "bkt");
         c.path_style = false;
         let v = S3::new(c).unwrap();
-        assert_eq!(v.object_url("k", &[]).as_str(), "http://bkt.localhost:9000/k");
         assert_eq!(
-            p.object_url("k", &[("uploadId", "a/b+c="), ("partNumber", "2")]).query(),
+            v.object_url("k", &[]).as_str(),
+            "http://bkt.localhost:9000/k"
+        );
+        assert_eq!(
+            p.object_url("k", &[("uploadId", "a/b+c="), ("partNumber", "2")])
+                .query(),
             Some("partNumber=2&uploadId=a%2Fb%2Bc%3D")
         );
         assert!(S3::new(S3Config::new(Url::parse("http://h").unwrap(), "Bad_Bucket")).is_err());
@@ -924,7 +1088,10 @@ mod tests {
     fn keys_map_to_paths_or_are_rejected() {
         let s = s3(true, "top");
         assert_eq!(s.key(&RelPath::parse("a/b").unwrap()), "top/a/b");
-        let ok = |k: &[u8]| s.key_to_path(k, "top/").map(|(p, d)| (p.as_str().to_string(), d));
+        let ok = |k: &[u8]| {
+            s.key_to_path(k, "top/")
+                .map(|(p, d)| (p.as_str().to_string(), d))
+        };
         assert_eq!(ok(b"top/a/b").unwrap(), ("a/b".into(), false));
         assert_eq!(ok(b"top/a/").unwrap(), ("a".into(), true));
         assert!(ok(b"top/../x").is_err());

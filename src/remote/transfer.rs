@@ -6,6 +6,7 @@ use crate::model::{RelPath, Version};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::fs::File;
 
+#[allow(clippy::too_many_arguments)]
 /// Reads `[offset, offset+len)` of `path` into `dst` at the same offsets, `chunk` bytes per
 /// request, up to `parallel` requests at once. Returns the number of requests made.
 pub async fn download<R: Remote + ?Sized>(

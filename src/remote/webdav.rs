@@ -113,7 +113,9 @@ impl WebDav {
             return Err("href points to another server".into());
         }
         let segs = segments(&url);
-        if segs.len() < self.base_segments.len() || segs[..self.base_segments.len()] != self.base_segments[..] {
+        if segs.len() < self.base_segments.len()
+            || segs[..self.base_segments.len()] != self.base_segments[..]
+        {
             return Err("href is outside the collection".into());
         }
         let mut p = RelPath::root();
@@ -138,8 +140,16 @@ impl WebDav {
             .as_deref()
             .and_then(|s| httpdate::parse_http_date(s).ok())
             .unwrap_or(UNIX_EPOCH);
-        let kind = if d.is_collection { Kind::Dir } else { Kind::File };
-        let size = if kind == Kind::Dir { 0 } else { d.size.unwrap_or(0) };
+        let kind = if d.is_collection {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        let size = if kind == Kind::Dir {
+            0
+        } else {
+            d.size.unwrap_or(0)
+        };
         RemoteEntry {
             path,
             kind,
@@ -164,23 +174,31 @@ impl WebDav {
         let mut url = self.url_for(path, dir);
         let resp = loop {
             let u = url.clone();
-            let resp = retry(&self.cfg.http.retry, &self.breaker, "PROPFIND", path, |_| {
-                let u = u.clone();
-                async move {
-                    let r = self
-                        .request(Method::from_bytes(b"PROPFIND").unwrap(), u)
-                        .header("Depth", depth)
-                        .header("Content-Type", "application/xml; charset=utf-8")
-                        .body(PROPFIND_BODY)
-                        .send()
-                        .await
-                        .map_err(|e| http::net_err(path, e))?;
-                    if r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS {
-                        return Err(http::status_error(path, r).await);
+            let resp = retry(
+                &self.cfg.http.retry,
+                &self.breaker,
+                "PROPFIND",
+                path,
+                |_| {
+                    let u = u.clone();
+                    async move {
+                        let r = self
+                            .request(Method::from_bytes(b"PROPFIND").unwrap(), u)
+                            .header("Depth", depth)
+                            .header("Content-Type", "application/xml; charset=utf-8")
+                            .body(PROPFIND_BODY)
+                            .send()
+                            .await
+                            .map_err(|e| http::net_err(path, e))?;
+                        if r.status().is_server_error()
+                            || r.status() == StatusCode::TOO_MANY_REQUESTS
+                        {
+                            return Err(http::status_error(path, r).await);
+                        }
+                        Ok(r)
                     }
-                    Ok(r)
-                }
-            })
+                },
+            )
             .await?;
             // A collection asked for without its slash may be redirected to it.
             if resp.status().is_redirection() && !url.path().ends_with('/') {
@@ -192,7 +210,9 @@ impl WebDav {
         match resp.status() {
             StatusCode::MULTI_STATUS => {}
             StatusCode::FORBIDDEN if depth == "infinity" => return Ok(None),
-            s if depth == "infinity" && (s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_IMPLEMENTED) => {
+            s if depth == "infinity"
+                && (s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_IMPLEMENTED) =>
+            {
                 return Ok(None)
             }
             _ => return Err(http::status_error(path, resp).await),
@@ -216,7 +236,8 @@ impl WebDav {
             let bridge = tokio_util::io::SyncIoBridge::new(reader);
             let input = std::io::BufReader::with_capacity(64 * 1024, bridge);
             propfind::parse(input, |e| {
-                tx.blocking_send(e).map_err(|_| "listing abandoned".to_string())
+                tx.blocking_send(e)
+                    .map_err(|_| "listing abandoned".to_string())
             })
         });
         let mut sink_err = None;
@@ -261,7 +282,11 @@ impl WebDav {
                     sink(self.entry_from(p, &d))
                 }
                 Ok(p) => {
-                    reject(stats, href, &format!("outside the collection asked for ({p})"));
+                    reject(
+                        stats,
+                        href,
+                        &format!("outside the collection asked for ({p})"),
+                    );
                     Ok(())
                 }
                 Err(why) => {
@@ -400,7 +425,7 @@ impl super::Remote for WebDav {
             },
             Precondition::IfMatch(v) => {
                 let cur = self.stat(path).await?;
-                if !cur.version.same(v) {
+                if !super::entry_matches(&cur, v) {
                     return Err(RemoteError::PreconditionFailed { path: path.clone() });
                 }
             }

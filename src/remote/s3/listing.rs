@@ -45,7 +45,7 @@ pub enum ParseError {
 /// Walks a document calling `on(path_of_local_names, text)` for every text-bearing element.
 fn walk<R: BufRead>(
     input: R,
-    root: &'static str,
+    roots: &[&'static str],
     mut on: impl FnMut(&[Vec<u8>], Option<Vec<u8>>),
 ) -> Result<(), ParseError> {
     let mut reader = Reader::from_reader(input);
@@ -56,10 +56,12 @@ fn walk<R: BufRead>(
     let mut seen_root = false;
     loop {
         let pos = reader.buffer_position();
-        let ev = reader.read_event_into(&mut buf).map_err(|e| ParseError::Xml {
-            pos,
-            msg: e.to_string(),
-        })?;
+        let ev = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| ParseError::Xml {
+                pos,
+                msg: e.to_string(),
+            })?;
         match ev {
             Event::Start(e) => {
                 if stack.len() >= MAX_DEPTH {
@@ -67,9 +69,9 @@ fn walk<R: BufRead>(
                 }
                 let local = e.local_name().as_ref().to_vec();
                 if stack.is_empty() {
-                    if local != root.as_bytes() {
+                    if !roots.iter().any(|r| local == r.as_bytes()) {
                         return Err(ParseError::WrongRoot {
-                            expected: root,
+                            expected: roots[0],
                             got: String::from_utf8_lossy(&local).into_owned(),
                         });
                     }
@@ -114,7 +116,7 @@ fn walk<R: BufRead>(
             Event::Eof => {
                 if !seen_root {
                     return Err(ParseError::WrongRoot {
-                        expected: root,
+                        expected: roots[0],
                         got: "nothing".into(),
                     });
                 }
@@ -175,48 +177,54 @@ fn unescape_bytes(raw: &[u8]) -> Option<Vec<u8>> {
 
 fn url_decode(b: &[u8]) -> Vec<u8> {
     // encoding-type=url uses form encoding for keys: '+' is a space.
-    let plus: Vec<u8> = b.iter().map(|&c| if c == b'+' { b' ' } else { c }).collect();
+    let plus: Vec<u8> = b
+        .iter()
+        .map(|&c| if c == b'+' { b' ' } else { c })
+        .collect();
     percent_encoding::percent_decode(&plus).collect()
 }
 
+/// Does the open-element stack match `path`? The root element (already checked by `walk`)
+/// is not compared: servers disagree on its name (rclone: `InitiateMultipartUpload`).
 fn is(stack: &[Vec<u8>], path: &[&str]) -> bool {
-    stack.len() == path.len() && stack.iter().zip(path).all(|(a, b)| a == b.as_bytes())
+    stack.len() == path.len()
+        && stack
+            .iter()
+            .zip(path)
+            .skip(1)
+            .all(|(a, b)| a == b.as_bytes())
 }
 
 pub fn parse_list<R: BufRead>(input: R) -> Result<Page, ParseError> {
     let mut page = Page::default();
     let mut cur = Object::default();
     let mut done: Vec<Object> = Vec::new();
-    walk(
-        input,
-        "ListBucketResult",
-        |st, v| {
-            let Some(v) = v else {
-                if is(st, &["ListBucketResult", "Contents"]) {
-                    done.push(std::mem::take(&mut cur));
-                }
-                return;
-            };
-            let s = || String::from_utf8_lossy(&v).trim().to_string();
-            if is(st, &["ListBucketResult", "Contents", "Key"]) {
-                cur.key = v.clone();
-            } else if is(st, &["ListBucketResult", "Contents", "Size"]) {
-                cur.size = s().parse().unwrap_or(0);
-            } else if is(st, &["ListBucketResult", "Contents", "LastModified"]) {
-                cur.last_modified = Some(s());
-            } else if is(st, &["ListBucketResult", "Contents", "ETag"]) {
-                cur.etag = Some(s());
-            } else if is(st, &["ListBucketResult", "CommonPrefixes", "Prefix"]) {
-                page.prefixes.push(v.clone());
-            } else if is(st, &["ListBucketResult", "IsTruncated"]) {
-                page.truncated = s().eq_ignore_ascii_case("true");
-            } else if is(st, &["ListBucketResult", "NextContinuationToken"]) {
-                page.next_token = Some(s());
-            } else if is(st, &["ListBucketResult", "EncodingType"]) {
-                page.url_encoded = s().eq_ignore_ascii_case("url");
+    walk(input, &["ListBucketResult"], |st, v| {
+        let Some(v) = v else {
+            if is(st, &["ListBucketResult", "Contents"]) {
+                done.push(std::mem::take(&mut cur));
             }
-        },
-    )?;
+            return;
+        };
+        let s = || String::from_utf8_lossy(&v).trim().to_string();
+        if is(st, &["ListBucketResult", "Contents", "Key"]) {
+            cur.key = v.clone();
+        } else if is(st, &["ListBucketResult", "Contents", "Size"]) {
+            cur.size = s().parse().unwrap_or(0);
+        } else if is(st, &["ListBucketResult", "Contents", "LastModified"]) {
+            cur.last_modified = Some(s());
+        } else if is(st, &["ListBucketResult", "Contents", "ETag"]) {
+            cur.etag = Some(s());
+        } else if is(st, &["ListBucketResult", "CommonPrefixes", "Prefix"]) {
+            page.prefixes.push(v.clone());
+        } else if is(st, &["ListBucketResult", "IsTruncated"]) {
+            page.truncated = s().eq_ignore_ascii_case("true");
+        } else if is(st, &["ListBucketResult", "NextContinuationToken"]) {
+            page.next_token = Some(s());
+        } else if is(st, &["ListBucketResult", "EncodingType"]) {
+            page.url_encoded = s().eq_ignore_ascii_case("url");
+        }
+    })?;
     page.objects = done;
     if page.url_encoded {
         for o in &mut page.objects {
@@ -237,7 +245,7 @@ pub fn parse_upload_id<R: BufRead>(input: R) -> Result<Option<String>, ParseErro
     let mut id = None;
     walk(
         input,
-        "InitiateMultipartUploadResult",
+        &["InitiateMultipartUploadResult", "InitiateMultipartUpload"],
         |st, v| {
             if let Some(v) = v.filter(|_| is(st, &["InitiateMultipartUploadResult", "UploadId"])) {
                 id = Some(String::from_utf8_lossy(&v).trim().to_string());
@@ -247,42 +255,41 @@ pub fn parse_upload_id<R: BufRead>(input: R) -> Result<Option<String>, ParseErro
     Ok(id)
 }
 
-/// Parts of a `ListPartsResult`: (number, etag, size).
-pub fn parse_parts<R: BufRead>(input: R) -> Result<(Vec<(u32, String, u64)>, Option<u32>), ParseError> {
+/// One uploaded part: (number, etag, size).
+pub type Part = (u32, String, u64);
+
+/// Parts of a `ListPartsResult`, and the marker of the next page if truncated.
+pub fn parse_parts<R: BufRead>(input: R) -> Result<(Vec<Part>, Option<u32>), ParseError> {
     let mut parts = Vec::new();
     let (mut n, mut e, mut s) = (0u32, String::new(), 0u64);
     let mut next = None;
     let mut truncated = false;
-    walk(
-        input,
-        "ListPartsResult",
-        |st, v| {
-            let Some(v) = v else {
-                if is(st, &["ListPartsResult", "Part"]) {
-                    parts.push((n, std::mem::take(&mut e), s));
-                }
-                return;
-            };
-            let t = String::from_utf8_lossy(&v).trim().to_string();
-            if is(st, &["ListPartsResult", "Part", "PartNumber"]) {
-                n = t.parse().unwrap_or(0);
-            } else if is(st, &["ListPartsResult", "Part", "ETag"]) {
-                e = t;
-            } else if is(st, &["ListPartsResult", "Part", "Size"]) {
-                s = t.parse().unwrap_or(0);
-            } else if is(st, &["ListPartsResult", "IsTruncated"]) {
-                truncated = t.eq_ignore_ascii_case("true");
-            } else if is(st, &["ListPartsResult", "NextPartNumberMarker"]) {
-                next = t.parse().ok();
+    walk(input, &["ListPartsResult"], |st, v| {
+        let Some(v) = v else {
+            if is(st, &["ListPartsResult", "Part"]) {
+                parts.push((n, std::mem::take(&mut e), s));
             }
-        },
-    )?;
+            return;
+        };
+        let t = String::from_utf8_lossy(&v).trim().to_string();
+        if is(st, &["ListPartsResult", "Part", "PartNumber"]) {
+            n = t.parse().unwrap_or(0);
+        } else if is(st, &["ListPartsResult", "Part", "ETag"]) {
+            e = t;
+        } else if is(st, &["ListPartsResult", "Part", "Size"]) {
+            s = t.parse().unwrap_or(0);
+        } else if is(st, &["ListPartsResult", "IsTruncated"]) {
+            truncated = t.eq_ignore_ascii_case("true");
+        } else if is(st, &["ListPartsResult", "NextPartNumberMarker"]) {
+            next = t.parse().ok();
+        }
+    })?;
     Ok((parts, if truncated { next } else { None }))
 }
 
 /// Whether a `CompleteMultipartUpload` 200 answer is really an `<Error>` (S3 does that).
 pub fn is_error_document(body: &[u8]) -> bool {
-    walk(body, "Error", |_, _| {}).is_ok()
+    walk(body, &["Error"], |_, _| {}).is_ok()
 }
 
 #[cfg(test)]
@@ -303,7 +310,10 @@ mod tests {
         let p = parse_list(doc.as_bytes()).unwrap();
         assert_eq!(p.objects.len(), 2);
         assert_eq!(p.objects[0].key, b"p/a&b.txt");
-        assert_eq!(p.objects[0].etag.as_deref(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
+        assert_eq!(
+            p.objects[0].etag.as_deref(),
+            Some("\"d41d8cd98f00b204e9800998ecf8427e\"")
+        );
         assert_eq!(p.objects[1].size, 12);
         assert_eq!(p.objects[1].etag, None);
         assert_eq!(p.prefixes, vec![b"p/d/".to_vec()]);
@@ -325,11 +335,17 @@ mod tests {
         assert!(parse_list(&b"<Error><Code>AccessDenied</Code></Error>"[..]).is_err());
         assert!(parse_list(&b"<ListBucketResult><Contents>"[..]).is_err());
         assert_eq!(
-            parse_list(&b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>"[..]),
+            parse_list(
+                &b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>"[..]
+            ),
             Err(ParseError::NoToken)
         );
-        assert!(parse_list(&b"<ListBucketResult><Key>&#xD800;</Key></ListBucketResult>"[..]).is_err());
-        assert!(is_error_document(b"<Error><Code>InternalError</Code></Error>"));
+        assert!(
+            parse_list(&b"<ListBucketResult><Key>&#xD800;</Key></ListBucketResult>"[..]).is_err()
+        );
+        assert!(is_error_document(
+            b"<Error><Code>InternalError</Code></Error>"
+        ));
         assert!(!is_error_document(b"<CompleteMultipartUploadResult/>"));
     }
 }

@@ -134,25 +134,21 @@ pub fn parse<R: BufRead>(
                 text.clear();
                 stack.push((nsk, local));
             }
-            Event::Text(t) => {
-                if field != Field::Other {
-                    let raw = t.into_inner();
-                    if text.len() + raw.len() > MAX_TEXT {
-                        return Err(ParseError::TextTooLong(pos));
-                    }
-                    text.extend_from_slice(&raw);
+            Event::Text(t) if field != Field::Other => {
+                let raw = t.into_inner();
+                if text.len() + raw.len() > MAX_TEXT {
+                    return Err(ParseError::TextTooLong(pos));
                 }
+                text.extend_from_slice(&raw);
             }
-            Event::CData(t) => {
-                if field != Field::Other {
-                    let raw = t.into_inner();
-                    if text.len() + raw.len() > MAX_TEXT {
-                        return Err(ParseError::TextTooLong(pos));
-                    }
-                    // CDATA is literal: escape it so the common unescape below is a no-op on it.
-                    let s = String::from_utf8_lossy(&raw);
-                    text.extend_from_slice(quick_xml::escape::escape(s.as_ref()).as_bytes());
+            Event::CData(t) if field != Field::Other => {
+                let raw = t.into_inner();
+                if text.len() + raw.len() > MAX_TEXT {
+                    return Err(ParseError::TextTooLong(pos));
                 }
+                // CDATA is literal: escape it so the common unescape below is a no-op on it.
+                let s = String::from_utf8_lossy(&raw);
+                text.extend_from_slice(quick_xml::escape::escape(s.as_ref()).as_bytes());
             }
             Event::End(_) => {
                 let Some((n, local)) = stack.pop() else {
