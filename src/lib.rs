@@ -5,8 +5,22 @@
 //! - [`remote`]: the `Remote` trait at the network boundary and its implementations
 //!   (WebDAV, S3, local directory, in-memory, fault-injecting, retrying).
 //!
-//! Dependency direction: `model` <- `remote` <- (hydration, sync, daemon).
+//! - [`fsutil`]: openat2-confined path resolution for a root process.
+//! - [`hsm`]: placeholders and on-demand hydration through fanotify pre-content events.
+//! - [`index`]: the rebuildable cache of file states (sled).
+//! - [`roots`]: the registry of sync roots and their secrets.
+//! - [`ipc`]: the socket protocol shared by daemon, CLI, tray and extensions.
+//! - [`daemon`]: keeper and worker processes, wiring everything; the only place that names
+//!   concrete types.
+//!
+//! Dependency direction: `model` <- `remote`, `index` <- `hsm` <- `daemon`; `ipc::proto` is
+//! shared by every peer.
 
+pub mod daemon;
 pub mod fsutil;
+pub mod hsm;
+pub mod index;
+pub mod ipc;
 pub mod model;
 pub mod remote;
+pub mod roots;

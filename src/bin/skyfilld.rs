@@ -1,1 +1,62 @@
-fn main() {}
+//! `skyfilld`: the Skyfill root daemon. By default it runs as the keeper (holds the fanotify
+//! group and the socket, restarts the worker); `--worker` is how the keeper starts the worker.
+
+use anyhow::Context;
+use clap::Parser;
+use skyfill::daemon::{run_keeper, run_worker, Options};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skyfilld",
+    version,
+    about = "Skyfill daemon: files on demand via fanotify pre-content events"
+)]
+struct Args {
+    /// Unix socket clients connect to.
+    #[arg(
+        long,
+        default_value = "/run/skyfill/skyfill.sock",
+        env = "SKYFILL_SOCKET"
+    )]
+    socket: PathBuf,
+    /// Directory for the root registry, index, secrets and journals.
+    #[arg(long, default_value = "/var/lib/skyfill", env = "SKYFILL_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Run as a worker on descriptors passed by the keeper (internal).
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Run a single worker process without a keeper (debugging only: a crash then lets
+    /// readers see zeros).
+    #[arg(long)]
+    no_keeper: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKYFILL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    if !nix::unistd::Uid::effective().is_root() {
+        anyhow::bail!("skyfilld must run as root (fanotify pre-content events need CAP_SYS_ADMIN)");
+    }
+    let opts = Options {
+        socket: args.socket,
+        state_dir: args.state_dir,
+    };
+    if args.worker || args.no_keeper {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()?;
+        rt.block_on(run_worker(opts, args.no_keeper))
+            .context("worker failed")
+    } else {
+        run_keeper(&opts).context("keeper failed")
+    }
+}

@@ -1,0 +1,15 @@
+//! Hierarchical storage management: placeholders filled on demand by fanotify pre-content
+//! events.
+//! - [`fanotify`]: the thin kernel adapter (group, marks, events, replies);
+//! - [`meta`]: the per-file xattr record (fill state, ranges, version, pin);
+//! - [`policy`]: the pure decision of what an access needs;
+//! - [`hydrate`]: fetching ranges through the event fd, single flight per file;
+//! - [`placeholder`]: populating a root from a listing (mark before visible);
+//! - [`evict`]: freeing space safely (write lease, mark before punch).
+
+pub mod evict;
+pub mod fanotify;
+pub mod hydrate;
+pub mod meta;
+pub mod placeholder;
+pub mod policy;

@@ -1,0 +1,303 @@
+//! The hydrator: turns an access into the bytes it needs. One async lock per file gives one
+//! download per chunk however many processes touch the file; different files proceed in
+//! parallel. Fills are written through the event's fd (never by reopening the watched path),
+//! recorded in the file's xattr after the data, and a complete file loses its mark so it is
+//! read at native speed from then on.
+
+use super::fanotify::{Access, Group, Reply};
+use super::meta::{self, FileMeta, Fill};
+use super::policy::{self, Decision, Policy, Proc};
+use crate::fsutil;
+use crate::model::{RelPath, Version};
+use crate::remote::{Remote, RemoteError};
+use futures_util::stream::{self, StreamExt};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// Counters the daemon reports (`skyfill status --stats`) and tests check.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub bytes_fetched: AtomicU64,
+    pub requests: AtomicU64,
+    pub completed: AtomicU64,
+    pub denied: AtomicU64,
+    pub events: AtomicU64,
+}
+
+/// (st_dev, st_ino) of a file.
+type FileKey = (u64, u64);
+
+#[derive(Default)]
+struct Slot {
+    /// End of the last range asked for (sequential-read detection).
+    last_end: u64,
+}
+
+/// Called with the new record whenever a file's state changes (the daemon updates its index).
+pub type OnChange = Box<dyn Fn(&FileMeta) + Send + Sync>;
+
+pub struct Hydrator {
+    pub policy: Policy,
+    on_change: std::sync::OnceLock<OnChange>,
+    group: Arc<Group>,
+    remotes: RwLock<HashMap<String, Arc<dyn Remote>>>,
+    files: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    pub stats: Stats,
+    parallel: usize,
+}
+
+/// The errno an application sees for a failed fetch (only values a deny reply accepts).
+pub fn errno_for(e: &RemoteError) -> i32 {
+    match e {
+        RemoteError::Auth { .. } => libc::EPERM,
+        RemoteError::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::ENOSPC) => libc::ENOSPC,
+            Some(libc::EDQUOT) => libc::EDQUOT,
+            _ => libc::EIO,
+        },
+        RemoteError::Exhausted { last, .. } => errno_for(last),
+        _ => libc::EIO,
+    }
+}
+
+/// Executable name and whether `pid` holds inode `ino` open for writing.
+pub fn proc_info(pid: i32, ino: u64, want_writer: bool) -> Proc {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let is_daemon = pid as u32 == std::process::id();
+    let mut writer = false;
+    if want_writer && !is_daemon {
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+            for e in rd.flatten() {
+                let Ok(info) = std::fs::read_to_string(e.path()) else {
+                    continue;
+                };
+                let mut flags = 0u32;
+                let mut this = false;
+                for l in info.lines() {
+                    if let Some(v) = l.strip_prefix("flags:") {
+                        flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
+                    } else if let Some(v) = l.strip_prefix("ino:") {
+                        this = v.trim().parse::<u64>().ok() == Some(ino);
+                    }
+                }
+                if this && (flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
+                    writer = true;
+                    break;
+                }
+            }
+        }
+    }
+    Proc {
+        exe,
+        writer,
+        is_daemon,
+    }
+}
+
+fn mtime_of(m: &FileMeta) -> SystemTime {
+    crate::model::from_unix_secs(m.mtime.0) + Duration::from_nanos(m.mtime.1 as u64)
+}
+
+impl Hydrator {
+    pub fn new(policy: Policy, group: Arc<Group>) -> Self {
+        Hydrator {
+            policy,
+            on_change: std::sync::OnceLock::new(),
+            group,
+            remotes: RwLock::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            parallel: 4,
+        }
+    }
+
+    pub fn set_on_change(&self, f: OnChange) {
+        let _ = self.on_change.set(f);
+    }
+
+    pub fn set_remote(&self, root: &str, r: Arc<dyn Remote>) {
+        self.remotes.write().unwrap().insert(root.to_string(), r);
+    }
+
+    pub fn remove_remote(&self, root: &str) {
+        self.remotes.write().unwrap().remove(root);
+    }
+
+    pub fn remote(&self, root: &str) -> Option<Arc<dyn Remote>> {
+        self.remotes.read().unwrap().get(root).cloned()
+    }
+
+    /// Decides and performs what one kernel event needs; returns the reply to send.
+    pub async fn handle(&self, access: Access, file: &Arc<File>, pid: i32) -> Reply {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let meta = match meta::read_fd(file.as_fd()) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                // Marked but not (or no longer) ours: nothing to fill.
+                let _ = self.group.unmark_inode(file.as_fd());
+                return Reply::Allow;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read file metadata");
+                return Reply::Deny(libc::EIO);
+            }
+        };
+        if meta.fill == Fill::Complete {
+            let _ = self.group.unmark_inode(file.as_fd());
+            return Reply::Allow;
+        }
+        let st = match fsutil::fstat(file.as_fd()) {
+            Ok(s) => s,
+            Err(_) => return Reply::Deny(libc::EIO),
+        };
+        let proc = proc_info(pid, st.st_ino, matches!(access, Access::Pre { .. }));
+        let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
+        let _e = span.enter();
+        match policy::decide(&self.policy, access, &meta, st.st_size as u64, &proc) {
+            Decision::Allow => Reply::Allow,
+            Decision::Deny(e) => {
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(errno = e, "download refused for this program by policy");
+                Reply::Deny(e)
+            }
+            Decision::Fetch(s, e) => {
+                let bound = Duration::from_secs(self.policy.timeout_secs);
+                let key = (st.st_dev, st.st_ino);
+                match tokio::time::timeout(bound, self.fetch(file, key, s, e)).await {
+                    Ok(Ok(())) => Reply::Allow,
+                    Ok(Err(errno)) => {
+                        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        Reply::Deny(errno)
+                    }
+                    Err(_) => {
+                        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(?bound, "hydration timed out");
+                        Reply::Deny(libc::EIO)
+                    }
+                }
+            }
+        }
+    }
+
+    fn slot(&self, key: (u64, u64)) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.files.lock().unwrap().entry(key).or_default().clone()
+    }
+
+    /// Makes `[start, end)` of the file local (aligned, with read-ahead), then completes the
+    /// file if nothing is missing.
+    pub async fn fetch(
+        &self,
+        file: &Arc<File>,
+        key: (u64, u64),
+        start: u64,
+        end: u64,
+    ) -> Result<(), i32> {
+        let slot = self.slot(key);
+        let mut g = slot.lock().await;
+        let mut meta = match meta::read_fd(file.as_fd()) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(libc::EIO),
+        };
+        if meta.fill == Fill::Complete {
+            return Ok(());
+        }
+        let local_size = fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64;
+        let size = meta.size.min(local_size);
+        let sequential = start > 0 && start == g.last_end;
+        let (s, e) = policy::plan(&self.policy, start, end, size, sequential);
+        g.last_end = end;
+        let missing = if meta.fill == Fill::Placeholder {
+            vec![(s, e)]
+        } else {
+            meta.ranges.missing(s, e)
+        };
+        let Some(remote) = self.remote(&meta.root) else {
+            tracing::warn!(root = %meta.root, "no remote for this root (missing credentials?)");
+            return Err(libc::EPERM);
+        };
+        let (Some(version), Ok(path)) = (
+            Version::from_token(&meta.version),
+            RelPath::parse(&meta.path),
+        ) else {
+            return Err(libc::EIO);
+        };
+        // Chunk-sized pieces, fetched in parallel; each is recorded as it lands.
+        let chunk = self.policy.chunk.max(4096);
+        let mut pieces = Vec::new();
+        for (a, b) in missing {
+            let mut o = a;
+            while o < b {
+                let n = (o / chunk + 1) * chunk;
+                pieces.push((o, n.min(b)));
+                o = n.min(b);
+            }
+        }
+        let mut first_err: Option<RemoteError> = None;
+        let mut results = stream::iter(pieces)
+            .map(|(a, b)| {
+                let (remote, path, version) = (&remote, &path, &version);
+                async move {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let r = remote.read_range(path, version, a, b - a, file, a).await;
+                    (a, b, r)
+                }
+            })
+            .buffer_unordered(self.parallel);
+        while let Some((a, b, r)) = results.next().await {
+            match r {
+                Ok(()) => {
+                    self.stats.bytes_fetched.fetch_add(b - a, Ordering::Relaxed);
+                    meta.ranges.insert(a, b);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "fetch failed");
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        drop(results);
+        let complete = meta.ranges.covers(0, size);
+        if complete {
+            // Data first, then the record that says it is there.
+            let _ = file.sync_data();
+            meta.fill = Fill::Complete;
+            meta.ranges = Default::default();
+        } else if meta.ranges.bytes() > 0 {
+            meta.fill = Fill::Partial;
+        }
+        if let Err(e) = meta::write_fd(file.as_fd(), &meta) {
+            tracing::error!(error = %e, "cannot record hydration state");
+            return Err(libc::EIO);
+        }
+        let _ = fsutil::set_mtime(file.as_fd(), mtime_of(&meta));
+        if let Some(f) = self.on_change.get() {
+            f(&meta);
+        }
+        if complete {
+            let _ = self.group.unmark_inode(file.as_fd());
+            self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            drop(g);
+            self.files.lock().unwrap().remove(&key);
+            tracing::info!(path = %meta.path, "file is now local");
+        }
+        match first_err {
+            Some(e) if !(complete || meta.ranges.covers(start.min(size), end.min(size))) => {
+                Err(errno_for(&e))
+            }
+            Some(e) => {
+                // The part asked for is here; only read-ahead failed.
+                tracing::debug!(error = %e, "read-ahead failed");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

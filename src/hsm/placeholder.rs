@@ -1,0 +1,197 @@
+//! Populating a sync root from a remote listing: directories and sparse placeholders with the
+//! remote's name, size, mtime and mode, owned by the root's user. Each placeholder is built as
+//! an anonymous `O_TMPFILE` inode (size, xattr record, mtime, fanotify mark) and only then
+//! linked into its directory, so no process can open it before its mark exists.
+
+use super::fanotify::Group;
+use super::meta::{self, FileMeta, Fill, Pin};
+use crate::fsutil;
+use crate::model::{Kind, RelPath, RemoteEntry};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::UNIX_EPOCH;
+
+/// Who owns the files of a root.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PopulateStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub skipped: u64,
+}
+
+pub struct Populator<'a> {
+    root: BorrowedFd<'a>,
+    root_id: String,
+    owner: Owner,
+    group: &'a Group,
+    /// The last parent directory opened (listings come grouped by directory).
+    cached: Option<(RelPath, OwnedFd)>,
+    pub stats: PopulateStats,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn cname(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+impl<'a> Populator<'a> {
+    pub fn new(root: BorrowedFd<'a>, root_id: &str, owner: Owner, group: &'a Group) -> Self {
+        Populator {
+            root,
+            root_id: root_id.to_string(),
+            owner,
+            group,
+            cached: None,
+            stats: PopulateStats::default(),
+        }
+    }
+
+    /// A directory fd for `dir`, creating it (and its parents) if needed.
+    fn dir_fd(&mut self, dir: &RelPath) -> io::Result<BorrowedFd<'_>> {
+        if self.cached.as_ref().map(|(p, _)| p != dir).unwrap_or(true) {
+            let fd =
+                match fsutil::open_beneath(self.root, dir, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        self.make_dir(dir, None)?;
+                        fsutil::open_beneath(self.root, dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+                    }
+                    Err(e) => return Err(e),
+                };
+            self.cached = Some((dir.clone(), fd));
+        }
+        Ok(self.cached.as_ref().unwrap().1.as_fd())
+    }
+
+    fn make_dir(&mut self, dir: &RelPath, mode: Option<u32>) -> io::Result<()> {
+        if dir.is_root() {
+            return Ok(());
+        }
+        let parent = dir.parent().unwrap_or_default();
+        let pfd =
+            match fsutil::open_beneath(self.root, &parent, libc::O_PATH | libc::O_DIRECTORY, 0) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    self.make_dir(&parent, None)?;
+                    fsutil::open_beneath(self.root, &parent, libc::O_PATH | libc::O_DIRECTORY, 0)?
+                }
+                Err(e) => return Err(e),
+            };
+        match fsutil::mkdir_at(pfd.as_fd(), dir.name(), mode.unwrap_or(0o755) & 0o7777) {
+            Ok(()) => {
+                let c = cname(dir.name())?;
+                // SAFETY: valid fd and name.
+                cvt(unsafe {
+                    libc::fchownat(
+                        pfd.as_raw_fd(),
+                        c.as_ptr(),
+                        self.owner.uid,
+                        self.owner.gid,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })?;
+                self.stats.dirs += 1;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates one entry; an existing local name is left alone (counted as skipped).
+    pub fn add(&mut self, e: &RemoteEntry) -> io::Result<()> {
+        match e.kind {
+            Kind::Dir => self.make_dir(&e.path, e.mode),
+            Kind::File => self.add_file(e),
+        }
+    }
+
+    fn add_file(&mut self, e: &RemoteEntry) -> io::Result<()> {
+        let parent = e.path.parent().unwrap_or_default();
+        let name = cname(e.path.name())?;
+        let owner = self.owner;
+        let mode = e.mode.map(|m| m & 0o7777).unwrap_or(0o644);
+        let (secs, nanos) = match e.mtime.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+            Err(_) => (0, 0),
+        };
+        let record = FileMeta {
+            v: 1,
+            root: self.root_id.clone(),
+            path: e.path.as_str().to_string(),
+            version: e.version.token(),
+            size: e.size,
+            mtime: (secs, nanos),
+            fill: if e.size == 0 {
+                Fill::Complete
+            } else {
+                Fill::Placeholder
+            },
+            ranges: Default::default(),
+            pin: Pin::Inherit,
+        };
+        let group = self.group;
+        let dir = self.dir_fd(&parent)?;
+        // An anonymous inode in the target directory: invisible until linked.
+        let dot = cname(".")?;
+        // SAFETY: valid directory fd and path.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                dot.as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor from the kernel.
+        let f = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let file = std::fs::File::from(f);
+        file.set_len(e.size)?;
+        // SAFETY: plain syscalls on our own fd.
+        cvt(unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) })?;
+        cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode) })?;
+        meta::write_fd(file.as_fd(), &record)?;
+        fsutil::set_mtime(file.as_fd(), e.mtime)?;
+        if record.fill != Fill::Complete {
+            group.mark_inode(file.as_fd())?;
+        }
+        let empty = cname("")?;
+        // SAFETY: links our anonymous inode under `name`; fails with EEXIST if taken.
+        let r = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                empty.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EEXIST) {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+            return Err(err);
+        }
+        self.stats.files += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! The index: a cache of every managed file's state for quick answers (directory status).
+//! The truth lives in each file's xattr record; deleting the index and restarting rebuilds it
+//! from the files. Behind a trait so the store can change; sled is the default.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub availability: String,
+    pub size: u64,
+    pub version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("index: {0}")]
+pub struct IndexError(pub String);
+
+pub trait Index: Send + Sync {
+    fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError>;
+    fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError>;
+    /// Every record of `root` whose path is `dir` or below it (`""` = whole root).
+    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError>;
+    fn remove_root(&self, root: &str) -> Result<(), IndexError>;
+    fn is_empty(&self) -> bool;
+}
+
+fn key(root: &str, path: &str) -> Vec<u8> {
+    let mut k = root.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path == dir
+        || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+pub struct SledIndex {
+    db: sled::Db,
+}
+
+impl SledIndex {
+    pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
+        let db = sled::open(path).map_err(|e| IndexError(e.to_string()))?;
+        Ok(SledIndex { db })
+    }
+}
+
+fn e(err: impl std::fmt::Display) -> IndexError {
+    IndexError(err.to_string())
+}
+
+impl Index for SledIndex {
+    fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError> {
+        self.db
+            .insert(key(root, path), serde_json::to_vec(rec).map_err(e)?)
+            .map_err(e)?;
+        Ok(())
+    }
+    fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
+        match self.db.get(key(root, path)).map_err(e)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(e)?)),
+            None => Ok(None),
+        }
+    }
+    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(key(root, dir)) {
+            let (k, v) = kv.map_err(e)?;
+            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+            if under(&p, dir) {
+                out.push((p, serde_json::from_slice(&v).map_err(e)?));
+            }
+        }
+        Ok(out)
+    }
+    fn remove_root(&self, root: &str) -> Result<(), IndexError> {
+        for k in self.db.scan_prefix(key(root, "")).keys() {
+            self.db.remove(k.map_err(e)?).map_err(e)?;
+        }
+        Ok(())
+    }
+    fn is_empty(&self) -> bool {
+        self.db.is_empty()
+    }
+}
+
+/// In-memory index for unit tests.
+#[derive(Default)]
+pub struct MemoryIndex {
+    m: Mutex<BTreeMap<(String, String), Record>>,
+}
+
+impl Index for MemoryIndex {
+    fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError> {
+        self.m
+            .lock()
+            .unwrap()
+            .insert((root.into(), path.into()), rec.clone());
+        Ok(())
+    }
+    fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
+        Ok(self
+            .m
+            .lock()
+            .unwrap()
+            .get(&(root.into(), path.into()))
+            .cloned())
+    }
+    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError> {
+        Ok(self
+            .m
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((r, p), _)| r == root && under(p, dir))
+            .map(|((_, p), v)| (p.clone(), v.clone()))
+            .collect())
+    }
+    fn remove_root(&self, root: &str) -> Result<(), IndexError> {
+        self.m.lock().unwrap().retain(|(r, _), _| r != root);
+        Ok(())
+    }
+    fn is_empty(&self) -> bool {
+        self.m.lock().unwrap().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ix: &dyn Index) {
+        let r = |a: &str| Record {
+            availability: a.into(),
+            size: 1,
+            version: "v".into(),
+        };
+        ix.put("r1", "a", &r("local")).unwrap();
+        ix.put("r1", "a/b", &r("online-only")).unwrap();
+        ix.put("r1", "ab", &r("local")).unwrap();
+        ix.put("r2", "a/c", &r("local")).unwrap();
+        let below: Vec<String> = ix
+            .below("r1", "a")
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(below, vec!["a", "a/b"]);
+        assert_eq!(ix.below("r1", "").unwrap().len(), 3);
+        assert_eq!(
+            ix.get("r1", "a/b").unwrap().unwrap().availability,
+            "online-only"
+        );
+        ix.remove_root("r1").unwrap();
+        assert!(ix.get("r1", "a").unwrap().is_none());
+        assert!(!ix.is_empty());
+    }
+
+    #[test]
+    fn memory_and_sled_agree() {
+        check(&MemoryIndex::default());
+        let t = tempfile::tempdir().unwrap();
+        check(&SledIndex::open(&t.path().join("ix")).unwrap());
+    }
+}
