@@ -25,6 +25,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Descriptor numbers the keeper hands to the worker.
 pub const GROUP_FD: RawFd = 3;
@@ -394,8 +395,8 @@ async fn serve_conn(d: Arc<Daemon>, s: tokio::net::UnixStream) {
                     (_, false) => Response::err(id, ErrorCode::BadRequest, "send hello first"),
                     (_, true) => {
                         let span = tracing::info_span!("request", id, uid);
-                        let _e = span.enter();
                         d.handle(uid, gid, req.body)
+                            .instrument(span)
                             .await
                             .unwrap_or_else(|(c, m)| Response::err(id, c, m))
                             .with_id(id)

@@ -17,6 +17,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
+use tracing::Instrument;
 
 /// Counters the daemon reports (`skyfill status --stats`) and tests check.
 #[derive(Debug, Default)]
@@ -157,10 +158,33 @@ impl Hydrator {
             Ok(s) => s,
             Err(_) => return Reply::Deny(libc::EIO),
         };
+        if let (Access::Pre { offset, count }, Fill::Partial) = (access, meta.fill) {
+            let end = if count == 0 {
+                meta.size
+            } else {
+                offset.saturating_add(count)
+            };
+            let end = end.min(meta.size).min(st.st_size as u64);
+            if meta.ranges.covers(offset.min(end), end) && !proc_info(pid, st.st_ino, true).writer {
+                return Reply::Allow; // already local: no lock, no network
+            }
+        }
         let proc = proc_info(pid, st.st_ino, matches!(access, Access::Pre { .. }));
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
-        let _e = span.enter();
-        match policy::decide(&self.policy, access, &meta, st.st_size as u64, &proc) {
+        self.decide_and_fetch(access, file, &meta, &st, &proc)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_and_fetch(
+        &self,
+        access: Access,
+        file: &Arc<File>,
+        meta: &FileMeta,
+        st: &libc::stat,
+        proc: &Proc,
+    ) -> Reply {
+        match policy::decide(&self.policy, access, meta, st.st_size as u64, proc) {
             Decision::Allow => Reply::Allow,
             Decision::Deny(e) => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +243,9 @@ impl Hydrator {
         } else {
             meta.ranges.missing(s, e)
         };
+        if missing.is_empty() {
+            return Ok(()); // another reader fetched it while we waited
+        }
         let Some(remote) = self.remote(&meta.root) else {
             tracing::warn!(root = %meta.root, "no remote for this root (missing credentials?)");
             return Err(libc::EPERM);

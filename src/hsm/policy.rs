@@ -22,6 +22,10 @@ pub struct Policy {
     pub never_download: Vec<String>,
     /// Seconds before an access that waits for the network gets an errno.
     pub timeout_secs: u64,
+    /// Total time the remote client keeps retrying one request (below `timeout_secs`).
+    pub retry_budget_secs: u64,
+    /// Longest silence from a server before a request counts as stalled.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Policy {
@@ -70,6 +74,8 @@ impl Default for Policy {
                 "tumblerd",
             ]),
             timeout_secs: 30,
+            retry_budget_secs: 25,
+            idle_timeout_secs: 15,
         }
     }
 }

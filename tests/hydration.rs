@@ -1,0 +1,681 @@
+//! On-demand hydration end to end, as root: loop-mounted ext4/xfs/btrfs, `skyfilld` (keeper +
+//! worker) against Apache WebDAV and s3s-fs, and real programs (cat, cp, sha256sum, dd,
+//! python mmap, tar, rsync, sqlite3, exec). `scripts/test` starts the servers.
+
+#[path = "support/hsm.rs"]
+mod hsm;
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/suite.rs"]
+mod suite;
+
+use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, xattr_overhead, Daemon, LoopFs};
+use skyfill::remote::webdav::{WebDav, WebDavConfig};
+use skyfill::remote::{Precondition, Remote};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use suite::{data, file_with, p};
+use url::Url;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts the servers"))
+}
+
+fn scratch() -> String {
+    format!("h{:016x}", rand::random::<u64>())
+}
+
+/// The generated tree every program must read exactly.
+fn tree() -> BTreeMap<String, Vec<u8>> {
+    let mut t = BTreeMap::new();
+    t.insert("empty".into(), vec![]);
+    t.insert("one".into(), data(1, 1));
+    t.insert("p4095".into(), data(2, 4095));
+    t.insert("p4096".into(), data(3, 4096));
+    t.insert("dir/mib1".into(), data(4, (1 << 20) + 1));
+    t.insert("dir/deep/big64".into(), data(5, 64 << 20));
+    let mut zeros = data(6, 3 << 20);
+    zeros[100_000..(2 << 20)].fill(0);
+    t.insert("zeros-inside".into(), zeros);
+    t.insert("allzero".into(), vec![0u8; 5 << 20]);
+    let elf = std::fs::read("/usr/bin/basename").expect("a real ELF binary");
+    t.insert("bin/elf".into(), elf);
+    let db = tempfile::tempdir().unwrap();
+    let dbp = db.path().join("t.db");
+    sh_ok(&format!(
+        "sqlite3 {} 'create table t(a); insert into t values (42),(43); create table big(b); with recursive c(x) as (select 1 union all select x+1 from c where x<20000) insert into big select randomblob(100) from c;'",
+        dbp.display()
+    ));
+    t.insert("db.sqlite".into(), std::fs::read(&dbp).unwrap());
+    t
+}
+
+enum Server {
+    Apache,
+    S3s,
+}
+
+/// Uploads `files` to a fresh place on the server; returns add-root arguments and secret.
+async fn upload(
+    server: &Server,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> (Vec<String>, Option<String>) {
+    match server {
+        Server::Apache => {
+            let base = format!("{}/dav/", env("SKYFILL_TEST_APACHE"));
+            let top = WebDav::new(WebDavConfig {
+                url: Url::parse(&base).unwrap(),
+                user: None,
+                password: None,
+                http: Default::default(),
+            })
+            .unwrap();
+            let s = scratch();
+            top.mkdir(&p(&s)).await.unwrap();
+            for (k, v) in files {
+                let path = p(&format!("{s}/{k}"));
+                let mut anc = Vec::new();
+                let mut a = path.parent();
+                while let Some(x) = a {
+                    if x.is_root() {
+                        break;
+                    }
+                    anc.push(x.clone());
+                    a = x.parent();
+                }
+                for d in anc.into_iter().rev() {
+                    top.mkdir(&d).await.unwrap();
+                }
+                top.upload(&path, &file_with(v), &Precondition::None)
+                    .await
+                    .unwrap();
+            }
+            let u = Url::parse(&base).unwrap();
+            (
+                vec![format!("dav://127.0.0.1:{}/dav/{s}", u.port().unwrap())],
+                None,
+            )
+        }
+        Server::S3s => {
+            let keys = env("SKYFILL_TEST_S3_KEYS");
+            let (a, k) = keys.split_once(':').unwrap();
+            let mut c = skyfill::remote::s3::S3Config::new(
+                Url::parse(&env("SKYFILL_TEST_S3S")).unwrap(),
+                "bucket",
+            );
+            let s = scratch();
+            c.prefix = s.clone();
+            c.credentials = Some((a.into(), k.into()));
+            let s3 = skyfill::remote::s3::S3::new(c).unwrap();
+            for (kk, v) in files {
+                s3.upload(&p(kk), &file_with(v), &Precondition::None)
+                    .await
+                    .unwrap();
+            }
+            (
+                vec![
+                    format!("s3://bucket/{s}"),
+                    "--endpoint".into(),
+                    env("SKYFILL_TEST_S3S"),
+                    "--path-style".into(),
+                    "--secret-stdin".into(),
+                ],
+                Some(keys),
+            )
+        }
+    }
+}
+
+fn add_root(
+    d: &Daemon,
+    local: &Path,
+    args: &[String],
+    secret: &Option<String>,
+) -> serde_json::Value {
+    let mut a: Vec<&str> = vec!["add-root", local.to_str().unwrap()];
+    a.extend(args.iter().map(String::as_str));
+    match secret {
+        Some(s) => d.cli_stdin(&a, s),
+        None => d.cli(&a),
+    }
+}
+
+fn check_placeholders(root: &Path, files: &BTreeMap<String, Vec<u8>>, fstype: &str) {
+    for (k, v) in files {
+        let f = root.join(k);
+        let m = std::fs::metadata(&f).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert_eq!(m.len(), v.len() as u64, "{k}: size");
+        assert!(
+            allocated(&f) <= xattr_overhead(fstype),
+            "{k}: a placeholder must hold no data ({} bytes allocated)",
+            allocated(&f)
+        );
+    }
+}
+
+/// Every program reads exactly the server's bytes from online-only files.
+async fn programs_read_exact_bytes(fstype: &str, server: Server) {
+    let fs = LoopFs::new(fstype, 2048);
+    let d = Daemon::start(None);
+    let files = tree();
+    let (args, secret) = upload(&server, &files).await;
+    type Check = fn(&Path, &str, &[u8]);
+    let checks: Vec<(&str, Check)> = vec![
+        ("cat", |f, k, v| {
+            let o = std::process::Command::new("cat").arg(f).output().unwrap();
+            assert!(o.status.success(), "cat {k}");
+            assert!(o.stdout == v, "cat {k}: wrong bytes");
+        }),
+        ("sha256sum", |f, k, v| {
+            assert_eq!(sha256(f).unwrap(), sha256_bytes(v), "sha256sum {k}")
+        }),
+        ("cp", |f, k, v| {
+            let t = tempfile::tempdir().unwrap();
+            let dst = t.path().join("c");
+            sh_ok(&format!("cp '{}' '{}'", f.display(), dst.display()));
+            assert!(
+                std::fs::read(&dst).unwrap() == v,
+                "cp {k}: wrong bytes (zeros from holes?)"
+            );
+        }),
+        ("dd skip", |f, k, v| {
+            let o = sh(&format!(
+                "dd if='{}' bs=4096 skip=1 count=300 status=none",
+                f.display()
+            ));
+            assert!(o.status.success(), "dd {k}");
+            let want = if v.len() > 4096 {
+                &v[4096..v.len().min(4096 * 301)]
+            } else {
+                &[][..]
+            };
+            assert!(o.stdout == want, "dd {k}: wrong bytes");
+        }),
+        ("python mmap", |f, k, v| {
+            if v.is_empty() {
+                return;
+            }
+            let o = sh(&format!(
+                "python3 -c \"import mmap,hashlib,sys; f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ); print(hashlib.sha256(m[:]).hexdigest())\" '{}'",
+                f.display()
+            ));
+            assert!(
+                o.status.success(),
+                "mmap {k}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout).trim(),
+                sha256_bytes(v),
+                "mmap {k}"
+            );
+        }),
+    ];
+    for (i, (name, check)) in checks.iter().enumerate() {
+        let root = fs.mnt.join(format!("r{i}"));
+        add_root(&d, &root, &args, &secret);
+        check_placeholders(&root, &files, fstype);
+        for (k, v) in &files {
+            check(&root.join(k), k, v);
+        }
+        eprintln!("{fstype}: {name} ok");
+    }
+    // tar of the whole tree, then compare the extracted files.
+    let root = fs.mnt.join("rtar");
+    add_root(&d, &root, &args, &secret);
+    let out = tempfile::tempdir().unwrap();
+    sh_ok(&format!(
+        "tar -C '{}' -cf - . | tar -C '{}' -xf -",
+        root.display(),
+        out.path().display()
+    ));
+    for (k, v) in &files {
+        assert!(std::fs::read(out.path().join(k)).unwrap() == *v, "tar {k}");
+    }
+    // sqlite3 opens the database placeholder; exec of an online-only ELF.
+    let root = fs.mnt.join("rapp");
+    add_root(&d, &root, &args, &secret);
+    let q = sh_ok(&format!(
+        "sqlite3 '{}' 'select sum(a) from t; select count(*) from big;'",
+        root.join("db.sqlite").display()
+    ));
+    assert_eq!(
+        q.split_whitespace().collect::<Vec<_>>(),
+        vec!["85", "20000"]
+    );
+    sh_ok(&format!("chmod +x '{}'", root.join("bin/elf").display()));
+    let o = sh_ok(&format!(
+        "'{}' /a/b/hello.txt",
+        root.join("bin/elf").display()
+    ));
+    assert_eq!(o.trim(), "hello.txt");
+    // The placeholder left untouched is still online-only and free.
+    assert!(allocated(&root.join("dir/deep/big64")) <= xattr_overhead(fstype));
+    let s = d.cli(&["status", root.join("dir/deep/big64").to_str().unwrap()]);
+    assert_eq!(s["availability"], "online-only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ext4_apache_programs_read_exact_bytes() {
+    programs_read_exact_bytes("ext4", Server::Apache).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xfs_s3s_programs_read_exact_bytes() {
+    programs_read_exact_bytes("xfs", Server::S3s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn btrfs_apache_programs_read_exact_bytes() {
+    programs_read_exact_bytes("btrfs", Server::Apache).await;
+}
+
+/// Other mount namespaces, bind mounts made later, hole-aware copy tools, and a placeholder
+/// moved out of the root all read the right bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_way_in_sees_the_right_bytes() {
+    let fs = LoopFs::new("ext4", 2048);
+    let d = Daemon::start(None);
+    let mut files = tree();
+    files.insert("huge40".into(), data(9, 40 << 20)); // above the whole-file threshold
+    let (args, secret) = upload(&Server::S3s, &files).await;
+    let want = |k: &str| sha256_bytes(&files[k]);
+    // unshare -m: a new mount namespace.
+    let r = fs.mnt.join("ns");
+    add_root(&d, &r, &args, &secret);
+    for k in files.keys() {
+        let o = sh_ok(&format!("unshare -m sha256sum '{}'", r.join(k).display()));
+        assert_eq!(
+            o.split_whitespace().next().unwrap(),
+            want(k),
+            "unshare -m {k}"
+        );
+    }
+    // A bind mount made after the daemon started.
+    let r = fs.mnt.join("bind");
+    add_root(&d, &r, &args, &secret);
+    let b = tempfile::tempdir().unwrap();
+    sh_ok(&format!(
+        "mount --bind '{}' '{}'",
+        r.display(),
+        b.path().display()
+    ));
+    let res = std::panic::catch_unwind(|| {
+        for k in files.keys() {
+            assert_eq!(
+                sha256(&b.path().join(k)).unwrap(),
+                want(k),
+                "bind mount {k}"
+            );
+        }
+    });
+    sh_ok(&format!("umount '{}'", b.path().display()));
+    res.unwrap();
+    // cp, rsync and tar of online-only files of every size.
+    for (tool, cmd) in [
+        ("cp", "cp -a '{src}/.' '{dst}/'"),
+        ("rsync", "rsync -a '{src}/' '{dst}/'"),
+        ("tar", "tar -C '{src}' -cf - . | tar -C '{dst}' -xf -"),
+        (
+            "cp --sparse=always",
+            "cp -a --sparse=always '{src}/.' '{dst}/'",
+        ),
+    ] {
+        let r = fs
+            .mnt
+            .join(format!("copy-{}", tool.replace([' ', '=', '-'], "_")));
+        add_root(&d, &r, &args, &secret);
+        let out = tempfile::tempdir().unwrap();
+        sh_ok(
+            &cmd.replace("{src}", r.to_str().unwrap())
+                .replace("{dst}", out.path().to_str().unwrap()),
+        );
+        for k in files.keys() {
+            assert_eq!(sha256(&out.path().join(k)).unwrap(), want(k), "{tool} {k}");
+        }
+    }
+    // mv of placeholders to a directory outside the root (same filesystem).
+    let r = fs.mnt.join("mv");
+    add_root(&d, &r, &args, &secret);
+    let outside = fs.mnt.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for k in ["huge40", "dir/mib1", "p4096"] {
+        let dst = outside.join(k.replace('/', "_"));
+        std::fs::rename(r.join(k), &dst).unwrap();
+        assert_eq!(
+            sha256(&dst).unwrap(),
+            want(k),
+            "after mv out of the root: {k}"
+        );
+    }
+}
+
+/// Reading 1 MiB in the middle of a 1 GiB online-only file fetches at most 8 MiB: counted by
+/// the daemon and by the server's access log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_middle_read_fetches_only_its_region() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    // The 1 GiB object is made on the server's disk (sparse there, random in the middle).
+    let s = scratch();
+    let dir = PathBuf::from(env("SKYFILL_TEST_APACHE_DIR"))
+        .join("data")
+        .join(&s);
+    std::fs::create_dir(&dir).unwrap();
+    let big = dir.join("big.bin");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let mid = data(11, 4 << 20);
+    std::os::unix::fs::FileExt::write_all_at(&f, &mid, 510 << 20).unwrap();
+    drop(f);
+    sh_ok(&format!("chown -R www-data:www-data '{}'", dir.display()));
+    let port = Url::parse(&env("SKYFILL_TEST_APACHE"))
+        .unwrap()
+        .port()
+        .unwrap();
+    let root = fs.mnt.join("r");
+    add_root(
+        &d,
+        &root,
+        &[format!("dav://127.0.0.1:{port}/dav/{s}")],
+        &None,
+    );
+    let before = d.stats()["bytes_fetched"].as_u64().unwrap();
+    let o = sh_ok(&format!(
+        "dd if='{}' bs=1M skip=511 count=1 status=none | sha256sum",
+        root.join("big.bin").display()
+    ));
+    assert_eq!(
+        o.split_whitespace().next().unwrap(),
+        sha256_bytes(&mid[1 << 20..2 << 20])
+    );
+    let fetched = d.stats()["bytes_fetched"].as_u64().unwrap() - before;
+    assert!(
+        fetched >= 1 << 20 && fetched <= 8 << 20,
+        "daemon fetched {fetched} bytes"
+    );
+    // The server's log: bytes sent for this file.
+    let log =
+        std::fs::read_to_string(PathBuf::from(env("SKYFILL_TEST_APACHE_DIR")).join("access.log"))
+            .unwrap();
+    let sent: u64 = log
+        .lines()
+        .filter(|l| l.starts_with("GET ") && l.contains(&format!("/dav/{s}/big.bin")))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        sent >= 1 << 20 && sent <= 8 << 20,
+        "server sent {sent} bytes"
+    );
+    assert_eq!(allocated(&root.join("big.bin")) <= 8 << 20, true);
+}
+
+/// 32 processes read one online-only file at once: it is downloaded once.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_readers_one_download() {
+    let fs = LoopFs::new("xfs", 1024);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("shared.bin".to_string(), data(21, 48 << 20));
+    files.insert("small.bin".to_string(), data(22, 3 << 20));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    for k in ["shared.bin", "small.bin"] {
+        let before = d.stats()["bytes_fetched"].as_u64().unwrap();
+        let f = root.join(k);
+        let kids: Vec<_> = (0..32)
+            .map(|_| {
+                std::process::Command::new("sha256sum")
+                    .arg(&f)
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in kids {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success());
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap(),
+                sha256_bytes(&files[k])
+            );
+        }
+        let fetched = d.stats()["bytes_fetched"].as_u64().unwrap() - before;
+        assert_eq!(
+            fetched,
+            files[k].len() as u64,
+            "{k} was downloaded more than once"
+        );
+    }
+}
+
+/// Server stopped, stalled, answering 500, dying mid-body: the reader gets an errno within
+/// the bound; afterwards a read succeeds with the right bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_give_an_errno_in_time_then_recover() {
+    use proxy::{Mode, Proxy};
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(Some(
+        serde_json::json!({"timeout_secs": 6, "retry_budget_secs": 4, "idle_timeout_secs": 2}),
+    ));
+    let mut files = BTreeMap::new();
+    for m in ["stopped", "stalled", "e500", "midbody"] {
+        files.insert(format!("{m}.bin"), data(m.len() as u64, 6 << 20));
+    }
+    let (args, _) = upload(&Server::Apache, &files).await;
+    let apache = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+    let proxy = Proxy::start(
+        format!("127.0.0.1:{}", apache.port().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let via = args[0].replace(
+        &format!("127.0.0.1:{}", apache.port().unwrap()),
+        &proxy.addr.to_string(),
+    );
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &[via], &None);
+    for (name, mode) in [
+        ("stopped", Mode::Drop),
+        ("stalled", Mode::Stall),
+        ("e500", Mode::Error500),
+        ("midbody", Mode::CutAfter(200_000)),
+    ] {
+        let f = root.join(format!("{name}.bin"));
+        proxy.set(mode, u64::MAX);
+        let t = Instant::now();
+        let err = tokio::task::spawn_blocking({
+            let f = f.clone();
+            move || std::fs::read(&f)
+        })
+        .await
+        .unwrap()
+        .expect_err("reading through a broken server must fail");
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(20),
+            "{name}: errno after {took:?}"
+        );
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
+        assert_eq!(allocated(&f) < 6 << 20 || sha256(&f).is_err(), true);
+        proxy.set(Mode::Pass, 0);
+        tokio::time::sleep(Duration::from_millis(2500)).await; // offline hold
+        let got = tokio::task::spawn_blocking(move || std::fs::read(&f))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            got == files[&format!("{name}.bin")],
+            "{name}: wrong bytes after recovery"
+        );
+    }
+}
+
+/// kill -9 of the worker during large hydrations, 20 times: readers see the right bytes or
+/// an errno, never zeros; afterwards every file is complete and correct or a placeholder.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_worker_never_shows_zeros() {
+    let fs = LoopFs::new("ext4", 2048);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("a.bin".to_string(), data(31, 96 << 20));
+    files.insert("b.bin".to_string(), data(32, 24 << 20));
+    let (args, secret) = upload(&Server::S3s, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let (mut ok, mut errs) = (0, 0);
+    for i in 0..20 {
+        for k in files.keys() {
+            let f = root.join(k);
+            if d.cli(&["status", f.to_str().unwrap()])["availability"] == "local" {
+                d.cli(&["free", f.to_str().unwrap()]);
+            }
+        }
+        let readers: Vec<_> = files
+            .keys()
+            .map(|k| {
+                std::process::Command::new("sha256sum")
+                    .arg(root.join(k))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 400));
+        let old = d.worker_pid().unwrap();
+        // SAFETY: killing the worker on purpose.
+        unsafe { libc::kill(old as i32, libc::SIGKILL) };
+        for (c, k) in readers.into_iter().zip(files.keys()) {
+            let o = c.wait_with_output().unwrap();
+            if o.status.success() {
+                assert_eq!(
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .next()
+                        .unwrap(),
+                    sha256_bytes(&files[k]),
+                    "round {i}: {k} read wrong bytes"
+                );
+                ok += 1;
+            } else {
+                errs += 1;
+            }
+        }
+        d.wait_ready(Some(old));
+    }
+    eprintln!("reads: {ok} right, {errs} errno");
+    for (k, v) in &files {
+        let f = root.join(k);
+        let s = d.cli(&["status", f.to_str().unwrap()]);
+        let avail = s["availability"].as_str().unwrap().to_string();
+        assert!(
+            ["local", "online-only", "partial"].contains(&avail.as_str()),
+            "{k}: {avail}"
+        );
+        assert_eq!(sha256(&f).unwrap(), sha256_bytes(v), "{k} after the storm");
+    }
+}
+
+/// Delete the index, restart, and the state is rebuilt identically.
+#[tokio::test(flavor = "multi_thread")]
+async fn index_loss_is_rebuilt() {
+    let fs = LoopFs::new("btrfs", 1024);
+    let mut d = Daemon::start(None);
+    let files = tree();
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    sha256(&root.join("dir/mib1")).unwrap();
+    sha256(&root.join("one")).unwrap();
+    let before = d.cli(&["status", root.to_str().unwrap()]);
+    let file_before = d.cli(&["status", root.join("dir/mib1").to_str().unwrap()]);
+    d.stop();
+    std::fs::remove_dir_all(d.state.join("index")).unwrap();
+    d.restart();
+    assert_eq!(d.cli(&["status", root.to_str().unwrap()]), before);
+    assert_eq!(
+        d.cli(&["status", root.join("dir/mib1").to_str().unwrap()]),
+        file_before
+    );
+    // After a full restart the placeholders are marked again and still hydrate.
+    assert_eq!(
+        sha256(&root.join("dir/deep/big64")).unwrap(),
+        sha256_bytes(&files["dir/deep/big64"])
+    );
+}
+
+/// Programs on the never-download list get EIO; files outside roots raise no events; a
+/// root on a filesystem without pre-content events is refused; eviction is safe.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_outside_files_refusal_and_eviction() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("doc.bin".to_string(), data(41, 2 << 20));
+    files.insert("keep.bin".to_string(), data(42, 2 << 20));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let doc = root.join("doc.bin");
+    // An indexer by name: refused, logged, still online-only.
+    let t = tempfile::tempdir().unwrap();
+    let fake = t.path().join("tracker-extract-3");
+    std::fs::copy("/usr/bin/cat", &fake).unwrap();
+    let o = std::process::Command::new(&fake)
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Input/output error"));
+    assert_eq!(
+        d.cli(&["status", doc.to_str().unwrap()])["availability"],
+        "online-only"
+    );
+    // Files outside the root on the same filesystem raise no event.
+    std::fs::write(fs.mnt.join("plain.txt"), b"plain").unwrap();
+    let ev = d.stats()["events"].as_u64().unwrap();
+    for _ in 0..100 {
+        assert_eq!(std::fs::read(fs.mnt.join("plain.txt")).unwrap(), b"plain");
+    }
+    assert_eq!(
+        d.stats()["events"].as_u64().unwrap(),
+        ev,
+        "files outside roots must not reach the daemon"
+    );
+    // tmpfs cannot deliver pre-content events: refused with a clear message.
+    let o = d.try_cli(&["add-root", "/dev/shm/skyfill-refused", &args[0]]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pre-content"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = std::fs::remove_dir("/dev/shm/skyfill-refused");
+    // Eviction: refused while open, done when closed, refused when modified.
+    assert_eq!(sha256(&doc).unwrap(), sha256_bytes(&files["doc.bin"]));
+    let held = std::fs::File::open(&doc).unwrap();
+    let o = d.try_cli(&["free", doc.to_str().unwrap()]);
+    assert!(!o.status.success(), "free must refuse a file that is open");
+    drop(held);
+    let r = d.cli(&["free", doc.to_str().unwrap()]);
+    assert_eq!(r["files"], 1);
+    assert!(allocated(&doc) <= xattr_overhead("ext4"));
+    assert_eq!(
+        d.cli(&["status", doc.to_str().unwrap()])["availability"],
+        "online-only"
+    );
+    assert_eq!(sha256(&doc).unwrap(), sha256_bytes(&files["doc.bin"]));
+    let keep = root.join("keep.bin");
+    sh_ok(&format!("echo more >> '{}'", keep.display()));
+    let o = d.try_cli(&["free", keep.to_str().unwrap()]);
+    assert!(!o.status.success(), "free must refuse a modified file");
+    assert!(std::fs::read(&keep).unwrap().ends_with(b"more\n"));
+}
