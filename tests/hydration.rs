@@ -393,7 +393,7 @@ async fn a_middle_read_fetches_only_its_region() {
     );
     let fetched = d.stats()["bytes_fetched"].as_u64().unwrap() - before;
     assert!(
-        fetched >= 1 << 20 && fetched <= 8 << 20,
+        (1 << 20..=8 << 20).contains(&fetched),
         "daemon fetched {fetched} bytes"
     );
     // The server's log: bytes sent for this file.
@@ -406,10 +406,10 @@ async fn a_middle_read_fetches_only_its_region() {
         .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
         .sum();
     assert!(
-        sent >= 1 << 20 && sent <= 8 << 20,
+        (1 << 20..=8 << 20).contains(&sent),
         "server sent {sent} bytes"
     );
-    assert_eq!(allocated(&root.join("big.bin")) <= 8 << 20, true);
+    assert!(allocated(&root.join("big.bin")) <= (8 << 20) + 4096);
 }
 
 /// 32 processes read one online-only file at once: it is downloaded once.
@@ -504,7 +504,11 @@ async fn faults_give_an_errno_in_time_then_recover() {
             "{name}: errno after {took:?}"
         );
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
-        assert_eq!(allocated(&f) < 6 << 20 || sha256(&f).is_err(), true);
+        let st = d.cli(&["status", f.to_str().unwrap()]);
+        assert_ne!(
+            st["availability"], "local",
+            "{name}: a failed fill must not count as local"
+        );
         proxy.set(Mode::Pass, 0);
         tokio::time::sleep(Duration::from_millis(2500)).await; // offline hold
         let got = tokio::task::spawn_blocking(move || std::fs::read(&f))
