@@ -683,3 +683,60 @@ async fn policy_outside_files_refusal_and_eviction() {
     assert!(!o.status.success(), "free must refuse a modified file");
     assert!(std::fs::read(&keep).unwrap().ends_with(b"more\n"));
 }
+
+/// Writes hydrate the whole file first; truncate through a writable fd, copy_file_range and
+/// sendfile see the server's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_truncate_and_kernel_copies() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    for k in ["w.bin", "t.bin", "cfr.bin", "sf.bin"] {
+        files.insert(
+            k.to_string(),
+            data(k.len() as u64 + k.as_bytes()[0] as u64, 40 << 20),
+        );
+    }
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    // A 10-byte write in the middle of a 40 MiB online-only file: everything else intact.
+    sh_ok(&format!(
+        "python3 -c \"import os; fd=os.open('{}', os.O_RDWR); os.pwrite(fd, b'0123456789', 20<<20); os.close(fd)\"",
+        root.join("w.bin").display()
+    ));
+    let mut want = files["w.bin"].clone();
+    want[20 << 20..(20 << 20) + 10].copy_from_slice(b"0123456789");
+    assert!(
+        std::fs::read(root.join("w.bin")).unwrap() == want,
+        "write into a placeholder lost bytes"
+    );
+    // ftruncate through a writable fd keeps the head exactly.
+    sh_ok(&format!(
+        "python3 -c \"import os; fd=os.open('{}', os.O_RDWR); os.ftruncate(fd, 5<<20); os.close(fd)\"",
+        root.join("t.bin").display()
+    ));
+    assert!(
+        std::fs::read(root.join("t.bin")).unwrap() == files["t.bin"][..5 << 20],
+        "truncate"
+    );
+    // copy_file_range within the filesystem and sendfile to another file.
+    sh_ok(&format!(
+        "python3 -c \"import os; s=os.open('{src}', os.O_RDONLY); t=os.open('{dst}', os.O_WRONLY|os.O_CREAT, 0o644); n=os.path.getsize('{src}'); o=0\nwhile o<n: o+=os.copy_file_range(s, t, n-o)\"",
+        src = root.join("cfr.bin").display(),
+        dst = fs.mnt.join("cfr.copy").display()
+    ));
+    assert!(
+        std::fs::read(fs.mnt.join("cfr.copy")).unwrap() == files["cfr.bin"],
+        "copy_file_range"
+    );
+    sh_ok(&format!(
+        "python3 -c \"import os; s=os.open('{src}', os.O_RDONLY); t=os.open('{dst}', os.O_WRONLY|os.O_CREAT, 0o644); n=os.path.getsize('{src}'); o=0\nwhile o<n: o+=os.sendfile(t, s, o, n-o)\"",
+        src = root.join("sf.bin").display(),
+        dst = fs.mnt.join("sf.copy").display()
+    ));
+    assert!(
+        std::fs::read(fs.mnt.join("sf.copy")).unwrap() == files["sf.bin"],
+        "sendfile"
+    );
+}

@@ -300,3 +300,35 @@ async fn s3_listing_tokens_hostile_keys_and_200_ranges() {
     f.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, content[12_345..32_345]);
 }
+
+/// 100,000 entries stream through the PROPFIND parser (Depth: infinity) one at a time.
+#[tokio::test]
+async fn a_hundred_thousand_entries_stream_through() {
+    let many: Vec<String> = (0..100_000)
+        .map(|i| {
+            resp(
+                &format!("/remote.php/dav/files/u/d{}/f{i}", i % 100),
+                false,
+                i,
+                "\"e\"",
+            )
+        })
+        .collect();
+    let body = Arc::new(multistatus(&many));
+    let base = serve(Arc::new(move |_r: &Req| {
+        response("207 Multi-Status", &[], &body)
+    }))
+    .await;
+    let r = dav(&base, quick());
+    let mut n = 0u64;
+    let st = r
+        .walk(&RelPath::root(), &mut |e| {
+            assert_eq!(e.kind, Kind::File);
+            n += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 100_000);
+    assert_eq!(st.entries, 100_000);
+}

@@ -53,6 +53,10 @@ mkdir -p "$DIR/apache/data" "$DIR/apache/data1" "$DIR/apache/dataauth" "$DIR/rcl
 chown -R www-data:www-data "$DIR/apache"
 chmod 755 "$DIR"
 
+if ! runuser -u www-data -- test -w "$DIR/apache/data"; then
+  echo "FATAL: Apache runs as www-data and cannot write $DIR/apache/data: make every directory above it traversable (chmod 755)" >&2
+  exit 1
+fi
 AP=$(free_port)
 htpasswd -bc "$DIR/apache/htpasswd" skyuser 'app pass:word' >/dev/null 2>&1
 cat > "$DIR/apache/httpd.conf" <<CONF

@@ -1,0 +1,40 @@
+//! Downloads one object through the `Remote` client (parallel aligned range requests) into a
+//! file and prints the throughput. Used by `bench/run.sh` to compare with curl.
+//! Usage: fetch REMOTE_URL PATH OUT [CHUNK_MIB] [PARALLEL]
+
+use skyfill::model::RelPath;
+use skyfill::remote::{self, http::HttpConfig, RemoteSpec};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        a.len() >= 4,
+        "usage: fetch REMOTE_URL PATH OUT [CHUNK_MIB] [PARALLEL]"
+    );
+    let chunk: u64 = a.get(4).map(|s| s.parse()).transpose()?.unwrap_or(8) << 20;
+    let par: usize = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or(4);
+    let spec = RemoteSpec {
+        url: a[1].clone(),
+        ..Default::default()
+    };
+    let secret = std::env::var("SKYFILL_SECRET").ok();
+    let r = remote::open_remote(&spec, secret.as_deref(), HttpConfig::default(), None)?;
+    let path = RelPath::parse(&a[2])?;
+    let e = r.stat(&path).await?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&a[3])?;
+    out.set_len(e.size)?;
+    let t = std::time::Instant::now();
+    let n = remote::transfer::download(&*r, &path, &e.version, 0, e.size, &out, chunk, par).await?;
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{} bytes in {s:.3} s = {:.1} MB/s ({n} requests)",
+        e.size,
+        e.size as f64 / s / 1e6
+    );
+    Ok(())
+}
