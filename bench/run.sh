@@ -11,6 +11,7 @@ free_mb=$(df -Pm /var/tmp | awk 'NR==2{print $4}')
 cargo build -q --release --bins --examples
 BIN=$(pwd)/target/release
 W=$(mktemp -d /var/tmp/skyfill-bench.XXXXXX)
+chmod 755 "$W"
 cleanup() {
   [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
   umount "$W/mnt" 2>/dev/null || true
@@ -42,15 +43,19 @@ mkdir -p "$W/mnt"; truncate -s $((SIZE_MB * 2 + 512))M "$W/img"; mkfs.ext4 -q "$
 "$BIN/skyfilld" --socket "$W/sock" --state-dir "$W/state" 2>"$W/daemon.log" & DPID=$!
 for _ in $(seq 50); do "$BIN/skyfill" --socket "$W/sock" stats >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN/skyfill" --socket "$W/sock" add-root "$W/mnt/c" "dav://${SKYFILL_TEST_APACHE#http://}/dav/bench" >/dev/null
-t() { python3 -c 'import time,subprocess,sys; t=time.perf_counter(); subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL); print(time.perf_counter()-t)' "$@"; }
+t() { python3 -c 'import time,subprocess,sys; t=time.perf_counter(); subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL); print(time.perf_counter()-t)' "$@"; }
 drop; cold=$(t dd if="$W/mnt/c/big.bin" of=/dev/null bs=1M)
 curl_s=$(python3 -c "print($SIZE_MB*1048576/$curl_bps)")
 echo "   cold full read of an online-only file: $(python3 -c "print(f'{$SIZE_MB*1.048576/$cold:.0f}')") MB/s; ratio vs curl: $(ratio "$curl_s" "$cold")"
 cp --sparse=never "$W/srv/apache/data/bench/big.bin" "$W/mnt/plain.bin"
 drop; h=$(t dd if="$W/mnt/c/big.bin" of=/dev/null bs=1M); drop; p=$(t dd if="$W/mnt/plain.bin" of=/dev/null bs=1M)
 echo "   hydrated read, cold cache, 1 MiB reads: ratio vs plain file on the same fs: $(ratio "$p" "$h")"
-h=$(t dd if="$W/mnt/c/big.bin" of=/dev/null bs=4k); p=$(t dd if="$W/mnt/plain.bin" of=/dev/null bs=4k)
-echo "   hydrated read, warm cache, 4 KiB reads: ratio vs plain file: $(ratio "$p" "$h")"
+best() { local b=999; for _ in 1 2 3; do x=$(t "$@"); b=$(python3 -c "print(min($b,$x))"); done; echo "$b"; }
+cat "$W/mnt/c/big.bin" "$W/mnt/plain.bin" >/dev/null # both in the page cache
+h=$(best dd if="$W/mnt/c/big.bin" of=/dev/null bs=4k); p=$(best dd if="$W/mnt/plain.bin" of=/dev/null bs=4k)
+echo "   hydrated read, warm cache, 4 KiB reads (best of 3): ratio vs plain file: $(ratio "$p" "$h")"
+h=$(best dd if="$W/mnt/c/big.bin" of=/dev/null bs=1M); p=$(best dd if="$W/mnt/plain.bin" of=/dev/null bs=1M)
+echo "   hydrated read, warm cache, 1 MiB reads (best of 3): ratio vs plain file: $(ratio "$p" "$h")"
 
 echo "== 3. time to first byte, 200 files of 4 KiB: cat of online-only files vs curl of each"
 c=$(python3 - "$URL" <<'PY'
