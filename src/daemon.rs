@@ -649,6 +649,26 @@ impl Daemon {
                 "{local}: this filesystem cannot deliver fanotify pre-content events ({e}); use ext4, xfs or btrfs on Linux >= 6.14"
             ))
         })?;
+        // The daemon reads a file:// remote as root: a user may only use a directory of
+        // their own, or they could expose files they cannot read.
+        if let Ok(u) = url::Url::parse(&spec.url) {
+            if u.scheme() == "file" && uid != 0 {
+                let dir = u
+                    .to_file_path()
+                    .map_err(|_| bad(format!("bad file URL {}", spec.url)))?;
+                let m =
+                    std::fs::metadata(&dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
+                if m.uid() != uid {
+                    return Err(fail(
+                        ErrorCode::NotAuthorized,
+                        format!(
+                            "{} is not your directory; a file:// remote must be",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
         let id = format!("{:016x}", rand::random::<u64>());
         let rec = RootRecord {
             id: id.clone(),

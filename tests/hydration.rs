@@ -740,3 +740,79 @@ async fn writes_truncate_and_kernel_copies() {
         "sendfile"
     );
 }
+
+/// The socket is a security boundary: requests are authorized by the peer's uid, paths are
+/// confined to the caller's roots, and broken messages get a clear error.
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_authorizes_by_uid_and_survives_bad_input() {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("secret.txt".to_string(), b"root only".to_vec());
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("rootsroot");
+    add_root(&d, &root, &args, &secret);
+    // A copy of the CLI where user nobody can run it, wherever the checkout lives.
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cli = bin.path().join("skyfill");
+    std::fs::copy(env!("CARGO_BIN_EXE_skyfill"), &cli).unwrap();
+    let cli = cli.display();
+    let as_nobody = |a: &str| {
+        sh(&format!(
+            "runuser -u nobody -- '{cli}' --socket '{}' --json {a}",
+            d.socket.display()
+        ))
+    };
+    let o = as_nobody(&format!("status '{}'", root.join("secret.txt").display()));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NotARoot"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = as_nobody(&format!("free '{}'", root.display()));
+    assert!(!o.status.success());
+    let o = as_nobody("roots");
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+    // A file:// remote the caller does not own, and a local dir the caller does not own.
+    std::fs::create_dir(fs.mnt.join("mine")).unwrap();
+    sh_ok(&format!("chown nobody '{}'", fs.mnt.join("mine").display()));
+    let o = as_nobody(&format!(
+        "add-root '{}' file:///root",
+        fs.mnt.join("mine/c").display()
+    ));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NotAuthorized"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = as_nobody(&format!(
+        "add-root '{}' {}",
+        fs.mnt.join("theirs").display(),
+        args[0]
+    ));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NotAuthorized"));
+    // Broken messages: clear errors, the connection stays usable, the daemon survives.
+    let out = sh_ok(&format!(
+        "python3 - '{}' <<'PY'\nimport socket, sys, json\ns = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rwb')\nfor line in [b'{{not json\\n', b'{{\"id\":1,\"op\":\"stats\"}}\\n', b'{{\"id\":2,\"op\":\"hello\",\"version\":99,\"client\":\"t\"}}\\n', b'{{\"id\":3,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}}\\n', b'{{\"id\":4,\"op\":\"free\",\"path\":\"/etc/../etc/passwd\"}}\\n', b'{{\"id\":5,\"op\":\"stats\"}}\\n']:\n    f.write(line); f.flush(); print(f.readline().decode().strip())\nPY",
+        d.socket.display()
+    ));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["error"]["code"], "bad_request");
+    assert_eq!(lines[1]["error"]["code"], "bad_request"); // hello first
+    assert_eq!(lines[2]["error"]["code"], "version_mismatch");
+    assert_eq!(lines[3]["ok"], true);
+    assert_eq!(lines[4]["error"]["code"], "not_a_root");
+    assert_eq!(lines[5]["ok"], true);
+}
