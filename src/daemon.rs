@@ -6,7 +6,7 @@
 
 use crate::fsutil;
 use crate::hsm::evict::{self, EvictError};
-use crate::hsm::fanotify::{Group, Reply};
+use crate::hsm::fanotify::{Access, Group, Reply};
 use crate::hsm::hydrate::Hydrator;
 use crate::hsm::meta::{self, FileMeta, Fill, Pin};
 use crate::hsm::placeholder::{Owner, Populator};
@@ -147,31 +147,84 @@ fn spawn_worker(
 
 // ---------------------------------------------------------------- in-flight journal
 
-/// Numbers of event fds read but not yet answered, on disk, so that a restarted worker can
-/// answer events its dead predecessor had taken (by number: the kernel matches them).
+/// An event a worker took and had not answered: enough to find the file again (handle) and
+/// to answer the kernel (the fd number, which the kernel matches in the group).
+#[derive(Debug, Clone, PartialEq)]
+struct Pending {
+    fd: i32,
+    dev: u64,
+    handle: Option<(i32, Vec<u8>)>,
+    access: Access,
+}
+
+impl Pending {
+    fn line(&self) -> String {
+        let (t, h) = match &self.handle {
+            Some((t, h)) => (*t, hex::encode(h)),
+            None => (0, "-".into()),
+        };
+        let (k, o, c) = match self.access {
+            Access::Open => ('o', 0, 0),
+            Access::OpenExec => ('x', 0, 0),
+            Access::Pre { offset, count } => ('p', offset, count),
+        };
+        format!("+{} {} {} {} {} {} {}", self.fd, self.dev, t, h, k, o, c)
+    }
+
+    fn parse(l: &str) -> Option<Pending> {
+        let mut it = l.strip_prefix('+')?.split(' ');
+        let fd = it.next()?.parse().ok()?;
+        let parsed = (|| {
+            let dev = it.next()?.parse().ok()?;
+            let t: i32 = it.next()?.parse().ok()?;
+            let h = hex::decode(it.next()?).ok();
+            let access = match (
+                it.next()?,
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+            ) {
+                ("o", _, _) => Access::Open,
+                ("x", _, _) => Access::OpenExec,
+                ("p", offset, count) => Access::Pre { offset, count },
+                _ => return None,
+            };
+            Some((dev, h.map(|h| (t, h)), access))
+        })();
+        Some(match parsed {
+            Some((dev, handle, access)) => Pending {
+                fd,
+                dev,
+                handle,
+                access,
+            },
+            None => Pending {
+                fd,
+                dev: 0,
+                handle: None,
+                access: Access::Open,
+            },
+        })
+    }
+}
+
+/// Events read but not yet answered, on disk, so that a restarted worker can finish what its
+/// dead predecessor had taken: it refills the file and answers by fd number.
 struct Journal {
     file: Mutex<File>,
     open: Mutex<HashSet<i32>>,
 }
 
 impl Journal {
-    fn open(path: &Path, group: &Group) -> io::Result<Journal> {
+    /// Opens a fresh journal, returning what the previous worker left unanswered.
+    fn open(path: &Path) -> io::Result<(Journal, Vec<Pending>)> {
+        let mut pending: Vec<Pending> = Vec::new();
         if let Ok(text) = std::fs::read_to_string(path) {
-            let mut set = HashSet::new();
             for l in text.lines() {
-                if let Some(n) = l.strip_prefix('+').and_then(|n| n.parse().ok()) {
-                    set.insert(n);
+                if let Some(p) = Pending::parse(l) {
+                    pending.retain(|q| q.fd != p.fd);
+                    pending.push(p);
                 } else if let Some(n) = l.strip_prefix('-').and_then(|n| n.parse::<i32>().ok()) {
-                    set.remove(&n);
-                }
-            }
-            for fd in set {
-                // The dead worker's fill may be half done: an errno, never zeros.
-                match group.respond_raw(fd, Reply::Deny(libc::EIO)) {
-                    Ok(()) => {
-                        tracing::warn!(fd, "answered an event of the previous worker with EIO")
-                    }
-                    Err(e) => tracing::debug!(fd, error = %e, "stale journal entry"),
+                    pending.retain(|q| q.fd != n);
                 }
             }
         }
@@ -181,15 +234,18 @@ impl Journal {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        Ok(Journal {
-            file: Mutex::new(file),
-            open: Mutex::new(HashSet::new()),
-        })
+        Ok((
+            Journal {
+                file: Mutex::new(file),
+                open: Mutex::new(HashSet::new()),
+            },
+            pending,
+        ))
     }
 
-    fn add(&self, fd: i32) {
-        self.open.lock().unwrap().insert(fd);
-        let _ = writeln!(self.file.lock().unwrap(), "+{fd}");
+    fn add(&self, p: &Pending) {
+        self.open.lock().unwrap().insert(p.fd);
+        let _ = writeln!(self.file.lock().unwrap(), "{}", p.line());
     }
 
     fn done(&self, fd: i32) {
@@ -241,7 +297,8 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         }
     };
     let group = Arc::new(group);
-    let journal = Arc::new(Journal::open(&opts.state_dir.join("inflight.log"), &group)?);
+    let (journal, pending) = Journal::open(&opts.state_dir.join("inflight.log"))?;
+    let journal = Arc::new(journal);
     let policy: Policy = match std::fs::read(opts.state_dir.join("policy.json")) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| other(format!("policy.json: {e}")))?,
         Err(_) => Policy::default(),
@@ -267,14 +324,17 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
             let _ = ix.put(&m.root, &m.path, &record_of(m));
         }));
     }
-    // Events first: scanning and status requests may open files.
-    tokio::spawn(event_loop(group.clone(), hydrator.clone(), journal));
+    // Activation opens no managed file (marks are added by name), so it runs before the
+    // event loop; then the events the previous worker left are finished, before any new
+    // event is read (their fd numbers must not be reused meanwhile).
     for r in roots {
         if let Err(e) = d.activate(&r, rebuild).await {
             tracing::error!(root = %r.local.display(), error = %e, "cannot activate sync root");
         }
         d.roots.write().unwrap().push(r);
     }
+    d.recover(pending).await;
+    tokio::spawn(event_loop(group.clone(), hydrator.clone(), journal));
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tracing::info!(socket = %d.opts.socket.display(), "worker ready");
@@ -322,7 +382,13 @@ async fn event_loop(group: Arc<Group>, hydrator: Arc<Hydrator>, journal: Arc<Jou
         }
         for ev in events {
             let n = ev.fd.as_raw_fd();
-            journal.add(n);
+            let st = fsutil::fstat(ev.fd.as_fd()).ok();
+            journal.add(&Pending {
+                fd: n,
+                dev: st.map(|s| s.st_dev).unwrap_or(0),
+                handle: crate::hsm::fanotify::handle_of(ev.fd.as_fd()).ok(),
+                access: ev.access,
+            });
             let (group, hydrator, journal) = (group.clone(), hydrator.clone(), journal.clone());
             tokio::spawn(async move {
                 let access = ev.access;
@@ -435,6 +501,80 @@ fn remote_fail(e: RemoteError) -> Fail {
 }
 
 impl Daemon {
+    /// Finishes the events a dead worker had taken: refill through a private mount (no events
+    /// to ourselves), then answer by fd number; EIO when that is impossible.
+    async fn recover(&self, pending: Vec<Pending>) {
+        for p in pending {
+            let reply = match self.refill(&p).await {
+                Ok(()) => Reply::Allow,
+                Err(e) => {
+                    tracing::warn!(fd = p.fd, error = %e, "cannot finish an event of the previous worker; answering EIO");
+                    Reply::Deny(libc::EIO)
+                }
+            };
+            match self.group.respond_raw(p.fd, reply) {
+                Ok(()) => tracing::info!(
+                    fd = p.fd,
+                    ?reply,
+                    "answered an event of the previous worker"
+                ),
+                Err(e) => tracing::debug!(fd = p.fd, error = %e, "stale journal entry"),
+            }
+        }
+    }
+
+    async fn refill(&self, p: &Pending) -> Result<(), String> {
+        let (htype, handle) = p.handle.as_ref().ok_or("no file handle recorded")?;
+        let roots: Vec<RootRecord> = self.roots.read().unwrap().clone();
+        let root = roots
+            .iter()
+            .filter_map(|r| File::open(&r.local).ok())
+            .find(|f| {
+                fsutil::fstat(f.as_fd())
+                    .map(|s| s.st_dev == p.dev)
+                    .unwrap_or(false)
+            })
+            .ok_or("no sync root on that filesystem")?;
+        let mnt = self
+            .group
+            .private_mount(root.as_fd())
+            .map_err(|e| format!("private mount: {e}"))?;
+        // open_by_handle_at wants a real (not O_PATH) descriptor inside the mount.
+        let mdir = fsutil::open_beneath(
+            mnt.as_fd(),
+            &RelPath::root(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|e| format!("private mount root: {e}"))?;
+        let fd = crate::hsm::fanotify::open_by_handle(mdir.as_fd(), *htype, handle, libc::O_RDWR)
+            .map_err(|e| format!("open by handle: {e}"))?;
+        let file = Arc::new(File::from(fd));
+        let st = fsutil::fstat(file.as_fd()).map_err(|e| e.to_string())?;
+        let Some(m) = meta::read_fd(file.as_fd()).map_err(|e| e.to_string())? else {
+            return Ok(()); // not ours (any more): nothing to fill
+        };
+        let end = m.size.min(st.st_size as u64);
+        let (s, e) = match p.access {
+            Access::Pre { offset, count } if count > 0 => {
+                (offset.min(end), offset.saturating_add(count).min(end))
+            }
+            Access::Pre { offset, .. } => (offset.min(end), end),
+            Access::Open | Access::OpenExec => (0, end),
+        };
+        let bound = Duration::from_secs(self.hydrator.policy.timeout_secs);
+        match tokio::time::timeout(
+            bound,
+            self.hydrator.fetch(&file, (st.st_dev, st.st_ino), s, e),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(errno)) => Err(format!("fetch failed (errno {errno})")),
+            Err(_) => Err("fetch timed out".into()),
+        }
+    }
+
     async fn handle(&self, uid: u32, gid: u32, body: RequestBody) -> Result<Response, Fail> {
         match body {
             RequestBody::Hello { .. } => unreachable!("handled by the connection"),

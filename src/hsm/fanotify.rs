@@ -20,6 +20,11 @@ const FAN_UNLIMITED_MARKS: u32 = 0x20;
 
 const FAN_MARK_ADD: u32 = 0x01;
 const FAN_MARK_REMOVE: u32 = 0x02;
+const FAN_MARK_MOUNT: u32 = 0x10;
+const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x40;
+const FAN_MARK_IGNORE: u32 = 0x400;
+const SYS_OPEN_TREE: libc::c_long = 428;
+const OPEN_TREE_CLONE: u32 = 1;
 
 const FAN_ALLOW: u32 = 0x01;
 const FAN_DENY: u32 = 0x02;
@@ -147,6 +152,34 @@ impl Group {
         }
     }
 
+    /// A private, detached clone of the mount holding `dir` whose accesses this group ignores:
+    /// the daemon can open marked files through it without raising events to itself.
+    pub fn private_mount(&self, dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        let empty = std::ffi::CString::new("").unwrap();
+        // SAFETY: open_tree(2) on a valid directory fd with an empty path.
+        let fd = unsafe {
+            libc::syscall(
+                SYS_OPEN_TREE,
+                dir.as_raw_fd(),
+                empty.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor from the kernel.
+        let m = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let dot = std::ffi::CString::new(".").unwrap();
+        self.mark(
+            FAN_MARK_ADD | FAN_MARK_MOUNT | FAN_MARK_IGNORE | FAN_MARK_IGNORED_SURV_MODIFY,
+            PLACEHOLDER_MASK,
+            m.as_raw_fd(),
+            Some(&dot),
+        )?;
+        Ok(m)
+    }
+
     /// Checks that the filesystem holding `dir` delivers pre-content events (ext4, xfs, btrfs
     /// on Linux >= 6.14), by adding and removing a mark.
     pub fn probe(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
@@ -200,6 +233,52 @@ impl Group {
 
     pub fn respond(&self, ev: &Event, reply: Reply) -> io::Result<()> {
         self.respond_raw(ev.fd.as_raw_fd(), reply)
+    }
+}
+
+/// A file handle (`name_to_handle_at`), to find a file again after a restart.
+pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<(i32, Vec<u8>)> {
+    let mut buf = vec![0u8; 8 + 128];
+    // SAFETY: file_handle header then 128 bytes of room.
+    unsafe {
+        let fh = buf.as_mut_ptr() as *mut libc::file_handle;
+        (*fh).handle_bytes = 128;
+        let mut mnt = 0;
+        let empty = std::ffi::CString::new("").unwrap();
+        if libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            fh,
+            &mut mnt,
+            libc::AT_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (*fh).handle_bytes as usize;
+        Ok(((*fh).handle_type, buf[8..8 + n].to_vec()))
+    }
+}
+
+/// Opens a file by handle relative to `mount` (the private mount, so no event is raised).
+pub fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    htype: i32,
+    bytes: &[u8],
+    flags: i32,
+) -> io::Result<OwnedFd> {
+    let mut buf = vec![0u8; 8 + bytes.len()];
+    buf[8..].copy_from_slice(bytes);
+    // SAFETY: a well-formed file_handle in buf.
+    unsafe {
+        let fh = buf.as_mut_ptr() as *mut libc::file_handle;
+        (*fh).handle_bytes = bytes.len() as u32;
+        (*fh).handle_type = htype;
+        let fd = libc::open_by_handle_at(mount.as_raw_fd(), fh, flags | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
 
