@@ -668,35 +668,20 @@ impl Daemon {
         }
         // Mark every file that is not complete (idempotent when the keeper kept the marks;
         // needed after a full restart). Marks are added by name: nothing is opened.
-        let mut stack = vec![RelPath::root()];
         let mut n = 0u64;
-        while let Some(dir) = stack.pop() {
-            let dfd =
-                fsutil::open_beneath(root.as_fd(), &dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            for raw in fsutil::read_dir_names(dfd.as_fd())? {
-                let Ok(name) = std::str::from_utf8(&raw) else {
-                    continue;
-                };
-                let Ok(p) = dir.join(name) else { continue };
-                let st = fsutil::stat_at(dfd.as_fd(), name)?;
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => stack.push(p),
-                    libc::S_IFREG => {
-                        if let Some(m) = evict::meta_at(dfd.as_fd(), name)? {
-                            if m.fill != Fill::Complete {
-                                let c = std::ffi::CString::new(name).unwrap();
-                                self.group.mark_at(dfd.as_fd(), &c)?;
-                                n += 1;
-                            }
-                            if rebuild_index && m.root == r.id {
-                                let _ = self.index.put(&r.id, &m.path, &record_of(&m));
-                            }
-                        }
-                    }
-                    _ => {}
+        fsutil::walk_files(root.as_fd(), &RelPath::root(), &mut |dfd, name, _| {
+            if let Some(m) = evict::meta_at(dfd, name)? {
+                if m.fill != Fill::Complete {
+                    let c = std::ffi::CString::new(name).unwrap();
+                    self.group.mark_at(dfd, &c)?;
+                    n += 1;
+                }
+                if rebuild_index && m.root == r.id {
+                    let _ = self.index.put(&r.id, &m.path, &record_of(&m));
                 }
             }
-        }
+            Ok(())
+        })?;
         tracing::info!(root = %r.local.display(), marked = n, "sync root active");
         Ok(())
     }
@@ -970,23 +955,10 @@ impl Daemon {
             return Ok(vec![rel.clone()]);
         }
         let mut out = Vec::new();
-        let mut stack = vec![rel.clone()];
-        while let Some(dir) = stack.pop() {
-            let dfd =
-                fsutil::open_beneath(root.as_fd(), &dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            for raw in fsutil::read_dir_names(dfd.as_fd())? {
-                let Ok(name) = std::str::from_utf8(&raw) else {
-                    continue;
-                };
-                let Ok(p) = dir.join(name) else { continue };
-                let st = fsutil::stat_at(dfd.as_fd(), name)?;
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => stack.push(p),
-                    libc::S_IFREG => out.push(p),
-                    _ => {}
-                }
-            }
-        }
+        fsutil::walk_files(root.as_fd(), rel, &mut |_, _, p| {
+            out.push(p.clone());
+            Ok(())
+        })?;
         Ok(out)
     }
 

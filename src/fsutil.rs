@@ -160,6 +160,32 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Calls `f(dir_fd, name, path)` for every regular file below `dir` (depth first), opening
+/// only directories, never the files themselves (opening a placeholder raises an event).
+pub fn walk_files(
+    root: BorrowedFd<'_>,
+    dir: &RelPath,
+    f: &mut dyn FnMut(BorrowedFd<'_>, &str, &RelPath) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let dfd = open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        for raw in read_dir_names(std::os::fd::AsFd::as_fd(&dfd))? {
+            let Ok(name) = std::str::from_utf8(&raw) else {
+                continue;
+            };
+            let Ok(p) = d.join(name) else { continue };
+            let st = stat_at(std::os::fd::AsFd::as_fd(&dfd), name)?;
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => stack.push(p),
+                libc::S_IFREG => f(std::os::fd::AsFd::as_fd(&dfd), name, &p)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn mtime_of(st: &libc::stat) -> SystemTime {
     crate::model::from_unix_secs(st.st_mtime)
         + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)
