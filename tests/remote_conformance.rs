@@ -80,14 +80,7 @@ async fn local_dir_rejects_hostile_names_and_symlinks() {
     std::fs::write(t.path().join("ctrl\x01char"), b"3").unwrap();
     std::os::unix::fs::symlink(outside.path(), t.path().join("link")).unwrap();
     let r = LocalDir::new(t.path()).unwrap();
-    let mut seen = Vec::new();
-    let stats = r
-        .walk(&RelPath::root(), &mut |e| {
-            seen.push(e.path.as_str().to_string());
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let (seen, stats) = suite::walk_names(&r, &RelPath::root()).await;
     assert_eq!(seen, vec!["ok"]);
     assert_eq!(stats.rejected, 3);
     assert!(r.stat(&suite::p("link/secret")).await.is_err());

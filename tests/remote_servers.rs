@@ -411,14 +411,7 @@ async fn hostile_names_on_real_servers_are_rejected() {
         std::fs::write(d.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"2").unwrap();
         std::fs::write(d.join("ctl\x07char"), b"3").unwrap();
         std::fs::write(d.join("new\nline"), b"4").unwrap();
-        let mut seen = Vec::new();
-        let stats = r
-            .walk(&RelPath::root(), &mut |e| {
-                seen.push(e.path.as_str().to_string());
-                Ok(())
-            })
-            .await
-            .unwrap();
+        let (seen, stats) = suite::walk_names(&r, &RelPath::root()).await;
         if auth {
             // rclone maps control characters to Unicode control pictures and drops invalid
             // UTF-8 itself; whatever it lists must still be a valid local name.

@@ -294,6 +294,26 @@ impl S3 {
         .await
     }
 
+    /// Sends a request whose body is streamed (signed as UNSIGNED-PAYLOAD); one attempt.
+    async fn send_streamed(
+        &self,
+        path: &RelPath,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let req = rb.build().map_err(|e| http::net_err(path, e))?;
+        let req = self.signed(path, req, None)?;
+        let r = self
+            .client
+            .execute(req)
+            .await
+            .map_err(|e| http::net_err(path, e))?;
+        if r.status().is_success() {
+            Ok(r)
+        } else {
+            Err(http::status_error(path, r).await)
+        }
+    }
+
     async fn xml(&self, path: &RelPath, resp: reqwest::Response) -> Result<Vec<u8>> {
         http::bounded_body(path, resp, 64 << 20, self.cfg.http.idle_timeout).await
     }
@@ -577,22 +597,12 @@ impl S3 {
                         |_| {
                             let (url, src) = (url.clone(), src.clone());
                             async move {
-                                let req = self
+                                let rb = self
                                     .client
                                     .put(url)
                                     .header("Content-Length", len)
-                                    .body(http::file_body(src, start, len))
-                                    .build()
-                                    .map_err(|e| http::net_err(path, e))?;
-                                let req = self.signed(path, req, None)?;
-                                let r = self
-                                    .client
-                                    .execute(req)
-                                    .await
-                                    .map_err(|e| http::net_err(path, e))?;
-                                if !r.status().is_success() {
-                                    return Err(http::status_error(path, r).await);
-                                }
+                                    .body(http::file_body(src, start, len));
+                                let r = self.send_streamed(path, rb).await?;
                                 http::header_str(r.headers(), "etag")
                                     .map(str::to_string)
                                     .ok_or_else(|| {
@@ -908,21 +918,9 @@ impl super::Remote for S3 {
                     for (k, v) in cond {
                         rb = rb.header(*k, v);
                     }
-                    let req = rb
-                        .body(http::file_body(file, 0, size))
-                        .build()
-                        .map_err(|e| http::net_err(path, e))?;
-                    let req = self.signed(path, req, None)?;
-                    let r = self
-                        .client
-                        .execute(req)
+                    self.send_streamed(path, rb.body(http::file_body(file, 0, size)))
                         .await
-                        .map_err(|e| http::net_err(path, e))?;
-                    if r.status().is_success() {
-                        Ok(())
-                    } else {
-                        Err(http::status_error(path, r).await)
-                    }
+                        .map(|_| ())
                 }
             })
             .await?;

@@ -43,6 +43,22 @@ pub async fn read_all<R: Remote + ?Sized>(r: &R, e: &RemoteEntry) -> Vec<u8> {
     v
 }
 
+/// Names a walk of `dir` lists, in order, and its counts (rejected entries included).
+pub async fn walk_names<R: Remote + ?Sized>(
+    r: &R,
+    dir: &RelPath,
+) -> (Vec<String>, remote::WalkStats) {
+    let mut seen = Vec::new();
+    let stats = r
+        .walk(dir, &mut |e| {
+            seen.push(e.path.as_str().to_string());
+            Ok(())
+        })
+        .await
+        .expect("walk");
+    (seen, stats)
+}
+
 async fn walk_all<R: Remote + ?Sized>(r: &R, dir: &RelPath) -> BTreeMap<String, RemoteEntry> {
     let mut m = BTreeMap::new();
     let mut sink = |e: RemoteEntry| {
