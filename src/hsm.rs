@@ -4,6 +4,7 @@
 //! - [`meta`]: the per-file xattr record (fill state, ranges, version, pin);
 //! - [`policy`]: the pure decision of what an access needs;
 //! - [`hydrate`]: fetching ranges through the event fd, single flight per file;
+//! - [`pins`]: folder pin settings and their inheritance;
 //! - [`placeholder`]: populating a root from a listing (mark before visible);
 //! - [`evict`]: freeing space safely (write lease, mark before punch).
 
@@ -11,5 +12,6 @@ pub mod evict;
 pub mod fanotify;
 pub mod hydrate;
 pub mod meta;
+pub mod pins;
 pub mod placeholder;
 pub mod policy;

@@ -11,6 +11,9 @@ pub struct Record {
     pub availability: String,
     pub size: u64,
     pub version: String,
+    /// Bytes of the file on disk.
+    #[serde(default)]
+    pub local_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,7 @@ mod tests {
             availability: a.into(),
             size: 1,
             version: "v".into(),
+            local_bytes: 0,
         };
         ix.put("r1", "a", &r("local")).unwrap();
         ix.put("r1", "a/b", &r("online-only")).unwrap();

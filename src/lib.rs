@@ -9,6 +9,7 @@
 //! - [`hsm`]: placeholders and on-demand hydration through fanotify pre-content events.
 //! - [`index`]: the rebuildable cache of file states (sled).
 //! - [`roots`]: the registry of sync roots and their secrets.
+//! - [`credentials`]: the user's keyring, for the user-side clients.
 //! - [`ipc`]: the socket protocol shared by daemon, CLI, tray and extensions.
 //! - [`daemon`]: keeper and worker processes, wiring everything; the only place that names
 //!   concrete types.
@@ -16,6 +17,7 @@
 //! Dependency direction: `model` <- `remote`, `index` <- `hsm` <- `daemon`; `ipc::proto` is
 //! shared by every peer.
 
+pub mod credentials;
 pub mod daemon;
 pub mod fsutil;
 pub mod hsm;

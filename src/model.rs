@@ -288,6 +288,20 @@ pub struct RemoteEntry {
     pub permissions: Option<String>,
 }
 
+/// A user's setting for a file or folder (OneDrive's rules: a folder's setting is inherited
+/// by new children; an explicit child setting wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PinSetting {
+    /// Take the folder's setting (the default).
+    #[default]
+    Inherit,
+    /// Always keep on this device.
+    Pinned,
+    /// Keep only in the cloud: free the bytes now.
+    OnlineOnly,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

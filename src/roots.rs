@@ -1,6 +1,9 @@
-//! The registry of sync roots (`<state-dir>/roots.json`) and their secrets
-//! (`<state-dir>/secrets/<id>`, root-only 0600). This is configuration, not cache.
+//! The registry of sync roots (`<state-dir>/roots.json`), their secrets
+//! (`<state-dir>/secrets/<id>`, root-only 0600) and each user's settings
+//! (`<state-dir>/settings/<uid>.json`). This is configuration, not cache; `doc/STATE.md`
+//! describes the layout.
 
+use crate::ipc::proto::{Budget, UserSettings};
 use crate::remote::RemoteSpec;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -15,6 +18,21 @@ pub struct RootRecord {
     pub remote: RemoteSpec,
     pub uid: u32,
     pub gid: u32,
+    /// (st_dev, st_ino) of the root directory: a root moved away and replaced (say, by a
+    /// symlink) is refused instead of followed.
+    #[serde(default)]
+    pub key: Option<(u64, u64)>,
+    /// Background work (pin downloads, polling) is paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// The server needs a secret (one was given at add-root or login).
+    #[serde(default)]
+    pub has_secret: bool,
+    /// The daemon keeps a root-only copy of the secret.
+    #[serde(default)]
+    pub persist_secret: bool,
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 pub struct Registry {
@@ -70,5 +88,27 @@ impl Registry {
 
     pub fn secret(&self, id: &str) -> Option<String> {
         std::fs::read_to_string(self.secret_path(id)).ok()
+    }
+
+    pub fn delete_secret(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.secret_path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn settings(&self, uid: u32) -> UserSettings {
+        std::fs::read(self.dir.join("settings").join(format!("{uid}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_settings(&self, uid: u32, s: &UserSettings) -> std::io::Result<()> {
+        let d = self.dir.join("settings");
+        std::fs::create_dir_all(&d)?;
+        let tmp = d.join(format!("{uid}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(s).expect("serializable"))?;
+        std::fs::rename(tmp, d.join(format!("{uid}.json")))
     }
 }

@@ -6,26 +6,18 @@
 mod hsm;
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/remotes.rs"]
+mod remotes;
 #[path = "support/suite.rs"]
 mod suite;
 
 use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, xattr_overhead, Daemon, LoopFs};
-use skyfill::remote::webdav::{WebDav, WebDavConfig};
-use skyfill::remote::{Precondition, Remote};
+use remotes::{add_root, env, scratch, upload, Server};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use suite::{data, file_with, p};
+use suite::data;
 use url::Url;
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts the servers"))
-}
-
-fn scratch() -> String {
-    format!("h{:016x}", rand::random::<u64>())
-}
 
 /// The generated tree every program must read exactly.
 fn tree() -> BTreeMap<String, Vec<u8>> {
@@ -50,96 +42,6 @@ fn tree() -> BTreeMap<String, Vec<u8>> {
     ));
     t.insert("db.sqlite".into(), std::fs::read(&dbp).unwrap());
     t
-}
-
-enum Server {
-    Apache,
-    S3s,
-}
-
-/// Uploads `files` to a fresh place on the server; returns add-root arguments and secret.
-async fn upload(
-    server: &Server,
-    files: &BTreeMap<String, Vec<u8>>,
-) -> (Vec<String>, Option<String>) {
-    match server {
-        Server::Apache => {
-            let base = format!("{}/dav/", env("SKYFILL_TEST_APACHE"));
-            let top = WebDav::new(WebDavConfig {
-                url: Url::parse(&base).unwrap(),
-                user: None,
-                password: None,
-                http: Default::default(),
-            })
-            .unwrap();
-            let s = scratch();
-            top.mkdir(&p(&s)).await.unwrap();
-            for (k, v) in files {
-                let path = p(&format!("{s}/{k}"));
-                let mut anc = Vec::new();
-                let mut a = path.parent();
-                while let Some(x) = a {
-                    if x.is_root() {
-                        break;
-                    }
-                    anc.push(x.clone());
-                    a = x.parent();
-                }
-                for d in anc.into_iter().rev() {
-                    top.mkdir(&d).await.unwrap();
-                }
-                top.upload(&path, &file_with(v), &Precondition::None)
-                    .await
-                    .unwrap();
-            }
-            let u = Url::parse(&base).unwrap();
-            (
-                vec![format!("dav://127.0.0.1:{}/dav/{s}", u.port().unwrap())],
-                None,
-            )
-        }
-        Server::S3s => {
-            let keys = env("SKYFILL_TEST_S3_KEYS");
-            let (a, k) = keys.split_once(':').unwrap();
-            let mut c = skyfill::remote::s3::S3Config::new(
-                Url::parse(&env("SKYFILL_TEST_S3S")).unwrap(),
-                "bucket",
-            );
-            let s = scratch();
-            c.prefix = s.clone();
-            c.credentials = Some((a.into(), k.into()));
-            let s3 = skyfill::remote::s3::S3::new(c).unwrap();
-            for (kk, v) in files {
-                s3.upload(&p(kk), &file_with(v), &Precondition::None)
-                    .await
-                    .unwrap();
-            }
-            (
-                vec![
-                    format!("s3://bucket/{s}"),
-                    "--endpoint".into(),
-                    env("SKYFILL_TEST_S3S"),
-                    "--path-style".into(),
-                    "--secret-stdin".into(),
-                ],
-                Some(keys),
-            )
-        }
-    }
-}
-
-fn add_root(
-    d: &Daemon,
-    local: &Path,
-    args: &[String],
-    secret: &Option<String>,
-) -> serde_json::Value {
-    let mut a: Vec<&str> = vec!["add-root", local.to_str().unwrap()];
-    a.extend(args.iter().map(String::as_str));
-    match secret {
-        Some(s) => d.cli_stdin(&a, s),
-        None => d.cli(&a),
-    }
 }
 
 fn check_placeholders(root: &Path, files: &BTreeMap<String, Vec<u8>>, fstype: &str) {
@@ -254,7 +156,7 @@ async fn programs_read_exact_bytes(fstype: &str, server: Server) {
     // The placeholder left untouched is still online-only and free.
     assert!(allocated(&root.join("dir/deep/big64")) <= xattr_overhead(fstype));
     let s = d.cli(&["status", root.join("dir/deep/big64").to_str().unwrap()]);
-    assert_eq!(s["availability"], "online-only");
+    assert_eq!(s["state"], "online-only");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -506,7 +408,7 @@ async fn faults_give_an_errno_in_time_then_recover() {
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
         let st = d.cli(&["status", f.to_str().unwrap()]);
         assert_ne!(
-            st["availability"], "local",
+            st["state"], "local",
             "{name}: a failed fill must not count as local"
         );
         proxy.set(Mode::Pass, 0);
@@ -538,7 +440,7 @@ async fn killing_the_worker_never_shows_zeros() {
     for i in 0..20 {
         for k in files.keys() {
             let f = root.join(k);
-            if d.cli(&["status", f.to_str().unwrap()])["availability"] == "local" {
+            if d.cli(&["status", f.to_str().unwrap()])["state"] == "local" {
                 d.cli(&["free", f.to_str().unwrap()]);
             }
         }
@@ -579,7 +481,7 @@ async fn killing_the_worker_never_shows_zeros() {
     for (k, v) in &files {
         let f = root.join(k);
         let s = d.cli(&["status", f.to_str().unwrap()]);
-        let avail = s["availability"].as_str().unwrap().to_string();
+        let avail = s["state"].as_str().unwrap().to_string();
         assert!(
             ["local", "online-only", "partial"].contains(&avail.as_str()),
             "{k}: {avail}"
@@ -640,7 +542,7 @@ async fn policy_outside_files_refusal_and_eviction() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Input/output error"));
     assert_eq!(
-        d.cli(&["status", doc.to_str().unwrap()])["availability"],
+        d.cli(&["status", doc.to_str().unwrap()])["state"],
         "online-only"
     );
     // Files outside the root on the same filesystem raise no event.
@@ -673,7 +575,7 @@ async fn policy_outside_files_refusal_and_eviction() {
     assert_eq!(r["files"], 1);
     assert!(allocated(&doc) <= xattr_overhead("ext4"));
     assert_eq!(
-        d.cli(&["status", doc.to_str().unwrap()])["availability"],
+        d.cli(&["status", doc.to_str().unwrap()])["state"],
         "online-only"
     );
     assert_eq!(sha256(&doc).unwrap(), sha256_bytes(&files["doc.bin"]));

@@ -1,18 +1,28 @@
-//! `skyfill`: the command-line client. Every command is one request on the daemon socket.
+//! `skyfill`: the command-line client. Every command is one or more requests on the daemon
+//! socket (the protocol in `skyfill::ipc::proto`); secrets go through the user's keyring.
+//!
+//! Exit codes: 0 done; 1 refused or failed; 2 bad usage; 3 the daemon cannot be reached (or
+//! speaks another protocol version); 4 partly done (some files were skipped, each with why).
 
-use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use skyfill::ipc::client::Client;
-use skyfill::ipc::proto::RequestBody;
+use anyhow::{anyhow, Context};
+use clap::{CommandFactory, Parser, Subcommand};
+use skyfill::credentials;
+use skyfill::ipc::client::{Client, ClientError};
+use skyfill::ipc::proto::*;
 use skyfill::remote::RemoteSpec;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "skyfill",
     version,
-    about = "Skyfill: files on demand for Linux"
+    about = "Skyfill: files on demand for Linux",
+    long_about = "Skyfill keeps folders in two-way sync with WebDAV servers and S3 buckets while \
+their files stay online-only until used. This is its command-line client; the daemon skyfilld \
+does the work.\n\nExit codes: 0 done, 1 refused or failed, 2 bad usage, 3 daemon unreachable, \
+4 partly done (some files skipped)."
 )]
 struct Args {
     /// Daemon socket.
@@ -23,7 +33,7 @@ struct Args {
         env = "SKYFILL_SOCKET"
     )]
     socket: PathBuf,
-    /// Print raw JSON answers.
+    /// Machine-readable output: one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -32,41 +42,172 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Bind an empty or new directory to a remote: dav://host[:port]/path, davs://host/path,
-    /// s3://bucket[/prefix] or file:///path.
+    /// Bind an empty or new folder to a remote: dav://host[:port]/path, davs://host/path,
+    /// s3://bucket[/prefix] or file:///path. Placeholders appear at once.
     AddRoot {
         local: PathBuf,
         remote: String,
+        /// User name on the server.
         #[arg(long)]
         user: Option<String>,
         /// S3 endpoint URL (default: AWS for the region).
         #[arg(long)]
         endpoint: Option<String>,
+        /// S3 region.
         #[arg(long)]
         region: Option<String>,
         /// S3 path-style addressing (most self-hosted S3 servers).
         #[arg(long)]
         path_style: bool,
-        /// Read the secret (password, or ACCESS_KEY:SECRET_KEY for S3) from standard input.
+        /// Read the secret (password, or ACCESS_KEY:SECRET_KEY for S3) from standard input
+        /// (and store it in your keyring). Without it, the keyring entry is used, if any.
         #[arg(long)]
         secret_stdin: bool,
+        /// Keep the secret only in your keyring: after a daemon restart, files wait until you
+        /// sign in again (`skyfill login`, or the tray app does it).
+        #[arg(long)]
+        keyring_only: bool,
+        /// Do not use the keyring at all.
+        #[arg(long)]
+        no_keyring: bool,
+    },
+    /// Unbind a sync root. Local files stay as ordinary files; online-only ones go away.
+    /// Refuses while files have changes not on the server, unless told what to do.
+    RemoveRoot {
+        local: PathBuf,
+        /// Keep unsynced files as ordinary local files and remove the root anyway.
+        #[arg(long, conflicts_with = "download")]
+        keep_local: bool,
+        /// Download every online-only file first, then keep everything locally.
+        #[arg(long)]
+        download: bool,
     },
     /// Your sync roots.
     Roots,
-    /// State of a file or folder (all roots without a path).
-    Status { path: Option<PathBuf> },
-    /// Free up space: make local files online-only again.
-    Free { path: PathBuf },
-    /// Download now ("make available offline"); --pin keeps it local.
-    Hydrate {
-        path: PathBuf,
-        #[arg(long)]
-        pin: bool,
+    /// Availability and sync state of files and folders (all roots without a path).
+    Status { paths: Vec<PathBuf> },
+    /// Always keep on this device: download now; new files below a pinned folder follow.
+    Pin {
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
+    /// Back to the default setting (files stay as they are).
+    Unpin {
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Free up space: make local files online-only (skips files with unsynced changes).
+    Free {
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Keep only in the cloud: like free, and new files below a folder stay online-only.
+    OnlineOnly {
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Download now without pinning.
+    Hydrate {
+        #[arg(short, long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Sign in: store a root's secret in your keyring and hand it to the daemon. Without a
+    /// root, re-send the keyring secrets of every root that needs one.
+    Login {
+        local: Option<PathBuf>,
+        /// Read the secret from standard input instead of prompting.
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Keep the secret only in your keyring (not in the daemon's root-only store).
+        #[arg(long)]
+        keyring_only: bool,
+    },
+    /// Pause background transfers of one root (or all of yours). Opening files still works.
+    Pause { local: Option<PathBuf> },
+    /// Resume background transfers.
+    Resume { local: Option<PathBuf> },
+    /// Look for remote changes now.
+    Sync { path: Option<PathBuf> },
+    /// Show settings, or change one.
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigCmd>,
+    },
+    /// Check the kernel, the daemon, each root's filesystem, credentials, server and clock.
+    Doctor,
     /// Transfer counters of the daemon.
     Stats,
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+    /// Send one raw protocol request (JSON without id) and print the answer (debugging).
+    #[command(hide = true)]
+    Call { request: String },
 }
 
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Show your settings (the default).
+    Get,
+    /// Change a setting: poll-interval SECONDS, download-limit RATE, upload-limit RATE
+    /// (like 5M for 5 MB/s, 0 for none), never-download PROG[,PROG...], or with --root:
+    /// budget SIZE|N%|none (N% keeps N percent of the disk free).
+    Set {
+        key: String,
+        value: String,
+        /// The root, for per-root settings (budget).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Never let this program download (adds it to never-download).
+    Block { program: String },
+    /// Remove a program from never-download.
+    Unblock { program: String },
+}
+
+/// An error with the exit code it maps to.
+struct Fail(u8, anyhow::Error);
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Self {
+        Fail(1, e)
+    }
+}
+
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Connect { .. } => Fail(3, e.into()),
+            ClientError::Daemon {
+                code: ErrorCode::VersionMismatch,
+                ..
+            } => Fail(3, e.into()),
+            ClientError::Daemon { code, message } => {
+                let hint = match code {
+                    ErrorCode::Auth => " (sign in with `skyfill login`)",
+                    _ => "",
+                };
+                Fail(1, anyhow!("{message}{hint}"))
+            }
+            e => Fail(1, e.into()),
+        }
+    }
+}
+
+type Res<T = ()> = Result<T, Fail>;
+
+/// Absolute, lexically normalised path (the daemon refuses `..` itself, too).
 fn abs(p: &Path) -> anyhow::Result<String> {
     let p = if p.is_absolute() {
         p.to_path_buf()
@@ -88,57 +229,772 @@ fn abs(p: &Path) -> anyhow::Result<String> {
         .context("path is not UTF-8")
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let body = match args.cmd {
-        Cmd::AddRoot {
-            local,
-            remote,
-            user,
-            endpoint,
-            region,
-            path_style,
-            secret_stdin,
-        } => {
-            let secret = if secret_stdin {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                Some(s.trim_end_matches(['\n', '\r']).to_string())
+fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Parses `5M`, `10G`, `300k`, `1024` (bytes; K/M/G/T are powers of 1024).
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a size (like 500M or 2G)"))?;
+    if v < 0.0 {
+        return Err(anyhow!("a size cannot be negative"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+fn read_secret_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        return Err(anyhow!("no secret on standard input"));
+    }
+    Ok(s)
+}
+
+struct Cli {
+    socket: PathBuf,
+    json: bool,
+}
+
+impl Cli {
+    fn connect(&self) -> Res<Client> {
+        Ok(Client::connect(&self.socket, "skyfill-cli")?)
+    }
+
+    fn print(&self, v: &serde_json::Value) {
+        println!(
+            "{}",
+            if self.json {
+                serde_json::to_string(v)
             } else {
-                None
+                serde_json::to_string_pretty(v)
+            }
+            .unwrap_or_default()
+        );
+    }
+
+    /// Runs a request that may report `job` progress, with a progress bar on a terminal.
+    fn call_job(&self, c: &mut Client, body: RequestBody) -> Res<serde_json::Value> {
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let show = !self.json && std::io::stderr().is_terminal();
+        let v = c.call_with(body, &mut |e| {
+            if let (
+                Event::Job {
+                    bytes_done,
+                    bytes_total,
+                    files_done,
+                    files_total,
+                    finished,
+                    ..
+                },
+                true,
+            ) = (e, show)
+            {
+                if bytes_total == 0 {
+                    return;
+                }
+                let b = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::new(bytes_total);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    b
+                });
+                b.set_position(bytes_done);
+                b.set_message(format!("{files_done}/{files_total} files"));
+                if finished {
+                    b.finish_and_clear();
+                }
+            }
+        });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        Ok(v?)
+    }
+
+    /// pin/unpin/free/online-only/hydrate over several paths.
+    fn batch(&self, paths: &[PathBuf], verb: &str, make: impl Fn(String) -> RequestBody) -> Res {
+        let mut c = self.connect()?;
+        let mut code = 0u8;
+        for p in paths {
+            let path = abs(p)?;
+            match self.call_job(&mut c, make(path.clone())) {
+                Ok(v) => {
+                    let r: BatchResult = serde_json::from_value(v.clone())
+                        .map_err(|e| Fail(1, anyhow!("unexpected answer from the daemon: {e}")))?;
+                    if self.json {
+                        let mut v = v;
+                        v["path"] = path.clone().into();
+                        println!("{v}");
+                    } else {
+                        let what = if r.bytes > 0 {
+                            format!(", {}", human(r.bytes))
+                        } else {
+                            String::new()
+                        };
+                        let later = if r.deferred {
+                            " (downloads wait: the root is paused)"
+                        } else {
+                            ""
+                        };
+                        println!("{verb} {path}: {} file(s){what}{later}", r.files);
+                        for s in &r.skipped {
+                            eprintln!("  skipped {}: {}", s.path, s.reason);
+                        }
+                    }
+                    if !r.skipped.is_empty() {
+                        code = code.max(4);
+                    }
+                }
+                Err(Fail(c, e)) => {
+                    eprintln!("skyfill: {path}: {e:#}");
+                    code = code.max(c);
+                }
+            }
+        }
+        if code != 0 {
+            return Err(Fail(code, anyhow!("")));
+        }
+        Ok(())
+    }
+
+    fn status(&self, paths: &[PathBuf]) -> Res {
+        let mut c = self.connect()?;
+        let mut rows: Vec<PathStatus> = Vec::new();
+        let mut code = 0;
+        if paths.is_empty() {
+            let v = c.call(RequestBody::Status { path: None })?;
+            rows = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+        }
+        for p in paths {
+            let path = abs(p)?;
+            match c.call(RequestBody::Status {
+                path: Some(path.clone()),
+            }) {
+                Ok(v) => {
+                    rows.push(serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?)
+                }
+                Err(e) => {
+                    let Fail(k, e) = Fail::from(e);
+                    eprintln!("skyfill: {path}: {e:#}");
+                    code = k;
+                }
+            }
+        }
+        for s in &rows {
+            if self.json {
+                let mut v = serde_json::json!({
+                    "path": s.path, "state": s.state, "sync": s.sync,
+                    "size": s.size, "local_bytes": s.local_bytes,
+                    "kind": s.kind, "setting": s.setting,
+                });
+                if let Some(p) = s.percent {
+                    v["percent"] = p.into();
+                }
+                println!("{v}");
+            } else {
+                let state = match s.percent {
+                    Some(p) => format!("{} {p:.0}%", s.state),
+                    None => s.state.clone(),
+                };
+                println!(
+                    "{:<14} {:<9} {:>10} {:>10}  {}",
+                    state,
+                    s.sync,
+                    human(s.size),
+                    human(s.local_bytes),
+                    s.path
+                );
+            }
+        }
+        if code != 0 {
+            return Err(Fail(code, anyhow!("")));
+        }
+        Ok(())
+    }
+
+    fn roots(&self) -> Res<Vec<RootInfo>> {
+        let v = self.connect()?.call(RequestBody::Roots)?;
+        Ok(serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?)
+    }
+
+    fn login(&self, local: Option<&Path>, secret_stdin: bool, keyring_only: bool) -> Res {
+        let roots = self.roots()?;
+        let mut c = self.connect()?;
+        match local {
+            Some(l) => {
+                let l = abs(l)?;
+                let r = roots
+                    .iter()
+                    .find(|r| r.local == l.trim_end_matches('/'))
+                    .ok_or_else(|| anyhow!("{l} is not one of your sync roots"))?;
+                let secret = if secret_stdin {
+                    read_secret_stdin()?
+                } else if std::io::stdin().is_terminal() {
+                    rpassword::prompt_password(format!(
+                        "Password (or ACCESS_KEY:SECRET_KEY) for {}: ",
+                        credentials::account(&spec_of(r))
+                    ))
+                    .context("reading the secret")?
+                } else {
+                    return Err(
+                        anyhow!("no terminal to ask for the secret; use --secret-stdin").into(),
+                    );
+                };
+                c.call(RequestBody::Login {
+                    local: r.local.clone(),
+                    secret: secret.clone(),
+                    persist: !keyring_only,
+                })?;
+                match credentials::store(&spec_of(r), &secret) {
+                    Ok(()) => println!("signed in to {}; secret stored in your keyring", r.remote),
+                    Err(e) => println!(
+                        "signed in to {}; the keyring is not available ({e}), so the secret is only kept {}",
+                        r.remote,
+                        if keyring_only { "until the daemon restarts" } else { "by the daemon" }
+                    ),
+                }
+                Ok(())
+            }
+            None => {
+                let mut n = 0;
+                let mut code = 0;
+                for r in roots.iter().filter(|r| !r.signed_in || !r.secret_persisted) {
+                    match credentials::load(&spec_of(r)) {
+                        Ok(Some(secret)) => match c.call(RequestBody::Login {
+                            local: r.local.clone(),
+                            secret,
+                            persist: r.secret_persisted,
+                        }) {
+                            Ok(_) => {
+                                n += 1;
+                                println!("signed in: {}", r.local);
+                            }
+                            Err(e) => {
+                                eprintln!("skyfill: {}: {e}", r.local);
+                                code = 1;
+                            }
+                        },
+                        Ok(None) if !r.signed_in => {
+                            eprintln!(
+                                "skyfill: {}: no secret in your keyring; run `skyfill login {}`",
+                                r.local, r.local
+                            );
+                            code = 1;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("skyfill: {}: {e}", r.local);
+                            code = 1;
+                        }
+                    }
+                }
+                if n == 0 && code == 0 {
+                    println!("every root is signed in");
+                }
+                if code != 0 {
+                    return Err(Fail(code, anyhow!("")));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn doctor(&self) -> Res {
+        let mut bad = false;
+        let mut line = |level: &str, what: &str, fix: &str| {
+            if self.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"level": level, "what": what, "fix": fix})
+                );
+            } else if fix.is_empty() {
+                println!("[{level:>4}] {what}");
+            } else {
+                println!("[{level:>4}] {what}\n       -> {fix}");
+            }
+            bad |= level == "fail";
+        };
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut it = release.split(|c: char| !c.is_ascii_digit());
+        let (maj, min) = (
+            it.next().and_then(|x| x.parse::<u32>().ok()).unwrap_or(0),
+            it.next().and_then(|x| x.parse::<u32>().ok()).unwrap_or(0),
+        );
+        if (maj, min) >= (6, 14) {
+            line(
+                "ok",
+                &format!("kernel {release} has fanotify pre-content events"),
+                "",
+            );
+        } else {
+            line(
+                "fail",
+                &format!("kernel {release} is older than 6.14: no pre-content events"),
+                "upgrade to Linux 6.14 or newer",
+            );
+        }
+        let mut c = match Client::connect(&self.socket, "skyfill-doctor") {
+            Ok(c) => c,
+            Err(e) => {
+                line(
+                    "fail",
+                    &format!("daemon not reachable: {e}"),
+                    "start it: `systemctl start skyfilld` (packaged) or `sudo skyfilld` (from source)",
+                );
+                return Err(Fail(1, anyhow!("")));
+            }
+        };
+        line(
+            "ok",
+            &format!(
+                "daemon reachable at {} ({})",
+                self.socket.display(),
+                c.hello.daemon
+            ),
+            "",
+        );
+        let v = c.call(RequestBody::Doctor)?;
+        let d: DoctorResult = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+        for k in &d.checks {
+            line(&k.level, &k.what, &k.fix);
+        }
+        if let Ok(roots) = self.roots() {
+            for r in roots
+                .iter()
+                .filter(|r| r.user.is_some() || r.remote.starts_with("s3:"))
+            {
+                match credentials::load(&spec_of(r)) {
+                    Ok(Some(_)) => line("ok", &format!("{}: secret in your keyring", r.local), ""),
+                    Ok(None) if r.secret_persisted => {}
+                    Ok(None) => line(
+                        "warn",
+                        &format!("{}: no secret in your keyring", r.local),
+                        &format!("run `skyfill login {}`", r.local),
+                    ),
+                    Err(e) => line(
+                        "warn",
+                        &format!("keyring not available: {e}"),
+                        "start a Secret Service (GNOME Keyring, KWallet) in your session",
+                    ),
+                }
+            }
+        }
+        if bad {
+            return Err(Fail(1, anyhow!("")));
+        }
+        Ok(())
+    }
+
+    fn config(&self, action: Option<ConfigCmd>) -> Res {
+        let mut c = self.connect()?;
+        let set = |c: &mut Client, key: &str, value: serde_json::Value, local: Option<String>| {
+            c.call(RequestBody::ConfigSet {
+                key: key.into(),
+                value,
+                local,
+            })
+        };
+        let v = match action {
+            None | Some(ConfigCmd::Get) => c.call(RequestBody::ConfigGet)?,
+            Some(ConfigCmd::Set { key, value, root }) => {
+                let key = key.replace('-', "_");
+                let (k, v) = match key.as_str() {
+                    "poll_interval" | "poll_interval_secs" => (
+                        "poll_interval_secs",
+                        serde_json::json!(value
+                            .trim_end_matches('s')
+                            .parse::<u64>()
+                            .map_err(|_| anyhow!("poll-interval: give seconds"))?),
+                    ),
+                    "download_limit" | "upload_limit" => {
+                        (key.as_str(), serde_json::json!(parse_size(&value)?))
+                    }
+                    "never_download" => (
+                        "never_download",
+                        serde_json::json!(value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()),
+                    ),
+                    "budget" => {
+                        let b = if value == "none" {
+                            serde_json::Value::Null
+                        } else if let Some(p) = value.strip_suffix('%') {
+                            serde_json::json!({"keep_free_percent": p.parse::<u8>().map_err(|_| anyhow!("budget: N% with N in 1..90"))?})
+                        } else {
+                            serde_json::json!({"max_bytes": parse_size(&value)?})
+                        };
+                        ("budget", b)
+                    }
+                    k => (k, serde_json::json!(value)),
+                };
+                let local = root.as_deref().map(abs).transpose()?;
+                set(&mut c, k, v, local)?
+            }
+            Some(ConfigCmd::Block { program }) | Some(ConfigCmd::Unblock { program })
+                if program.contains('/') =>
+            {
+                return Err(anyhow!("give a program name, not a path").into())
+            }
+            Some(cmd @ (ConfigCmd::Block { .. } | ConfigCmd::Unblock { .. })) => {
+                let cur: ConfigResult = serde_json::from_value(c.call(RequestBody::ConfigGet)?)
+                    .map_err(|e| anyhow!("bad answer: {e}"))?;
+                let mut list = cur.settings.never_download;
+                match cmd {
+                    ConfigCmd::Block { program } => {
+                        if !list.contains(&program) {
+                            list.push(program)
+                        }
+                    }
+                    ConfigCmd::Unblock { program } => list.retain(|x| *x != program),
+                    _ => unreachable!(),
+                }
+                set(&mut c, "never_download", serde_json::json!(list), None)?
+            }
+        };
+        if self.json {
+            println!("{v}");
+            return Ok(());
+        }
+        let r: ConfigResult = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+        let s = &r.settings;
+        let rate = |n: u64| {
+            if n == 0 {
+                "unlimited".to_string()
+            } else {
+                format!("{}/s", human(n))
+            }
+        };
+        println!("poll-interval    {} s", s.poll_interval_secs);
+        println!("download-limit   {}", rate(s.download_limit));
+        println!("upload-limit     {}", rate(s.upload_limit));
+        println!("never-download   {}", s.never_download.join(", "));
+        println!(
+            "  (and for everyone: {})",
+            r.system_never_download.join(", ")
+        );
+        for root in &r.roots {
+            let b = match root.budget {
+                None => "none".to_string(),
+                Some(Budget::MaxBytes(n)) => human(n),
+                Some(Budget::KeepFreePercent(p)) => format!("keep {p}% of the disk free"),
             };
-            RequestBody::AddRoot {
-                local: abs(&local)?,
-                remote: RemoteSpec {
+            println!("budget           {} ({})", b, root.local);
+        }
+        Ok(())
+    }
+
+    fn run(&self, cmd: Cmd) -> Res {
+        match cmd {
+            Cmd::AddRoot {
+                local,
+                remote,
+                user,
+                endpoint,
+                region,
+                path_style,
+                secret_stdin,
+                keyring_only,
+                no_keyring,
+            } => {
+                let spec = RemoteSpec {
                     url: remote,
                     user,
                     endpoint,
                     region,
                     path_style,
-                },
-                secret,
+                };
+                let secret = if secret_stdin {
+                    let s = read_secret_stdin()?;
+                    if !no_keyring {
+                        if let Err(e) = credentials::store(&spec, &s) {
+                            eprintln!("skyfill: not stored in your keyring: {e}");
+                            if keyring_only {
+                                return Err(
+                                    anyhow!("--keyring-only needs a working keyring").into()
+                                );
+                            }
+                        }
+                    }
+                    Some(s)
+                } else if no_keyring {
+                    None
+                } else {
+                    credentials::load(&spec).unwrap_or_else(|e| {
+                        eprintln!("skyfill: keyring not available ({e}); adding without a secret");
+                        None
+                    })
+                };
+                let mut c = self.connect()?;
+                let v = c.call(RequestBody::AddRoot {
+                    local: abs(&local)?,
+                    remote: spec,
+                    secret,
+                    persist_secret: !keyring_only,
+                })?;
+                if self.json {
+                    println!("{v}");
+                } else {
+                    let r: AddRootResult =
+                        serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+                    println!(
+                        "added {}: {} files and {} folders, online-only, in {:.2} s{}",
+                        local.display(),
+                        r.files,
+                        r.dirs,
+                        r.seconds,
+                        if r.rejected > 0 {
+                            format!(
+                                " ({} remote names refused as unsafe; see the daemon log)",
+                                r.rejected
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Ok(())
+            }
+            Cmd::RemoveRoot {
+                local,
+                keep_local,
+                download,
+            } => {
+                let mode = if download {
+                    RemoveMode::Download
+                } else if keep_local {
+                    RemoveMode::KeepLocal
+                } else {
+                    RemoveMode::Refuse
+                };
+                let mut c = self.connect()?;
+                let v = self.call_job(
+                    &mut c,
+                    RequestBody::RemoveRoot {
+                        local: abs(&local)?,
+                        mode,
+                    },
+                )?;
+                if self.json {
+                    println!("{v}");
+                } else {
+                    let r: RemoveResult =
+                        serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+                    println!(
+                        "removed the sync root {}: {} files kept as ordinary files, {} online-only files removed",
+                        local.display(),
+                        r.kept,
+                        r.removed
+                    );
+                    for u in &r.unsynced_kept {
+                        println!("  kept, not on the server: {u}");
+                    }
+                }
+                Ok(())
+            }
+            Cmd::Roots => {
+                let roots = self.roots()?;
+                for r in &roots {
+                    if self.json {
+                        println!("{}", serde_json::to_string(r).unwrap_or_default());
+                    } else {
+                        let mut flags = Vec::new();
+                        if r.paused {
+                            flags.push("paused".to_string());
+                        }
+                        if !r.signed_in {
+                            flags.push("needs sign-in".to_string());
+                        }
+                        if let Some(e) = &r.last_error {
+                            flags.push(format!("error: {e}"));
+                        }
+                        println!(
+                            "{}  <->  {}{}",
+                            r.local,
+                            r.remote,
+                            if flags.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  [{}]", flags.join("; "))
+                            }
+                        );
+                    }
+                }
+                if roots.is_empty() && !self.json {
+                    println!("no sync roots yet: add one with `skyfill add-root`");
+                }
+                Ok(())
+            }
+            Cmd::Status { paths } => self.status(&paths),
+            Cmd::Pin { recursive, paths } => {
+                self.batch(&paths, "pinned", |path| RequestBody::Pin {
+                    path,
+                    setting: PinSetting::Pinned,
+                    recursive,
+                })
+            }
+            Cmd::Unpin { recursive, paths } => {
+                self.batch(&paths, "unpinned", |path| RequestBody::Pin {
+                    path,
+                    setting: PinSetting::Inherit,
+                    recursive,
+                })
+            }
+            Cmd::OnlineOnly { recursive, paths } => {
+                self.batch(&paths, "online-only", |path| RequestBody::Pin {
+                    path,
+                    setting: PinSetting::OnlineOnly,
+                    recursive,
+                })
+            }
+            Cmd::Free { recursive, paths } => self.batch(&paths, "freed", |path| {
+                RequestBody::Free { path, recursive }
+            }),
+            Cmd::Hydrate { recursive, paths } => self.batch(&paths, "downloaded", |path| {
+                RequestBody::Hydrate { path, recursive }
+            }),
+            Cmd::Login {
+                local,
+                secret_stdin,
+                keyring_only,
+            } => self.login(local.as_deref(), secret_stdin, keyring_only),
+            Cmd::Pause { local } => {
+                let v = self.connect()?.call(RequestBody::Pause {
+                    local: local.as_deref().map(abs).transpose()?,
+                })?;
+                self.print_paused(&v, "paused")
+            }
+            Cmd::Resume { local } => {
+                let v = self.connect()?.call(RequestBody::Resume {
+                    local: local.as_deref().map(abs).transpose()?,
+                })?;
+                self.print_paused(&v, "resumed")
+            }
+            Cmd::Sync { path } => {
+                let mut c = self.connect()?;
+                let v = self.call_job(
+                    &mut c,
+                    RequestBody::Sync {
+                        path: path.as_deref().map(abs).transpose()?,
+                    },
+                )?;
+                let r: SyncResult =
+                    serde_json::from_value(v.clone()).map_err(|e| anyhow!("bad answer: {e}"))?;
+                if self.json {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "looked at {} root(s): {} new file(s), {} downloaded for pinned folders",
+                        r.roots, r.added, r.downloaded
+                    );
+                    for e in &r.errors {
+                        eprintln!("  {}: {}", e.path, e.reason);
+                    }
+                }
+                if !r.errors.is_empty() {
+                    return Err(Fail(1, anyhow!("")));
+                }
+                Ok(())
+            }
+            Cmd::Config { action } => self.config(action),
+            Cmd::Doctor => self.doctor(),
+            Cmd::Stats => {
+                let v = self.connect()?.call(RequestBody::Stats)?;
+                self.print(&v);
+                Ok(())
+            }
+            Cmd::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Args::command(),
+                    "skyfill",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Cmd::Man => {
+                clap_mangen::Man::new(Args::command())
+                    .render(&mut std::io::stdout())
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok(())
+            }
+            Cmd::Call { request } => {
+                let body: RequestBody =
+                    serde_json::from_str(&request).map_err(|e| anyhow!("not a request: {e}"))?;
+                let v = self.connect()?.call(body)?;
+                println!("{v}");
+                Ok(())
             }
         }
-        Cmd::Roots => RequestBody::Roots,
-        Cmd::Status { path } => RequestBody::Status {
-            path: path.as_deref().map(abs).transpose()?,
-        },
-        Cmd::Free { path } => RequestBody::Free { path: abs(&path)? },
-        Cmd::Hydrate { path, pin } => RequestBody::Hydrate {
-            path: abs(&path)?,
-            pin,
-        },
-        Cmd::Stats => RequestBody::Stats,
-    };
-    let mut c = Client::connect(&args.socket, "skyfill-cli")?;
-    let v = match c.call(body) {
-        Ok(v) => v,
-        Err(e) => bail!("{e}"),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&v)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
     }
-    Ok(())
+
+    fn print_paused(&self, v: &serde_json::Value, what: &str) -> Res {
+        if self.json {
+            println!("{v}");
+            return Ok(());
+        }
+        let roots: Vec<RootInfo> =
+            serde_json::from_value(v.clone()).map_err(|e| anyhow!("bad answer: {e}"))?;
+        for r in roots {
+            println!("{what}: {}", r.local);
+        }
+        Ok(())
+    }
+}
+
+fn spec_of(r: &RootInfo) -> RemoteSpec {
+    RemoteSpec {
+        url: r.remote.clone(),
+        user: r.user.clone(),
+        ..Default::default()
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cli = Cli {
+        socket: args.socket,
+        json: args.json,
+    };
+    match cli.run(args.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, e)) => {
+            let msg = format!("{e:#}");
+            if !msg.is_empty() {
+                eprintln!("skyfill: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
 }

@@ -32,15 +32,30 @@ struct Args {
     no_keeper: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Logs to journald when systemd started us (it sets `JOURNAL_STREAM`), else to stderr.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKYFILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(j) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(j.with_syslog_identifier("skyfilld".into()))
+                .init();
+            return;
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKYFILL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("skyfilld must run as root (fanotify pre-content events need CAP_SYS_ADMIN)");

@@ -40,11 +40,14 @@ impl EvictError {
     }
 }
 
-/// Evicts the file at `rel` below `root`. Returns the bytes freed.
+/// Evicts the file at `rel` below `root`. Returns the bytes freed. `root` may be a private,
+/// ignore-marked mount of the root (`Group::private_mount`): then partial files are evicted
+/// too, since opening them there raises no event.
 pub fn evict(
     root: BorrowedFd<'_>,
     rel: &crate::model::RelPath,
     group: &Group,
+    quiet: bool,
 ) -> Result<u64, EvictError> {
     // Reading the record by path does not open the file.
     let pfd = fsutil::open_beneath(
@@ -61,12 +64,14 @@ pub fn evict(
     }
     // A partial file is still marked: opening it would raise an event to ourselves, and
     // its missing ranges would be fetched first. Only complete files are evicted.
-    if m.fill != Fill::Complete {
+    if m.fill != Fill::Complete && !quiet {
         return Err(EvictError::Partial);
     }
     let fd = fsutil::open_beneath(root, rel, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
     let st = fsutil::fstat(fd.as_fd())?;
-    if st.st_size as u64 != m.size || (st.st_mtime, st.st_mtime_nsec as u32) != m.mtime {
+    if m.fill == Fill::Complete
+        && (st.st_size as u64 != m.size || (st.st_mtime, st.st_mtime_nsec as u32) != m.mtime)
+    {
         return Err(EvictError::Modified);
     }
     // SAFETY: lease calls on our own fd. SIGIO is ignored process-wide by the daemon.
@@ -90,7 +95,8 @@ pub fn evict(
                 fd.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 0,
-                st.st_size,
+                // Whole blocks: a partial last block would be zeroed, not freed.
+                round_up(st.st_size, st.st_blksize.max(4096)),
             )
         };
         if r < 0 {
@@ -102,6 +108,10 @@ pub fn evict(
     // SAFETY: release our lease.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
     result
+}
+
+fn round_up(n: i64, to: i64) -> i64 {
+    (n + to - 1) / to * to
 }
 
 /// The record of `name` in directory `dir`, read without opening the file.

@@ -38,13 +38,68 @@ struct Slot {
     last_end: u64,
 }
 
-/// Called with the new record whenever a file's state changes (the daemon updates its index).
-pub type OnChange = Box<dyn Fn(&FileMeta) + Send + Sync>;
+/// What the hydrator tells the daemon (which updates its index and tells subscribers).
+pub enum Note<'a> {
+    /// A file's record changed (more bytes local, or complete).
+    Changed(&'a FileMeta),
+    /// Bytes of a file arrived: `done` of `total` are local; `app` started it, if a process did.
+    Progress {
+        meta: &'a FileMeta,
+        done: u64,
+        total: u64,
+        app: Option<(i32, String)>,
+    },
+    /// A fetch failed with this errno.
+    Failed { meta: &'a FileMeta, errno: i32 },
+}
+
+pub type OnNote = Box<dyn Fn(Note<'_>) + Send + Sync>;
+
+tokio::task_local! {
+    /// The process whose access is being served (pid, executable name).
+    static APP: (i32, String);
+}
+
+/// A token bucket for a bandwidth limit (bytes per second).
+pub struct Bucket {
+    rate: u64,
+    next_free: Mutex<tokio::time::Instant>,
+}
+
+impl Bucket {
+    pub fn new(rate: u64) -> Bucket {
+        Bucket {
+            rate: rate.max(1),
+            next_free: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits until `n` more bytes fit under the rate.
+    pub async fn take(&self, n: u64) {
+        let at = {
+            let mut nf = self.next_free.lock().unwrap();
+            let now = tokio::time::Instant::now();
+            let start = (*nf).max(now);
+            *nf = start + Duration::from_secs_f64(n as f64 / self.rate as f64);
+            start
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Per-root settings that come from the root owner's preferences.
+#[derive(Default, Clone)]
+pub struct RootPolicy {
+    /// Extra programs that never trigger downloads in this root.
+    pub never_download: Vec<String>,
+    pub download_limit: Option<Arc<Bucket>>,
+}
 
 pub struct Hydrator {
     pub policy: Policy,
-    on_change: std::sync::OnceLock<OnChange>,
+    on_note: std::sync::OnceLock<OnNote>,
     group: Arc<Group>,
+    root_policy: RwLock<HashMap<String, RootPolicy>>,
     remotes: RwLock<HashMap<String, Arc<dyn Remote>>>,
     files: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<Slot>>>>,
     pub stats: Stats,
@@ -110,8 +165,9 @@ impl Hydrator {
     pub fn new(policy: Policy, group: Arc<Group>) -> Self {
         Hydrator {
             policy,
-            on_change: std::sync::OnceLock::new(),
+            on_note: std::sync::OnceLock::new(),
             group,
+            root_policy: RwLock::new(HashMap::new()),
             remotes: RwLock::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             stats: Stats::default(),
@@ -119,8 +175,48 @@ impl Hydrator {
         }
     }
 
-    pub fn set_on_change(&self, f: OnChange) {
-        let _ = self.on_change.set(f);
+    pub fn set_on_note(&self, f: OnNote) {
+        let _ = self.on_note.set(f);
+    }
+
+    fn note(&self, n: Note<'_>) {
+        if let Some(f) = self.on_note.get() {
+            f(n);
+        }
+    }
+
+    pub fn set_root_policy(&self, root: &str, p: RootPolicy) {
+        self.root_policy
+            .write()
+            .unwrap()
+            .insert(root.to_string(), p);
+    }
+
+    fn root_policy(&self, root: &str) -> RootPolicy {
+        self.root_policy
+            .read()
+            .unwrap()
+            .get(root)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes a file's record under its lock (so no concurrent fetch overwrites the change).
+    pub async fn update_meta(
+        &self,
+        file: &File,
+        f: impl FnOnce(&mut FileMeta),
+    ) -> std::io::Result<Option<FileMeta>> {
+        let st = fsutil::fstat(file.as_fd())?;
+        let slot = self.slot((st.st_dev, st.st_ino));
+        let _g = slot.lock().await;
+        let Some(mut m) = meta::read_fd(file.as_fd())? else {
+            return Ok(None);
+        };
+        f(&mut m);
+        meta::write_fd(file.as_fd(), &m)?;
+        self.note(Note::Changed(&m));
+        Ok(Some(m))
     }
 
     pub fn set_remote(&self, root: &str, r: Arc<dyn Remote>) {
@@ -171,9 +267,23 @@ impl Hydrator {
         }
         let proc = proc_info(pid, st.st_ino, matches!(access, Access::Pre { .. }));
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
-        self.decide_and_fetch(access, file, &meta, &st, &proc)
-            .instrument(span)
-            .await
+        if !proc.is_daemon
+            && self
+                .root_policy(&meta.root)
+                .never_download
+                .contains(&proc.exe)
+        {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+            let _e = span.enter();
+            tracing::info!("download refused for this program by the owner's policy");
+            return Reply::Deny(libc::EIO);
+        }
+        APP.scope(
+            (pid, proc.exe.clone()),
+            self.decide_and_fetch(access, file, &meta, &st, &proc)
+                .instrument(span),
+        )
+        .await
     }
 
     async fn decide_and_fetch(
@@ -268,10 +378,15 @@ impl Hydrator {
             }
         }
         let mut first_err: Option<RemoteError> = None;
+        let limit = self.root_policy(&meta.root).download_limit;
+        let app = APP.try_with(|a| a.clone()).ok();
         let mut results = stream::iter(pieces)
             .map(|(a, b)| {
-                let (remote, path, version) = (&remote, &path, &version);
+                let (remote, path, version, limit) = (&remote, &path, &version, &limit);
                 async move {
+                    if let Some(l) = limit {
+                        l.take(b - a).await;
+                    }
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let r = remote.read_range(path, version, a, b - a, file, a).await;
                     (a, b, r)
@@ -283,6 +398,12 @@ impl Hydrator {
                 Ok(()) => {
                     self.stats.bytes_fetched.fetch_add(b - a, Ordering::Relaxed);
                     meta.ranges.insert(a, b);
+                    self.note(Note::Progress {
+                        meta: &meta,
+                        done: meta.ranges.bytes(),
+                        total: size,
+                        app: app.clone(),
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "fetch failed");
@@ -305,9 +426,7 @@ impl Hydrator {
             return Err(libc::EIO);
         }
         let _ = fsutil::set_mtime(file.as_fd(), mtime_of(&meta));
-        if let Some(f) = self.on_change.get() {
-            f(&meta);
-        }
+        self.note(Note::Changed(&meta));
         if complete {
             let _ = self.group.unmark_inode(file.as_fd());
             self.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +436,9 @@ impl Hydrator {
         }
         match first_err {
             Some(e) if !(complete || meta.ranges.covers(start.min(size), end.min(size))) => {
-                Err(errno_for(&e))
+                let errno = errno_for(&e);
+                self.note(Note::Failed { meta: &meta, errno });
+                Err(errno)
             }
             Some(e) => {
                 // The part asked for is here; only read-ahead failed.

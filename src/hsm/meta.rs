@@ -23,15 +23,8 @@ pub enum Fill {
     Complete,
 }
 
-/// The user's setting for a file or folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pin {
-    #[default]
-    Inherit,
-    Pinned,
-    OnlineOnly,
-}
+/// The user's setting for a file or folder (shared with the protocol).
+pub use crate::model::PinSetting as Pin;
 
 /// Sorted, non-overlapping, non-adjacent half-open byte ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +108,15 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
+    /// Bytes of the file on disk.
+    pub fn local_bytes(&self) -> u64 {
+        match self.fill {
+            Fill::Complete => self.size,
+            Fill::Partial => self.ranges.bytes(),
+            Fill::Placeholder => 0,
+        }
+    }
+
     /// The label users see.
     pub fn availability(&self) -> &'static str {
         match (self.fill, self.pin) {

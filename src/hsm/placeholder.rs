@@ -33,6 +33,8 @@ pub struct Populator<'a> {
     group: &'a Group,
     /// The last parent directory opened (listings come grouped by directory).
     cached: Option<(RelPath, OwnedFd)>,
+    /// Settings new files take, per directory (folder pin inheritance).
+    pins: std::collections::HashMap<RelPath, Pin>,
     pub stats: PopulateStats,
 }
 
@@ -56,6 +58,7 @@ impl<'a> Populator<'a> {
             owner,
             group,
             cached: None,
+            pins: Default::default(),
             stats: PopulateStats::default(),
         }
     }
@@ -120,9 +123,20 @@ impl<'a> Populator<'a> {
         }
     }
 
+    /// The setting a new file in `dir` takes.
+    fn inherited(&mut self, dir: &RelPath) -> io::Result<Pin> {
+        if let Some(p) = self.pins.get(dir) {
+            return Ok(*p);
+        }
+        let p = super::pins::inherited(self.root, dir)?;
+        self.pins.insert(dir.clone(), p);
+        Ok(p)
+    }
+
     fn add_file(&mut self, e: &RemoteEntry) -> io::Result<()> {
         let parent = e.path.parent().unwrap_or_default();
         let name = cname(e.path.name())?;
+        let pin = self.inherited(&parent)?;
         let owner = self.owner;
         let mode = e.mode.map(|m| m & 0o7777).unwrap_or(0o644);
         let (secs, nanos) = match e.mtime.duration_since(UNIX_EPOCH) {
@@ -142,10 +156,15 @@ impl<'a> Populator<'a> {
                 Fill::Placeholder
             },
             ranges: Default::default(),
-            pin: Pin::Inherit,
+            pin,
         };
         let group = self.group;
         let dir = self.dir_fd(&parent)?;
+        // Cheap check first: re-populating an existing root finds most names taken.
+        if fsutil::stat_at(dir, e.path.name()).is_ok() {
+            self.stats.skipped += 1;
+            return Ok(());
+        }
         // An anonymous inode in the target directory: invisible until linked.
         let dot = cname(".")?;
         // SAFETY: valid directory fd and path.

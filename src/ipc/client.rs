@@ -1,6 +1,9 @@
-//! A blocking client for the daemon socket: connect, handshake, one request at a time.
+//! A blocking client for the daemon socket: connect, handshake, one request at a time, job
+//! events of the caller's own long requests, and a subscription stream.
 
-use super::proto::{Request, RequestBody, Response, PROTOCOL_VERSION};
+use super::proto::{
+    decode_incoming, Event, HelloResult, Incoming, Request, RequestBody, PROTOCOL_VERSION,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -30,6 +33,8 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next: u64,
+    /// What the daemon said in the handshake.
+    pub hello: HelloResult,
 }
 
 impl Client {
@@ -42,16 +47,31 @@ impl Client {
             reader: BufReader::new(s.try_clone()?),
             writer: s,
             next: 1,
+            hello: HelloResult {
+                version: 0,
+                daemon: String::new(),
+            },
         };
-        c.call(RequestBody::Hello {
+        let h = c.call(RequestBody::Hello {
             version: PROTOCOL_VERSION,
             client: client_name.into(),
         })?;
+        c.hello = serde_json::from_value(h)?;
         Ok(c)
     }
 
     /// Sends one request and returns its result value.
     pub fn call(&mut self, body: RequestBody) -> Result<serde_json::Value, ClientError> {
+        self.call_with(body, &mut |_| {})
+    }
+
+    /// Sends one request, passing events that arrive before its answer (its own `job`
+    /// progress, subscription traffic) to `on_event`.
+    pub fn call_with(
+        &mut self,
+        body: RequestBody,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<serde_json::Value, ClientError> {
         let id = self.next;
         self.next += 1;
         let mut line = serde_json::to_vec(&Request { id, body })?;
@@ -63,11 +83,13 @@ impl Client {
             if self.reader.read_line(&mut buf)? == 0 {
                 return Err(ClientError::Closed);
             }
-            let v: serde_json::Value = serde_json::from_str(&buf)?;
-            if v.get("event").is_some() {
-                continue; // subscription traffic is not for a request
-            }
-            let r: Response = serde_json::from_value(v)?;
+            let r = match decode_incoming(&buf)? {
+                Incoming::Event(e) => {
+                    on_event(e);
+                    continue;
+                }
+                Incoming::Response(r) => r,
+            };
             if r.id != id {
                 continue;
             }
@@ -80,5 +102,29 @@ impl Client {
                 (false, None) => Err(ClientError::Closed),
             };
         }
+    }
+
+    /// Subscribes this connection to events; read them with [`Client::next_event`].
+    pub fn subscribe(&mut self) -> Result<(), ClientError> {
+        self.call(RequestBody::Subscribe).map(|_| ())
+    }
+
+    /// Blocks for the next event (after [`Client::subscribe`]).
+    pub fn next_event(&mut self) -> Result<Event, ClientError> {
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            if self.reader.read_line(&mut buf)? == 0 {
+                return Err(ClientError::Closed);
+            }
+            if let Incoming::Event(e) = decode_incoming(&buf)? {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Bounds how long [`Client::next_event`] and calls wait (None: forever).
+    pub fn set_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(t)
     }
 }

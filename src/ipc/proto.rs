@@ -2,14 +2,18 @@
 //! file-manager extensions: newline-delimited JSON over a Unix socket.
 //!
 //! Every connection starts with `hello` (version handshake). Each request carries an `id`
-//! that its response repeats; errors are `{code, message}`. See `doc/IPC.md` for examples.
+//! that its response repeats; errors are `{code, message}`. After `subscribe`, the daemon also
+//! sends event lines (`{"event": ...}`) on that connection. Long requests (pin, hydrate,
+//! remove_root with download) send `job` events tagged with their request id before their
+//! response. See `doc/IPC.md` for an example of every message.
 
+pub use crate::model::PinSetting;
 use crate::remote::RemoteSpec;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on incompatible changes; a peer with another major version is refused.
+/// Bumped on incompatible changes; a peer with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Longest accepted message line.
+/// Longest accepted message line; a longer one closes the connection.
 pub const MAX_LINE: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +23,27 @@ pub struct Request {
     pub body: RequestBody,
 }
 
+/// What `remove_root` does with files that are not safely on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveMode {
+    /// Refuse while any file has unsynced changes (the default).
+    #[default]
+    Refuse,
+    /// Keep every local file (synced or not) as an ordinary file; drop online-only ones.
+    KeepLocal,
+    /// Download every online-only file first, then keep everything as ordinary files.
+    Download,
+}
+
+/// A per-root disk budget: at most this many bytes, or keep this share of the disk free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    MaxBytes(u64),
+    KeepFreePercent(u8),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum RequestBody {
@@ -26,6 +51,8 @@ pub enum RequestBody {
         version: u32,
         client: String,
     },
+    /// Start receiving events on this connection (for the caller's roots only).
+    Subscribe,
     /// Bind an empty or new local directory to a remote and populate it with placeholders.
     AddRoot {
         local: String,
@@ -33,6 +60,15 @@ pub enum RequestBody {
         /// Password, or `ACCESS:SECRET` for S3; never logged.
         #[serde(default)]
         secret: Option<String>,
+        /// Let the daemon keep a root-only copy of the secret (works after a reboot).
+        #[serde(default = "yes")]
+        persist_secret: bool,
+    },
+    /// Unbind a sync root without losing unsynced data.
+    RemoveRoot {
+        local: String,
+        #[serde(default)]
+        mode: RemoveMode,
     },
     /// The caller's sync roots.
     Roots,
@@ -41,18 +77,64 @@ pub enum RequestBody {
         #[serde(default)]
         path: Option<String>,
     },
-    /// Free up space: turn complete files back into placeholders.
+    /// Set the pin setting (pinned downloads now; online-only frees now).
+    Pin {
+        path: String,
+        setting: PinSetting,
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Free up space: turn local files back into placeholders (skipping unsynced ones).
     Free {
         path: String,
+        #[serde(default)]
+        recursive: bool,
     },
-    /// Make files local now (and, with `pin`, keep them local).
+    /// Download now without changing the setting ("make local").
     Hydrate {
         path: String,
         #[serde(default)]
-        pin: bool,
+        recursive: bool,
     },
+    /// Hand the daemon the secret of one of the caller's roots.
+    Login {
+        local: String,
+        secret: String,
+        #[serde(default = "yes")]
+        persist: bool,
+    },
+    /// Pause background work (pin downloads, polling) of one root, or all of the caller's.
+    Pause {
+        #[serde(default)]
+        local: Option<String>,
+    },
+    Resume {
+        #[serde(default)]
+        local: Option<String>,
+    },
+    /// Look for remote changes now (below `path`, or in all of the caller's roots).
+    Sync {
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// The caller's settings and their roots' budgets.
+    ConfigGet,
+    /// Change one setting (see `doc/IPC.md` for the keys); `local` names the root for
+    /// per-root settings.
+    ConfigSet {
+        key: String,
+        value: serde_json::Value,
+        #[serde(default)]
+        local: Option<String>,
+    },
+    /// Health checks of the caller's roots, done by the daemon.
+    Doctor,
     /// Transfer counters of the daemon.
     Stats,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,28 +163,72 @@ pub enum ErrorCode {
     NotARoot,
     InvalidRoot,
     Busy,
+    /// The server failed or could not be reached.
     Remote,
+    /// The server refused the credentials (sign in again).
+    Auth,
+    /// Refused because files have changes that are not on the server yet.
+    Unsynced,
     Internal,
 }
 
+/// Result of `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloResult {
+    pub version: u32,
+    pub daemon: String,
+}
+
+/// Result of `add_root`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddRootResult {
+    pub root_id: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+}
+
+/// One sync root as the caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootInfo {
     pub id: String,
     pub local: String,
     pub remote: String,
+    #[serde(default)]
+    pub user: Option<String>,
     pub owner: u32,
+    pub paused: bool,
+    /// The daemon holds usable credentials (or the server needs none).
+    pub signed_in: bool,
+    /// The daemon keeps a root-only copy of the secret.
+    pub secret_persisted: bool,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Last error talking to the server, if the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// State of one path as users see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathStatus {
     pub path: String,
+    /// `file` or `dir`.
     pub kind: String,
-    /// online-only, partial, local, pinned (files); for directories, counts below.
-    pub availability: String,
+    /// `online-only`, `partial`, `local` or `pinned` (directories: the state of what is below).
+    pub state: String,
+    /// `synced`, `pending`, `uploading`, `conflict` or `error`.
+    pub sync: String,
+    /// Size (directories: total of the files below).
     pub size: u64,
-    /// Bytes of the file that are on disk.
+    /// Bytes on disk.
     pub local_bytes: u64,
+    /// For `partial`: share of the bytes that are local, 0-100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// The setting on this path itself.
+    pub setting: PinSetting,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<Counts>,
 }
@@ -113,7 +239,103 @@ pub struct Counts {
     pub partial: u64,
     pub local: u64,
     pub pinned: u64,
-    pub unmanaged: u64,
+}
+
+/// A file a batch operation left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Result of `pin`, `free` and `hydrate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Files changed (downloaded or freed).
+    pub files: u64,
+    /// Bytes downloaded or freed.
+    pub bytes: u64,
+    /// Files whose setting was written.
+    pub settings: u64,
+    /// True when downloads wait because the root is paused.
+    #[serde(default)]
+    pub deferred: bool,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Result of `remove_root`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResult {
+    /// Files kept as ordinary local files.
+    pub kept: u64,
+    /// Online-only (or partly downloaded) files removed.
+    pub removed: u64,
+    /// Kept files that had changes not on the server.
+    pub unsynced_kept: Vec<String>,
+}
+
+/// Result of `sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResult {
+    pub roots: u64,
+    /// New placeholders created.
+    pub added: u64,
+    /// Files downloaded because a pinned folder holds them.
+    pub downloaded: u64,
+    pub errors: Vec<Skipped>,
+}
+
+/// A user's settings (each user has their own; they apply to that user's roots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserSettings {
+    /// Seconds between looks for remote changes.
+    pub poll_interval_secs: u64,
+    /// Bytes per second for downloads (0: unlimited).
+    pub download_limit: u64,
+    /// Bytes per second for uploads (0: unlimited).
+    pub upload_limit: u64,
+    /// Programs (executable names) that never trigger downloads in this user's roots.
+    pub never_download: Vec<String>,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        UserSettings {
+            poll_interval_secs: 30,
+            download_limit: 0,
+            upload_limit: 0,
+            never_download: Vec::new(),
+        }
+    }
+}
+
+/// Result of `config_get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigResult {
+    pub settings: UserSettings,
+    /// Programs the daemon's own policy never lets download (for every user).
+    pub system_never_download: Vec<String>,
+    pub roots: Vec<RootInfo>,
+}
+
+/// One finding of `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// `ok`, `warn` or `fail`.
+    pub level: String,
+    pub what: String,
+    /// What to do about it (empty for `ok`).
+    #[serde(default)]
+    pub fix: String,
+}
+
+/// Result of `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorResult {
+    pub daemon: String,
+    pub kernel: String,
+    pub checks: Vec<Check>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +345,56 @@ pub struct StatsBody {
     pub completed: u64,
     pub denied: u64,
     pub events: u64,
+}
+
+/// An event line (after `subscribe`, or `job` lines of the caller's own long requests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A file's state changed.
+    State {
+        path: String,
+        state: String,
+        sync: String,
+        size: u64,
+        local_bytes: u64,
+    },
+    /// Bytes of one file arriving (`direction` is `down` or `up`).
+    Progress {
+        path: String,
+        direction: String,
+        done: u64,
+        total: u64,
+        /// The process whose access started the download, when one did.
+        #[serde(default)]
+        pid: Option<i32>,
+        #[serde(default)]
+        app: Option<String>,
+    },
+    /// Progress of a long request (`request` is its id on the connection that sent it).
+    Job {
+        request: u64,
+        job: String,
+        path: String,
+        files_done: u64,
+        files_total: u64,
+        bytes_done: u64,
+        bytes_total: u64,
+        finished: bool,
+    },
+    /// Something failed that no request is waiting for.
+    Error {
+        #[serde(default)]
+        path: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Both sides changed a file; the local version was kept as `copy`.
+    Conflict { path: String, copy: String },
+    /// A root was added, removed, paused or resumed, or its sign-in state changed.
+    Root { local: String, change: String },
+    /// Events were dropped because this subscriber read too slowly; re-query what you show.
+    Lagged { missed: u64 },
 }
 
 impl Response {
@@ -148,9 +420,181 @@ impl Response {
     }
 }
 
+/// Why a frame could not be decoded; `id` is the request id when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    pub id: u64,
+    pub message: String,
+}
+
+/// Decodes one frame (a line without its newline). Never panics, whatever the bytes.
+pub fn decode_request(line: &[u8]) -> Result<Request, DecodeError> {
+    if line.len() > MAX_LINE {
+        return Err(DecodeError {
+            id: 0,
+            message: format!("message longer than {MAX_LINE} bytes"),
+        });
+    }
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| DecodeError {
+        id: 0,
+        message: format!("not JSON: {e}"),
+    })?;
+    let id = v.get("id").and_then(|i| i.as_u64()).unwrap_or(0);
+    serde_json::from_value(v).map_err(|e| DecodeError {
+        id,
+        message: format!("unreadable request: {e}"),
+    })
+}
+
+/// One line from the daemon: a response or an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Response(Response),
+    Event(Event),
+}
+
+pub fn decode_incoming(line: &str) -> Result<Incoming, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    if v.get("event").is_some() {
+        Ok(Incoming::Event(serde_json::from_value(v)?))
+    } else {
+        Ok(Incoming::Response(serde_json::from_value(v)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round_trip(r: &Request) {
+        let s = serde_json::to_string(r).unwrap();
+        assert!(!s.contains('\n'));
+        assert_eq!(&decode_request(s.as_bytes()).unwrap(), r, "{s}");
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let spec = RemoteSpec {
+            url: "dav://h/p".into(),
+            user: Some("u".into()),
+            endpoint: None,
+            region: None,
+            path_style: false,
+        };
+        let bodies = vec![
+            RequestBody::Hello {
+                version: 1,
+                client: "t".into(),
+            },
+            RequestBody::Subscribe,
+            RequestBody::AddRoot {
+                local: "/l".into(),
+                remote: spec,
+                secret: Some("s".into()),
+                persist_secret: false,
+            },
+            RequestBody::RemoveRoot {
+                local: "/l".into(),
+                mode: RemoveMode::KeepLocal,
+            },
+            RequestBody::Roots,
+            RequestBody::Status { path: None },
+            RequestBody::Status {
+                path: Some("/l/a".into()),
+            },
+            RequestBody::Pin {
+                path: "/l/a".into(),
+                setting: PinSetting::OnlineOnly,
+                recursive: true,
+            },
+            RequestBody::Free {
+                path: "/l".into(),
+                recursive: true,
+            },
+            RequestBody::Hydrate {
+                path: "/l".into(),
+                recursive: false,
+            },
+            RequestBody::Login {
+                local: "/l".into(),
+                secret: "x".into(),
+                persist: true,
+            },
+            RequestBody::Pause { local: None },
+            RequestBody::Resume {
+                local: Some("/l".into()),
+            },
+            RequestBody::Sync { path: None },
+            RequestBody::ConfigGet,
+            RequestBody::ConfigSet {
+                key: "budget".into(),
+                value: serde_json::json!({"max_bytes": 5}),
+                local: Some("/l".into()),
+            },
+            RequestBody::Doctor,
+            RequestBody::Stats,
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            round_trip(&Request {
+                id: i as u64 + 1,
+                body,
+            });
+        }
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        let evs = vec![
+            Event::State {
+                path: "/l/a".into(),
+                state: "local".into(),
+                sync: "synced".into(),
+                size: 3,
+                local_bytes: 3,
+            },
+            Event::Progress {
+                path: "/l/a".into(),
+                direction: "down".into(),
+                done: 1,
+                total: 3,
+                pid: Some(5),
+                app: Some("cat".into()),
+            },
+            Event::Job {
+                request: 4,
+                job: "pin".into(),
+                path: "/l".into(),
+                files_done: 1,
+                files_total: 2,
+                bytes_done: 3,
+                bytes_total: 4,
+                finished: false,
+            },
+            Event::Error {
+                path: None,
+                code: ErrorCode::Auth,
+                message: "m".into(),
+            },
+            Event::Conflict {
+                path: "/l/a".into(),
+                copy: "/l/a (conflicted copy)".into(),
+            },
+            Event::Root {
+                local: "/l".into(),
+                change: "paused".into(),
+            },
+            Event::Lagged { missed: 3 },
+        ];
+        for e in evs {
+            let s = serde_json::to_string(&e).unwrap();
+            assert!(s.starts_with("{\"event\":"), "{s}");
+            assert_eq!(decode_incoming(&s).unwrap(), Incoming::Event(e));
+        }
+        let r = Response::ok(3, BatchResult::default());
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(decode_incoming(&s).unwrap(), Incoming::Response(r));
+    }
 
     #[test]
     fn wire_format_is_stable() {
@@ -158,17 +602,36 @@ mod tests {
             id: 7,
             body: RequestBody::Free {
                 path: "/home/u/Cloud/a".into(),
+                recursive: false,
             },
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"id":7,"op":"free","path":"/home/u/Cloud/a"}"#);
-        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        assert_eq!(
+            s,
+            r#"{"id":7,"op":"free","path":"/home/u/Cloud/a","recursive":false}"#
+        );
+        // Optional fields may be left out.
+        assert_eq!(
+            decode_request(br#"{"id":7,"op":"free","path":"/home/u/Cloud/a"}"#).unwrap(),
+            r
+        );
         let e = Response::err(7, ErrorCode::NotAuthorized, "no");
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"id":7,"ok":false,"error":{"code":"not_authorized","message":"no"}}"#
         );
-        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"nope"}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"op":"stats"}"#).is_err());
+    }
+
+    #[test]
+    fn bad_frames_are_errors_with_the_id_when_readable() {
+        assert_eq!(
+            decode_request(br#"{"id":9,"op":"nope"}"#).unwrap_err().id,
+            9
+        );
+        assert_eq!(decode_request(br#"{"op":"stats"}"#).unwrap_err().id, 0);
+        assert!(decode_request(b"\xff\xfe").is_err());
+        assert!(decode_request(b"").is_err());
+        assert!(decode_request(br#"{"id":1,"op":"pin","path":"/a","setting":"x"}"#).is_err());
+        assert!(decode_request(&vec![b' '; MAX_LINE + 1]).is_err());
     }
 }

@@ -173,6 +173,16 @@ impl Daemon {
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> serde_json::Value {
+        let o = self.try_cli_stdin(args, stdin);
+        assert!(
+            o.status.success(),
+            "skyfill {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    pub fn try_cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
         let mut c = Command::new(env!("CARGO_BIN_EXE_skyfill"))
             .arg("--socket")
@@ -185,13 +195,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "skyfill {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
+        c.wait_with_output().unwrap()
     }
 
     pub fn stats(&self) -> serde_json::Value {

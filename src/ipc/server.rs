@@ -1,0 +1,397 @@
+//! The server side of the socket protocol: framing, the handshake, per-peer authorization
+//! data (`SO_PEERCRED`), concurrent requests on one connection, job events for long requests
+//! and the subscription stream. What a request *does* is the [`Handler`]'s business, so this
+//! part is tested without root against a fake handler.
+
+use super::proto::*;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
+use tracing::Instrument;
+
+/// Who is on the other end of a connection (from `SO_PEERCRED`, never from the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// An event and the user it concerns (the owner of the root it is about).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub uid: u32,
+    pub event: Event,
+}
+
+/// A refused or failed request.
+pub type Fail = (ErrorCode, String);
+
+pub fn fail(c: ErrorCode, m: impl Into<String>) -> Fail {
+    (c, m.into())
+}
+
+/// Where a long request reports its progress: `job` events on the requesting connection.
+#[derive(Clone)]
+pub struct JobSink {
+    request: u64,
+    tx: Option<mpsc::Sender<String>>,
+}
+
+impl JobSink {
+    /// A sink that drops everything (internal callers).
+    pub fn none() -> JobSink {
+        JobSink {
+            request: 0,
+            tx: None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn report(
+        &self,
+        job: &str,
+        path: &str,
+        files_done: u64,
+        files_total: u64,
+        bytes_done: u64,
+        bytes_total: u64,
+        finished: bool,
+    ) {
+        if let Some(tx) = &self.tx {
+            let e = Event::Job {
+                request: self.request,
+                job: job.into(),
+                path: path.into(),
+                files_done,
+                files_total,
+                bytes_done,
+                bytes_total,
+                finished,
+            };
+            // A slow reader loses progress lines, never the response.
+            let _ = tx.try_send(serde_json::to_string(&e).expect("serializable"));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Name and version reported in the handshake.
+    fn daemon_name(&self) -> String;
+    /// Carries out one request (after the handshake) for `peer`.
+    async fn handle(
+        &self,
+        peer: Peer,
+        body: RequestBody,
+        jobs: JobSink,
+    ) -> Result<serde_json::Value, Fail>;
+    /// A receiver of every event; the server filters by uid.
+    fn events(&self) -> broadcast::Receiver<Envelope>;
+}
+
+/// Requests one connection may have running at once.
+const IN_FLIGHT: usize = 16;
+
+/// Serves one connection until the peer closes it or sends a bad frame.
+pub async fn serve<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream) {
+    let Ok(cred) = s.peer_cred() else { return };
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
+    let (rd, wr) = s.into_split();
+    let mut reader = FramedRead::new(rd, LinesCodec::new_with_max_length(MAX_LINE));
+    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let writer = tokio::spawn(async move {
+        let mut w = FramedWrite::new(wr, LinesCodec::new());
+        while let Some(line) = rx.recv().await {
+            if w.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let send = |tx: &mpsc::Sender<String>, r: Response| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx
+                .send(serde_json::to_string(&r).expect("serializable"))
+                .await;
+        }
+    };
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut greeted = false;
+    let mut subscribed: Option<tokio::task::JoinHandle<()>> = None;
+    while let Some(line) = reader.next().await {
+        let line = match line {
+            Ok(l) => l,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                tracing::warn!(uid = peer.uid, "oversized frame; closing the connection");
+                send(
+                    &tx,
+                    Response::err(
+                        0,
+                        ErrorCode::BadRequest,
+                        format!("message longer than {MAX_LINE} bytes; closing"),
+                    ),
+                )
+                .await;
+                break;
+            }
+            Err(LinesCodecError::Io(_)) => break,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = match decode_request(line.as_bytes()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(uid = peer.uid, error = %e, "malformed frame; closing the connection");
+                send(
+                    &tx,
+                    Response::err(e.id, ErrorCode::BadRequest, format!("{e}; closing")),
+                )
+                .await;
+                break;
+            }
+        };
+        let id = req.id;
+        match req.body {
+            RequestBody::Hello { version, .. } => {
+                let r = if version != PROTOCOL_VERSION {
+                    Response::err(
+                        id,
+                        ErrorCode::VersionMismatch,
+                        format!(
+                            "daemon speaks protocol {PROTOCOL_VERSION}, client {version}; install matching versions of skyfill and skyfilld"
+                        ),
+                    )
+                } else {
+                    greeted = true;
+                    Response::ok(
+                        id,
+                        HelloResult {
+                            version: PROTOCOL_VERSION,
+                            daemon: h.daemon_name(),
+                        },
+                    )
+                };
+                send(&tx, r).await;
+            }
+            _ if !greeted => {
+                send(
+                    &tx,
+                    Response::err(id, ErrorCode::BadRequest, "send hello first"),
+                )
+                .await;
+            }
+            RequestBody::Subscribe => {
+                if subscribed.is_none() {
+                    let mut events = h.events();
+                    let etx = tx.clone();
+                    subscribed = Some(tokio::spawn(async move {
+                        loop {
+                            let line = match events.recv().await {
+                                Ok(env) if peer.is_root() || env.uid == peer.uid => {
+                                    serde_json::to_string(&env.event)
+                                }
+                                Ok(_) => continue,
+                                Err(broadcast::error::RecvError::Lagged(n)) => {
+                                    serde_json::to_string(&Event::Lagged { missed: n })
+                                }
+                                Err(broadcast::error::RecvError::Closed) => break,
+                            };
+                            if etx.send(line.expect("serializable")).await.is_err() {
+                                break;
+                            }
+                        }
+                    }));
+                }
+                send(
+                    &tx,
+                    Response::ok(id, serde_json::json!({"subscribed": true})),
+                )
+                .await;
+            }
+            body => {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let (h, tx) = (h.clone(), tx.clone());
+                let jobs = JobSink {
+                    request: id,
+                    tx: Some(tx.clone()),
+                };
+                let span = tracing::info_span!("request", id, uid = peer.uid);
+                tokio::spawn(
+                    async move {
+                        let r = match h.handle(peer, body, jobs).await {
+                            Ok(v) => Response {
+                                id,
+                                ok: true,
+                                result: Some(v),
+                                error: None,
+                            },
+                            Err((c, m)) => {
+                                tracing::info!(code = ?c, message = %m, "request refused");
+                                Response::err(id, c, m)
+                            }
+                        };
+                        let _ = tx
+                            .send(serde_json::to_string(&r).expect("serializable"))
+                            .await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+    if let Some(t) = subscribed {
+        t.abort();
+    }
+    drop(tx);
+    // Running requests finish and their answers are flushed before the socket closes.
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    struct Fake {
+        tx: broadcast::Sender<Envelope>,
+    }
+
+    #[async_trait::async_trait]
+    impl Handler for Fake {
+        fn daemon_name(&self) -> String {
+            "fake".into()
+        }
+        async fn handle(
+            &self,
+            peer: Peer,
+            body: RequestBody,
+            jobs: JobSink,
+        ) -> Result<serde_json::Value, Fail> {
+            match body {
+                RequestBody::Stats => Ok(serde_json::json!({"uid": peer.uid})),
+                RequestBody::Hydrate { path, .. } => {
+                    jobs.report("hydrate", &path, 1, 2, 3, 4, true);
+                    Ok(serde_json::json!(null))
+                }
+                _ => Err(fail(ErrorCode::NotFound, "nope")),
+            }
+        }
+        fn events(&self) -> broadcast::Receiver<Envelope> {
+            self.tx.subscribe()
+        }
+    }
+
+    async fn pair() -> (
+        BufReader<tokio::net::unix::OwnedReadHalf>,
+        tokio::net::unix::OwnedWriteHalf,
+        broadcast::Sender<Envelope>,
+    ) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (tx, _) = broadcast::channel(16);
+        tokio::spawn(serve(Arc::new(Fake { tx: tx.clone() }), a));
+        let (r, w) = b.into_split();
+        (BufReader::new(r), w, tx)
+    }
+
+    async fn line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> serde_json::Value {
+        let mut s = String::new();
+        r.read_line(&mut s).await.unwrap();
+        serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
+    }
+
+    #[tokio::test]
+    async fn handshake_first_then_requests_with_ids() {
+        let (mut r, mut w, _) = pair().await;
+        w.write_all(b"{\"id\":1,\"op\":\"stats\"}\n").await.unwrap();
+        let v = line(&mut r).await;
+        assert_eq!(v["error"]["code"], "bad_request");
+        w.write_all(b"{\"id\":2,\"op\":\"hello\",\"version\":99,\"client\":\"t\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(line(&mut r).await["error"]["code"], "version_mismatch");
+        w.write_all(b"{\"id\":3,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(line(&mut r).await["result"]["daemon"], "fake");
+        w.write_all(b"{\"id\":4,\"op\":\"stats\"}\n").await.unwrap();
+        let v = line(&mut r).await;
+        assert_eq!(v["id"], 4);
+        assert_eq!(v["result"]["uid"], nix::unistd::getuid().as_raw());
+        w.write_all(b"{\"id\":5,\"op\":\"hydrate\",\"path\":\"/x\"}\n")
+            .await
+            .unwrap();
+        let job = line(&mut r).await;
+        assert_eq!(job["event"], "job");
+        assert_eq!(job["request"], 5);
+        assert_eq!(line(&mut r).await["id"], 5);
+    }
+
+    #[tokio::test]
+    async fn subscription_sees_only_own_events() {
+        let (mut r, mut w, tx) = pair().await;
+        w.write_all(
+            b"{\"id\":1,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}\n{\"id\":2,\"op\":\"subscribe\"}\n",
+        )
+        .await
+        .unwrap();
+        line(&mut r).await;
+        assert_eq!(line(&mut r).await["result"]["subscribed"], true);
+        let me = nix::unistd::getuid().as_raw();
+        let other = if me == 0 { 0 } else { me + 1 };
+        if me != 0 {
+            tx.send(Envelope {
+                uid: other,
+                event: Event::Lagged { missed: 99 },
+            })
+            .unwrap();
+        }
+        tx.send(Envelope {
+            uid: me,
+            event: Event::Root {
+                local: "/l".into(),
+                change: "paused".into(),
+            },
+        })
+        .unwrap();
+        let v = line(&mut r).await;
+        assert_eq!(v["event"], "root", "{v}");
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_frames_close_only_that_connection() {
+        let (mut r, mut w, _) = pair().await;
+        w.write_all(b"{\"id\":1,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}\n")
+            .await
+            .unwrap();
+        line(&mut r).await;
+        w.write_all(b"{\"id\":8,\"op\":\"nope\"}\n").await.unwrap();
+        let v = line(&mut r).await;
+        assert_eq!(v["id"], 8);
+        assert_eq!(v["error"]["code"], "bad_request");
+        let mut s = String::new();
+        assert_eq!(r.read_line(&mut s).await.unwrap(), 0, "connection closed");
+
+        let (mut r, mut w, _) = pair().await;
+        let big = vec![b'x'; MAX_LINE + 10];
+        let _ = w.write_all(&big).await;
+        let _ = w.write_all(b"\n").await;
+        let v = line(&mut r).await;
+        assert_eq!(v["error"]["code"], "bad_request");
+    }
+}

@@ -1,0 +1,789 @@
+//! The control plane end to end, as root: the real `skyfill` CLI against a real `skyfilld` on
+//! loop-mounted ext4 and real servers (Apache WebDAV, s3s-fs). Pinning and freeing folders,
+//! status output, pause/resume, sync, settings, sign-in with the keyring, remove-root, doctor,
+//! the event stream, and a second, unprivileged user who must not reach anyone else's files.
+
+#[path = "support/hsm.rs"]
+mod hsm;
+#[path = "support/remotes.rs"]
+mod remotes;
+#[path = "support/suite.rs"]
+mod suite;
+
+use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, xattr_overhead, Daemon, LoopFs};
+use remotes::{add_root, env, upload, Server};
+use skyfill::ipc::client::Client;
+use skyfill::ipc::proto::{Event, RequestBody};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use suite::data;
+
+fn folder(n: usize, seed: u64) -> BTreeMap<String, Vec<u8>> {
+    let mut t = BTreeMap::new();
+    for i in 0..n {
+        let size = 20_000 + (i * 3_001) % 90_000;
+        t.insert(format!("folder/f{i:03}.bin"), data(seed + i as u64, size));
+    }
+    t.insert("outside.bin".into(), data(seed + 999, 50_000));
+    t
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `skyfill --json status PATH` as parsed JSON lines.
+fn status_lines(d: &Daemon, paths: &[&Path]) -> Vec<serde_json::Value> {
+    let mut a = vec!["status".to_string()];
+    a.extend(paths.iter().map(|p| p.display().to_string()));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = d.try_cli(&a);
+    assert!(o.status.success(), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn state_of(d: &Daemon, p: &Path) -> String {
+    status_lines(d, &[p])[0]["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// Pin a folder of 100 online-only files: all local with the server's bytes; a new remote
+/// file in it becomes local by itself on `sync`; free it: all placeholders, disk usage back.
+fn pin_and_free_folder(server: Server) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let files = folder(100, 7);
+    let (args, secret) = rt.block_on(upload(&server, &files));
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let dir = root.join("folder");
+    let total: u64 = files
+        .iter()
+        .filter(|(k, _)| k.starts_with("folder/"))
+        .map(|(_, v)| v.len() as u64)
+        .sum();
+
+    let s = &status_lines(&d, &[&dir])[0];
+    assert_eq!(s["state"], "online-only", "{s}");
+    assert_eq!(s["size"], total);
+    assert_eq!(s["local_bytes"], 0);
+    let f0 = dir.join("f000.bin");
+    let s = &status_lines(&d, &[&f0])[0];
+    for k in ["path", "state", "sync", "size", "local_bytes"] {
+        assert!(s.get(k).is_some(), "status --json lacks {k}: {s}");
+    }
+    assert_eq!(s["sync"], "synced");
+
+    // A folder needs -r.
+    let o = d.try_cli(&["pin", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-r"));
+
+    let r = d.cli(&["pin", "-r", dir.to_str().unwrap()]);
+    assert_eq!(r["files"], 100, "{r}");
+    assert_eq!(r["skipped"].as_array().unwrap().len(), 0);
+    // Local before anyone reads: allocated blocks and the daemon's record say so.
+    for (k, v) in files.iter().filter(|(k, _)| k.starts_with("folder/")) {
+        let p = root.join(k);
+        assert_eq!(state_of(&d, &p), "pinned", "{k}");
+        assert!(allocated(&p) >= v.len() as u64, "{k} is not on disk");
+    }
+    let s = &status_lines(&d, &[&dir])[0];
+    assert_eq!(s["state"], "pinned", "{s}");
+    assert_eq!(s["local_bytes"], total);
+    for (k, v) in &files {
+        if k.starts_with("folder/") {
+            assert_eq!(sha256(&root.join(k)).unwrap(), sha256_bytes(v), "{k}");
+        }
+    }
+    assert_eq!(state_of(&d, &root.join("outside.bin")), "online-only");
+
+    // A new remote file under the pinned folder becomes local by itself.
+    let mut more = BTreeMap::new();
+    more.insert("folder/new.bin".to_string(), data(4242, 70_000));
+    rt.block_on(remotes::upload_into(&server, &args, &more));
+    let r = d.cli(&["sync", dir.to_str().unwrap()]);
+    assert_eq!(r["added"], 1, "{r}");
+    let newf = dir.join("new.bin");
+    assert_eq!(state_of(&d, &newf), "pinned");
+    assert!(allocated(&newf) >= 70_000);
+    assert_eq!(
+        sha256(&newf).unwrap(),
+        sha256_bytes(&more["folder/new.bin"])
+    );
+
+    // Free it: back to placeholders, disk usage back near zero.
+    let r = d.cli(&["free", "-r", dir.to_str().unwrap()]);
+    assert_eq!(r["files"], 101, "{r}");
+    let mut used = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        used += allocated(&p);
+        assert_eq!(state_of(&d, &p), "online-only", "{}", p.display());
+    }
+    assert!(
+        used <= 101 * xattr_overhead("ext4"),
+        "{used} bytes still allocated after free"
+    );
+    let s = &status_lines(&d, &[&dir])[0];
+    assert_eq!(s["state"], "online-only");
+    assert_eq!(s["setting"], "inherit");
+    // And they still read right (online-only files hydrate on access).
+    assert_eq!(
+        sha256(&dir.join("f050.bin")).unwrap(),
+        sha256_bytes(&files["folder/f050.bin"])
+    );
+    // Partly read big file reports a percentage.
+    let o = d.try_cli(&["status", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+}
+
+#[test]
+fn pin_and_free_folder_apache() {
+    pin_and_free_folder(Server::Apache);
+}
+
+#[test]
+fn pin_and_free_folder_s3s() {
+    pin_and_free_folder(Server::S3s);
+}
+
+/// Pause defers pin downloads, resume catches up; settings; the per-user never-download
+/// list; remove-root refuses unsynced data unless told; completions and man page.
+#[test]
+fn pause_config_remove_root_and_cli_extras() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let files = folder(5, 100);
+    let (args, secret) = rt.block_on(upload(&Server::Apache, &files));
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let dir = root.join("folder");
+
+    d.cli(&["pause"]);
+    let roots = d.cli(&["roots"]);
+    assert_eq!(roots["paused"], true, "{roots}");
+    let r = d.cli(&["pin", "-r", dir.to_str().unwrap()]);
+    assert_eq!(r["deferred"], true, "{r}");
+    assert_eq!(r["files"], 0);
+    assert_eq!(state_of(&d, &dir.join("f000.bin")), "online-only");
+    // Opening a file still works while paused.
+    assert_eq!(
+        sha256(&dir.join("f001.bin")).unwrap(),
+        sha256_bytes(&files["folder/f001.bin"])
+    );
+    d.cli(&["resume"]);
+    wait_for("pinned files to download after resume", 30, || {
+        state_of(&d, &dir.join("f004.bin")) == "pinned"
+    });
+
+    // Settings.
+    let c = d.cli(&["config", "set", "poll-interval", "7"]);
+    assert_eq!(c["settings"]["poll_interval_secs"], 7);
+    let c = d.cli(&["config", "set", "download-limit", "5M"]);
+    assert_eq!(c["settings"]["download_limit"], 5 << 20);
+    let o = d.try_cli(&["config", "set", "poll-interval", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let c = d.cli(&[
+        "config",
+        "set",
+        "budget",
+        "10%",
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(c["roots"][0]["budget"]["keep_free_percent"], 10, "{c}");
+    let c = d.cli(&["config", "set", "download-limit", "0"]);
+    assert_eq!(c["settings"]["download_limit"], 0);
+    // Never-download for this user: a program by name gets EIO, then may again.
+    let t = tempfile::tempdir().unwrap();
+    let tool = t.path().join("skyfill-blocked-tool");
+    std::fs::copy("/usr/bin/cat", &tool).unwrap();
+    d.cli(&["config", "block", "skyfill-blocked-tool"]);
+    let target = root.join("outside.bin");
+    let o = Command::new(&tool).arg(&target).output().unwrap();
+    assert!(!o.status.success(), "a blocked program must not download");
+    assert_eq!(state_of(&d, &target), "online-only");
+    let c = d.cli(&["config", "unblock", "skyfill-blocked-tool"]);
+    assert_eq!(c["settings"]["never_download"].as_array().unwrap().len(), 0);
+    let o = Command::new(&tool).arg(&target).output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(o.stdout, files["outside.bin"]);
+
+    // Doctor: everything fine here.
+    let o = d.try_cli(&["doctor"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("pre-content events"), "{text}");
+    assert!(text.contains("server reachable"), "{text}");
+    assert!(text.contains("clock within"), "{text}");
+
+    // Completions and man page come from the CLI definition.
+    let o = d.try_cli(&["completions", "bash"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("remove-root"));
+    let o = d.try_cli(&["man"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains(".TH"));
+
+    // remove-root: refused while a file is not on the server; nothing changed.
+    std::fs::write(root.join("mine.txt"), b"only here").unwrap();
+    let o = d.try_cli(&["remove-root", root.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not on the server"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(d.cli(&["roots"])["local"], root.to_str().unwrap());
+    // --keep-local: local files stay as ordinary files, online-only ones go.
+    let r = d.cli(&["remove-root", "--keep-local", root.to_str().unwrap()]);
+    assert_eq!(r["unsynced_kept"][0], "mine.txt", "{r}");
+    assert_eq!(std::fs::read(root.join("mine.txt")).unwrap(), b"only here");
+    assert_eq!(
+        sha256(&dir.join("f004.bin")).unwrap(),
+        sha256_bytes(&files["folder/f004.bin"])
+    );
+    assert!(!target.exists() || allocated(&target) > 0);
+    let o = sh(&format!(
+        "getfattr -d -m - '{}' 2>&1",
+        dir.join("f004.bin").display()
+    ));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("skyfill"),
+        "{}",
+        out(&o)
+    );
+    // No placeholder is left to read as zeros.
+    for e in walk(&root) {
+        let m = std::fs::metadata(&e).unwrap();
+        assert!(
+            allocated(&e) >= m.len() || m.len() == 0,
+            "{} left sparse",
+            e.display()
+        );
+    }
+    let o = d.try_cli(&["roots"]);
+    assert!(o.stdout.is_empty(), "{}", out(&o));
+    let o = d.try_cli(&["status", root.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            v.extend(walk(&e.path()));
+        } else {
+            v.push(e.path());
+        }
+    }
+    v
+}
+
+/// Secrets: persisted by the daemon (survive a restart), or kept only in the keyring (the
+/// root waits for sign-in after a restart; `skyfill login` re-sends from the keyring);
+/// wrong passwords are refused with a sign-in hint.
+#[test]
+fn login_keyring_and_persistence() {
+    let fs = LoopFs::new("ext4", 512);
+    let mut d = Daemon::start(None);
+    let files = folder(2, 300);
+    // Behind Basic auth (/davauth): the files go straight into its directory.
+    let scratch = remotes::scratch();
+    let base = PathBuf::from(env("SKYFILL_TEST_APACHE_DIR"))
+        .join("dataauth")
+        .join(&scratch);
+    for (k, v) in &files {
+        let p = base.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, v).unwrap();
+    }
+    sh_ok(&format!("chmod -R a+rX '{}'", base.display()));
+    let port = url::Url::parse(&env("SKYFILL_TEST_APACHE"))
+        .unwrap()
+        .port()
+        .unwrap();
+    let url = format!("dav://127.0.0.1:{port}/davauth/{scratch}");
+    let user = env("SKYFILL_TEST_DAV_USER");
+    let pass = env("SKYFILL_TEST_DAV_PASS");
+    let a = fs.mnt.join("a");
+    d.cli_stdin(
+        &[
+            "add-root",
+            a.to_str().unwrap(),
+            &url,
+            "--user",
+            &user,
+            "--secret-stdin",
+            "--no-keyring",
+        ],
+        &pass,
+    );
+    let o = d.try_cli(&["config"]);
+    assert!(o.status.success());
+    let state = std::fs::read_to_string(d.state.join("roots.json")).unwrap();
+    assert!(
+        !state.contains(&pass),
+        "the secret must not be in roots.json"
+    );
+    let secrets = d.state.join("secrets");
+    assert_eq!(
+        std::fs::metadata(&secrets).unwrap().mode() & 0o777,
+        0o700,
+        "secrets/ is root-only"
+    );
+    d.stop();
+    d.restart();
+    assert!(!d.log().contains(&pass), "the secret must never be logged");
+    assert_eq!(d.cli(&["roots"])["signed_in"], true);
+    assert_eq!(
+        sha256(&a.join("folder/f000.bin")).unwrap(),
+        sha256_bytes(&files["folder/f000.bin"])
+    );
+    // A wrong password is refused, with what to do.
+    let o = d.try_cli_stdin(
+        &["login", a.to_str().unwrap(), "--secret-stdin"],
+        "wrong password",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("login"),
+        "{}",
+        out(&o)
+    );
+
+    // Keyring only, inside a session bus with an unlocked GNOME Keyring.
+    let bin = env!("CARGO_BIN_EXE_skyfill");
+    let sock = d.socket.display().to_string();
+    let script = format!(
+        "set -e
+printf pass | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+printf '%s' '{pass}' | {bin} --socket {sock} login {a} --secret-stdin --keyring-only
+secret-tool lookup service skyfill >/dev/null || {{ echo 'not in the keyring'; exit 9; }}
+echo RESTART > {fifo_out}
+read _ < {fifo_in}
+{bin} --socket {sock} --json roots > {roots_before}
+{bin} --socket {sock} login
+{bin} --socket {sock} --json roots
+",
+        a = a.display(),
+        fifo_out = d.state.join("to-test").display(),
+        fifo_in = d.state.join("from-test").display(),
+        roots_before = d.state.join("roots-before").display(),
+    );
+    for f in ["to-test", "from-test"] {
+        sh_ok(&format!("mkfifo {}", d.state.join(f).display()));
+    }
+    let child = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbus-run-session (install dbus and gnome-keyring: .ci/install-deps)");
+    let msg = std::fs::read_to_string(d.state.join("to-test")).unwrap();
+    assert_eq!(msg.trim(), "RESTART");
+    d.stop();
+    d.restart();
+    std::fs::write(d.state.join("from-test"), "go\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.state.join("roots-before")).unwrap()).unwrap();
+    assert_eq!(
+        before["signed_in"], false,
+        "keyring-only: the daemon must not have kept the secret"
+    );
+    assert!(!secrets.join(before["id"].as_str().unwrap()).exists());
+    let after: serde_json::Value = serde_json::from_slice(
+        o.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(after["signed_in"], true, "{}", out(&o));
+    assert_eq!(
+        sha256(&a.join("folder/f001.bin")).unwrap(),
+        sha256_bytes(&files["folder/f001.bin"])
+    );
+}
+
+/// The event stream: reading a placeholder produces progress (with the reading program) and
+/// a state change; a subscriber sees them without polling.
+#[test]
+fn subscription_stream() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let files = folder(1, 500);
+    let (args, secret) = rt.block_on(upload(&Server::Apache, &files));
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let mut c = Client::connect(&d.socket, "test").unwrap();
+    c.subscribe().unwrap();
+    c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    let f = root.join("folder/f000.bin");
+    let o = Command::new("cat").arg(&f).output().unwrap();
+    assert_eq!(o.stdout, files["folder/f000.bin"]);
+    let (mut progress, mut state) = (false, false);
+    while !(progress && state) {
+        match c.next_event().unwrap() {
+            Event::Progress {
+                path,
+                app,
+                done,
+                total,
+                ..
+            } if path == f.to_str().unwrap() => {
+                assert_eq!(app.as_deref(), Some("cat"));
+                assert!(done <= total);
+                progress = true;
+            }
+            Event::State { path, state: s, .. } if path == f.to_str().unwrap() => {
+                assert_eq!(s, "local");
+                state = true;
+            }
+            _ => {}
+        }
+    }
+    // Job progress of one's own long request arrives before its answer.
+    let mut jobs = 0;
+    let mut c2 = Client::connect(&d.socket, "test").unwrap();
+    c2.call_with(
+        RequestBody::Pin {
+            path: root.display().to_string(),
+            setting: skyfill::ipc::proto::PinSetting::Pinned,
+            recursive: true,
+        },
+        &mut |e| {
+            if let Event::Job { finished: true, .. } = e {
+                jobs += 1;
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(jobs, 1);
+}
+
+// ---------------------------------------------------------------- a second user
+
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl User {
+    fn create(tag: &str) -> User {
+        let name = format!("skyt{tag}{:05}", rand::random::<u32>() % 100_000);
+        sh_ok(&format!(
+            "useradd --no-create-home --user-group --shell /usr/sbin/nologin {name}"
+        ));
+        let uid = sh_ok(&format!("id -u {name}")).trim().parse().unwrap();
+        let gid = sh_ok(&format!("id -g {name}")).trim().parse().unwrap();
+        User { name, uid, gid }
+    }
+
+    fn run(&self, cmd: &[&str]) -> Output {
+        Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = sh(&format!(
+            "pkill -KILL -u {} ; userdel {}",
+            self.uid, self.name
+        ));
+    }
+}
+
+fn fill_of(p: &Path) -> String {
+    let o = sh(&format!(
+        "getfattr --only-values -n trusted.skyfill.meta '{}' 2>/dev/null",
+        p.display()
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["fill"].as_str().unwrap_or("?").to_string()
+}
+
+/// A second, unprivileged user cannot list, pin, free, read the status of, or sign in to
+/// another user's root; cannot reach outside their root through `..`, absolute paths, a
+/// planted symlink or one swapped in while requests run; cannot add a root in a directory
+/// they don't own; a bad frame closes only their connection.
+#[test]
+fn second_user_is_confined() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = LoopFs::new("ext4", 1024);
+    sh_ok(&format!(
+        "chmod 755 '{}'",
+        fs.mnt.parent().unwrap().display()
+    ));
+    let d = Daemon::start(None);
+    let alice = User::create("a");
+    let bob = User::create("b");
+    // The CLI where other users can run it.
+    let bindir = tempfile::Builder::new()
+        .prefix("skyfill-bin")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    sh_ok(&format!("chmod 755 '{}'", bindir.path().display()));
+    let cli = bindir.path().join("skyfill");
+    std::fs::copy(env!("CARGO_BIN_EXE_skyfill"), &cli).unwrap();
+    let sock = d.socket.display().to_string();
+    let as_user = |u: &User, args: &[&str]| -> Output {
+        let mut a = vec![cli.to_str().unwrap(), "--socket", &sock, "--json"];
+        a.extend_from_slice(args);
+        u.run(&a)
+    };
+
+    let files = folder(4, 900);
+    let (args_a, _) = rt.block_on(upload(&Server::Apache, &files));
+    let (args_b, _) = rt.block_on(upload(&Server::Apache, &files));
+    let ra = fs.mnt.join("ra");
+    let rb = fs.mnt.join("rb");
+    for (r, u) in [(&ra, &alice), (&rb, &bob)] {
+        std::fs::create_dir(r).unwrap();
+        std::os::unix::fs::chown(r, Some(u.uid), Some(u.gid)).unwrap();
+    }
+    let o = as_user(
+        &alice,
+        &["add-root", ra.to_str().unwrap(), &args_a[0], "--no-keyring"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = as_user(
+        &bob,
+        &["add-root", rb.to_str().unwrap(), &args_b[0], "--no-keyring"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(
+        std::fs::metadata(ra.join("folder/f000.bin")).unwrap().uid(),
+        alice.uid,
+        "placeholders belong to the root's owner"
+    );
+    let bob_files: Vec<PathBuf> = walk(&rb);
+
+    // Listing: each sees only their own.
+    let o = as_user(&alice, &["roots"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(ra.to_str().unwrap()) && !text.contains(rb.to_str().unwrap()),
+        "{text}"
+    );
+
+    let refused = |o: &Output, what: &str| {
+        assert!(!o.status.success(), "{what} must be refused: {}", out(o));
+    };
+    let bf = rb.join("folder/f000.bin");
+    let bdir = rb.join("folder");
+    for args in [
+        vec!["status", bf.to_str().unwrap()],
+        vec!["pin", bf.to_str().unwrap()],
+        vec!["pin", "-r", bdir.to_str().unwrap()],
+        vec!["free", "-r", bdir.to_str().unwrap()],
+        vec!["hydrate", bf.to_str().unwrap()],
+        vec!["online-only", "-r", bdir.to_str().unwrap()],
+        vec!["remove-root", "--keep-local", rb.to_str().unwrap()],
+        vec!["pause", rb.to_str().unwrap()],
+        vec!["sync", rb.to_str().unwrap()],
+        vec![
+            "config",
+            "set",
+            "budget",
+            "1G",
+            "--root",
+            rb.to_str().unwrap(),
+        ],
+        vec!["status", "/etc/passwd"],
+    ] {
+        let o = as_user(&alice, &args);
+        refused(&o, &format!("{args:?}"));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("sync root"),
+            "{args:?}: {}",
+            out(&o)
+        );
+    }
+    // Raw requests the CLI would never send.
+    let raw = |req: serde_json::Value| as_user(&alice, &["call", &req.to_string()]);
+    let dotdot = format!("{}/../rb/folder/f000.bin", ra.display());
+    for req in [
+        serde_json::json!({"op": "status", "path": dotdot}),
+        serde_json::json!({"op": "pin", "path": dotdot, "setting": "pinned"}),
+        serde_json::json!({"op": "free", "path": format!("{}/../rb/folder", ra.display()), "recursive": true}),
+        serde_json::json!({"op": "login", "local": rb.to_str().unwrap(), "secret": "x"}),
+        serde_json::json!({"op": "status", "path": "relative/path"}),
+        serde_json::json!({"op": "hydrate", "path": format!("{}/folder/\u{0}x", ra.display())}),
+    ] {
+        refused(&raw(req.clone()), &req.to_string());
+    }
+    // Adding a root where alice owns nothing.
+    let o = as_user(
+        &alice,
+        &[
+            "add-root",
+            fs.mnt.join("new").to_str().unwrap(),
+            &args_a[0],
+            "--no-keyring",
+        ],
+    );
+    refused(&o, "add-root under a directory alice does not own");
+    let rb2 = fs.mnt.join("rb2");
+    std::fs::create_dir(&rb2).unwrap();
+    std::os::unix::fs::chown(&rb2, Some(bob.uid), Some(bob.gid)).unwrap();
+    let o = as_user(
+        &alice,
+        &[
+            "add-root",
+            rb2.to_str().unwrap(),
+            &args_a[0],
+            "--no-keyring",
+        ],
+    );
+    refused(&o, "add-root in bob's directory");
+    let o = as_user(
+        &alice,
+        &[
+            "add-root",
+            fs.mnt.join("ra/inner").to_str().unwrap(),
+            &args_a[0],
+            "--no-keyring",
+        ],
+    );
+    refused(&o, "a root inside a root");
+    let o = as_user(
+        &alice,
+        &[
+            "add-root",
+            "/tmp/skyfill-alice",
+            "file:///etc",
+            "--no-keyring",
+        ],
+    );
+    refused(&o, "a file:// remote alice does not own");
+
+    // Planted symlinks into bob's root and /etc.
+    let la = ra.join("link");
+    let lf = ra.join("hostname");
+    assert!(alice
+        .run(&["ln", "-s", bdir.to_str().unwrap(), la.to_str().unwrap()])
+        .status
+        .success());
+    assert!(alice
+        .run(&["ln", "-s", "/etc/hostname", lf.to_str().unwrap()])
+        .status
+        .success());
+    for args in [
+        vec!["pin", "-r", la.to_str().unwrap()],
+        vec!["free", "-r", la.to_str().unwrap()],
+        vec!["status", la.join("f000.bin").to_str().unwrap()],
+        vec!["pin", la.join("f000.bin").to_str().unwrap()],
+        vec!["pin", lf.to_str().unwrap()],
+        vec!["hydrate", lf.to_str().unwrap()],
+    ] {
+        refused(&as_user(&alice, &args), &format!("{args:?}"));
+    }
+
+    // A symlink swapped in while requests run (a race loop).
+    let d_real = ra.join("folder");
+    let d_moved = ra.join("folder.real");
+    let racer = format!(
+        "end=$(( $(date +%s) + 12 )); while [ $(date +%s) -lt $end ]; do \
+         mv '{r}' '{m}' 2>/dev/null; ln -s '{b}' '{r}' 2>/dev/null; rm -f '{r}'; \
+         ln -s /etc '{r}' 2>/dev/null; rm -f '{r}'; mv '{m}' '{r}' 2>/dev/null; done",
+        r = d_real.display(),
+        m = d_moved.display(),
+        b = bdir.display()
+    );
+    let mut race = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", alice.uid),
+            &format!("--regid={}", alice.gid),
+            "--clear-groups",
+            "sh",
+            "-c",
+            &racer,
+        ])
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_secs(10) {
+        for verb in ["pin", "free", "hydrate", "online-only"] {
+            let _ = as_user(&alice, &[verb, "-r", d_real.to_str().unwrap()]);
+            let _ = as_user(
+                &alice,
+                &["status", d_real.join("f001.bin").to_str().unwrap()],
+            );
+            n += 1;
+        }
+    }
+    race.wait().unwrap();
+    assert!(n > 10);
+    // Bob's files were never touched: still placeholders, no settings written.
+    for f in &bob_files {
+        assert_eq!(fill_of(f), "placeholder", "{} was touched", f.display());
+        assert_eq!(allocated(f), allocated(f).min(xattr_overhead("ext4")));
+    }
+    let o = sh(&format!(
+        "getfattr -d -m - -R '{}' /etc 2>/dev/null | grep -c skyfill.pin",
+        rb.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "a pin setting leaked out of alice's root"
+    );
+    assert!(d.stats()["bytes_fetched"].as_u64().unwrap() > 0);
+
+    // A malformed frame and an oversized one close only that connection.
+    let py = format!(
+        "import socket,json\n\
+s=socket.socket(socket.AF_UNIX); s.connect('{sock}'); f=s.makefile('rwb')\n\
+f.write(b'{{\"id\":1,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}}\\n'); f.flush(); f.readline()\n\
+try:\n  s.sendall(b'x'*(2<<20)+b'\\n')\n\
+except (BrokenPipeError, ConnectionResetError):\n  pass\n\
+r=json.loads(f.readline()); assert r['error']['code']=='bad_request', r\n\
+print('closed' if f.readline()==b'' else 'open')\n"
+    );
+    let o = alice.run(&["/usr/bin/python3", "-c", &py]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "closed");
+    let o = as_user(&alice, &["status", ra.to_str().unwrap()]);
+    assert!(o.status.success(), "the daemon keeps serving: {}", out(&o));
+    let o = as_user(&bob, &["status", rb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", out(&o));
+}
