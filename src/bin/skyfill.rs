@@ -748,7 +748,7 @@ impl Cli {
                         }
                     }
                     Some(s)
-                } else if no_keyring {
+                } else if no_keyring || spec.url.starts_with("file:") {
                     None
                 } else {
                     credentials::load(&spec).unwrap_or_else(|e| {
