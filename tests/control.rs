@@ -179,7 +179,7 @@ fn pin_and_free_folder_s3s() {
 fn pause_config_remove_root_and_cli_extras() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fs = LoopFs::new("ext4", 1024);
-    let d = Daemon::start(None);
+    let mut d = Daemon::start(None);
     let files = folder(5, 100);
     let (args, secret) = rt.block_on(upload(&Server::Apache, &files));
     let root = fs.mnt.join("r");
@@ -198,6 +198,18 @@ fn pause_config_remove_root_and_cli_extras() {
         sha256(&dir.join("f001.bin")).unwrap(),
         sha256_bytes(&files["folder/f001.bin"])
     );
+    // Settings live on the files: they survive a restart with a lost index (and the pause
+    // survives in the registry).
+    d.stop();
+    std::fs::remove_dir_all(d.state.join("index")).unwrap();
+    d.restart();
+    assert_eq!(d.cli(&["roots"])["paused"], true);
+    assert_eq!(status_lines(&d, &[&dir])[0]["setting"], "pinned");
+    assert_eq!(
+        status_lines(&d, &[&dir.join("f002.bin")])[0]["setting"],
+        "pinned"
+    );
+    assert_eq!(state_of(&d, &dir.join("f000.bin")), "online-only");
     d.cli(&["resume"]);
     wait_for("pinned files to download after resume", 30, || {
         state_of(&d, &dir.join("f004.bin")) == "pinned"
