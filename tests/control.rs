@@ -158,7 +158,7 @@ fn pin_and_free_folder(server: Server) {
         sha256(&dir.join("f050.bin")).unwrap(),
         sha256_bytes(&files["folder/f050.bin"])
     );
-    // Partly read big file reports a percentage.
+    // A path outside every root is an error with a non-zero exit.
     let o = d.try_cli(&["status", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
 }

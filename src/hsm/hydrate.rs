@@ -192,13 +192,21 @@ impl Hydrator {
             .insert(root.to_string(), p);
     }
 
-    fn root_policy(&self, root: &str) -> RootPolicy {
+    /// Whether the root owner's policy forbids `exe` to download (no clone on this hot path).
+    fn denies(&self, root: &str, exe: &str) -> bool {
         self.root_policy
             .read()
             .unwrap()
             .get(root)
-            .cloned()
-            .unwrap_or_default()
+            .is_some_and(|p| p.never_download.iter().any(|x| x == exe))
+    }
+
+    fn download_limit(&self, root: &str) -> Option<Arc<Bucket>> {
+        self.root_policy
+            .read()
+            .unwrap()
+            .get(root)
+            .and_then(|p| p.download_limit.clone())
     }
 
     /// Changes a file's record under its lock (so no concurrent fetch overwrites the change).
@@ -267,12 +275,7 @@ impl Hydrator {
         }
         let proc = proc_info(pid, st.st_ino, matches!(access, Access::Pre { .. }));
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
-        if !proc.is_daemon
-            && self
-                .root_policy(&meta.root)
-                .never_download
-                .contains(&proc.exe)
-        {
+        if !proc.is_daemon && self.denies(&meta.root, &proc.exe) {
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
             let _e = span.enter();
             tracing::info!("download refused for this program by the owner's policy");
@@ -378,7 +381,7 @@ impl Hydrator {
             }
         }
         let mut first_err: Option<RemoteError> = None;
-        let limit = self.root_policy(&meta.root).download_limit;
+        let limit = self.download_limit(&meta.root);
         let app = APP.try_with(|a| a.clone()).ok();
         let mut results = stream::iter(pieces)
             .map(|(a, b)| {
