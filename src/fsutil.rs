@@ -191,6 +191,52 @@ pub fn mtime_of(st: &libc::stat) -> SystemTime {
         + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)
 }
 
+/// Reads extended attribute `name` of `fd` into `buf`: the value's length, or `None` when the
+/// file has no such attribute (or the filesystem no xattrs).
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &str, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let c = cstr(name)?;
+    // SAFETY: buf is writable for its length; c is a valid C string.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// Sets extended attribute `name` of `fd`.
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &str, v: &[u8]) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid pointers and lengths.
+    if unsafe { libc::fsetxattr(fd.as_raw_fd(), c.as_ptr(), v.as_ptr().cast(), v.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes extended attribute `name` of `fd`; a missing one is not an error.
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::fremovexattr(fd.as_raw_fd(), c.as_ptr()) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

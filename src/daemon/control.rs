@@ -229,7 +229,7 @@ impl Handler for Daemon {
             RequestBody::Resume { local } => {
                 json(self.set_paused(peer, local.as_deref(), false)?)
             }
-            RequestBody::Sync { path } => json(self.sync_now(peer, path.as_deref(), &jobs).await?),
+            RequestBody::Sync { path } => json(self.sync_now(peer, path.as_deref()).await?),
             RequestBody::ConfigGet => json(self.config_get(peer)),
             RequestBody::ConfigSet { key, value, local } => {
                 self.config_set(peer, &key, value, local.as_deref())?;
@@ -1359,12 +1359,7 @@ impl Daemon {
         Ok((stats.files, got.files))
     }
 
-    async fn sync_now(
-        &self,
-        peer: Peer,
-        path: Option<&str>,
-        _jobs: &JobSink,
-    ) -> Result<SyncResult, Fail> {
+    async fn sync_now(&self, peer: Peer, path: Option<&str>) -> Result<SyncResult, Fail> {
         let targets: Vec<(RootRecord, RelPath)> = match path {
             Some(p) => {
                 let (r, rel) = self.resolve(peer, p)?;

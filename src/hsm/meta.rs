@@ -134,16 +134,10 @@ fn name(n: &str) -> CString {
 
 pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<Option<FileMeta>> {
     let mut buf = vec![0u8; 8192];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe {
-        libc::fgetxattr(
-            fd.as_raw_fd(),
-            name(META_XATTR).as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    decode(n, &buf)
+    match crate::fsutil::get_xattr(fd, META_XATTR, &mut buf)? {
+        Some(n) => decode(n as isize, &buf),
+        None => Ok(None),
+    }
 }
 
 /// Reads the record of the file at `p` without following a final symlink.
@@ -207,28 +201,10 @@ pub fn write_fd(fd: BorrowedFd<'_>, m: &FileMeta) -> io::Result<()> {
     // its first ranges (the rest is simply fetched again).
     m.ranges.0.truncate(128);
     let v = serde_json::to_vec(&m).expect("serializable");
-    set(fd, META_XATTR, &v)?;
+    crate::fsutil::set_xattr(fd, META_XATTR, &v)?;
     // Best effort: some filesystems refuse user xattrs on special mounts.
-    let _ = set(fd, USER_XATTR, m.availability().as_bytes());
+    let _ = crate::fsutil::set_xattr(fd, USER_XATTR, m.availability().as_bytes());
     Ok(())
-}
-
-fn set(fd: BorrowedFd<'_>, n: &str, v: &[u8]) -> io::Result<()> {
-    // SAFETY: valid pointers and lengths.
-    let r = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            name(n).as_ptr(),
-            v.as_ptr().cast(),
-            v.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

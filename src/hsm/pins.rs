@@ -16,64 +16,29 @@ fn c(s: &str) -> CString {
     CString::new(s).expect("static name")
 }
 
-fn encode(p: Pin) -> &'static str {
-    match p {
-        Pin::Inherit => "inherit",
-        Pin::Pinned => "pinned",
-        Pin::OnlineOnly => "online-only",
-    }
-}
-
 /// The setting written on a directory (`dir` must be a real, not O_PATH, descriptor).
 pub fn dir_setting(dir: BorrowedFd<'_>) -> io::Result<Pin> {
     let mut buf = [0u8; 32];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe {
-        libc::fgetxattr(
-            dir.as_raw_fd(),
-            c(DIR_PIN_XATTR).as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
+    let n = match fsutil::get_xattr(dir, DIR_PIN_XATTR, &mut buf) {
+        Ok(n) => n,
+        // Longer than any setting we write: not ours to interpret.
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => None,
+        Err(e) => return Err(e),
     };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) | Some(libc::ERANGE) => Ok(Pin::Inherit),
-            _ => Err(e),
-        };
-    }
-    Ok(match &buf[..n as usize] {
-        b"pinned" => Pin::Pinned,
-        b"online-only" => Pin::OnlineOnly,
+    Ok(match n.map(|n| &buf[..n]) {
+        Some(b"pinned") => Pin::Pinned,
+        Some(b"online-only") => Pin::OnlineOnly,
         _ => Pin::Inherit,
     })
 }
 
 /// Writes (or, for `Inherit`, removes) a directory's setting.
 pub fn set_dir_setting(dir: BorrowedFd<'_>, p: Pin) -> io::Result<()> {
-    // SAFETY: valid fd, names and buffers.
-    let r = unsafe {
-        if p == Pin::Inherit {
-            libc::fremovexattr(dir.as_raw_fd(), c(DIR_PIN_XATTR).as_ptr())
-        } else {
-            let v = encode(p);
-            libc::fsetxattr(
-                dir.as_raw_fd(),
-                c(DIR_PIN_XATTR).as_ptr(),
-                v.as_ptr().cast(),
-                v.len(),
-                0,
-            )
-        }
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if !(p == Pin::Inherit && e.raw_os_error() == Some(libc::ENODATA)) {
-            return Err(e);
-        }
+    match p {
+        Pin::Inherit => fsutil::remove_xattr(dir, DIR_PIN_XATTR),
+        Pin::Pinned => fsutil::set_xattr(dir, DIR_PIN_XATTR, b"pinned"),
+        Pin::OnlineOnly => fsutil::set_xattr(dir, DIR_PIN_XATTR, b"online-only"),
     }
-    Ok(())
 }
 
 /// The setting new children of `dir` take: the nearest explicit setting from `dir` up to the
