@@ -430,6 +430,7 @@ impl Daemon {
     /// Finishes the events a dead worker had taken: refill through a private mount (no events
     /// to ourselves), then answer by fd number; EIO when that is impossible.
     async fn recover(&self, pending: Vec<Pending>) {
+        let journaled: HashSet<i32> = pending.iter().map(|p| p.fd).collect();
         for p in pending {
             let reply = match self.refill(&p).await {
                 Ok(()) => Reply::Allow,
@@ -446,6 +447,36 @@ impl Daemon {
                 ),
                 Err(e) => tracing::debug!(fd = p.fd, error = %e, "stale journal entry"),
             }
+        }
+        self.sweep_unjournaled(&journaled);
+    }
+
+    /// A worker killed between reading events and journaling them leaves those events
+    /// pending in the group with no record of their files; their readers would wait until
+    /// the group closes. This worker has read nothing yet, so every event still pending is a
+    /// dead worker's: answer each fd number the dead worker could have used with EIO (never
+    /// allow, which would show zeros). Numbers with no pending event answer ENOENT.
+    fn sweep_unjournaled(&self, journaled: &HashSet<i32>) {
+        // SAFETY: plain getter into a local struct.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            lim.rlim_cur.min(1 << 20) as i32
+        } else {
+            1 << 16
+        };
+        let mut n = 0;
+        for fd in 0..max {
+            if !journaled.contains(&fd)
+                && self.group.respond_raw(fd, Reply::Deny(libc::EIO)).is_ok()
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::warn!(
+                events = n,
+                "answered EIO to events a killed worker had read but not journaled"
+            );
         }
     }
 
