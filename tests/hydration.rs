@@ -459,7 +459,17 @@ async fn killing_the_worker_never_shows_zeros() {
         let old = d.worker_pid().unwrap();
         // SAFETY: killing the worker on purpose.
         unsafe { libc::kill(old as i32, libc::SIGKILL) };
-        for (c, k) in readers.into_iter().zip(files.keys()) {
+        for (mut c, k) in readers.into_iter().zip(files.keys()) {
+            // A reader must finish (bytes or an errno), never hang: 120 s is far beyond a
+            // worker restart plus the download.
+            let t = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if t.elapsed() > Duration::from_secs(120) {
+                    let _ = c.kill();
+                    panic!("round {i}: a reader of {k} is still blocked after 120 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let o = c.wait_with_output().unwrap();
             if o.status.success() {
                 assert_eq!(
