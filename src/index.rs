@@ -16,6 +16,29 @@ pub struct Record {
     pub local_bytes: u64,
 }
 
+/// What both sides of a sync root last agreed on for one path (the sync base).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseEntry {
+    pub kind: crate::model::Kind,
+    /// Remote version token (`Version::token`) of that state.
+    pub version: String,
+    pub size: u64,
+    /// Remote stable id, where the server has one.
+    #[serde(default)]
+    pub file_id: Option<String>,
+}
+
+impl BaseEntry {
+    pub fn of(e: &crate::model::RemoteEntry) -> BaseEntry {
+        BaseEntry {
+            kind: e.kind,
+            version: e.version.token(),
+            size: e.size,
+            file_id: e.file_id.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("index: {0}")]
 pub struct IndexError(pub String);
@@ -27,6 +50,16 @@ pub trait Index: Send + Sync {
     fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError>;
     fn remove_root(&self, root: &str) -> Result<(), IndexError>;
     fn is_empty(&self) -> bool;
+    /// Drops the status record of one path.
+    fn remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
+
+    // The sync base, kept apart from the status records.
+    fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError>;
+    fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError>;
+    fn base_put(&self, root: &str, path: &str, e: &BaseEntry) -> Result<(), IndexError>;
+    fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
+    /// Makes every write so far durable (after each remote side effect).
+    fn flush(&self) -> Result<(), IndexError>;
 }
 
 fn key(root: &str, path: &str) -> Vec<u8> {
@@ -44,12 +77,16 @@ fn under(path: &str, dir: &str) -> bool {
 
 pub struct SledIndex {
     db: sled::Db,
+    base: sled::Tree,
 }
 
 impl SledIndex {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
         let db = sled::open(path).map_err(|e| IndexError(e.to_string()))?;
-        Ok(SledIndex { db })
+        let base = db
+            .open_tree("base")
+            .map_err(|e| IndexError(e.to_string()))?;
+        Ok(SledIndex { db, base })
     }
 }
 
@@ -85,10 +122,46 @@ impl Index for SledIndex {
         for k in self.db.scan_prefix(key(root, "")).keys() {
             self.db.remove(k.map_err(e)?).map_err(e)?;
         }
+        for k in self.base.scan_prefix(key(root, "")).keys() {
+            self.base.remove(k.map_err(e)?).map_err(e)?;
+        }
         Ok(())
     }
     fn is_empty(&self) -> bool {
         self.db.is_empty()
+    }
+    fn remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
+        self.db.remove(key(root, path)).map_err(e)?;
+        Ok(())
+    }
+    fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.base.scan_prefix(key(root, "")) {
+            let (k, v) = kv.map_err(e)?;
+            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+            out.push((p, serde_json::from_slice(&v).map_err(e)?));
+        }
+        Ok(out)
+    }
+    fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
+        match self.base.get(key(root, path)).map_err(e)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(e)?)),
+            None => Ok(None),
+        }
+    }
+    fn base_put(&self, root: &str, path: &str, b: &BaseEntry) -> Result<(), IndexError> {
+        self.base
+            .insert(key(root, path), serde_json::to_vec(b).map_err(e)?)
+            .map_err(e)?;
+        Ok(())
+    }
+    fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
+        self.base.remove(key(root, path)).map_err(e)?;
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush().map_err(e)?;
+        Ok(())
     }
 }
 
@@ -96,6 +169,7 @@ impl Index for SledIndex {
 #[derive(Default)]
 pub struct MemoryIndex {
     m: Mutex<BTreeMap<(String, String), Record>>,
+    base: Mutex<BTreeMap<(String, String), BaseEntry>>,
 }
 
 impl Index for MemoryIndex {
@@ -126,10 +200,50 @@ impl Index for MemoryIndex {
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
         self.m.lock().unwrap().retain(|(r, _), _| r != root);
+        self.base.lock().unwrap().retain(|(r, _), _| r != root);
         Ok(())
     }
     fn is_empty(&self) -> bool {
         self.m.lock().unwrap().is_empty()
+    }
+    fn remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
+        self.m.lock().unwrap().remove(&(root.into(), path.into()));
+        Ok(())
+    }
+    fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        Ok(self
+            .base
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((r, _), _)| r == root)
+            .map(|((_, p), v)| (p.clone(), v.clone()))
+            .collect())
+    }
+    fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
+        Ok(self
+            .base
+            .lock()
+            .unwrap()
+            .get(&(root.into(), path.into()))
+            .cloned())
+    }
+    fn base_put(&self, root: &str, path: &str, b: &BaseEntry) -> Result<(), IndexError> {
+        self.base
+            .lock()
+            .unwrap()
+            .insert((root.into(), path.into()), b.clone());
+        Ok(())
+    }
+    fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
+        self.base
+            .lock()
+            .unwrap()
+            .remove(&(root.into(), path.into()));
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), IndexError> {
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`roots`]: the registry of sync roots and their secrets.
 //! - [`credentials`]: the user's keyring, for the user-side clients.
 //! - [`ipc`]: the socket protocol shared by daemon, CLI, tray and extensions.
+//! - [`sync`]: two-way sync: scans, the pure planner, the executor, conflicts, budget.
 //! - [`daemon`]: keeper and worker processes, wiring everything; the only place that names
 //!   concrete types.
 //!
@@ -26,3 +27,4 @@ pub mod ipc;
 pub mod model;
 pub mod remote;
 pub mod roots;
+pub mod sync;

@@ -1,0 +1,186 @@
+//! Two-way sync: the states it compares and the operations it produces.
+//!
+//! Three views of a root meet here: the **base** (what both sides last agreed on, kept in the
+//! index), the **local** tree (a scan of the files and their xattr records) and the **remote**
+//! listing. [`plan::plan`] is a pure function of the three that returns [`Op`]s;
+//! [`execute::Executor`] is the one place that carries them out, against any [`Remote`] and any
+//! [`local::LocalFs`] (the real sync root in the daemon, an in-memory tree in property tests).
+//!
+//! [`Remote`]: crate::remote::Remote
+
+pub mod budget;
+pub mod conflict;
+pub mod execute;
+pub mod ignore;
+pub mod local;
+pub mod memlocal;
+pub mod plan;
+pub mod remote_scan;
+pub mod watch;
+
+use crate::hsm::meta::{Fill, Pin};
+use crate::model::{Kind, RelPath, RemoteEntry, Version};
+use std::collections::BTreeMap;
+
+/// A local file's identity for change detection: size and mtime (seconds, nanoseconds).
+pub type Stamp = (u64, i64, u32);
+
+pub use crate::index::BaseEntry;
+
+/// The xattr record of a local file, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// The remote path the record was written for (differs from the file's path after a
+    /// local rename or move: the record travels with the inode).
+    pub origin: RelPath,
+    pub version: String,
+    pub fill: Fill,
+    pub pin: Pin,
+    /// Size and mtime when last in sync.
+    pub size: u64,
+    pub mtime: (i64, u32),
+}
+
+/// One entry of a local scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEntry {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: (i64, u32),
+    /// Present for files Skyfill manages in this root.
+    pub record: Option<LocalRecord>,
+}
+
+impl LocalEntry {
+    pub fn stamp(&self) -> Stamp {
+        (self.size, self.mtime.0, self.mtime.1)
+    }
+
+    /// Content differs from what the record describes (or there is no record). Only complete
+    /// files can differ: writers are given the whole file before their first write.
+    pub fn modified(&self) -> bool {
+        match &self.record {
+            None => self.kind == Kind::File,
+            Some(r) => r.fill == Fill::Complete && (self.size, self.mtime) != (r.size, r.mtime),
+        }
+    }
+
+    /// Some bytes are not local (a placeholder or partial file).
+    pub fn incomplete(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|r| r.fill != Fill::Complete)
+    }
+
+    /// Unchanged since it was last in sync *at this path*.
+    pub fn clean_at(&self, p: &RelPath) -> bool {
+        self.kind == Kind::File
+            && !self.modified()
+            && self.record.as_ref().is_some_and(|r| &r.origin == p)
+    }
+
+    /// The remote version this file's content was based on, if it was ever in sync at `p`.
+    pub fn known_version(&self, p: &RelPath) -> Option<&str> {
+        self.record
+            .as_ref()
+            .filter(|r| &r.origin == p)
+            .map(|r| r.version.as_str())
+    }
+}
+
+/// One step of a plan. The executor runs them in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create a local directory for a remote one.
+    LocalMkdir { entry: RemoteEntry },
+    /// Create a remote directory for a local one.
+    RemoteMkdir { path: RelPath },
+    /// A remote rename, replayed locally (the file keeps its bytes and settings).
+    LocalRename { from: RelPath, to: RelPath },
+    /// A local rename or move, replayed remotely (`MOVE`, or copy+delete on S3).
+    RemoteRename {
+        from: RelPath,
+        to: RelPath,
+        version: String,
+    },
+    /// Upload local content; `expect` is the remote version it was based on (`If-Match`), or
+    /// `None` for a new file (`If-None-Match: *`).
+    Upload {
+        path: RelPath,
+        expect: Option<String>,
+    },
+    /// A new remote file becomes a placeholder.
+    Placeholder { entry: RemoteEntry },
+    /// A remote change to a clean local file: the placeholder takes the new size, mtime and
+    /// version (pinned files download again, others go back to online-only).
+    Refresh { entry: RemoteEntry, expect: String },
+    /// Both sides already agree: record it.
+    Adopt { path: RelPath, entry: RemoteEntry },
+    /// Both sides changed (or were created): identical content is adopted, different content
+    /// keeps the remote version at the name and the local one as a conflict copy.
+    Resolve { path: RelPath, entry: RemoteEntry },
+    /// A local entry in the way of a remote one of the other kind: move it aside.
+    SetAside { path: RelPath },
+    /// Remote deletion of a clean local entry.
+    LocalDelete {
+        path: RelPath,
+        kind: Kind,
+        expect: Option<String>,
+    },
+    /// Local deletion of an unchanged remote entry.
+    RemoteDelete {
+        path: RelPath,
+        kind: Kind,
+        expect: Option<String>,
+    },
+    /// Gone on both sides.
+    Forget { path: RelPath },
+}
+
+impl Op {
+    /// The path the op is about (for logs and errors).
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Op::LocalMkdir { entry } | Op::Placeholder { entry } | Op::Refresh { entry, .. } => {
+                &entry.path
+            }
+            Op::RemoteMkdir { path }
+            | Op::Upload { path, .. }
+            | Op::Adopt { path, .. }
+            | Op::Resolve { path, .. }
+            | Op::SetAside { path }
+            | Op::LocalDelete { path, .. }
+            | Op::RemoteDelete { path, .. }
+            | Op::Forget { path } => path,
+            Op::LocalRename { to, .. } | Op::RemoteRename { to, .. } => to,
+        }
+    }
+
+    /// Short verb for logs and progress.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::LocalMkdir { .. } => "mkdir-local",
+            Op::RemoteMkdir { .. } => "mkdir-remote",
+            Op::LocalRename { .. } => "rename-local",
+            Op::RemoteRename { .. } => "rename-remote",
+            Op::Upload { .. } => "upload",
+            Op::Placeholder { .. } => "placeholder",
+            Op::Refresh { .. } => "refresh",
+            Op::Adopt { .. } => "adopt",
+            Op::Resolve { .. } => "resolve",
+            Op::SetAside { .. } => "set-aside",
+            Op::LocalDelete { .. } => "delete-local",
+            Op::RemoteDelete { .. } => "delete-remote",
+            Op::Forget { .. } => "forget",
+        }
+    }
+}
+
+pub type BaseMap = BTreeMap<RelPath, BaseEntry>;
+pub type LocalMap = BTreeMap<RelPath, LocalEntry>;
+pub type RemoteMap = BTreeMap<RelPath, RemoteEntry>;
+
+/// Versions compare by token (weakness ignored, as [`Version::same`]).
+pub fn same_version(token: &str, v: &Version) -> bool {
+    Version::from_token(token).is_some_and(|t| t.same(v))
+}

@@ -1,0 +1,454 @@
+//! The one place sync operations happen: [`Executor::run`] carries out a plan against a
+//! `Remote`, a `LocalFs` and the base in the index. Each op re-checks what it relies on
+//! (preconditions on uploads, versions before deletes, stamps before local replacements), so
+//! a plan made from a listing that went stale meanwhile never overwrites or deletes a change
+//! it did not see; a failed op is retried by the next pass. Durable order of every op: remote
+//! effect, then the file's record, then the base, so a crash at any point is recognised by the
+//! next pass (identical content on both sides is adopted, never duplicated).
+
+use super::conflict;
+use super::local::LocalFs;
+use super::{same_version, BaseEntry, Op, Stamp};
+use crate::index::{Index, IndexError};
+use crate::model::{Kind, RelPath, RemoteEntry, Version};
+use crate::remote::{Precondition, Remote, RemoteError};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Test hook: the simulated crash point was reached.
+    #[error("simulated crash")]
+    Crashed,
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("{path}: {source}")]
+    Io {
+        path: RelPath,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{path}: {what}")]
+    Skipped { path: RelPath, what: String },
+}
+
+impl ExecError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            ExecError::Remote(e) => e.errno(),
+            ExecError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            ExecError::Skipped { .. } => libc::ESTALE,
+            _ => libc::EIO,
+        }
+    }
+}
+
+fn io_at(path: &RelPath) -> impl FnOnce(io::Error) -> ExecError + '_ {
+    move |source| ExecError::Io {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub done: u64,
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
+    pub placeholders: u64,
+    pub refreshed: u64,
+    pub renamed: u64,
+    pub deleted: u64,
+    /// (original path, conflict copy).
+    pub conflicts: Vec<(RelPath, RelPath)>,
+    pub errors: Vec<(RelPath, String)>,
+    /// The server was unreachable: the pass stopped, to be resumed when it is back.
+    pub offline: bool,
+}
+
+pub struct Executor<'a> {
+    pub root: &'a str,
+    pub remote: &'a dyn Remote,
+    pub local: &'a dyn LocalFs,
+    pub index: &'a dyn Index,
+    /// Host name for conflict copies.
+    pub host: String,
+    /// Test hook: side-effect steps left before a simulated crash.
+    pub crash_after: Option<&'a AtomicI64>,
+}
+
+/// An anonymous scratch file for comparing remote bytes.
+pub fn scratch() -> io::Result<File> {
+    // SAFETY: plain syscall with a static name.
+    let fd = unsafe { libc::memfd_create(c"skyfill-compare".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+const CHUNK: u64 = 1 << 20;
+
+impl Executor<'_> {
+    fn step(&self) -> Result<(), ExecError> {
+        match self.crash_after {
+            Some(c) if c.fetch_sub(1, Ordering::SeqCst) <= 0 => Err(ExecError::Crashed),
+            _ => Ok(()),
+        }
+    }
+
+    fn base_put(&self, p: &RelPath, e: &RemoteEntry) -> Result<(), ExecError> {
+        self.index
+            .base_put(self.root, p.as_str(), &BaseEntry::of(e))?;
+        Ok(())
+    }
+
+    fn base_move(&self, from: &RelPath, to: &RelPath) -> Result<(), ExecError> {
+        if let Some(b) = self.index.base_get(self.root, from.as_str())? {
+            self.index.base_put(self.root, to.as_str(), &b)?;
+        }
+        self.index.base_remove(self.root, from.as_str())?;
+        Ok(())
+    }
+
+    /// Runs `ops` in order. Errors of single ops are reported and the pass goes on; an
+    /// unreachable server stops it. `Err` only for the simulated crash.
+    pub async fn run(&self, ops: &[Op]) -> Result<Report, ExecError> {
+        let mut rep = Report::default();
+        let mut failed: Vec<RelPath> = Vec::new();
+        for op in ops {
+            // A folder is removed only if nothing below it failed.
+            if let Op::RemoteDelete {
+                path,
+                kind: Kind::Dir,
+                ..
+            }
+            | Op::LocalDelete {
+                path,
+                kind: Kind::Dir,
+                ..
+            } = op
+            {
+                if failed.iter().any(|f| f.starts_with(path)) {
+                    continue;
+                }
+            }
+            let span = tracing::info_span!("sync", op = op.verb(), path = %op.path());
+            match self.one(op, &mut rep).instrument(span).await {
+                Ok(()) => rep.done += 1,
+                Err(ExecError::Crashed) => return Err(ExecError::Crashed),
+                Err(ExecError::Remote(e)) if e.is_offline() => {
+                    tracing::info!(error = %e, "server unreachable; sync resumes when it is back");
+                    rep.offline = true;
+                    rep.errors.push((op.path().clone(), e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(op = op.verb(), path = %op.path(), error = %e, "sync step failed; retried next pass");
+                    failed.push(op.path().clone());
+                    if let Op::LocalRename { from, .. } | Op::RemoteRename { from, .. } = op {
+                        failed.push(from.clone());
+                    }
+                    rep.errors.push((op.path().clone(), e.to_string()));
+                }
+            }
+        }
+        let _ = self.index.flush();
+        Ok(rep)
+    }
+
+    async fn one(&self, op: &Op, rep: &mut Report) -> Result<(), ExecError> {
+        match op {
+            Op::LocalMkdir { entry } => {
+                self.local.mkdir(&entry.path).map_err(io_at(&entry.path))?;
+                self.step()?;
+                self.base_put(&entry.path, entry)
+            }
+            Op::RemoteMkdir { path } => {
+                self.step()?;
+                self.mkdir_p(path).await?;
+                let e = self.remote.stat(path).await?;
+                self.step()?;
+                self.base_put(path, &e)
+            }
+            Op::LocalRename { from, to } => {
+                self.local.rename(from, to).map_err(io_at(to))?;
+                rep.renamed += 1;
+                self.step()?;
+                self.base_move(from, to)
+            }
+            Op::RemoteRename { from, to, version } => {
+                let cur = self.remote.stat(from).await?;
+                if !same_version(version, &cur.version) {
+                    return Err(ExecError::Skipped {
+                        path: from.clone(),
+                        what: "changed on the server since it was listed".into(),
+                    });
+                }
+                self.step()?;
+                self.remote.rename(from, to, Kind::File).await?;
+                rep.renamed += 1;
+                self.step()?;
+                self.local.set_origin(to).map_err(io_at(to))?;
+                self.step()?;
+                self.base_move(from, to)?;
+                self.index.flush()?;
+                Ok(())
+            }
+            Op::Upload { path, expect } => self.upload(path, expect.as_deref(), rep).await,
+            Op::Placeholder { entry } => {
+                self.local
+                    .create_placeholder(entry)
+                    .map_err(io_at(&entry.path))?;
+                rep.placeholders += 1;
+                self.step()?;
+                self.base_put(&entry.path, entry)
+            }
+            Op::Refresh { entry, expect } => {
+                self.local
+                    .refresh(entry, expect)
+                    .map_err(io_at(&entry.path))?;
+                rep.refreshed += 1;
+                self.step()?;
+                self.base_put(&entry.path, entry)
+            }
+            Op::Adopt { path, entry } => {
+                self.step()?;
+                self.base_put(path, entry)
+            }
+            Op::Resolve { path, entry } => self.resolve(path, entry, rep).await,
+            Op::SetAside { path } => {
+                let aside = self.aside_name(path)?;
+                self.step()?;
+                self.local.set_aside(path, &aside).map_err(io_at(path))?;
+                self.step()?;
+                self.index.base_remove(self.root, path.as_str())?;
+                rep.conflicts.push((path.clone(), aside));
+                Ok(())
+            }
+            Op::LocalDelete { path, kind, expect } => {
+                self.step()?;
+                self.local
+                    .remove(path, *kind, expect.as_deref())
+                    .map_err(io_at(path))?;
+                rep.deleted += 1;
+                self.step()?;
+                self.index.base_remove(self.root, path.as_str())?;
+                Ok(())
+            }
+            Op::RemoteDelete { path, kind, expect } => {
+                match (kind, expect) {
+                    // No DELETE precondition is portable: compare just before.
+                    (Kind::File, Some(v)) => match self.remote.stat(path).await {
+                        Ok(cur) if !same_version(v, &cur.version) => {
+                            return Err(ExecError::Skipped {
+                                path: path.clone(),
+                                what: "changed on the server; not deleting it".into(),
+                            })
+                        }
+                        Ok(_) | Err(RemoteError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    // A folder only when empty: servers delete folders recursively.
+                    (Kind::Dir, _) => match self.remote.list_dir(path).await {
+                        Ok(v) if !v.is_empty() => {
+                            return Err(ExecError::Skipped {
+                                path: path.clone(),
+                                what: "the server folder is not empty; not deleting it".into(),
+                            })
+                        }
+                        Ok(_) | Err(RemoteError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    _ => {}
+                }
+                self.step()?;
+                match self.remote.delete(path, *kind).await {
+                    Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                rep.deleted += 1;
+                self.step()?;
+                self.index.base_remove(self.root, path.as_str())?;
+                self.index.flush()?;
+                Ok(())
+            }
+            Op::Forget { path } => {
+                self.index.base_remove(self.root, path.as_str())?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates a remote folder and any missing parents.
+    async fn mkdir_p(&self, path: &RelPath) -> Result<(), ExecError> {
+        let mut todo = vec![path.clone()];
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if p.is_root() {
+                break;
+            }
+            match self.remote.stat(&p).await {
+                Ok(_) => break,
+                Err(RemoteError::NotFound { .. }) => todo.push(p.clone()),
+                Err(e) => return Err(e.into()),
+            }
+            cur = p.parent();
+        }
+        for p in todo.iter().rev() {
+            match self.remote.mkdir(p).await {
+                Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        path: &RelPath,
+        expect: Option<&str>,
+        rep: &mut Report,
+    ) -> Result<(), ExecError> {
+        let (file, stamp) = self.local.open_upload(path).map_err(io_at(path))?;
+        let pre = match expect.and_then(Version::from_token) {
+            Some(v) => Precondition::IfMatch(v),
+            None => Precondition::MustNotExist,
+        };
+        self.step()?;
+        let mut res = self.remote.upload(path, &file, &pre).await;
+        if let Err(RemoteError::NotFound { .. }) = res {
+            // The folder went away on the server meanwhile.
+            if let Some(parent) = path.parent().filter(|p| !p.is_root()) {
+                self.mkdir_p(&parent).await?;
+                res = self.remote.upload(path, &file, &pre).await;
+            }
+        }
+        match res {
+            Ok(e) => self.uploaded(path, &e, stamp, rep),
+            Err(RemoteError::PreconditionFailed { .. } | RemoteError::AlreadyExists { .. }) => {
+                tracing::info!(path = %path, "changed on the server meanwhile: resolving");
+                let cur = self.remote.stat(path).await?;
+                self.resolve(path, &cur, rep).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn uploaded(
+        &self,
+        path: &RelPath,
+        e: &RemoteEntry,
+        stamp: Stamp,
+        rep: &mut Report,
+    ) -> Result<(), ExecError> {
+        rep.uploaded += 1;
+        rep.uploaded_bytes += stamp.0;
+        self.step()?;
+        self.local
+            .mark_synced(path, e, stamp)
+            .map_err(io_at(path))?;
+        self.step()?;
+        self.base_put(path, e)?;
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// Both sides have content at `path`: adopt it if identical, otherwise keep the remote
+    /// version at the name and the local one as an uploaded conflict copy.
+    async fn resolve(
+        &self,
+        path: &RelPath,
+        entry: &RemoteEntry,
+        rep: &mut Report,
+    ) -> Result<(), ExecError> {
+        if entry.kind != Kind::File {
+            return Box::pin(self.one(&Op::SetAside { path: path.clone() }, rep)).await;
+        }
+        let (file, stamp) = self.local.open_upload(path).map_err(io_at(path))?;
+        if self.same_content(path, &file, entry).await? {
+            tracing::info!(path = %path, "same content on both sides: adopted");
+            self.step()?;
+            self.local
+                .mark_synced(path, entry, stamp)
+                .map_err(io_at(path))?;
+            self.step()?;
+            return self.base_put(path, entry);
+        }
+        let aside = self.aside_name(path)?;
+        tracing::warn!(path = %path, copy = %aside, "conflict: both sides changed; keeping both");
+        self.step()?;
+        self.local.set_aside(path, &aside).map_err(io_at(path))?;
+        rep.conflicts.push((path.clone(), aside.clone()));
+        self.step()?;
+        self.local.create_placeholder(entry).map_err(io_at(path))?;
+        self.step()?;
+        self.base_put(path, entry)?;
+        // The conflict copy goes up now (a failure leaves it to the next pass).
+        let (file, stamp) = self.local.open_upload(&aside).map_err(io_at(&aside))?;
+        self.step()?;
+        let e = self
+            .remote
+            .upload(&aside, &file, &Precondition::MustNotExist)
+            .await?;
+        self.uploaded(&aside, &e, stamp, rep)
+    }
+
+    fn aside_name(&self, path: &RelPath) -> Result<RelPath, ExecError> {
+        let stamp = conflict::local_stamp(std::time::SystemTime::now());
+        let parent = path.parent().unwrap_or_default();
+        for n in 1..1000 {
+            let name = conflict::conflict_name(path.name(), &stamp, &self.host, n);
+            let p = parent.join(&name).map_err(|e| ExecError::Skipped {
+                path: path.clone(),
+                what: format!("no conflict name: {e}"),
+            })?;
+            if !self.local.exists(&p) {
+                return Ok(p);
+            }
+        }
+        Err(ExecError::Skipped {
+            path: path.clone(),
+            what: "no free conflict name".into(),
+        })
+    }
+
+    async fn same_content(
+        &self,
+        path: &RelPath,
+        local: &File,
+        entry: &RemoteEntry,
+    ) -> Result<bool, ExecError> {
+        let size = local.metadata().map_err(io_at(path))?.len();
+        if size != entry.size {
+            return Ok(false);
+        }
+        let buf = scratch().map_err(io_at(path))?;
+        let mut a = vec![0u8; CHUNK as usize];
+        let mut b = vec![0u8; CHUNK as usize];
+        let mut off = 0;
+        while off < size {
+            let n = CHUNK.min(size - off);
+            self.remote
+                .read_range(path, &entry.version, off, n, &buf, 0)
+                .await?;
+            buf.read_exact_at(&mut a[..n as usize], 0)
+                .map_err(io_at(path))?;
+            local
+                .read_exact_at(&mut b[..n as usize], off)
+                .map_err(io_at(path))?;
+            if a[..n as usize] != b[..n as usize] {
+                return Ok(false);
+            }
+            off += n;
+        }
+        Ok(true)
+    }
+}

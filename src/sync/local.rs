@@ -1,0 +1,41 @@
+//! The `LocalFs` trait: everything the executor does to a sync root's files, so that the same
+//! executor runs against the real root (the daemon's implementation works through a private,
+//! ignore-marked mount and never opens a placeholder through the user's tree) and against
+//! the in-memory tree of the property tests.
+
+use super::{LocalMap, Stamp};
+use crate::model::{Kind, RelPath, RemoteEntry};
+use std::fs::File;
+use std::io;
+
+pub trait LocalFs: Send + Sync {
+    /// Every entry below the root, with the records of managed files.
+    fn scan(&self) -> io::Result<LocalMap>;
+    /// Opens a file whose bytes are all local, for upload, with its stamp at open time.
+    /// A placeholder or partial file is refused: its holes are not content.
+    fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)>;
+    /// Records that the file at `p`, as it was at `stamp`, holds remote version `e`.
+    fn mark_synced(&self, p: &RelPath, e: &RemoteEntry, stamp: Stamp) -> io::Result<()>;
+    /// Points the record of the file at `p` to `p` (after a rename was replayed remotely).
+    fn set_origin(&self, p: &RelPath) -> io::Result<()>;
+    /// A placeholder for a new remote file (fails with `EEXIST` if the name is taken).
+    fn create_placeholder(&self, e: &RemoteEntry) -> io::Result<()>;
+    /// Replaces the clean file at `e.path` (still at version `expect`) by a placeholder of
+    /// `e`, keeping its setting; fails with `ESTALE` if it changed meanwhile.
+    fn refresh(&self, e: &RemoteEntry, expect: &str) -> io::Result<()>;
+    fn mkdir(&self, p: &RelPath) -> io::Result<()>;
+    /// Removes a file still at version `expect` and unmodified, or an empty folder.
+    fn remove(&self, p: &RelPath, kind: Kind, expect: Option<&str>) -> io::Result<()>;
+    /// Renames without replacing, keeping bytes and settings; the record follows.
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    /// Moves a file or folder aside as a new, unsynced entry (conflict copies).
+    fn set_aside(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    fn exists(&self, p: &RelPath) -> bool;
+}
+
+pub(crate) fn stale(p: &RelPath) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Other,
+        format!("{p}: changed locally meanwhile (ESTALE)"),
+    )
+}

@@ -1,0 +1,570 @@
+//! The pure planning function: (base, local, remote) -> operations. No I/O, no clock: the
+//! caller passes "now". Decisions, in order:
+//! 1. renames: a remote file gone from its base path and found, unique, at a new path (same
+//!    file id, or same version and size) is a remote rename; a local file whose record names
+//!    another base path that is gone locally is a local rename;
+//! 2. every path, one at a time, from what changed on each side since the base;
+//! 3. folders deleted on one side are deleted on the other only when nothing below them
+//!    survives there (no byte is deleted that the deleting side never saw).
+
+use super::{BaseMap, LocalMap, Op, RemoteMap};
+use crate::model::{Kind, RelPath};
+use std::collections::{BTreeSet, HashSet};
+
+pub struct Inputs<'a> {
+    pub base: &'a BaseMap,
+    pub local: &'a LocalMap,
+    pub remote: &'a RemoteMap,
+    /// Seconds since the epoch, and how long a local file must be left alone before it is
+    /// uploaded (files still being written settle first).
+    pub now_secs: i64,
+    pub settle_secs: i64,
+    /// Temporary and excluded names (only paths never synced are ignored).
+    pub ignored: &'a dyn Fn(&RelPath) -> bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Local files still being written: planned again once they settle.
+    pub waiting: Vec<RelPath>,
+}
+
+fn below<'m, V>(
+    map: &'m std::collections::BTreeMap<RelPath, V>,
+    dir: &'m RelPath,
+) -> impl Iterator<Item = &'m RelPath> + 'm {
+    map.range(dir.clone()..)
+        .map(|(p, _)| p)
+        .skip_while(move |p| *p == dir)
+        .take_while(move |p| p.starts_with(dir))
+}
+
+fn moved<V>(map: &mut std::collections::BTreeMap<RelPath, V>, from: &RelPath, to: &RelPath) {
+    if let Some(v) = map.remove(from) {
+        map.insert(to.clone(), v);
+    }
+}
+
+pub fn plan(inp: &Inputs<'_>) -> Plan {
+    let mut base = inp.base.clone();
+    let mut local = inp.local.clone();
+    let mut remote = inp.remote.clone();
+    let mut renames = Vec::new();
+
+    // --- Remote renames.
+    let gone: Vec<RelPath> = base
+        .iter()
+        .filter(|(p, b)| b.kind == Kind::File && !remote.contains_key(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut fresh: BTreeSet<RelPath> = remote
+        .iter()
+        .filter(|(p, r)| r.kind == Kind::File && !base.contains_key(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let same = |b: &super::BaseEntry, r: &crate::model::RemoteEntry| match (&b.file_id, &r.file_id)
+    {
+        (Some(a), Some(c)) => a == c,
+        _ => r.size == b.size && super::same_version(&b.version, &r.version),
+    };
+    for o in &gone {
+        let b = base[o].clone();
+        let hits: Vec<RelPath> = fresh
+            .iter()
+            .filter(|q| same(&b, &remote[*q]))
+            .cloned()
+            .collect();
+        if hits.len() != 1 {
+            continue;
+        }
+        let q = hits[0].clone();
+        if b.file_id.is_none()
+            && gone
+                .iter()
+                .filter(|o2| *o2 != o)
+                .any(|o2| base.get(o2).is_some_and(|b2| same(b2, &remote[&q])))
+        {
+            continue;
+        }
+        // The local file: still at o, or renamed locally too (remote's name wins).
+        let src = if local.get(o).is_some_and(|l| l.kind == Kind::File) {
+            Some(o.clone())
+        } else {
+            local
+                .iter()
+                .find(|(p, l)| {
+                    !base.contains_key(*p) && l.record.as_ref().is_some_and(|r| &r.origin == o)
+                })
+                .map(|(p, _)| p.clone())
+        };
+        let Some(src) = src else { continue };
+        if src != q && local.contains_key(&q) {
+            continue;
+        }
+        if src != q {
+            renames.push(Op::LocalRename {
+                from: src.clone(),
+                to: q.clone(),
+            });
+            moved(&mut local, &src, &q);
+        }
+        if let Some(rec) = local.get_mut(&q).and_then(|l| l.record.as_mut()) {
+            if &rec.origin == o {
+                rec.origin = q.clone();
+            }
+        }
+        moved(&mut base, o, &q);
+        fresh.remove(&q);
+    }
+
+    // --- Local renames.
+    let candidates: Vec<(RelPath, RelPath)> = local
+        .iter()
+        .filter(|(_, l)| l.kind == Kind::File)
+        .filter_map(|(p, l)| {
+            let o = &l.record.as_ref()?.origin;
+            (o != p).then(|| (o.clone(), p.clone()))
+        })
+        .collect();
+    for (o, p) in candidates {
+        if base.contains_key(&p)
+            || remote.contains_key(&p)
+            || local.contains_key(&o)
+            || (inp.ignored)(&p)
+            || base.get(&o).map(|b| b.kind) != Some(Kind::File)
+        {
+            continue;
+        }
+        let Some(r) = remote.get(&o).filter(|r| r.kind == Kind::File) else {
+            continue;
+        };
+        renames.push(Op::RemoteRename {
+            from: o.clone(),
+            to: p.clone(),
+            version: r.version.token(),
+        });
+        moved(&mut base, &o, &p);
+        if let Some(mut e) = remote.remove(&o) {
+            e.path = p.clone();
+            remote.insert(p.clone(), e);
+        }
+        if let Some(rec) = local.get_mut(&p).and_then(|l| l.record.as_mut()) {
+            rec.origin = p.clone();
+        }
+    }
+
+    // --- Each path.
+    let keys: BTreeSet<RelPath> = base
+        .keys()
+        .chain(local.keys())
+        .chain(remote.keys())
+        .cloned()
+        .collect();
+    let mut mkdirs = Vec::new();
+    let mut main = Vec::new();
+    let mut deletes = Vec::new();
+    let mut forget = Vec::new();
+    let mut waiting = Vec::new();
+    let mut local_going: HashSet<RelPath> = HashSet::new();
+    let mut remote_going: HashSet<RelPath> = HashSet::new();
+    let mut local_dir_gone = Vec::new(); // deleted remotely, still here
+    let mut remote_dir_gone = Vec::new(); // deleted here, still remote
+    let settling = |l: &super::LocalEntry| inp.now_secs - l.mtime.0 < inp.settle_secs;
+    // Placeholders moved away from their path: their bytes are only on the remote, at the
+    // path the record names, which therefore must not be deleted there.
+    let referenced: HashSet<RelPath> = local
+        .iter()
+        .filter(|(p, l)| l.incomplete() && !l.clean_at(p))
+        .filter_map(|(_, l)| l.record.as_ref().map(|r| r.origin.clone()))
+        .collect();
+    let drop_local = |p: &RelPath, l: &super::LocalEntry| Op::LocalDelete {
+        path: p.clone(),
+        kind: Kind::File,
+        expect: l.record.as_ref().map(|r| r.version.clone()),
+    };
+    for p in &keys {
+        let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
+        if b.is_none() && (inp.ignored)(p) {
+            continue;
+        }
+        match (l, r) {
+            (None, None) => forget.push(Op::Forget { path: p.clone() }),
+            (Some(l), None) => match (l.kind, b) {
+                (Kind::Dir, None) => mkdirs.push(Op::RemoteMkdir { path: p.clone() }),
+                (Kind::Dir, Some(_)) => local_dir_gone.push(p.clone()),
+                (Kind::File, Some(_)) if l.clean_at(p) => {
+                    local_going.insert(p.clone());
+                    deletes.push(Op::LocalDelete {
+                        path: p.clone(),
+                        kind: Kind::File,
+                        expect: l.known_version(p).map(str::to_string),
+                    });
+                }
+                (Kind::File, _) if l.incomplete() => {
+                    local_going.insert(p.clone());
+                    deletes.push(drop_local(p, l));
+                }
+                (Kind::File, _) if settling(l) => waiting.push(p.clone()),
+                (Kind::File, _) => main.push(Op::Upload {
+                    path: p.clone(),
+                    expect: None,
+                }),
+            },
+            (None, Some(r)) => match (r.kind, b) {
+                (Kind::Dir, None) => mkdirs.push(Op::LocalMkdir { entry: r.clone() }),
+                (Kind::Dir, Some(_)) => remote_dir_gone.push(p.clone()),
+                (Kind::File, Some(b))
+                    if b.kind == Kind::File
+                        && super::same_version(&b.version, &r.version)
+                        && !referenced.contains(p) =>
+                {
+                    remote_going.insert(p.clone());
+                    deletes.push(Op::RemoteDelete {
+                        path: p.clone(),
+                        kind: Kind::File,
+                        expect: Some(b.version.clone()),
+                    });
+                }
+                (Kind::File, _) => main.push(Op::Placeholder { entry: r.clone() }),
+            },
+            (Some(l), Some(r)) => match (l.kind, r.kind) {
+                (Kind::Dir, Kind::Dir) => {
+                    if b.map(|b| b.kind) != Some(Kind::Dir) {
+                        main.push(Op::Adopt {
+                            path: p.clone(),
+                            entry: r.clone(),
+                        });
+                    }
+                }
+                (Kind::File, Kind::File) if l.clean_at(p) => {
+                    let known = l.known_version(p).unwrap_or_default();
+                    if super::same_version(known, &r.version) {
+                        if b.map_or(true, |b| b.kind != Kind::File || b.version != known) {
+                            main.push(Op::Adopt {
+                                path: p.clone(),
+                                entry: r.clone(),
+                            });
+                        }
+                    } else {
+                        main.push(Op::Refresh {
+                            entry: r.clone(),
+                            expect: known.to_string(),
+                        });
+                    }
+                }
+                (Kind::File, Kind::File) if l.incomplete() => {
+                    local_going.insert(p.clone());
+                    deletes.push(drop_local(p, l));
+                }
+                (Kind::File, Kind::File) => {
+                    if settling(l) {
+                        waiting.push(p.clone());
+                        continue;
+                    }
+                    let known = l.known_version(p).map(str::to_string).or_else(|| {
+                        b.filter(|b| b.kind == Kind::File)
+                            .map(|b| b.version.clone())
+                    });
+                    match known {
+                        Some(k) if super::same_version(&k, &r.version) => main.push(Op::Upload {
+                            path: p.clone(),
+                            expect: Some(k),
+                        }),
+                        _ => main.push(Op::Resolve {
+                            path: p.clone(),
+                            entry: r.clone(),
+                        }),
+                    }
+                }
+                _ if l.kind == Kind::File && (l.clean_at(p) || l.incomplete()) => {
+                    local_going.insert(p.clone());
+                    deletes.push(drop_local(p, l));
+                }
+                _ => {
+                    if settling(l) {
+                        waiting.push(p.clone());
+                    } else {
+                        main.push(Op::SetAside { path: p.clone() });
+                    }
+                }
+            },
+        }
+    }
+    // Folders, deepest first: delete only what is empty once its own deletions are done.
+    let mut dir_ops = Vec::new();
+    for p in remote_dir_gone.iter().rev() {
+        if below(&remote, p).all(|c| remote_going.contains(c)) {
+            remote_going.insert(p.clone());
+            dir_ops.push((
+                p.clone(),
+                Op::RemoteDelete {
+                    path: p.clone(),
+                    kind: Kind::Dir,
+                    expect: None,
+                },
+            ));
+        } else {
+            mkdirs.push(Op::LocalMkdir {
+                entry: remote[p].clone(),
+            });
+        }
+    }
+    for p in local_dir_gone.iter().rev() {
+        if below(&local, p).all(|c| local_going.contains(c)) {
+            local_going.insert(p.clone());
+            dir_ops.push((
+                p.clone(),
+                Op::LocalDelete {
+                    path: p.clone(),
+                    kind: Kind::Dir,
+                    expect: None,
+                },
+            ));
+        } else {
+            mkdirs.push(Op::RemoteMkdir { path: p.clone() });
+        }
+    }
+    dir_ops.sort_by(|a, b| b.0.cmp(&a.0));
+    mkdirs.sort_by(|a, b| a.path().cmp(b.path()));
+    let mut ops = mkdirs;
+    ops.extend(renames);
+    ops.extend(main);
+    ops.extend(deletes);
+    ops.extend(dir_ops.into_iter().map(|(_, o)| o));
+    ops.extend(forget);
+    Plan { ops, waiting }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hsm::meta::{Fill, Pin};
+    use crate::model::{RemoteEntry, Version};
+    use crate::sync::{BaseEntry, LocalEntry, LocalRecord};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+    fn rfile(path: &str, tag: &str, size: u64) -> RemoteEntry {
+        RemoteEntry {
+            path: p(path),
+            kind: Kind::File,
+            size,
+            mtime: UNIX_EPOCH + Duration::from_secs(100),
+            version: Version::Etag {
+                value: tag.into(),
+                weak: false,
+            },
+            file_id: None,
+            mode: None,
+            permissions: None,
+        }
+    }
+    fn rdir(path: &str) -> RemoteEntry {
+        RemoteEntry {
+            kind: Kind::Dir,
+            size: 0,
+            ..rfile(path, "d", 0)
+        }
+    }
+    fn base(e: &RemoteEntry) -> BaseEntry {
+        BaseEntry::of(e)
+    }
+    /// A local file in sync with `e` (recorded for `origin`), optionally edited.
+    fn lfile(origin: &str, e: &RemoteEntry, edited: bool) -> LocalEntry {
+        LocalEntry {
+            kind: Kind::File,
+            size: e.size + edited as u64,
+            mtime: (if edited { 500 } else { 100 }, 0),
+            record: Some(LocalRecord {
+                origin: p(origin),
+                version: e.version.token(),
+                fill: Fill::Complete,
+                pin: Pin::Inherit,
+                size: e.size,
+                mtime: (100, 0),
+            }),
+        }
+    }
+    fn new_local(size: u64) -> LocalEntry {
+        LocalEntry {
+            kind: Kind::File,
+            size,
+            mtime: (500, 0),
+            record: None,
+        }
+    }
+    fn run(b: &BaseMap, l: &LocalMap, r: &RemoteMap) -> Plan {
+        plan(&Inputs {
+            base: b,
+            local: l,
+            remote: r,
+            now_secs: 1000,
+            settle_secs: 2,
+            ignored: &|p: &RelPath| p.name().ends_with(".swp"),
+        })
+    }
+
+    #[test]
+    fn one_sided_changes() {
+        let a = rfile("a", "1", 3);
+        let a2 = rfile("a", "2", 4);
+        let b = rfile("b", "1", 3);
+        let bm: BaseMap = [(p("a"), base(&a)), (p("b"), base(&b))].into();
+        // Remote edit of a clean file: refresh. Local delete of b: remote delete.
+        let l: LocalMap = [(p("a"), lfile("a", &a, false))].into();
+        let r: RemoteMap = [(p("a"), a2.clone()), (p("b"), b.clone())].into();
+        let plan = run(&bm, &l, &r);
+        assert_eq!(
+            plan.ops,
+            vec![
+                Op::Refresh {
+                    entry: a2.clone(),
+                    expect: a.version.token()
+                },
+                Op::RemoteDelete {
+                    path: p("b"),
+                    kind: Kind::File,
+                    expect: Some(b.version.token())
+                }
+            ]
+        );
+        // Local edit: upload with If-Match; new local file: If-None-Match; swap file ignored.
+        let l: LocalMap = [
+            (p("a"), lfile("a", &a, true)),
+            (p("b"), lfile("b", &b, false)),
+            (p("c"), new_local(2)),
+            (p(".c.swp"), new_local(2)),
+        ]
+        .into();
+        let r: RemoteMap = [(p("a"), a.clone()), (p("b"), b.clone())].into();
+        assert_eq!(
+            run(&bm, &l, &r).ops,
+            vec![
+                Op::Upload {
+                    path: p("a"),
+                    expect: Some(a.version.token())
+                },
+                Op::Upload {
+                    path: p("c"),
+                    expect: None
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn both_changed_is_resolved_and_deletes_never_lose_edits() {
+        let a = rfile("a", "1", 3);
+        let a2 = rfile("a", "2", 4);
+        let bm: BaseMap = [(p("a"), base(&a))].into();
+        let l: LocalMap = [(p("a"), lfile("a", &a, true))].into();
+        let r: RemoteMap = [(p("a"), a2.clone())].into();
+        assert_eq!(
+            run(&bm, &l, &r).ops,
+            vec![Op::Resolve {
+                path: p("a"),
+                entry: a2.clone()
+            }]
+        );
+        // Remote deleted a locally edited file: upload it again.
+        let r = RemoteMap::new();
+        assert_eq!(
+            run(&bm, &l, &r).ops,
+            vec![Op::Upload {
+                path: p("a"),
+                expect: None
+            }]
+        );
+        // Local deleted a remotely edited file: it comes back.
+        let l = LocalMap::new();
+        let r: RemoteMap = [(p("a"), a2.clone())].into();
+        assert_eq!(run(&bm, &l, &r).ops, vec![Op::Placeholder { entry: a2 }]);
+    }
+
+    #[test]
+    fn renames_travel_as_renames() {
+        let a = rfile("d/a", "1", 3);
+        let moved_remote = RemoteEntry {
+            path: p("e/a"),
+            ..a.clone()
+        };
+        let bm: BaseMap = [(p("d"), base(&rdir("d"))), (p("d/a"), base(&a))].into();
+        let ldir = LocalEntry {
+            kind: Kind::Dir,
+            size: 0,
+            mtime: (1, 0),
+            record: None,
+        };
+        // Remote moved d/a to e/a.
+        let l: LocalMap = [(p("d"), ldir.clone()), (p("d/a"), lfile("d/a", &a, false))].into();
+        let r: RemoteMap = [
+            (p("d"), rdir("d")),
+            (p("e"), rdir("e")),
+            (p("e/a"), moved_remote.clone()),
+        ]
+        .into();
+        assert_eq!(
+            run(&bm, &l, &r).ops,
+            vec![
+                Op::LocalMkdir { entry: rdir("e") },
+                Op::LocalRename {
+                    from: p("d/a"),
+                    to: p("e/a")
+                },
+            ]
+        );
+        // Local moved d/a to e/a (the record still names d/a), and removed d.
+        let l: LocalMap = [(p("e"), ldir.clone()), (p("e/a"), lfile("d/a", &a, false))].into();
+        let r: RemoteMap = [(p("d"), rdir("d")), (p("d/a"), a.clone())].into();
+        assert_eq!(
+            run(&bm, &l, &r).ops,
+            vec![
+                Op::RemoteMkdir { path: p("e") },
+                Op::RemoteRename {
+                    from: p("d/a"),
+                    to: p("e/a"),
+                    version: a.version.token()
+                },
+                Op::RemoteDelete {
+                    path: p("d"),
+                    kind: Kind::Dir,
+                    expect: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn folder_deletes_spare_unseen_children_and_writers_settle() {
+        let a = rfile("d/a", "1", 3);
+        let n = rfile("d/new", "9", 3);
+        let bm: BaseMap = [(p("d"), base(&rdir("d"))), (p("d/a"), base(&a))].into();
+        // Deleted locally while a new remote file appeared inside: the folder stays.
+        let r: RemoteMap = [
+            (p("d"), rdir("d")),
+            (p("d/a"), a.clone()),
+            (p("d/new"), n.clone()),
+        ]
+        .into();
+        let ops = run(&bm, &LocalMap::new(), &r).ops;
+        assert!(ops.contains(&Op::LocalMkdir { entry: rdir("d") }));
+        assert!(ops.contains(&Op::Placeholder { entry: n }));
+        assert!(!ops.iter().any(|o| matches!(
+            o,
+            Op::RemoteDelete {
+                kind: Kind::Dir,
+                ..
+            }
+        )));
+        // A file written a moment ago waits.
+        let mut fresh = new_local(1);
+        fresh.mtime = (999, 0);
+        let l: LocalMap = [(p("x"), fresh)].into();
+        let pl = run(&BaseMap::new(), &l, &RemoteMap::new());
+        assert!(pl.ops.is_empty());
+        assert_eq!(pl.waiting, vec![p("x")]);
+    }
+}
