@@ -61,7 +61,11 @@ impl LocalEntry {
     pub fn modified(&self) -> bool {
         match &self.record {
             None => self.kind == Kind::File,
-            Some(r) => r.fill == Fill::Complete && (self.size, self.mtime) != (r.size, r.mtime),
+            // An empty version marks an upload that was started but not confirmed.
+            Some(r) => {
+                r.fill == Fill::Complete
+                    && (r.version.is_empty() || (self.size, self.mtime) != (r.size, r.mtime))
+            }
         }
     }
 
@@ -114,13 +118,23 @@ pub enum Op {
     /// A remote change to a clean local file: the placeholder takes the new size, mtime and
     /// version (pinned files download again, others go back to online-only).
     Refresh { entry: RemoteEntry, expect: String },
+    /// A remote file that may be the confirmation of an upload interrupted by a crash (the
+    /// base knows only its size): identical bytes make `from` that file (renamed to its
+    /// remote name); different bytes drop the unconfirmed base entry at `origin`.
+    Rematch {
+        from: RelPath,
+        origin: RelPath,
+        entry: RemoteEntry,
+    },
     /// Both sides already agree: record it.
     Adopt { path: RelPath, entry: RemoteEntry },
     /// Both sides changed (or were created): identical content is adopted, different content
     /// keeps the remote version at the name and the local one as a conflict copy.
     Resolve { path: RelPath, entry: RemoteEntry },
-    /// A local entry in the way of a remote one of the other kind: move it aside.
-    SetAside { path: RelPath },
+    /// Move a local entry aside under a conflict name: one in the way of a remote entry of
+    /// the other kind, or a renamed file whose new name was taken on the server meanwhile
+    /// (`keep_record`: it then travels as a rename on the next pass).
+    SetAside { path: RelPath, keep_record: bool },
     /// Remote deletion of a clean local entry.
     LocalDelete {
         path: RelPath,
@@ -141,14 +155,15 @@ impl Op {
     /// The path the op is about (for logs and errors).
     pub fn path(&self) -> &RelPath {
         match self {
-            Op::LocalMkdir { entry } | Op::Placeholder { entry } | Op::Refresh { entry, .. } => {
-                &entry.path
-            }
+            Op::LocalMkdir { entry }
+            | Op::Placeholder { entry }
+            | Op::Refresh { entry, .. }
+            | Op::Rematch { entry, .. } => &entry.path,
             Op::RemoteMkdir { path }
             | Op::Upload { path, .. }
             | Op::Adopt { path, .. }
             | Op::Resolve { path, .. }
-            | Op::SetAside { path }
+            | Op::SetAside { path, .. }
             | Op::LocalDelete { path, .. }
             | Op::RemoteDelete { path, .. }
             | Op::Forget { path } => path,
@@ -167,6 +182,7 @@ impl Op {
             Op::Placeholder { .. } => "placeholder",
             Op::Refresh { .. } => "refresh",
             Op::Adopt { .. } => "adopt",
+            Op::Rematch { .. } => "rematch",
             Op::Resolve { .. } => "resolve",
             Op::SetAside { .. } => "set-aside",
             Op::LocalDelete { .. } => "delete-local",
@@ -183,4 +199,83 @@ pub type RemoteMap = BTreeMap<RelPath, RemoteEntry>;
 /// Versions compare by token (weakness ignored, as [`Version::same`]).
 pub fn same_version(token: &str, v: &Version) -> bool {
     Version::from_token(token).is_some_and(|t| t.same(v))
+}
+
+/// Everything one sync pass needs.
+pub struct Pass<'a> {
+    pub root: &'a str,
+    pub remote: &'a dyn crate::remote::Remote,
+    pub local: &'a dyn local::LocalFs,
+    pub index: &'a dyn crate::index::Index,
+    pub ignore: &'a ignore::Ignore,
+    pub settle_secs: i64,
+    pub host: String,
+    /// The previous remote listing (incremental listing where folder ETags allow).
+    pub prev: Option<&'a remote_scan::Snapshot>,
+    /// Test hook: simulated crash after this many side effects.
+    pub crash_after: Option<&'a std::sync::atomic::AtomicI64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("listing the server: {0}")]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error("scanning the sync root: {0}")]
+    Scan(std::io::Error),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Exec(#[from] execute::ExecError),
+}
+
+impl PassError {
+    pub fn is_offline(&self) -> bool {
+        matches!(self, PassError::Remote(e) if e.is_offline())
+    }
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub plan: plan::Plan,
+    pub report: execute::Report,
+    pub snapshot: remote_scan::Snapshot,
+}
+
+impl Pass<'_> {
+    /// Scan, list, plan, execute.
+    pub async fn run(&self) -> Result<Outcome, PassError> {
+        let local = self.local.scan().map_err(PassError::Scan)?;
+        let snapshot = remote_scan::list(self.remote, self.prev).await?;
+        let base: BaseMap = self
+            .index
+            .base_all(self.root)?
+            .into_iter()
+            .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
+            .collect();
+        let now = crate::model::unix_secs(std::time::SystemTime::now());
+        let ignore = |p: &RelPath| self.ignore.matches(p);
+        let plan = plan::plan(&plan::Inputs {
+            base: &base,
+            local: &local,
+            remote: &snapshot.entries,
+            now_secs: now,
+            settle_secs: self.settle_secs,
+            ignored: &ignore,
+        });
+        let ex = execute::Executor {
+            root: self.root,
+            remote: self.remote,
+            local: self.local,
+            index: self.index,
+            host: self.host.clone(),
+            crash_after: self.crash_after,
+        };
+        let report = ex.run(&plan.ops).await?;
+        Ok(Outcome {
+            plan,
+            report,
+            snapshot,
+        })
+    }
 }

@@ -65,6 +65,24 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// Test helper: the current version and bytes of a file.
+    pub fn get(&self, path: &RelPath) -> Option<(Version, Vec<u8>)> {
+        let g = self.state.lock().unwrap();
+        g.0.get(path)
+            .filter(|n| n.kind == Kind::File)
+            .map(|n| (entry(path, n).version, n.data.clone()))
+    }
+
+    /// Test helper: every path with its kind and (for files) bytes.
+    pub fn tree(&self) -> BTreeMap<RelPath, Option<Vec<u8>>> {
+        let g = self.state.lock().unwrap();
+        g.0.iter()
+            .map(|(p, n)| (p.clone(), (n.kind == Kind::File).then(|| n.data.clone())))
+            .collect()
+    }
+}
+
 fn entry(p: &RelPath, n: &Node) -> RemoteEntry {
     RemoteEntry {
         path: p.clone(),
@@ -226,6 +244,11 @@ impl super::Remote for Memory {
         }
         if g.0.contains_key(to) {
             return Err(RemoteError::AlreadyExists { path: to.clone() });
+        }
+        if let Some(parent) = to.parent().filter(|p| !p.is_root()) {
+            if g.0.get(&parent).map(|n| n.kind) != Some(Kind::Dir) {
+                return Err(RemoteError::NotFound { path: parent });
+            }
         }
         let moved: Vec<RelPath> =
             g.0.keys()

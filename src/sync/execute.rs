@@ -179,10 +179,31 @@ impl Executor<'_> {
                 self.base_put(path, &e)
             }
             Op::LocalRename { from, to } => {
-                self.local.rename(from, to).map_err(io_at(to))?;
+                if to.starts_with(from) {
+                    // The server made a folder of the file's old name: step aside first.
+                    let tmp = from
+                        .parent()
+                        .unwrap_or_default()
+                        .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
+                        .map_err(|e| ExecError::Skipped {
+                            path: from.clone(),
+                            what: e.to_string(),
+                        })?;
+                    self.local.rename(from, &tmp).map_err(io_at(from))?;
+                    if let Some(parent) = to.parent() {
+                        self.local.mkdir(&parent).map_err(io_at(&parent))?;
+                    }
+                    self.local.rename(&tmp, to).map_err(io_at(to))?;
+                } else {
+                    self.local.rename(from, to).map_err(io_at(to))?;
+                }
                 rep.renamed += 1;
+                // The record keeps its old path until the base has moved: a crash in between
+                // is recognised as the same rename next pass.
                 self.step()?;
-                self.base_move(from, to)
+                self.base_move(from, to)?;
+                self.step()?;
+                self.local.set_origin(to).map_err(io_at(to))
             }
             Op::RemoteRename { from, to, version } => {
                 let cur = self.remote.stat(from).await?;
@@ -193,7 +214,30 @@ impl Executor<'_> {
                     });
                 }
                 self.step()?;
-                self.remote.rename(from, to, Kind::File).await?;
+                if to.starts_with(from) {
+                    // Moved below its own old name (`mv a x; mkdir a; mv x a/b`): the old
+                    // name must become a folder on the server too, so step aside first.
+                    let tmp = from
+                        .parent()
+                        .unwrap_or_default()
+                        .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
+                        .map_err(|e| ExecError::Skipped {
+                            path: from.clone(),
+                            what: e.to_string(),
+                        })?;
+                    self.remote.rename(from, &tmp, Kind::File).await?;
+                    self.mkdir_p(&to.parent().unwrap_or_default()).await?;
+                    self.remote.rename(&tmp, to, Kind::File).await?;
+                } else if let Err(e) = self.remote.rename(from, to, Kind::File).await {
+                    match (e, to.parent().filter(|p| !p.is_root())) {
+                        // The target folder went away on the server meanwhile.
+                        (RemoteError::NotFound { path }, Some(parent)) if &path != from => {
+                            self.mkdir_p(&parent).await?;
+                            self.remote.rename(from, to, Kind::File).await?;
+                        }
+                        (e, _) => return Err(e.into()),
+                    }
+                }
                 rep.renamed += 1;
                 self.step()?;
                 self.local.set_origin(to).map_err(io_at(to))?;
@@ -220,14 +264,45 @@ impl Executor<'_> {
                 self.base_put(&entry.path, entry)
             }
             Op::Adopt { path, entry } => {
+                if entry.kind == Kind::File {
+                    self.local.set_origin(path).map_err(io_at(path))?;
+                }
                 self.step()?;
                 self.base_put(path, entry)
             }
             Op::Resolve { path, entry } => self.resolve(path, entry, rep).await,
-            Op::SetAside { path } => {
+            Op::Rematch {
+                from,
+                origin,
+                entry,
+            } => {
+                let (file, stamp) = self.local.open_upload(from).map_err(io_at(from))?;
+                if self.same_content(&entry.path, &file, entry).await? {
+                    tracing::info!(path = %entry.path, "an interrupted upload was confirmed");
+                    if from != &entry.path {
+                        self.local.rename(from, &entry.path).map_err(io_at(from))?;
+                        rep.renamed += 1;
+                    }
+                    self.step()?;
+                    self.local
+                        .mark_synced(&entry.path, entry, stamp)
+                        .map_err(io_at(&entry.path))?;
+                    self.step()?;
+                    self.index.base_remove(self.root, origin.as_str())?;
+                    self.base_put(&entry.path, entry)?;
+                } else {
+                    self.step()?;
+                    self.index.base_remove(self.root, origin.as_str())?;
+                }
+                self.index.flush()?;
+                Ok(())
+            }
+            Op::SetAside { path, keep_record } => {
                 let aside = self.aside_name(path)?;
                 self.step()?;
-                self.local.set_aside(path, &aside).map_err(io_at(path))?;
+                self.local
+                    .set_aside(path, &aside, *keep_record)
+                    .map_err(io_at(path))?;
                 self.step()?;
                 self.index.base_remove(self.root, path.as_str())?;
                 rep.conflicts.push((path.clone(), aside));
@@ -322,6 +397,25 @@ impl Executor<'_> {
             Some(v) => Precondition::IfMatch(v),
             None => Precondition::MustNotExist,
         };
+        // Intent first: after a crash the uploaded object is recognised (by size, then
+        // bytes) even if it was renamed on the server meanwhile, and never uploaded twice.
+        {
+            if pre == Precondition::MustNotExist {
+                self.local.mark_pending(path, stamp).map_err(io_at(path))?;
+            }
+            self.step()?;
+            self.index.base_put(
+                self.root,
+                path.as_str(),
+                &BaseEntry {
+                    kind: Kind::File,
+                    version: String::new(),
+                    size: stamp.0,
+                    file_id: None,
+                },
+            )?;
+            self.index.flush()?;
+        }
         self.step()?;
         let mut res = self.remote.upload(path, &file, &pre).await;
         if let Err(RemoteError::NotFound { .. }) = res {
@@ -370,7 +464,14 @@ impl Executor<'_> {
         rep: &mut Report,
     ) -> Result<(), ExecError> {
         if entry.kind != Kind::File {
-            return Box::pin(self.one(&Op::SetAside { path: path.clone() }, rep)).await;
+            return Box::pin(self.one(
+                &Op::SetAside {
+                    path: path.clone(),
+                    keep_record: false,
+                },
+                rep,
+            ))
+            .await;
         }
         let (file, stamp) = self.local.open_upload(path).map_err(io_at(path))?;
         if self.same_content(path, &file, entry).await? {
@@ -385,7 +486,9 @@ impl Executor<'_> {
         let aside = self.aside_name(path)?;
         tracing::warn!(path = %path, copy = %aside, "conflict: both sides changed; keeping both");
         self.step()?;
-        self.local.set_aside(path, &aside).map_err(io_at(path))?;
+        self.local
+            .set_aside(path, &aside, false)
+            .map_err(io_at(path))?;
         rep.conflicts.push((path.clone(), aside.clone()));
         self.step()?;
         self.local.create_placeholder(entry).map_err(io_at(path))?;

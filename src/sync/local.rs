@@ -16,6 +16,10 @@ pub trait LocalFs: Send + Sync {
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)>;
     /// Records that the file at `p`, as it was at `stamp`, holds remote version `e`.
     fn mark_synced(&self, p: &RelPath, e: &RemoteEntry, stamp: Stamp) -> io::Result<()>;
+    /// Before a new file's first upload: gives it a record for `p` with an empty version (an
+    /// upload in flight), unless it already has one, so that after a crash the file is
+    /// recognised, even renamed, and compared instead of uploaded twice.
+    fn mark_pending(&self, p: &RelPath, stamp: Stamp) -> io::Result<()>;
     /// Points the record of the file at `p` to `p` (after a rename was replayed remotely).
     fn set_origin(&self, p: &RelPath) -> io::Result<()>;
     /// A placeholder for a new remote file (fails with `EEXIST` if the name is taken).
@@ -26,10 +30,13 @@ pub trait LocalFs: Send + Sync {
     fn mkdir(&self, p: &RelPath) -> io::Result<()>;
     /// Removes a file still at version `expect` and unmodified, or an empty folder.
     fn remove(&self, p: &RelPath, kind: Kind, expect: Option<&str>) -> io::Result<()>;
-    /// Renames without replacing, keeping bytes and settings; the record follows.
+    /// Renames without replacing, keeping bytes, settings and the record as it is (the
+    /// executor points it to the new path once the base has moved).
     fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
-    /// Moves a file or folder aside as a new, unsynced entry (conflict copies).
-    fn set_aside(&self, from: &RelPath, to: &RelPath) -> io::Result<()>;
+    /// Moves a file or folder aside (conflict copies). Unless `keep_record`, a file whose
+    /// bytes are all local loses its record first and becomes a new, unsynced file; the files
+    /// of a folder, and placeholders, keep theirs (they travel as renames).
+    fn set_aside(&self, from: &RelPath, to: &RelPath, keep_record: bool) -> io::Result<()>;
     fn exists(&self, p: &RelPath) -> bool;
 }
 

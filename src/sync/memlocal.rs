@@ -273,6 +273,22 @@ impl LocalFs for MemLocal {
         }
     }
 
+    fn mark_pending(&self, p: &RelPath, stamp: Stamp) -> io::Result<()> {
+        let mut g = self.state.lock().unwrap();
+        if let Some(MemNode::File { record, .. }) = g.0.get_mut(p) {
+            if record.as_ref().is_none_or(|r| r.root != self.root) {
+                *record = Some(MemRecord {
+                    root: self.root.clone(),
+                    origin: p.clone(),
+                    version: String::new(),
+                    size: stamp.0,
+                    mtime: (stamp.1, stamp.2),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn set_origin(&self, p: &RelPath) -> io::Result<()> {
         let mut g = self.state.lock().unwrap();
         if let Some(MemNode::File {
@@ -319,7 +335,6 @@ impl LocalFs for MemLocal {
                     mtime,
                     record: Some(r),
                 }) if r.version == expect
-                    && r.origin == e.path
                     && (data.is_none() || (*size, *mtime) == (r.size, r.mtime)) => {}
                 _ => return Err(stale(&e.path)),
             }
@@ -380,16 +395,10 @@ impl LocalFs for MemLocal {
         }
         Self::parents(&mut g.0, to)?;
         Self::move_tree(&mut g.0, from, to);
-        if let Some(MemNode::File {
-            record: Some(r), ..
-        }) = g.0.get_mut(to)
-        {
-            r.origin = to.clone();
-        }
         Ok(())
     }
 
-    fn set_aside(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+    fn set_aside(&self, from: &RelPath, to: &RelPath, keep_record: bool) -> io::Result<()> {
         let mut g = self.state.lock().unwrap();
         if g.0.contains_key(to) {
             return Err(err(io::ErrorKind::AlreadyExists, to, "exists"));
@@ -397,12 +406,17 @@ impl LocalFs for MemLocal {
         if !g.0.contains_key(from) {
             return Err(err(io::ErrorKind::NotFound, from, "gone"));
         }
-        // Strip records first: a crash after this step leaves new, unsynced files.
-        for (k, n) in g.0.iter_mut() {
-            if k.starts_with(from) {
-                if let MemNode::File { record, .. } = n {
-                    *record = None;
-                }
+        // A file's record goes first: a crash after this step leaves a new, unsynced file.
+        // Files in a folder keep theirs and travel as renames.
+        // (A placeholder keeps its record: its bytes are still only on the remote.)
+        if let Some(MemNode::File {
+            record,
+            data: Some(_),
+            ..
+        }) = g.0.get_mut(from)
+        {
+            if !keep_record {
+                *record = None;
             }
         }
         Self::move_tree(&mut g.0, from, to);

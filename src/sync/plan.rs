@@ -52,10 +52,33 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let mut remote = inp.remote.clone();
     let mut renames = Vec::new();
 
+    // --- Records whose rename was replayed but not yet written back (a crash in between):
+    // the base already has the file at its new path with the record's version.
+    let mut repairs = Vec::new();
+    for (p, l) in local.iter_mut() {
+        let Some(rec) = l.record.as_mut() else {
+            continue;
+        };
+        if &rec.origin != p
+            && !base.contains_key(&rec.origin)
+            && base
+                .get(p)
+                .is_some_and(|b| b.kind == Kind::File && b.version == rec.version)
+        {
+            rec.origin = p.clone();
+            if let Some(r) = remote.get(p) {
+                repairs.push(Op::Adopt {
+                    path: p.clone(),
+                    entry: r.clone(),
+                });
+            }
+        }
+    }
+
     // --- Remote renames.
     let gone: Vec<RelPath> = base
         .iter()
-        .filter(|(p, b)| b.kind == Kind::File && !remote.contains_key(*p))
+        .filter(|(p, b)| b.kind == Kind::File && remote.get(*p).is_none_or(|r| r.kind != Kind::File))
         .map(|(p, _)| p.clone())
         .collect();
     let mut fresh: BTreeSet<RelPath> = remote
@@ -66,8 +89,12 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let same = |b: &super::BaseEntry, r: &crate::model::RemoteEntry| match (&b.file_id, &r.file_id)
     {
         (Some(a), Some(c)) => a == c,
+        // An unconfirmed upload (crash): its version is unknown; sizes must agree and the
+        // executor compares bytes before believing it.
+        _ if b.version.is_empty() => r.size == b.size,
         _ => r.size == b.size && super::same_version(&b.version, &r.version),
     };
+    let mut skip: HashSet<RelPath> = HashSet::new();
     for o in &gone {
         let b = base[o].clone();
         let hits: Vec<RelPath> = fresh
@@ -88,7 +115,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             continue;
         }
         // The local file: still at o, or renamed locally too (remote's name wins).
-        let src = if local.get(o).is_some_and(|l| l.kind == Kind::File) {
+        let src = if local.get(o).is_some_and(|l| l.known_version(o).is_some()) {
             Some(o.clone())
         } else {
             local
@@ -102,12 +129,28 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         if src != q && local.contains_key(&q) {
             continue;
         }
+        if b.version.is_empty() {
+            renames.push(Op::Rematch {
+                from: src.clone(),
+                origin: o.clone(),
+                entry: remote[&q].clone(),
+            });
+            skip.extend([src, o.clone(), q.clone()]);
+            fresh.remove(&q);
+            continue;
+        }
         if src != q {
             renames.push(Op::LocalRename {
                 from: src.clone(),
                 to: q.clone(),
             });
             moved(&mut local, &src, &q);
+        } else {
+            // Renamed the same way on both sides: the record learns its new path.
+            renames.push(Op::Adopt {
+                path: q.clone(),
+                entry: remote[&q].clone(),
+            });
         }
         if let Some(rec) = local.get_mut(&q).and_then(|l| l.record.as_mut()) {
             if &rec.origin == o {
@@ -130,7 +173,10 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     for (o, p) in candidates {
         if base.contains_key(&p)
             || remote.contains_key(&p)
-            || local.contains_key(&o)
+            || skip.contains(&o)
+            || skip.contains(&p)
+            // Still there with its own record: `p` is a copy or a hard link, not a move.
+            || local.get(&o).is_some_and(|x| x.known_version(&o).is_some())
             || (inp.ignored)(&p)
             || base.get(&o).map(|b| b.kind) != Some(Kind::File)
         {
@@ -171,21 +217,82 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let mut local_dir_gone = Vec::new(); // deleted remotely, still here
     let mut remote_dir_gone = Vec::new(); // deleted here, still remote
     let settling = |l: &super::LocalEntry| inp.now_secs - l.mtime.0 < inp.settle_secs;
-    // Placeholders moved away from their path: their bytes are only on the remote, at the
-    // path the record names, which therefore must not be deleted there.
-    let referenced: HashSet<RelPath> = local
-        .iter()
-        .filter(|(p, l)| l.incomplete() && !l.clean_at(p))
-        .filter_map(|(_, l)| l.record.as_ref().map(|r| r.origin.clone()))
-        .collect();
-    let drop_local = |p: &RelPath, l: &super::LocalEntry| Op::LocalDelete {
-        path: p.clone(),
-        kind: Kind::File,
-        expect: l.record.as_ref().map(|r| r.version.clone()),
-    };
+    // Placeholders away from their path (moved, or hard-linked) whose move could not be
+    // replayed: their bytes exist only on the remote, at the path the record names. That
+    // path is neither deleted nor overwritten there while such a file refers to it.
+    let mut referenced: HashSet<RelPath> = HashSet::new();
+    // Origins of placeholders set aside this pass: their rename is replayed next pass.
+    let mut blocked: HashSet<RelPath> = HashSet::new();
+    let mut stray: std::collections::HashMap<RelPath, Op> = Default::default();
+    for (p, l) in &local {
+        if skip.contains(p) {
+            continue;
+        }
+        let Some(o) = l.record.as_ref().map(|r| &r.origin).filter(|o| *o != p) else {
+            continue;
+        };
+        if l.kind != Kind::File {
+            continue;
+        }
+        let original_here = local.get(o).is_some_and(|x| x.known_version(o).is_some());
+        let alive = remote.get(o).is_some_and(|r| r.kind == Kind::File);
+        // A rename whose new name was created on the server meanwhile: move it aside under
+        // a conflict name; the rename is replayed from there next pass.
+        // A placeholder's bytes exist only at its origin: whatever blocked its rename, keep
+        // it (and so its origin) until the rename can be replayed.
+        if alive
+            && !original_here
+            && base.get(o).is_some_and(|b| b.kind == Kind::File)
+            && (l.incomplete() || (remote.contains_key(p) && !base.contains_key(p)))
+            && !(inp.ignored)(p)
+        {
+            referenced.insert(o.clone());
+            blocked.insert(o.clone());
+            stray.insert(
+                p.clone(),
+                Op::SetAside {
+                    path: p.clone(),
+                    keep_record: true,
+                },
+            );
+        } else if l.incomplete() {
+            if alive && !original_here {
+                referenced.insert(o.clone());
+            }
+            stray.insert(
+                p.clone(),
+                Op::LocalDelete {
+                    path: p.clone(),
+                    kind: Kind::File,
+                    expect: l.record.as_ref().map(|r| r.version.clone()),
+                },
+            );
+        }
+    }
     for p in &keys {
         let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
+        if skip.contains(p) {
+            continue;
+        }
+        if let Some(op) = stray.remove(p) {
+            if matches!(op, Op::LocalDelete { .. }) {
+                local_going.insert(p.clone());
+                deletes.push(op);
+            } else {
+                main.push(op);
+            }
+            continue;
+        }
         if b.is_none() && (inp.ignored)(p) {
+            continue;
+        }
+        if referenced.contains(p) && !l.is_some_and(|l| l.clean_at(p)) {
+            match (l, r) {
+                (None, Some(r)) if !blocked.contains(p) => {
+                    main.push(Op::Placeholder { entry: r.clone() })
+                }
+                _ => waiting.push(p.clone()),
+            }
             continue;
         }
         match (l, r) {
@@ -193,17 +300,15 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             (Some(l), None) => match (l.kind, b) {
                 (Kind::Dir, None) => mkdirs.push(Op::RemoteMkdir { path: p.clone() }),
                 (Kind::Dir, Some(_)) => local_dir_gone.push(p.clone()),
-                (Kind::File, Some(_)) if l.clean_at(p) => {
+                // In sync at p, now deleted remotely. Without a base entry, only a placeholder
+                // (a complete file is uploaded again rather than trusted to a stale record).
+                (Kind::File, b) if l.clean_at(p) && (b.is_some() || l.incomplete()) => {
                     local_going.insert(p.clone());
                     deletes.push(Op::LocalDelete {
                         path: p.clone(),
                         kind: Kind::File,
                         expect: l.known_version(p).map(str::to_string),
                     });
-                }
-                (Kind::File, _) if l.incomplete() => {
-                    local_going.insert(p.clone());
-                    deletes.push(drop_local(p, l));
                 }
                 (Kind::File, _) if settling(l) => waiting.push(p.clone()),
                 (Kind::File, _) => main.push(Op::Upload {
@@ -213,11 +318,10 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             },
             (None, Some(r)) => match (r.kind, b) {
                 (Kind::Dir, None) => mkdirs.push(Op::LocalMkdir { entry: r.clone() }),
-                (Kind::Dir, Some(_)) => remote_dir_gone.push(p.clone()),
+                (Kind::Dir, Some(b)) if b.kind == Kind::Dir => remote_dir_gone.push(p.clone()),
+                (Kind::Dir, _) => mkdirs.push(Op::LocalMkdir { entry: r.clone() }),
                 (Kind::File, Some(b))
-                    if b.kind == Kind::File
-                        && super::same_version(&b.version, &r.version)
-                        && !referenced.contains(p) =>
+                    if b.kind == Kind::File && super::same_version(&b.version, &r.version) =>
                 {
                     remote_going.insert(p.clone());
                     deletes.push(Op::RemoteDelete {
@@ -253,10 +357,6 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                         });
                     }
                 }
-                (Kind::File, Kind::File) if l.incomplete() => {
-                    local_going.insert(p.clone());
-                    deletes.push(drop_local(p, l));
-                }
                 (Kind::File, Kind::File) => {
                     if settling(l) {
                         waiting.push(p.clone());
@@ -277,15 +377,22 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                         }),
                     }
                 }
-                _ if l.kind == Kind::File && (l.clean_at(p) || l.incomplete()) => {
+                _ if l.clean_at(p) => {
                     local_going.insert(p.clone());
-                    deletes.push(drop_local(p, l));
+                    deletes.push(Op::LocalDelete {
+                        path: p.clone(),
+                        kind: Kind::File,
+                        expect: l.known_version(p).map(str::to_string),
+                    });
                 }
                 _ => {
                     if settling(l) {
                         waiting.push(p.clone());
                     } else {
-                        main.push(Op::SetAside { path: p.clone() });
+                        main.push(Op::SetAside {
+                            path: p.clone(),
+                            keep_record: false,
+                        });
                     }
                 }
             },
@@ -327,7 +434,8 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     }
     dir_ops.sort_by(|a, b| b.0.cmp(&a.0));
     mkdirs.sort_by(|a, b| a.path().cmp(b.path()));
-    let mut ops = mkdirs;
+    let mut ops = repairs;
+    ops.extend(mkdirs);
     ops.extend(renames);
     ops.extend(main);
     ops.extend(deletes);
