@@ -100,7 +100,13 @@ pub enum Op {
     /// Create a remote directory for a local one.
     RemoteMkdir { path: RelPath },
     /// A remote rename, replayed locally (the file keeps its bytes and settings).
-    LocalRename { from: RelPath, to: RelPath },
+    /// `base`: the path the base knew the file under (`from`, unless the file had also been
+    /// renamed locally).
+    LocalRename {
+        from: RelPath,
+        to: RelPath,
+        base: RelPath,
+    },
     /// A local rename or move, replayed remotely (`MOVE`, or copy+delete on S3).
     RemoteRename {
         from: RelPath,
@@ -126,6 +132,9 @@ pub enum Op {
         origin: RelPath,
         entry: RemoteEntry,
     },
+    /// The base entry at `from` now lives at `entry.path`: renamed the same way on both sides,
+    /// or a rename replayed before a crash (the file's record follows where it is there).
+    Rebase { from: RelPath, entry: RemoteEntry },
     /// Both sides already agree: record it.
     Adopt { path: RelPath, entry: RemoteEntry },
     /// Both sides changed (or were created): identical content is adopted, different content
@@ -134,7 +143,12 @@ pub enum Op {
     /// Move a local entry aside under a conflict name: one in the way of a remote entry of
     /// the other kind, or a renamed file whose new name was taken on the server meanwhile
     /// (`keep_record`: it then travels as a rename on the next pass).
-    SetAside { path: RelPath, keep_record: bool },
+    /// `origin`: the remote path the file's record must name first, when it was inferred.
+    SetAside {
+        path: RelPath,
+        keep_record: bool,
+        origin: Option<RelPath>,
+    },
     /// Remote deletion of a clean local entry.
     LocalDelete {
         path: RelPath,
@@ -158,7 +172,8 @@ impl Op {
             Op::LocalMkdir { entry }
             | Op::Placeholder { entry }
             | Op::Refresh { entry, .. }
-            | Op::Rematch { entry, .. } => &entry.path,
+            | Op::Rematch { entry, .. }
+            | Op::Rebase { entry, .. } => &entry.path,
             Op::RemoteMkdir { path }
             | Op::Upload { path, .. }
             | Op::Adopt { path, .. }
@@ -183,6 +198,7 @@ impl Op {
             Op::Refresh { .. } => "refresh",
             Op::Adopt { .. } => "adopt",
             Op::Rematch { .. } => "rematch",
+            Op::Rebase { .. } => "rebase",
             Op::Resolve { .. } => "resolve",
             Op::SetAside { .. } => "set-aside",
             Op::LocalDelete { .. } => "delete-local",
@@ -271,6 +287,15 @@ impl Pass<'_> {
             host: self.host.clone(),
             crash_after: self.crash_after,
         };
+        if std::env::var_os("SKYFILL_SYNC_TRACE").is_some() {
+            eprintln!(
+                "plan: {:?}",
+                plan.ops
+                    .iter()
+                    .map(|o| (o.verb(), o.path().to_string()))
+                    .collect::<Vec<_>>()
+            );
+        }
         let report = ex.run(&plan.ops).await?;
         Ok(Outcome {
             plan,

@@ -175,35 +175,24 @@ impl Executor<'_> {
                 self.step()?;
                 self.mkdir_p(path).await?;
                 let e = self.remote.stat(path).await?;
+                if e.kind != Kind::Dir {
+                    return Err(ExecError::Skipped {
+                        path: path.clone(),
+                        what: "a file took this name on the server".into(),
+                    });
+                }
                 self.step()?;
                 self.base_put(path, &e)
             }
-            Op::LocalRename { from, to } => {
-                if to.starts_with(from) {
-                    // The server made a folder of the file's old name: step aside first.
-                    let tmp = from
-                        .parent()
-                        .unwrap_or_default()
-                        .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
-                        .map_err(|e| ExecError::Skipped {
-                            path: from.clone(),
-                            what: e.to_string(),
-                        })?;
-                    self.local.rename(from, &tmp).map_err(io_at(from))?;
-                    if let Some(parent) = to.parent() {
-                        self.local.mkdir(&parent).map_err(io_at(&parent))?;
-                    }
-                    self.local.rename(&tmp, to).map_err(io_at(to))?;
-                } else {
-                    self.local.rename(from, to).map_err(io_at(to))?;
-                }
+            Op::LocalRename { from, to, base } => {
+                self.local_move(from, to)?;
                 rep.renamed += 1;
-                // The record keeps its old path until the base has moved: a crash in between
-                // is recognised as the same rename next pass.
+                // The record learns its new path before the base does: after a crash in
+                // between, the next pass finds the rename done and moves the base (Rebase).
                 self.step()?;
-                self.base_move(from, to)?;
+                self.local.set_origin(to, to).map_err(io_at(to))?;
                 self.step()?;
-                self.local.set_origin(to).map_err(io_at(to))
+                self.base_move(base, to)
             }
             Op::RemoteRename { from, to, version } => {
                 let cur = self.remote.stat(from).await?;
@@ -240,7 +229,7 @@ impl Executor<'_> {
                 }
                 rep.renamed += 1;
                 self.step()?;
-                self.local.set_origin(to).map_err(io_at(to))?;
+                self.local.set_origin(to, to).map_err(io_at(to))?;
                 self.step()?;
                 self.base_move(from, to)?;
                 self.index.flush()?;
@@ -263,9 +252,20 @@ impl Executor<'_> {
                 self.step()?;
                 self.base_put(&entry.path, entry)
             }
+            Op::Rebase { from, entry } => {
+                match self.local.set_origin(&entry.path, &entry.path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_at(&entry.path)(e))
+                    }
+                    _ => {}
+                }
+                self.step()?;
+                self.index.base_remove(self.root, from.as_str())?;
+                self.base_put(&entry.path, entry)
+            }
             Op::Adopt { path, entry } => {
                 if entry.kind == Kind::File {
-                    self.local.set_origin(path).map_err(io_at(path))?;
+                    self.local.set_origin(path, path).map_err(io_at(path))?;
                 }
                 self.step()?;
                 self.base_put(path, entry)
@@ -280,7 +280,7 @@ impl Executor<'_> {
                 if self.same_content(&entry.path, &file, entry).await? {
                     tracing::info!(path = %entry.path, "an interrupted upload was confirmed");
                     if from != &entry.path {
-                        self.local.rename(from, &entry.path).map_err(io_at(from))?;
+                        self.local_move(from, &entry.path)?;
                         rep.renamed += 1;
                     }
                     self.step()?;
@@ -297,8 +297,15 @@ impl Executor<'_> {
                 self.index.flush()?;
                 Ok(())
             }
-            Op::SetAside { path, keep_record } => {
+            Op::SetAside {
+                path,
+                keep_record,
+                origin,
+            } => {
                 let aside = self.aside_name(path)?;
+                if let Some(o) = origin {
+                    self.local.set_origin(path, o).map_err(io_at(path))?;
+                }
                 self.step()?;
                 self.local
                     .set_aside(path, &aside, *keep_record)
@@ -360,6 +367,27 @@ impl Executor<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Renames a local file, also below its own old name (the server made a folder of it):
+    /// then it steps aside under a temporary name first.
+    fn local_move(&self, from: &RelPath, to: &RelPath) -> Result<(), ExecError> {
+        if !to.starts_with(from) {
+            return self.local.rename(from, to).map_err(io_at(to));
+        }
+        let tmp = from
+            .parent()
+            .unwrap_or_default()
+            .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
+            .map_err(|e| ExecError::Skipped {
+                path: from.clone(),
+                what: e.to_string(),
+            })?;
+        self.local.rename(from, &tmp).map_err(io_at(from))?;
+        if let Some(parent) = to.parent() {
+            self.local.mkdir(&parent).map_err(io_at(&parent))?;
+        }
+        self.local.rename(&tmp, to).map_err(io_at(to))
     }
 
     /// Creates a remote folder and any missing parents.
@@ -468,6 +496,7 @@ impl Executor<'_> {
                 &Op::SetAside {
                     path: path.clone(),
                     keep_record: false,
+                    origin: None,
                 },
                 rep,
             ))

@@ -20,8 +20,9 @@ pub trait LocalFs: Send + Sync {
     /// upload in flight), unless it already has one, so that after a crash the file is
     /// recognised, even renamed, and compared instead of uploaded twice.
     fn mark_pending(&self, p: &RelPath, stamp: Stamp) -> io::Result<()>;
-    /// Points the record of the file at `p` to `p` (after a rename was replayed remotely).
-    fn set_origin(&self, p: &RelPath) -> io::Result<()>;
+    /// Points the record of the file at `p` to the remote path `origin` (`p` itself after a
+    /// rename was replayed).
+    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()>;
     /// A placeholder for a new remote file (fails with `EEXIST` if the name is taken).
     fn create_placeholder(&self, e: &RemoteEntry) -> io::Result<()>;
     /// Replaces the clean file at `e.path` (still at version `expect`) by a placeholder of

@@ -289,13 +289,13 @@ impl LocalFs for MemLocal {
         Ok(())
     }
 
-    fn set_origin(&self, p: &RelPath) -> io::Result<()> {
+    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()> {
         let mut g = self.state.lock().unwrap();
         if let Some(MemNode::File {
             record: Some(r), ..
         }) = g.0.get_mut(p)
         {
-            r.origin = p.clone();
+            r.origin = origin.clone();
         }
         Ok(())
     }

@@ -78,7 +78,9 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     // --- Remote renames.
     let gone: Vec<RelPath> = base
         .iter()
-        .filter(|(p, b)| b.kind == Kind::File && remote.get(*p).is_none_or(|r| r.kind != Kind::File))
+        .filter(|(p, b)| {
+            b.kind == Kind::File && remote.get(*p).is_none_or(|r| r.kind != Kind::File)
+        })
         .map(|(p, _)| p.clone())
         .collect();
     let mut fresh: BTreeSet<RelPath> = remote
@@ -125,8 +127,38 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                 })
                 .map(|(p, _)| p.clone())
         };
-        let Some(src) = src else { continue };
-        if src != q && local.contains_key(&q) {
+        let Some(src) = src else {
+            // Already replayed locally before a crash (its record names q): only the base
+            // has to follow. A local rename since then is replayed from there.
+            if !b.version.is_empty()
+                && local.values().any(|l| {
+                    l.record
+                        .as_ref()
+                        .is_some_and(|r| r.origin == q && r.version == b.version)
+                })
+            {
+                renames.push(Op::Rebase {
+                    from: o.clone(),
+                    entry: remote[&q].clone(),
+                });
+                moved(&mut base, o, &q);
+                fresh.remove(&q);
+            }
+            continue;
+        };
+        // Nowhere to put it while a file holds a folder name on its way (a swap): the
+        // per-path rules resolve that without losing a byte.
+        let file_in_way = |m: &super::LocalMap, q: &RelPath| {
+            let mut a = q.parent();
+            while let Some(d) = a.filter(|d| !d.is_root()) {
+                if m.get(&d).is_some_and(|l| l.kind == Kind::File) && !q.starts_with(&src) {
+                    return true;
+                }
+                a = d.parent();
+            }
+            false
+        };
+        if src != q && (local.contains_key(&q) || file_in_way(&local, &q)) {
             continue;
         }
         if b.version.is_empty() {
@@ -143,12 +175,13 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             renames.push(Op::LocalRename {
                 from: src.clone(),
                 to: q.clone(),
+                base: o.clone(),
             });
             moved(&mut local, &src, &q);
         } else {
-            // Renamed the same way on both sides: the record learns its new path.
-            renames.push(Op::Adopt {
-                path: q.clone(),
+            // Renamed the same way on both sides: record and base learn the new path.
+            renames.push(Op::Rebase {
+                from: o.clone(),
                 entry: remote[&q].clone(),
             });
         }
@@ -162,15 +195,44 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     }
 
     // --- Local renames.
+    // A record names its old path; or, when a crash came between writing the record's new
+    // path and moving the base, the base has the file under one other path with its version.
+    let unclaimed = |v: &str| -> Vec<RelPath> {
+        base.iter()
+            .filter(|(o, b)| b.kind == Kind::File && b.version == v && !local.contains_key(*o))
+            .map(|(o, _)| o.clone())
+            .collect()
+    };
     let candidates: Vec<(RelPath, RelPath)> = local
         .iter()
         .filter(|(_, l)| l.kind == Kind::File)
         .filter_map(|(p, l)| {
-            let o = &l.record.as_ref()?.origin;
-            (o != p).then(|| (o.clone(), p.clone()))
+            let r = l.record.as_ref()?;
+            if &r.origin != p {
+                return Some((r.origin.clone(), p.clone()));
+            }
+            if base.contains_key(p) || r.version.is_empty() {
+                return None;
+            }
+            match unclaimed(&r.version).as_slice() {
+                [o] => Some((o.clone(), p.clone())),
+                _ => None,
+            }
         })
         .collect();
+    let mut inferred: std::collections::HashMap<RelPath, RelPath> = Default::default();
     for (o, p) in candidates {
+        let from_record = local
+            .get(&p)
+            .and_then(|l| l.record.as_ref())
+            .is_some_and(|r| r.origin == o);
+        if !from_record {
+            // Seen from here on as the record will say once the rename is replayed.
+            if let Some(rec) = local.get_mut(&p).and_then(|l| l.record.as_mut()) {
+                rec.origin = o.clone();
+            }
+            inferred.insert(p.clone(), o.clone());
+        }
         if base.contains_key(&p)
             || remote.contains_key(&p)
             || skip.contains(&o)
@@ -185,6 +247,15 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         let Some(r) = remote.get(&o).filter(|r| r.kind == Kind::File) else {
             continue;
         };
+        let mut a = p.parent();
+        let mut in_way = false;
+        while let Some(d) = a.filter(|d| !d.is_root()) {
+            in_way |= d != o && remote.get(&d).is_some_and(|e| e.kind == Kind::File);
+            a = d.parent();
+        }
+        if in_way {
+            continue;
+        }
         renames.push(Op::RemoteRename {
             from: o.clone(),
             to: p.clone(),
@@ -236,6 +307,11 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         }
         let original_here = local.get(o).is_some_and(|x| x.known_version(o).is_some());
         let alive = remote.get(o).is_some_and(|r| r.kind == Kind::File);
+        // A move that could not be replayed (not a move over a synced file, which uploads
+        // over it, nor to an ignored name): the origin stays on the server until it can be.
+        if alive && !original_here && !base.contains_key(p) && !(inp.ignored)(p) {
+            referenced.insert(o.clone());
+        }
         // A rename whose new name was created on the server meanwhile: move it aside under
         // a conflict name; the rename is replayed from there next pass.
         // A placeholder's bytes exist only at its origin: whatever blocked its rename, keep
@@ -253,6 +329,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                 Op::SetAside {
                     path: p.clone(),
                     keep_record: true,
+                    origin: inferred.get(p).cloned(),
                 },
             );
         } else if l.incomplete() {
@@ -392,6 +469,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                         main.push(Op::SetAside {
                             path: p.clone(),
                             keep_record: false,
+                            origin: None,
                         });
                     }
                 }
@@ -620,7 +698,8 @@ mod tests {
                 Op::LocalMkdir { entry: rdir("e") },
                 Op::LocalRename {
                     from: p("d/a"),
-                    to: p("e/a")
+                    to: p("e/a"),
+                    base: p("d/a")
                 },
             ]
         );
