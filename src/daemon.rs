@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 mod control;
+mod rootfs;
+mod syncing;
 
 /// Descriptor numbers the keeper hands to the worker.
 pub const GROUP_FD: RawFd = 3;
@@ -273,8 +275,8 @@ pub struct Daemon {
     events: tokio::sync::broadcast::Sender<Envelope>,
     /// Last error talking to each root's server (cleared by a success).
     last_error: Mutex<std::collections::HashMap<String, String>>,
-    /// When each root last looked for remote changes.
-    polled: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Sync pass scheduling and the folder watcher.
+    sync: syncing::SyncCtl,
 }
 
 /// Runs the worker on the descriptors the keeper passed (or on fresh ones when `standalone`).
@@ -321,13 +323,19 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         roots: RwLock::new(Vec::new()),
         events: tokio::sync::broadcast::channel(4096).0,
         last_error: Mutex::new(Default::default()),
-        polled: Mutex::new(Default::default()),
+        sync: syncing::SyncCtl::new(),
     });
     {
         let weak = Arc::downgrade(&d);
         hydrator.set_on_note(Box::new(move |n| {
             if let Some(d) = weak.upgrade() {
                 d.on_note(n);
+            }
+        }));
+        let weak = Arc::downgrade(&d);
+        hydrator.set_before_fetch(Box::new(move |root, bytes| {
+            if let Some(d) = weak.upgrade() {
+                d.budget_hook(root, bytes);
             }
         }));
     }
@@ -346,7 +354,8 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
     }
     d.recover(pending).await;
     tokio::spawn(event_loop(group.clone(), hydrator.clone(), journal));
-    tokio::spawn(control::background(d.clone()));
+    tokio::spawn(syncing::watch_loop(d.clone()));
+    tokio::spawn(syncing::background(d.clone()));
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tracing::info!(socket = %d.opts.socket.display(), "worker ready");

@@ -161,7 +161,8 @@ enum ConfigCmd {
     /// Show your settings (the default).
     Get,
     /// Change a setting: poll-interval SECONDS, download-limit RATE, upload-limit RATE
-    /// (like 5M for 5 MB/s, 0 for none), never-download PROG[,PROG...], or with --root:
+    /// (like 5M for 5 MB/s, 0 for none), never-download PROG[,PROG...], ignore
+    /// GLOB[,GLOB...] (names never synced, besides editors' temporary files), or with --root:
     /// budget SIZE|N%|none (N% keeps N percent of the disk free).
     Set {
         key: String,
@@ -639,6 +640,14 @@ impl Cli {
                     "download_limit" | "upload_limit" => {
                         (key.as_str(), serde_json::json!(parse_size(&value)?))
                     }
+                    "ignore" => (
+                        "ignore",
+                        serde_json::json!(value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()),
+                    ),
                     "never_download" => (
                         "never_download",
                         serde_json::json!(value
@@ -915,8 +924,8 @@ impl Cli {
                     println!("{v}");
                 } else {
                     println!(
-                        "looked at {} root(s): {} new file(s), {} downloaded for pinned folders",
-                        r.roots, r.added, r.downloaded
+                        "synced {} root(s): {} uploaded, {} new from the server, {} downloaded for pinned folders, {} conflict(s) kept as copies",
+                        r.roots, r.uploaded, r.added, r.downloaded, r.conflicts
                     );
                     for e in &r.errors {
                         eprintln!("  {}: {}", e.path, e.reason);

@@ -265,7 +265,7 @@ impl Daemon {
             .collect()
     }
 
-    fn root_by_id(&self, id: &str) -> Option<RootRecord> {
+    pub(super) fn root_by_id(&self, id: &str) -> Option<RootRecord> {
         self.roots
             .read()
             .unwrap()
@@ -300,7 +300,7 @@ impl Daemon {
         Ok(out)
     }
 
-    fn emit(&self, uid: u32, event: Event) {
+    pub(super) fn emit(&self, uid: u32, event: Event) {
         let _ = self.events.send(Envelope { uid, event });
     }
 
@@ -319,7 +319,7 @@ impl Daemon {
         }
     }
 
-    fn set_error(&self, r: &RootRecord, e: Option<String>) {
+    pub(super) fn set_error(&self, r: &RootRecord, e: Option<String>) {
         let changed = {
             let mut m = self.last_error.lock().unwrap();
             match &e {
@@ -376,7 +376,7 @@ impl Daemon {
     }
 
     /// A private, ignore-marked view of the root: opening placeholders there raises no event.
-    fn quiet(&self, root: &File) -> Result<OwnedFd, Fail> {
+    pub(super) fn quiet(&self, root: &File) -> Result<OwnedFd, Fail> {
         let mnt = self
             .group
             .private_mount(root.as_fd())
@@ -418,7 +418,7 @@ impl Daemon {
         Ok((r, rel))
     }
 
-    fn abs(r: &RootRecord, rel: &str) -> String {
+    pub(super) fn abs(r: &RootRecord, rel: &str) -> String {
         if rel.is_empty() {
             r.local.display().to_string()
         } else {
@@ -722,10 +722,6 @@ impl Daemon {
         let t = Instant::now();
         let (stats, rejected) = self.populate(&rec, &root, &rem, &RelPath::root()).await?;
         tracing::info!(root = local, files = stats.files, dirs = stats.dirs, rejected, elapsed = ?t.elapsed(), "populated");
-        self.polled
-            .lock()
-            .unwrap()
-            .insert(id.clone(), Instant::now());
         self.emit(
             owner_uid,
             Event::Root {
@@ -1228,7 +1224,7 @@ impl Daemon {
 
     /// Downloads every file below `below` whose setting is pinned but that is not complete
     /// (after a restart, a resume, a sign-in, or new files in a pinned folder).
-    async fn reconcile(&self, r: &RootRecord, below: &RelPath) -> Result<BatchResult, Fail> {
+    pub(super) async fn reconcile(&self, r: &RootRecord, below: &RelPath) -> Result<BatchResult, Fail> {
         let root = self.open_root(r)?;
         let q = self.quiet(&root)?;
         let found = match scan(q.as_fd(), below) {
@@ -1325,7 +1321,7 @@ impl Daemon {
             );
             if !paused {
                 // Due now: catch up with the server and with pinned files.
-                self.polled.lock().unwrap().remove(&r.id);
+                self.sync.due_now(&r.id);
             }
             out.push(self.root_info(&r));
         }
@@ -1333,32 +1329,6 @@ impl Daemon {
     }
 
     /// Looks for new remote files below `below` and downloads pinned ones.
-    async fn refresh(&self, r: &RootRecord, below: &RelPath) -> Result<(u64, u64), Fail> {
-        let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
-            fail(
-                ErrorCode::Auth,
-                format!(
-                    "{}: not signed in; run `skyfill login {}`",
-                    r.local.display(),
-                    r.local.display()
-                ),
-            )
-        })?;
-        let root = self.open_root(r)?;
-        let res = self.populate(r, &root, &rem, below).await;
-        self.polled
-            .lock()
-            .unwrap()
-            .insert(r.id.clone(), Instant::now());
-        match &res {
-            Ok(_) => self.set_error(r, None),
-            Err((_, m)) => self.set_error(r, Some(m.clone())),
-        }
-        let (stats, _) = res?;
-        let got = self.reconcile(r, below).await?;
-        Ok((stats.files, got.files))
-    }
-
     async fn sync_now(&self, peer: Peer, path: Option<&str>) -> Result<SyncResult, Fail> {
         let targets: Vec<(RootRecord, RelPath)> = match path {
             Some(p) => {
@@ -1385,10 +1355,18 @@ impl Daemon {
         let mut out = SyncResult::default();
         for (r, rel) in targets {
             out.roots += 1;
-            match self.refresh(&r, &rel).await {
-                Ok((added, downloaded)) => {
-                    out.added += added;
-                    out.downloaded += downloaded;
+            match self.sync_root(&r).await {
+                Ok(done) => {
+                    out.added += done.added;
+                    out.downloaded += done.downloaded;
+                    out.uploaded += done.uploaded;
+                    out.conflicts += done.conflicts;
+                    for e in done.errors {
+                        out.errors.push(Skipped {
+                            path: Self::abs(&r, rel.as_str()),
+                            reason: e,
+                        });
+                    }
                 }
                 Err((_, m)) => out.errors.push(Skipped {
                     path: Self::abs(&r, rel.as_str()),
@@ -1460,9 +1438,15 @@ impl Daemon {
                 }
                 s.never_download = v;
             }
+            "ignore" => {
+                let v: Vec<String> = serde_json::from_value(value)
+                    .map_err(|e| bad(format!("ignore: a list of name patterns ({e})")))?;
+                crate::sync::ignore::Ignore::new(&v).map_err(|e| bad(format!("ignore: {e}")))?;
+                s.ignore = v;
+            }
             k => {
                 return Err(bad(format!(
-                    "unknown setting {k:?}; known: poll_interval_secs, download_limit, upload_limit, never_download, budget"
+                    "unknown setting {k:?}; known: poll_interval_secs, download_limit, upload_limit, never_download, ignore, budget"
                 )))
             }
         }
@@ -1634,44 +1618,4 @@ async fn clock_skew(spec: &remote::RemoteSpec) -> Option<i64> {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
     })
-}
-
-/// Background work: pinned files left incomplete by a restart, and polling for remote
-/// changes at each owner's interval (not while a root is paused or signed out).
-pub(super) async fn background(d: Arc<Daemon>) {
-    let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
-    for r in roots {
-        if !r.paused && d.hydrator.remote(&r.id).is_some() {
-            d.polled
-                .lock()
-                .unwrap()
-                .insert(r.id.clone(), Instant::now());
-            if let Err((_, m)) = d.reconcile(&r, &RelPath::root()).await {
-                tracing::warn!(root = %r.local.display(), error = %m, "pinned files not downloaded");
-            }
-        }
-    }
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
-        for r in roots {
-            if r.paused || d.hydrator.remote(&r.id).is_none() {
-                continue;
-            }
-            let interval = Duration::from_secs(d.registry.settings(r.uid).poll_interval_secs);
-            let due = d
-                .polled
-                .lock()
-                .unwrap()
-                .get(&r.id)
-                .map(|t| t.elapsed() >= interval)
-                .unwrap_or(true);
-            if due {
-                let span = tracing::info_span!("poll", root = %r.local.display());
-                if let Err((_, m)) = d.refresh(&r, &RelPath::root()).instrument(span).await {
-                    tracing::warn!(root = %r.local.display(), error = %m, "looking for remote changes failed");
-                }
-            }
-        }
-    }
 }

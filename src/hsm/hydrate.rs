@@ -54,6 +54,8 @@ pub enum Note<'a> {
 }
 
 pub type OnNote = Box<dyn Fn(Note<'_>) + Send + Sync>;
+/// Called with (root id, bytes) before a download, to make room within a disk budget.
+pub type BeforeFetch = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 tokio::task_local! {
     /// The process whose access is being served (pid, executable name).
@@ -98,6 +100,7 @@ pub struct RootPolicy {
 pub struct Hydrator {
     pub policy: Policy,
     on_note: std::sync::OnceLock<OnNote>,
+    before_fetch: std::sync::OnceLock<BeforeFetch>,
     group: Arc<Group>,
     root_policy: RwLock<HashMap<String, RootPolicy>>,
     remotes: RwLock<HashMap<String, Arc<dyn Remote>>>,
@@ -166,6 +169,7 @@ impl Hydrator {
         Hydrator {
             policy,
             on_note: std::sync::OnceLock::new(),
+            before_fetch: std::sync::OnceLock::new(),
             group,
             root_policy: RwLock::new(HashMap::new()),
             remotes: RwLock::new(HashMap::new()),
@@ -177,6 +181,10 @@ impl Hydrator {
 
     pub fn set_on_note(&self, f: OnNote) {
         let _ = self.on_note.set(f);
+    }
+
+    pub fn set_before_fetch(&self, f: BeforeFetch) {
+        let _ = self.before_fetch.set(f);
     }
 
     fn note(&self, n: Note<'_>) {
@@ -358,6 +366,9 @@ impl Hydrator {
         };
         if missing.is_empty() {
             return Ok(()); // another reader fetched it while we waited
+        }
+        if let Some(f) = self.before_fetch.get() {
+            f(&meta.root, missing.iter().map(|(a, b)| b - a).sum());
         }
         let Some(remote) = self.remote(&meta.root) else {
             tracing::warn!(root = %meta.root, "no remote for this root (missing credentials?)");

@@ -133,12 +133,37 @@ impl<'a> Populator<'a> {
         Ok(p)
     }
 
-    fn add_file(&mut self, e: &RemoteEntry) -> io::Result<()> {
+    /// Replaces the file at `e.path` by a placeholder of `e` (a new remote version of a clean
+    /// file), with the given setting and mode. The new inode is complete (record, mark) before
+    /// it takes the name, in one rename: readers see the old file or the new one, never a
+    /// half-made one, and processes that have the old one open keep it.
+    pub fn replace(&mut self, e: &RemoteEntry, pin: Pin, mode: u32) -> io::Result<()> {
         let parent = e.path.parent().unwrap_or_default();
-        let name = cname(e.path.name())?;
-        let pin = self.inherited(&parent)?;
+        let file = self.build(e, pin, mode)?;
+        let dir = self.dir_fd(&parent)?;
+        let tmp = format!(".~skyfill-{:016x}.tmp", rand::random::<u64>());
+        let (ctmp, empty) = (cname(&tmp)?, cname("")?);
+        // SAFETY: links our anonymous inode under a fresh temporary name.
+        cvt(unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                empty.as_ptr(),
+                dir.as_raw_fd(),
+                ctmp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        })?;
+        if let Err(err) = fsutil::rename_at(dir, &tmp, dir, e.path.name(), false) {
+            let _ = fsutil::unlink_at(dir, &tmp, false);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// An anonymous, marked placeholder inode for `e` in its directory.
+    fn build(&mut self, e: &RemoteEntry, pin: Pin, mode: u32) -> io::Result<std::fs::File> {
+        let parent = e.path.parent().unwrap_or_default();
         let owner = self.owner;
-        let mode = e.mode.map(|m| m & 0o7777).unwrap_or(0o644);
         let (secs, nanos) = match e.mtime.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
             Err(_) => (0, 0),
@@ -160,12 +185,6 @@ impl<'a> Populator<'a> {
         };
         let group = self.group;
         let dir = self.dir_fd(&parent)?;
-        // Cheap check first: re-populating an existing root finds most names taken.
-        if fsutil::stat_at(dir, e.path.name()).is_ok() {
-            self.stats.skipped += 1;
-            return Ok(());
-        }
-        // An anonymous inode in the target directory: invisible until linked.
         let dot = cname(".")?;
         // SAFETY: valid directory fd and path.
         let fd = unsafe {
@@ -185,12 +204,28 @@ impl<'a> Populator<'a> {
         file.set_len(e.size)?;
         // SAFETY: plain syscalls on our own fd.
         cvt(unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) })?;
-        cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode) })?;
+        cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode & 0o7777) })?;
         meta::write_fd(file.as_fd(), &record)?;
         fsutil::set_mtime(file.as_fd(), e.mtime)?;
         if record.fill != Fill::Complete {
             group.mark_inode(file.as_fd())?;
         }
+        Ok(file)
+    }
+
+    fn add_file(&mut self, e: &RemoteEntry) -> io::Result<()> {
+        let parent = e.path.parent().unwrap_or_default();
+        let name = cname(e.path.name())?;
+        let pin = self.inherited(&parent)?;
+        let mode = e.mode.map(|m| m & 0o7777).unwrap_or(0o644);
+        // Cheap check first: re-populating an existing root finds most names taken.
+        if fsutil::stat_at(self.dir_fd(&parent)?, e.path.name()).is_ok() {
+            self.stats.skipped += 1;
+            return Ok(());
+        }
+        // An anonymous inode in the target directory: invisible until linked.
+        let file = self.build(e, pin, mode)?;
+        let dir = self.dir_fd(&parent)?;
         let empty = cname("")?;
         // SAFETY: links our anonymous inode under `name`; fails with EEXIST if taken.
         let r = unsafe {

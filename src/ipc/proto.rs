@@ -282,6 +282,12 @@ pub struct SyncResult {
     pub added: u64,
     /// Files downloaded because a pinned folder holds them.
     pub downloaded: u64,
+    /// Local changes uploaded.
+    #[serde(default)]
+    pub uploaded: u64,
+    /// Conflicts kept as conflict copies.
+    #[serde(default)]
+    pub conflicts: u64,
     pub errors: Vec<Skipped>,
 }
 
@@ -297,6 +303,9 @@ pub struct UserSettings {
     pub upload_limit: u64,
     /// Programs (executable names) that never trigger downloads in this user's roots.
     pub never_download: Vec<String>,
+    /// Extra name patterns (shell globs) never synced, besides the built-in temporary names.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 impl Default for UserSettings {
@@ -306,6 +315,7 @@ impl Default for UserSettings {
             download_limit: 0,
             upload_limit: 0,
             never_download: Vec::new(),
+            ignore: Vec::new(),
         }
     }
 }

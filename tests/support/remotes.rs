@@ -87,6 +87,58 @@ pub fn add_root(
     }
 }
 
+/// A client for the place an earlier `upload` made (given its add-root arguments).
+pub fn client(server: &Server, args: &[String]) -> Box<dyn Remote> {
+    let scratch = args[0].rsplit('/').next().unwrap().to_string();
+    match server {
+        Server::Apache => {
+            let u = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+            Box::new(dav_at(&format!(
+                "http://127.0.0.1:{}/dav/{scratch}/",
+                u.port().unwrap()
+            )))
+        }
+        Server::S3s => {
+            let keys = env("SKYFILL_TEST_S3_KEYS");
+            let (a, k) = keys.split_once(':').unwrap();
+            let mut c = skyfill::remote::s3::S3Config::new(
+                Url::parse(&env("SKYFILL_TEST_S3S")).unwrap(),
+                "bucket",
+            );
+            c.prefix = scratch;
+            c.credentials = Some((a.into(), k.into()));
+            Box::new(skyfill::remote::s3::S3::new(c).unwrap())
+        }
+    }
+}
+
+/// Every file on the server below that place, with its bytes.
+pub async fn server_files(server: &Server, args: &[String]) -> BTreeMap<String, Vec<u8>> {
+    let r = client(server, args);
+    let mut entries = Vec::new();
+    let mut sink = |e: skyfill::model::RemoteEntry| -> skyfill::remote::Result<()> {
+        entries.push(e);
+        Ok(())
+    };
+    r.walk(&skyfill::model::RelPath::root(), &mut sink)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for e in entries {
+        if e.kind != skyfill::model::Kind::File {
+            continue;
+        }
+        let f = tempfile::tempfile().unwrap();
+        if e.size > 0 {
+            r.read_range(&e.path, &e.version, 0, e.size, &f, 0)
+                .await
+                .unwrap();
+        }
+        out.insert(e.path.to_string(), std::fs::read(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))).unwrap());
+    }
+    out
+}
+
 /// Uploads more files into the place an earlier `upload` made (given its add-root arguments).
 pub async fn upload_into(server: &Server, args: &[String], files: &BTreeMap<String, Vec<u8>>) {
     let scratch = args[0].rsplit('/').next().unwrap().to_string();

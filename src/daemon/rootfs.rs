@@ -1,0 +1,355 @@
+//! The real `LocalFs` of a sync root. Everything goes through the root's private,
+//! ignore-marked mount (`Group::private_mount`): the daemon raises no pre-content event to
+//! itself, and its directory changes are told apart from users' by pid. Paths resolve with
+//! `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`; only regular files and folders owned by the
+//! root's owner are synced (a symlink, device or someone else's file is skipped, never read).
+
+use super::record_of;
+use crate::fsutil;
+use crate::hsm::evict::meta_at;
+use crate::hsm::fanotify::Group;
+use crate::hsm::meta::{self, FileMeta, Fill, Pin};
+use crate::hsm::placeholder::{Owner, Populator};
+use crate::index::Index;
+use crate::model::{Kind, RelPath, RemoteEntry};
+use crate::sync::local::LocalFs;
+use crate::sync::watch::{DirKey, Watcher};
+use crate::sync::{LocalEntry, LocalMap, LocalRecord, Stamp};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+pub struct RootFs<'a> {
+    pub id: String,
+    /// The private mount of the root.
+    pub q: OwnedFd,
+    pub owner: Owner,
+    pub group: &'a Group,
+    pub index: &'a dyn Index,
+    /// Folders seen by the scan are watched for changes; their keys are collected here.
+    pub watcher: Option<&'a Watcher>,
+    pub watched: Mutex<Vec<DirKey>>,
+    /// Records changed by the pass (for state events).
+    pub touched: Mutex<Vec<FileMeta>>,
+}
+
+fn enotdir() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOTDIR)
+}
+
+fn stamp_of(st: &libc::stat) -> Stamp {
+    (st.st_size as u64, st.st_mtime, st.st_mtime_nsec as u32)
+}
+
+impl RootFs<'_> {
+    fn q(&self) -> BorrowedFd<'_> {
+        self.q.as_fd()
+    }
+
+    fn parent(&self, p: &RelPath) -> io::Result<(OwnedFd, String)> {
+        let (fd, name) = fsutil::open_parent(self.q(), p)?;
+        Ok((fd, name.to_string()))
+    }
+
+    fn open_file(&self, p: &RelPath, flags: i32) -> io::Result<File> {
+        let fd = fsutil::open_beneath(self.q(), p, flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0)?;
+        let st = fsutil::fstat(fd.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        if st.st_uid != self.owner.uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{p}: not owned by the sync root's owner; not synced"),
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
+    fn write_meta(&self, f: &File, m: &FileMeta) -> io::Result<()> {
+        meta::write_fd(f.as_fd(), m)?;
+        let _ = self.index.put(&m.root, &m.path, &record_of(m));
+        self.touched.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+
+    fn populator(&self) -> Populator<'_> {
+        Populator::new(self.q(), &self.id, self.owner, self.group)
+    }
+
+    fn mkdir_p(&self, p: &RelPath) -> io::Result<()> {
+        let mut todo = vec![];
+        let mut cur = Some(p.clone());
+        while let Some(d) = cur.filter(|d| !d.is_root()) {
+            match fsutil::open_beneath(self.q(), &d, libc::O_PATH | libc::O_DIRECTORY, 0) {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => todo.push(d.clone()),
+                Err(e) => return Err(e),
+            }
+            cur = d.parent();
+        }
+        for d in todo.iter().rev() {
+            let (pfd, name) = self.parent(d)?;
+            match fsutil::mkdir_at(pfd.as_fd(), &name, 0o755) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(e),
+            }
+            let c = std::ffi::CString::new(name).map_err(|_| enotdir())?;
+            // SAFETY: valid fd and name.
+            if unsafe {
+                libc::fchownat(
+                    std::os::fd::AsRawFd::as_raw_fd(&pfd),
+                    c.as_ptr(),
+                    self.owner.uid,
+                    self.owner.gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of the file at `p`, read without opening it.
+    fn meta(&self, p: &RelPath) -> io::Result<Option<FileMeta>> {
+        let (pfd, name) = self.parent(p)?;
+        meta_at(pfd.as_fd(), &name)
+    }
+}
+
+impl LocalFs for RootFs<'_> {
+    fn scan(&self) -> io::Result<LocalMap> {
+        let mut out = LocalMap::new();
+        let mut stack = vec![RelPath::root()];
+        while let Some(d) = stack.pop() {
+            let dfd = fsutil::open_beneath(self.q(), &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            if let Some(w) = self.watcher {
+                match w.watch(dfd.as_fd()) {
+                    Ok(k) => self.watched.lock().unwrap().push(k),
+                    Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
+                }
+            }
+            for raw in fsutil::read_dir_names(dfd.as_fd())? {
+                let Ok(name) = crate::model::validate_name(&raw) else {
+                    tracing::debug!(dir = %d, "skipping a name that cannot be synced");
+                    continue;
+                };
+                let Ok(p) = d.join(name) else { continue };
+                let st = match fsutil::stat_at(dfd.as_fd(), name) {
+                    Ok(st) => st,
+                    Err(_) => continue, // gone meanwhile
+                };
+                if st.st_uid != self.owner.uid {
+                    continue;
+                }
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => {
+                        out.insert(
+                            p.clone(),
+                            LocalEntry {
+                                kind: Kind::Dir,
+                                size: 0,
+                                mtime: (0, 0),
+                                record: None,
+                            },
+                        );
+                        stack.push(p);
+                    }
+                    libc::S_IFREG => {
+                        let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
+                            if m.root != self.id {
+                                // Another root's file (moved in): its bytes count only if all
+                                // are here; a record naming another root is not ours.
+                                return None;
+                            }
+                            Some(LocalRecord {
+                                origin: RelPath::parse(&m.path).ok()?,
+                                version: m.version,
+                                fill: m.fill,
+                                pin: m.pin,
+                                size: m.size,
+                                mtime: m.mtime,
+                            })
+                        });
+                        out.insert(
+                            p,
+                            LocalEntry {
+                                kind: Kind::File,
+                                size: st.st_size as u64,
+                                mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+                                record,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)> {
+        let f = self.open_file(p, libc::O_RDONLY)?;
+        if let Some(m) = meta::read_fd(f.as_fd())? {
+            // Whatever root it came from: holes are not content.
+            if m.fill != Fill::Complete {
+                return Err(io::Error::new(
+                    io::ErrorKind::Other,
+                    format!("{p}: not all bytes are local; refusing to upload holes"),
+                ));
+            }
+        }
+        let st = fsutil::fstat(f.as_fd())?;
+        Ok((f, stamp_of(&st)))
+    }
+
+    fn mark_synced(&self, p: &RelPath, e: &RemoteEntry, stamp: Stamp) -> io::Result<()> {
+        let f = self.open_file(p, libc::O_RDONLY)?;
+        let old = meta::read_fd(f.as_fd())?.filter(|m| m.root == self.id);
+        let m = FileMeta {
+            v: 1,
+            root: self.id.clone(),
+            path: p.as_str().to_string(),
+            version: e.version.token(),
+            size: stamp.0,
+            mtime: (stamp.1, stamp.2),
+            fill: Fill::Complete,
+            ranges: Default::default(),
+            pin: old.map(|m| m.pin).unwrap_or(Pin::Inherit),
+        };
+        self.write_meta(&f, &m)
+    }
+
+    fn mark_pending(&self, p: &RelPath, stamp: Stamp) -> io::Result<()> {
+        let f = self.open_file(p, libc::O_RDONLY)?;
+        if meta::read_fd(f.as_fd())?.is_some_and(|m| m.root == self.id) {
+            return Ok(());
+        }
+        let pin = crate::hsm::pins::inherited(self.q(), &p.parent().unwrap_or_default())
+            .unwrap_or_default();
+        let m = FileMeta {
+            v: 1,
+            root: self.id.clone(),
+            path: p.as_str().to_string(),
+            version: String::new(),
+            size: stamp.0,
+            mtime: (stamp.1, stamp.2),
+            fill: Fill::Complete,
+            ranges: Default::default(),
+            pin: if pin == Pin::Pinned { pin } else { Pin::Inherit },
+        };
+        self.write_meta(&f, &m)
+    }
+
+    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()> {
+        let f = self.open_file(p, libc::O_RDONLY)?;
+        let Some(mut m) = meta::read_fd(f.as_fd())?.filter(|m| m.root == self.id) else {
+            return Ok(());
+        };
+        if m.path != origin.as_str() {
+            if origin == p {
+                let _ = self.index.remove(&self.id, &m.path);
+            }
+            m.path = origin.as_str().to_string();
+            self.write_meta(&f, &m)?;
+        }
+        Ok(())
+    }
+
+    fn create_placeholder(&self, e: &RemoteEntry) -> io::Result<()> {
+        if let Some(parent) = e.path.parent() {
+            self.mkdir_p(&parent)?;
+        }
+        let mut pop = self.populator();
+        pop.add(e)?;
+        if pop.stats.files == 0 && e.kind == Kind::File {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        if let Some(m) = self.meta(&e.path)? {
+            let _ = self.index.put(&m.root, &m.path, &record_of(&m));
+            self.touched.lock().unwrap().push(m);
+        }
+        Ok(())
+    }
+
+    fn refresh(&self, e: &RemoteEntry, expect: &str) -> io::Result<()> {
+        let (pfd, name) = self.parent(&e.path)?;
+        let m = meta_at(pfd.as_fd(), &name)?
+            .filter(|m| m.root == self.id && m.version == expect)
+            .ok_or_else(|| crate::sync::local::stale(&e.path))?;
+        let st = fsutil::stat_at(pfd.as_fd(), &name)?;
+        if m.fill == Fill::Complete && (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32)) != (m.size, m.mtime) {
+            return Err(crate::sync::local::stale(&e.path));
+        }
+        // Keep the user's setting and mode; a pinned file downloads again after the pass.
+        self.populator().replace(e, m.pin, st.st_mode & 0o7777)?;
+        if let Some(m) = self.meta(&e.path)? {
+            let _ = self.index.put(&m.root, &m.path, &record_of(&m));
+            self.touched.lock().unwrap().push(m);
+        }
+        Ok(())
+    }
+
+    fn mkdir(&self, p: &RelPath) -> io::Result<()> {
+        self.mkdir_p(p)
+    }
+
+    fn remove(&self, p: &RelPath, kind: Kind, expect: Option<&str>) -> io::Result<()> {
+        let (pfd, name) = self.parent(p)?;
+        let st = match fsutil::stat_at(pfd.as_fd(), &name) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if kind == Kind::Dir {
+            return fsutil::unlink_at(pfd.as_fd(), &name, true);
+        }
+        let m = meta_at(pfd.as_fd(), &name)?
+            .filter(|m| m.root == self.id)
+            .ok_or_else(|| crate::sync::local::stale(p))?;
+        let modified = m.fill == Fill::Complete
+            && (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32)) != (m.size, m.mtime);
+        if modified || expect.is_some_and(|v| v != m.version) {
+            return Err(crate::sync::local::stale(p));
+        }
+        fsutil::unlink_at(pfd.as_fd(), &name, false)?;
+        let _ = self.index.remove(&self.id, &m.path);
+        Ok(())
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> io::Result<()> {
+        if let Some(parent) = to.parent() {
+            self.mkdir_p(&parent)?;
+        }
+        let (a, an) = self.parent(from)?;
+        let (b, bn) = self.parent(to)?;
+        fsutil::rename_at(a.as_fd(), &an, b.as_fd(), &bn, true)
+    }
+
+    fn set_aside(&self, from: &RelPath, to: &RelPath, keep_record: bool) -> io::Result<()> {
+        let (a, an) = self.parent(from)?;
+        let st = fsutil::stat_at(a.as_fd(), &an)?;
+        if !keep_record && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            let f = self.open_file(from, libc::O_RDONLY)?;
+            if let Some(m) = meta::read_fd(f.as_fd())? {
+                if m.fill == Fill::Complete {
+                    fsutil::remove_xattr(f.as_fd(), meta::META_XATTR)?;
+                    let _ = fsutil::remove_xattr(f.as_fd(), meta::USER_XATTR);
+                    let _ = self.index.remove(&m.root, &m.path);
+                }
+            }
+        }
+        let (b, bn) = self.parent(to)?;
+        fsutil::rename_at(a.as_fd(), &an, b.as_fd(), &bn, true)
+    }
+
+    fn exists(&self, p: &RelPath) -> bool {
+        self.parent(p)
+            .and_then(|(fd, n)| fsutil::stat_at(fd.as_fd(), &n))
+            .is_ok()
+    }
+}

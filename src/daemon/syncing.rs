@@ -1,0 +1,428 @@
+//! When sync passes run and what surrounds them: the folder watcher (local changes, debounced
+//! until files settle), the poll interval (remote changes), `skyfill sync`, retries while the
+//! server is unreachable; after a pass, pinned files download and the disk budget is kept.
+//! One pass at a time per root; the pass itself is `sync::Pass` (scan, plan, execute).
+
+use super::rootfs::RootFs;
+use super::Daemon;
+use crate::hsm::evict;
+use crate::hsm::hydrate::Note;
+use crate::hsm::meta::Pin;
+use crate::hsm::placeholder::Owner;
+use crate::ipc::proto::{ErrorCode, Event};
+use crate::ipc::server::{fail, Fail};
+use crate::model::RelPath;
+use crate::roots::RootRecord;
+use crate::sync::remote_scan::Snapshot;
+use crate::sync::watch::{DirKey, Watcher};
+use crate::sync::{budget, conflict, ignore::Ignore, Pass};
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Local changes wait this long without further events before a pass (files settle).
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// ... but no longer than this after the first one.
+const MAX_DELAY: Duration = Duration::from_secs(15);
+/// Retry interval while a server is unreachable.
+const OFFLINE_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct RootSync {
+    first_event: Option<Instant>,
+    last_event: Option<Instant>,
+    last_pass: Option<Instant>,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct SyncCtl {
+    roots: Mutex<HashMap<String, RootSync>>,
+    /// One pass at a time per root; holds the last remote listing.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
+    watcher: Option<Watcher>,
+    keys: Mutex<HashMap<DirKey, String>>,
+}
+
+/// What one pass did, for `skyfill sync`.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub added: u64,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub conflicts: u64,
+    pub errors: Vec<String>,
+}
+
+impl SyncCtl {
+    pub fn new() -> SyncCtl {
+        let watcher = match Watcher::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "no folder watcher: local changes are seen at the next poll only");
+                None
+            }
+        };
+        SyncCtl {
+            watcher,
+            ..Default::default()
+        }
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Snapshot>>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn touch(&self, id: &str) {
+        let now = Instant::now();
+        let mut m = self.roots.lock().unwrap();
+        let s = m.entry(id.to_string()).or_default();
+        s.first_event.get_or_insert(now);
+        s.last_event = Some(now);
+    }
+
+    /// A pass is due at once (resume, sign-in).
+    pub fn due_now(&self, id: &str) {
+        self.roots
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .retry_at = Some(Instant::now());
+    }
+
+    /// Marks every root changed (queue overflow, unknown folder).
+    fn touch_all(&self, ids: &[String]) {
+        for id in ids {
+            self.touch(id);
+        }
+    }
+
+    /// Whether a pass is due for `id` now.
+    fn due(&self, id: &str, poll: Duration) -> bool {
+        let m = self.roots.lock().unwrap();
+        let Some(s) = m.get(id) else {
+            return true;
+        };
+        let now = Instant::now();
+        if let Some(t) = s.retry_at {
+            return now >= t;
+        }
+        if let (Some(first), Some(last)) = (s.first_event, s.last_event) {
+            if now.duration_since(last) >= SETTLE || now.duration_since(first) >= MAX_DELAY {
+                return true;
+            }
+        }
+        s.last_pass.is_none_or(|t| now.duration_since(t) >= poll)
+    }
+}
+
+impl Daemon {
+    /// Runs one sync pass of `r` now (waiting for a running one), then downloads pinned
+    /// files and keeps the disk budget.
+    pub(super) async fn sync_root(&self, r: &RootRecord) -> Result<Done, Fail> {
+        let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
+            fail(
+                ErrorCode::Auth,
+                format!(
+                    "{}: not signed in; run `skyfill login {}`",
+                    r.local.display(),
+                    r.local.display()
+                ),
+            )
+        })?;
+        let lock = self.sync.lock(&r.id);
+        let mut prev = lock.lock().await;
+        {
+            let mut m = self.sync.roots.lock().unwrap();
+            let s = m.entry(r.id.clone()).or_default();
+            s.first_event = None;
+            s.last_event = None;
+            s.last_pass = Some(Instant::now());
+            s.retry_at = None;
+        }
+        let root = self.open_root(r)?;
+        let q = self.quiet(&root)?;
+        let settings = self.registry.settings(r.uid);
+        let ignore = Ignore::new(&settings.ignore).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the user's ignore patterns");
+            Ignore::default()
+        });
+        let fs = RootFs {
+            id: r.id.clone(),
+            q,
+            owner: Owner {
+                uid: r.uid,
+                gid: r.gid,
+            },
+            group: &self.group,
+            index: &*self.index,
+            watcher: self.sync.watcher.as_ref(),
+            watched: Mutex::new(Vec::new()),
+            touched: Mutex::new(Vec::new()),
+        };
+        let pass = Pass {
+            root: &r.id,
+            remote: &*rem,
+            local: &fs,
+            index: &*self.index,
+            ignore: &ignore,
+            settle_secs: SETTLE.as_secs() as i64,
+            host: conflict::hostname(),
+            prev: prev.as_ref(),
+            crash_after: None,
+        };
+        let res = pass.run().await;
+        for k in fs.watched.lock().unwrap().drain(..) {
+            self.sync.keys.lock().unwrap().insert(k, r.id.clone());
+        }
+        for m in fs.touched.lock().unwrap().drain(..) {
+            self.on_note(Note::Changed(&m));
+        }
+        let out = match res {
+            Ok(o) => o,
+            Err(e) => {
+                let offline = e.is_offline();
+                let msg = if offline {
+                    format!("server unreachable; local changes are kept and sync resumes by itself ({e})")
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(root = %r.local.display(), error = %e, "sync pass failed");
+                self.set_error(r, Some(msg.clone()));
+                self.sync
+                    .roots
+                    .lock()
+                    .unwrap()
+                    .entry(r.id.clone())
+                    .or_default()
+                    .retry_at = Some(Instant::now() + OFFLINE_RETRY);
+                return Err(fail(ErrorCode::Remote, msg));
+            }
+        };
+        let rep = &out.report;
+        if !out.plan.ops.is_empty() {
+            tracing::info!(root = %r.local.display(), ops = out.plan.ops.len(), done = rep.done,
+                uploaded = rep.uploaded, placeholders = rep.placeholders, refreshed = rep.refreshed,
+                renamed = rep.renamed, deleted = rep.deleted, conflicts = rep.conflicts.len(),
+                errors = rep.errors.len(), "sync pass");
+        }
+        for (p, copy) in &rep.conflicts {
+            self.emit(
+                r.uid,
+                Event::Conflict {
+                    path: Self::abs(r, p.as_str()),
+                    copy: Self::abs(r, copy.as_str()),
+                },
+            );
+        }
+        {
+            let mut m = self.sync.roots.lock().unwrap();
+            let s = m.entry(r.id.clone()).or_default();
+            if rep.offline || !rep.errors.is_empty() {
+                s.retry_at = Some(Instant::now() + OFFLINE_RETRY);
+            } else if !out.plan.waiting.is_empty() {
+                // Files still being written: look again once they settle.
+                let now = Instant::now();
+                s.first_event.get_or_insert(now);
+                s.last_event = Some(now);
+            }
+        }
+        if rep.offline {
+            self.set_error(
+                r,
+                Some("server unreachable; local changes are kept and sync resumes by itself".into()),
+            );
+        } else if let Some((p, e)) = rep.errors.first() {
+            self.set_error(r, Some(format!("{} item(s) not synced yet; first: {p}: {e}", rep.errors.len())));
+        } else {
+            self.set_error(r, None);
+        }
+        *prev = Some(out.snapshot);
+        drop(prev);
+        let got = match self.reconcile(r, &RelPath::root()).await {
+            Ok(b) => b.files,
+            Err((_, m)) => {
+                tracing::warn!(root = %r.local.display(), error = %m, "pinned files not downloaded");
+                0
+            }
+        };
+        self.keep_budget(r, 0);
+        Ok(Done {
+            added: rep.placeholders,
+            uploaded: rep.uploaded,
+            downloaded: got,
+            conflicts: rep.conflicts.len() as u64,
+            errors: rep.errors.iter().map(|(p, e)| format!("{p}: {e}")).collect(),
+        })
+    }
+
+    /// Evicts least recently used local files of `r` until `incoming` more bytes fit in its
+    /// budget. Pinned files, files with changes not uploaded and files in use stay.
+    pub(super) fn keep_budget(&self, r: &RootRecord, incoming: u64) {
+        let Some(b) = r.budget else { return };
+        let Ok(records) = self.index.below(&r.id, "") else {
+            return;
+        };
+        let used: u64 = records.iter().map(|(_, rec)| rec.local_bytes).sum();
+        let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
+            Ok(v) => (
+                v.blocks() as u64 * v.fragment_size() as u64,
+                v.blocks_available() as u64 * v.fragment_size() as u64,
+            ),
+            Err(_) => (0, 0),
+        };
+        let limit = budget::limit(&b, used, total, avail);
+        if used + incoming <= limit {
+            return;
+        }
+        let Ok(root) = self.open_root(r) else { return };
+        let Ok(q) = self.quiet(&root) else { return };
+        let cands: Vec<budget::Candidate> = records
+            .iter()
+            .filter(|(_, rec)| rec.availability == "local" && rec.local_bytes > 0)
+            .filter_map(|(p, rec)| {
+                let path = RelPath::parse(p).ok()?;
+                let (pfd, name) = crate::fsutil::open_parent(q.as_fd(), &path).ok()?;
+                let st = crate::fsutil::stat_at(pfd.as_fd(), name).ok()?;
+                let m = evict::meta_at(pfd.as_fd(), name).ok()??;
+                let dirty = (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32))
+                    != (m.size, m.mtime)
+                    || m.version.is_empty();
+                Some(budget::Candidate {
+                    path,
+                    bytes: rec.local_bytes,
+                    atime: st.st_atime.max(st.st_ctime),
+                    pinned: m.pin == Pin::Pinned,
+                    dirty,
+                })
+            })
+            .collect();
+        let victims = budget::choose(&cands, used, incoming, limit);
+        let mut freed = 0u64;
+        for v in &victims {
+            match evict::evict(q.as_fd(), v, &self.group, true) {
+                Ok(n) => {
+                    freed += n;
+                    if let Ok((pfd, name)) = crate::fsutil::open_parent(q.as_fd(), v) {
+                        if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                            self.on_note(Note::Changed(&m));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(path = %v, error = %e, "not evicted for the budget"),
+            }
+        }
+        tracing::info!(root = %r.local.display(), used, limit, incoming, freed, files = victims.len(), "disk budget kept");
+        if used + incoming > limit + freed {
+            self.emit(
+                r.uid,
+                Event::Error {
+                    path: Some(r.local.display().to_string()),
+                    code: ErrorCode::Remote,
+                    message: format!(
+                        "disk budget reached: {} of {} bytes used by pinned, changed or open files",
+                        used + incoming - freed,
+                        limit
+                    ),
+                },
+            );
+        }
+    }
+
+    /// The budget hook of the hydrator (root id, bytes about to be downloaded).
+    pub(super) fn budget_hook(&self, id: &str, bytes: u64) {
+        if let Some(r) = self.root_by_id(id) {
+            if r.budget.is_some() {
+                self.keep_budget(&r, bytes);
+            }
+        }
+    }
+}
+
+/// Folder events -> roots to sync. Events the daemon caused itself are dropped.
+pub(super) async fn watch_loop(d: Arc<Daemon>) {
+    let Some(w) = d.sync.watcher.as_ref() else {
+        return;
+    };
+    let dup = match w.as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot poll the folder watcher");
+            return;
+        }
+    };
+    // SAFETY: `dup` is an open descriptor owned by the AsyncFd for its whole life.
+    let fd = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot poll the folder watcher");
+            return;
+        }
+    };
+    let me = std::process::id() as i32;
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        let changes = match w.read() {
+            Ok(c) if c.is_empty() => {
+                guard.clear_ready();
+                continue;
+            }
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "folder watcher failed");
+                guard.clear_ready();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        drop(guard);
+        let ids: Vec<String> = d.roots.read().unwrap().iter().map(|r| r.id.clone()).collect();
+        for c in changes {
+            if c.pid == me {
+                continue;
+            }
+            if c.overflow() {
+                d.sync.touch_all(&ids);
+                continue;
+            }
+            let root = c
+                .dir
+                .as_ref()
+                .and_then(|k| d.sync.keys.lock().unwrap().get(k).cloned());
+            match root {
+                Some(id) => d.sync.touch(&id),
+                None => d.sync.touch_all(&ids),
+            }
+        }
+    }
+}
+
+/// Startup pass of every root, then passes when due.
+pub(super) async fn background(d: Arc<Daemon>) {
+    loop {
+        let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
+        for r in roots {
+            if r.paused || d.hydrator.remote(&r.id).is_none() {
+                continue;
+            }
+            let poll = Duration::from_secs(d.registry.settings(r.uid).poll_interval_secs);
+            if d.sync.due(&r.id, poll) {
+                let span = tracing::info_span!("sync", root = %r.local.display());
+                let _ = d.sync_root(&r).instrument(span).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

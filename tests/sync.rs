@@ -1,0 +1,383 @@
+//! Two-way sync end to end, as root: real `skyfilld` and CLI, loop-mounted ext4, real servers.
+//! Two sync roots on one server play two machines: creates (seen by the folder watcher),
+//! edits, deletes, file and folder renames, and simultaneous edits on both; they converge with
+//! the expected conflict copies (Apache WebDAV and s3s-fs). The daemon is killed (-9) during
+//! uploads and during a planned batch, repeatedly: nothing is lost or duplicated. A disk
+//! budget holds while more files are read than fit, pinned files staying. With the server
+//! unreachable, local files keep working and edits upload by themselves once it is back.
+
+#[path = "support/hsm.rs"]
+mod hsm;
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/remotes.rs"]
+mod remotes;
+#[path = "support/suite.rs"]
+mod suite;
+
+use hsm::{allocated, sh_ok, xattr_overhead, Daemon, LoopFs};
+use remotes::{add_root, env, server_files, upload, Server};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use suite::data;
+
+/// Every regular file below `root` with its bytes (reading hydrates placeholders).
+fn local_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn names(m: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    m.keys().cloned().collect()
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn sync(d: &Daemon, root: &Path) -> serde_json::Value {
+    d.cli(&["sync", root.to_str().unwrap()])
+}
+
+/// Syncs both roots until a round changes nothing.
+fn settle(d: &Daemon, roots: &[&Path]) {
+    for _ in 0..6 {
+        let mut quiet = true;
+        for r in roots {
+            let v = sync(d, r);
+            for k in ["uploaded", "added", "downloaded", "conflicts"] {
+                quiet &= v[k].as_u64() == Some(0);
+            }
+            quiet &= v["errors"].as_array().is_some_and(|e| e.is_empty());
+        }
+        if quiet {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2500)); // let fresh writes settle
+    }
+}
+
+fn host() -> String {
+    skyfill::sync::conflict::hostname()
+}
+
+fn is_conflict_copy(name: &str, stem: &str, ext: &str) -> bool {
+    let pre = format!("{stem} (conflicted copy ");
+    let post = format!(" {}){ext}", host());
+    if !name.starts_with(&pre) || !name.ends_with(&post) || name.len() < pre.len() + post.len() {
+        return false;
+    }
+    let stamp = &name[pre.len()..name.len() - post.len()];
+    let b = stamp.as_bytes();
+    stamp.len() == 17
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b' '
+        && stamp[11..].chars().all(|c| c.is_ascii_digit())
+}
+
+async fn two_machines(server: Server) {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    d.cli(&["config", "set", "poll-interval", "5"]);
+    let mut seed = BTreeMap::new();
+    seed.insert("docs/a.txt".to_string(), b"a v1\n".to_vec());
+    seed.insert("docs/b.txt".to_string(), b"b v1\n".to_vec());
+    seed.insert("photos/p.bin".to_string(), data(7, 300_000));
+    let (args, secret) = upload(&server, &seed).await;
+    let a = fs.mnt.join("A");
+    let b = fs.mnt.join("B");
+    add_root(&d, &a, &args, &secret);
+    add_root(&d, &b, &args, &secret);
+    let xo = xattr_overhead("ext4");
+    assert!(
+        allocated(&b.join("photos/p.bin")) <= xo,
+        "placeholders take no disk"
+    );
+
+    // 1. Created on A: the watcher uploads them; B's poll brings them as placeholders.
+    std::fs::write(a.join("new.txt"), b"from A\n").unwrap();
+    std::fs::create_dir(a.join("newdir")).unwrap();
+    std::fs::write(a.join("newdir/x.bin"), data(9, 200_000)).unwrap();
+    wait_for("A's new files on the server", 60, || async {
+        let s = server_files(&server, &args).await;
+        s.get("new.txt").map(Vec::as_slice) == Some(b"from A\n")
+            && s.get("newdir/x.bin") == Some(&data(9, 200_000))
+    })
+    .await;
+    wait_for("A's new files on B", 60, || async {
+        b.join("newdir/x.bin").exists() && b.join("new.txt").exists()
+    })
+    .await;
+    assert!(
+        allocated(&b.join("newdir/x.bin")) <= xo,
+        "arrives online-only"
+    );
+    assert_eq!(std::fs::read(b.join("new.txt")).unwrap(), b"from A\n");
+
+    // 2. B edits and deletes; A renames a file and a folder.
+    let before_rename = remotes::client(&server, &args)
+        .stat(&skyfill::model::RelPath::parse("new.txt").unwrap())
+        .await
+        .unwrap();
+    std::fs::write(b.join("docs/a.txt"), b"a v2 from B\n").unwrap();
+    std::fs::remove_file(b.join("photos/p.bin")).unwrap();
+    std::fs::rename(a.join("new.txt"), a.join("docs/moved.txt")).unwrap();
+    std::fs::rename(a.join("newdir"), a.join("renamed_dir")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    settle(&d, &[&a, &b]);
+    let s = server_files(&server, &args).await;
+    assert_eq!(
+        names(&s),
+        ["docs/a.txt", "docs/b.txt", "docs/moved.txt", "renamed_dir/x.bin"],
+        "server after edits, deletes and renames"
+    );
+    assert_eq!(s["docs/a.txt"], b"a v2 from B\n");
+    if matches!(server, Server::Apache) {
+        // A MOVE keeps the inode, so Apache's ETag; a delete and upload would not.
+        let after = remotes::client(&server, &args)
+            .stat(&skyfill::model::RelPath::parse("docs/moved.txt").unwrap())
+            .await
+            .unwrap();
+        assert!(
+            after.version.same(&before_rename.version),
+            "the rename travelled as a MOVE ({} vs {})",
+            before_rename.version,
+            after.version
+        );
+    }
+
+    // 3. Both edit docs/b.txt: A syncs first, so B's edit becomes the conflict copy. (Paused,
+    // so that only the explicit syncs below run, in this order.)
+    assert_eq!(std::fs::read(a.join("docs/b.txt")).unwrap(), b"b v1\n");
+    assert_eq!(std::fs::read(b.join("docs/b.txt")).unwrap(), b"b v1\n");
+    d.cli(&["pause"]);
+    std::fs::write(a.join("docs/b.txt"), b"b from A\n").unwrap();
+    std::fs::write(b.join("docs/b.txt"), b"b from B\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    sync(&d, &a);
+    let v = sync(&d, &b);
+    assert_eq!(v["conflicts"], 1, "B sees the conflict: {v}");
+    d.cli(&["resume"]);
+    settle(&d, &[&a, &b]);
+    let s = server_files(&server, &args).await;
+    let copies: Vec<&String> = s
+        .keys()
+        .filter(|k| k.starts_with("docs/b (conflicted"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one conflict copy: {:?}", names(&s));
+    let copy = copies[0].clone();
+    assert!(
+        is_conflict_copy(copy.strip_prefix("docs/").unwrap(), "b", ".txt"),
+        "conflict copy name {copy}"
+    );
+    assert_eq!(s["docs/b.txt"], b"b from A\n", "the server's version keeps the name");
+    assert_eq!(s[&copy], b"b from B\n", "the other edit is kept as the copy");
+
+    // 4. Both machines hold exactly the server's files and bytes.
+    let la = local_files(&a);
+    let lb = local_files(&b);
+    assert_eq!(la, s, "A converged");
+    assert_eq!(lb, s, "B converged");
+    let st = d.cli(&["status", a.join("docs/b.txt").to_str().unwrap()]);
+    assert_eq!(st["sync"], "synced", "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_machines_converge_on_apache() {
+    two_machines(Server::Apache).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_machines_converge_on_s3s() {
+    two_machines(Server::S3s).await;
+}
+
+fn kill_worker(d: &Daemon) {
+    let old = d.worker_pid().expect("worker pid");
+    sh_ok(&format!("kill -9 {old}"));
+    d.wait_ready(Some(old));
+}
+
+/// kill -9 during uploads, then during a planned batch of renames, deletes and edits,
+/// several times: afterwards the server holds each file once with the last bytes written.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let (args, _) = upload(&Server::Apache, &BTreeMap::new()).await;
+    let r = fs.mnt.join("r");
+    add_root(&d, &r, &args, &None);
+    let mut want = BTreeMap::new();
+    for i in 0..24 {
+        let body = data(100 + i, 500_000 + (i as usize) * 97_000);
+        std::fs::write(r.join(format!("f{i:02}.bin")), &body).unwrap();
+        want.insert(format!("f{i:02}.bin"), body);
+    }
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(1800 + 300 * i));
+        kill_worker(&d);
+    }
+    settle(&d, &[&r]);
+    let s = server_files(&Server::Apache, &args).await;
+    assert_eq!(s, want, "after kills during uploads");
+
+    // A planned batch: renames, deletes and edits, killed while it runs.
+    for i in 0..8 {
+        std::fs::rename(
+            r.join(format!("f{i:02}.bin")),
+            r.join(format!("moved{i:02}.bin")),
+        )
+        .unwrap();
+        let body = want.remove(&format!("f{i:02}.bin")).unwrap();
+        want.insert(format!("moved{i:02}.bin"), body);
+    }
+    for i in 8..14 {
+        std::fs::remove_file(r.join(format!("f{i:02}.bin"))).unwrap();
+        want.remove(&format!("f{i:02}.bin"));
+    }
+    for i in 14..24 {
+        let body = data(900 + i, 700_000);
+        std::fs::write(r.join(format!("f{i:02}.bin")), &body).unwrap();
+        want.insert(format!("f{i:02}.bin"), body);
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    for i in 0..4 {
+        let sock = d.socket.clone();
+        let root = r.clone();
+        let runner = std::thread::spawn(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_skyfill"))
+                .arg("--socket")
+                .arg(sock)
+                .args(["sync", root.to_str().unwrap()])
+                .output()
+        });
+        std::thread::sleep(Duration::from_millis(150 + 200 * i));
+        kill_worker(&d);
+        let _ = runner.join();
+    }
+    settle(&d, &[&r]);
+    let s = server_files(&Server::Apache, &args).await;
+    assert_eq!(names(&s), names(&want), "names after kills during a batch");
+    assert!(s == want, "bytes after kills during a batch");
+    assert_eq!(local_files(&r), want, "local side");
+    let log = d.log();
+    assert!(
+        !log.contains("conflicted copy"),
+        "no conflict copy was needed:\n{log}"
+    );
+}
+
+/// A budget of 6 MiB over 24 files of 1 MiB: reading them all keeps the root within the
+/// budget (plus one chunk); the two pinned files stay local.
+#[tokio::test(flavor = "multi_thread")]
+async fn budget_keeps_disk_usage_within_the_limit() {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    for i in 0..24 {
+        files.insert(format!("f{i:02}.bin"), data(300 + i, 1 << 20));
+    }
+    let (args, _) = upload(&Server::Apache, &files).await;
+    let r = fs.mnt.join("r");
+    add_root(&d, &r, &args, &None);
+    d.cli(&["config", "set", "budget", "6M", "--root", r.to_str().unwrap()]);
+    let pinned = [r.join("f00.bin"), r.join("f01.bin")];
+    d.cli(&["pin", pinned[0].to_str().unwrap(), pinned[1].to_str().unwrap()]);
+    let limit = 6_000_000u64;
+    let chunk = 1u64 << 20;
+    let used = |r: &PathBuf| -> u64 {
+        (0..24)
+            .map(|i| allocated(&r.join(format!("f{i:02}.bin"))))
+            .sum()
+    };
+    for i in 2..24 {
+        let f = r.join(format!("f{i:02}.bin"));
+        assert_eq!(std::fs::read(&f).unwrap(), files[&format!("f{i:02}.bin")]);
+        let u = used(&r);
+        assert!(
+            u <= limit + chunk + 24 * 4096,
+            "after reading {} files the root holds {u} bytes (budget {limit})",
+            i - 1
+        );
+    }
+    for p in &pinned {
+        assert_eq!(allocated(p), 1 << 20, "{} stays local", p.display());
+    }
+    let last = r.join("f23.bin");
+    assert_eq!(allocated(&last), 1 << 20, "the file just read stays");
+    assert!(
+        allocated(&r.join("f02.bin")) <= xattr_overhead("ext4"),
+        "the least recently used went"
+    );
+}
+
+/// The server unreachable: local and pinned files keep working, new files and edits wait, and
+/// they upload by themselves when the server is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_edits_queue_and_upload_when_the_server_is_back() {
+    use proxy::{Mode, Proxy};
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(Some(
+        serde_json::json!({"timeout_secs": 5, "retry_budget_secs": 3, "idle_timeout_secs": 2}),
+    ));
+    d.cli(&["config", "set", "poll-interval", "5"]);
+    let mut files = BTreeMap::new();
+    files.insert("pinned.txt".to_string(), b"pinned\n".to_vec());
+    files.insert("local.txt".to_string(), b"local\n".to_vec());
+    let (args, _) = upload(&Server::Apache, &files).await;
+    let apache = url::Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+    let port = apache.port().unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let via = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
+    let r = fs.mnt.join("r");
+    add_root(&d, &r, &[via, "--no-keyring".into()], &None);
+    d.cli(&["pin", r.join("pinned.txt").to_str().unwrap()]);
+    assert_eq!(std::fs::read(r.join("local.txt")).unwrap(), b"local\n");
+
+    proxy.set(Mode::Drop, u64::MAX);
+    assert_eq!(std::fs::read(r.join("pinned.txt")).unwrap(), b"pinned\n");
+    assert_eq!(std::fs::read(r.join("local.txt")).unwrap(), b"local\n");
+    std::fs::write(r.join("local.txt"), b"edited offline\n").unwrap();
+    std::fs::write(r.join("new.txt"), b"made offline\n").unwrap();
+    let o = d.try_cli(&["sync", r.to_str().unwrap()]);
+    assert!(!o.status.success(), "sync reports the server unreachable");
+    let roots = d.cli(&["roots"]);
+    let err = roots.to_string();
+    assert!(err.contains("unreachable"), "the root says why: {err}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(std::fs::read(r.join("local.txt")).unwrap(), b"edited offline\n");
+
+    proxy.set(Mode::Pass, u64::MAX);
+    wait_for("queued changes uploaded after the server came back", 90, || async {
+        let s = server_files(&Server::Apache, &args).await;
+        s.get("local.txt").map(Vec::as_slice) == Some(b"edited offline\n")
+            && s.get("new.txt").map(Vec::as_slice) == Some(b"made offline\n")
+    })
+    .await;
+}
