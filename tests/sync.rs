@@ -33,7 +33,13 @@ fn local_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
             if t.is_dir() {
                 stack.push(e.path());
             } else if t.is_file() {
-                let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 out.insert(rel, std::fs::read(e.path()).unwrap());
             }
         }
@@ -154,7 +160,12 @@ async fn two_machines(server: Server) {
     let s = server_files(&server, &args).await;
     assert_eq!(
         names(&s),
-        ["docs/a.txt", "docs/b.txt", "docs/moved.txt", "renamed_dir/x.bin"],
+        [
+            "docs/a.txt",
+            "docs/b.txt",
+            "docs/moved.txt",
+            "renamed_dir/x.bin"
+        ],
         "server after edits, deletes and renames"
     );
     assert_eq!(s["docs/a.txt"], b"a v2 from B\n");
@@ -196,8 +207,14 @@ async fn two_machines(server: Server) {
         is_conflict_copy(copy.strip_prefix("docs/").unwrap(), "b", ".txt"),
         "conflict copy name {copy}"
     );
-    assert_eq!(s["docs/b.txt"], b"b from A\n", "the server's version keeps the name");
-    assert_eq!(s[&copy], b"b from B\n", "the other edit is kept as the copy");
+    assert_eq!(
+        s["docs/b.txt"], b"b from A\n",
+        "the server's version keeps the name"
+    );
+    assert_eq!(
+        s[&copy], b"b from B\n",
+        "the other edit is kept as the copy"
+    );
 
     // 4. Both machines hold exactly the server's files and bytes.
     let la = local_files(&a);
@@ -306,9 +323,25 @@ async fn budget_keeps_disk_usage_within_the_limit() {
     let (args, _) = upload(&Server::Apache, &files).await;
     let r = fs.mnt.join("r");
     add_root(&d, &r, &args, &None);
-    d.cli(&["config", "set", "budget", "6M", "--root", r.to_str().unwrap()]);
+    d.cli(&[
+        "config",
+        "set",
+        "budget",
+        "6M",
+        "--root",
+        r.to_str().unwrap(),
+    ]);
     let pinned = [r.join("f00.bin"), r.join("f01.bin")];
-    d.cli(&["pin", pinned[0].to_str().unwrap(), pinned[1].to_str().unwrap()]);
+    let o = d.try_cli(&[
+        "pin",
+        pinned[0].to_str().unwrap(),
+        pinned[1].to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "pin: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let limit = 6_000_000u64;
     let chunk = 1u64 << 20;
     let used = |r: &PathBuf| -> u64 {
@@ -327,10 +360,10 @@ async fn budget_keeps_disk_usage_within_the_limit() {
         );
     }
     for p in &pinned {
-        assert_eq!(allocated(p), 1 << 20, "{} stays local", p.display());
+        assert!(allocated(p) >= 1 << 20, "{} stays local", p.display());
     }
     let last = r.join("f23.bin");
-    assert_eq!(allocated(&last), 1 << 20, "the file just read stays");
+    assert!(allocated(&last) >= 1 << 20, "the file just read stays");
     assert!(
         allocated(&r.join("f02.bin")) <= xattr_overhead("ext4"),
         "the least recently used went"
@@ -371,13 +404,20 @@ async fn offline_edits_queue_and_upload_when_the_server_is_back() {
     let err = roots.to_string();
     assert!(err.contains("unreachable"), "the root says why: {err}");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(std::fs::read(r.join("local.txt")).unwrap(), b"edited offline\n");
+    assert_eq!(
+        std::fs::read(r.join("local.txt")).unwrap(),
+        b"edited offline\n"
+    );
 
     proxy.set(Mode::Pass, u64::MAX);
-    wait_for("queued changes uploaded after the server came back", 90, || async {
-        let s = server_files(&Server::Apache, &args).await;
-        s.get("local.txt").map(Vec::as_slice) == Some(b"edited offline\n")
-            && s.get("new.txt").map(Vec::as_slice) == Some(b"made offline\n")
-    })
+    wait_for(
+        "queued changes uploaded after the server came back",
+        90,
+        || async {
+            let s = server_files(&Server::Apache, &args).await;
+            s.get("local.txt").map(Vec::as_slice) == Some(b"edited offline\n")
+                && s.get("new.txt").map(Vec::as_slice) == Some(b"made offline\n")
+        },
+    )
     .await;
 }

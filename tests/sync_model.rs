@@ -579,6 +579,19 @@ fn regressions() {
             RemoteRename(2, 7),
             RemoteRename(0, 6),
         ],
+        // A clean file whose server copy was replaced without the server ever seeing it.
+        vec![
+            LocalWrite(0),
+            LocalWrite(7),
+            LocalWrite(1),
+            plain(None),
+            RemoteWrite(2),
+            LocalRename(7, 2),
+            LocalRename(1, 7),
+            plain(None),
+            LocalRename(7, 1),
+            RemoteWrite(1),
+        ],
     ];
     for c in cases {
         if let Err(e) = run_case(c.clone()) {

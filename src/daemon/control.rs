@@ -1224,7 +1224,11 @@ impl Daemon {
 
     /// Downloads every file below `below` whose setting is pinned but that is not complete
     /// (after a restart, a resume, a sign-in, or new files in a pinned folder).
-    pub(super) async fn reconcile(&self, r: &RootRecord, below: &RelPath) -> Result<BatchResult, Fail> {
+    pub(super) async fn reconcile(
+        &self,
+        r: &RootRecord,
+        below: &RelPath,
+    ) -> Result<BatchResult, Fail> {
         let root = self.open_root(r)?;
         let q = self.quiet(&root)?;
         let found = match scan(q.as_fd(), below) {

@@ -240,7 +240,11 @@ impl LocalFs for RootFs<'_> {
             mtime: (stamp.1, stamp.2),
             fill: Fill::Complete,
             ranges: Default::default(),
-            pin: if pin == Pin::Pinned { pin } else { Pin::Inherit },
+            pin: if pin == Pin::Pinned {
+                pin
+            } else {
+                Pin::Inherit
+            },
         };
         self.write_meta(&f, &m)
     }
@@ -282,7 +286,9 @@ impl LocalFs for RootFs<'_> {
             .filter(|m| m.root == self.id && m.version == expect)
             .ok_or_else(|| crate::sync::local::stale(&e.path))?;
         let st = fsutil::stat_at(pfd.as_fd(), &name)?;
-        if m.fill == Fill::Complete && (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32)) != (m.size, m.mtime) {
+        if m.fill == Fill::Complete
+            && (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32)) != (m.size, m.mtime)
+        {
             return Err(crate::sync::local::stale(&e.path));
         }
         // Keep the user's setting and mode; a pinned file downloads again after the pass.

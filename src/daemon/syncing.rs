@@ -238,10 +238,18 @@ impl Daemon {
         if rep.offline {
             self.set_error(
                 r,
-                Some("server unreachable; local changes are kept and sync resumes by itself".into()),
+                Some(
+                    "server unreachable; local changes are kept and sync resumes by itself".into(),
+                ),
             );
         } else if let Some((p, e)) = rep.errors.first() {
-            self.set_error(r, Some(format!("{} item(s) not synced yet; first: {p}: {e}", rep.errors.len())));
+            self.set_error(
+                r,
+                Some(format!(
+                    "{} item(s) not synced yet; first: {p}: {e}",
+                    rep.errors.len()
+                )),
+            );
         } else {
             self.set_error(r, None);
         }
@@ -260,7 +268,11 @@ impl Daemon {
             uploaded: rep.uploaded,
             downloaded: got,
             conflicts: rep.conflicts.len() as u64,
-            errors: rep.errors.iter().map(|(p, e)| format!("{p}: {e}")).collect(),
+            errors: rep
+                .errors
+                .iter()
+                .map(|(p, e)| format!("{p}: {e}"))
+                .collect(),
         })
     }
 
@@ -388,7 +400,13 @@ pub(super) async fn watch_loop(d: Arc<Daemon>) {
             }
         };
         drop(guard);
-        let ids: Vec<String> = d.roots.read().unwrap().iter().map(|r| r.id.clone()).collect();
+        let ids: Vec<String> = d
+            .roots
+            .read()
+            .unwrap()
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
         for c in changes {
             if c.pid == me {
                 continue;

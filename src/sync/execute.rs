@@ -174,7 +174,13 @@ impl Executor<'_> {
             Op::RemoteMkdir { path } => {
                 self.step()?;
                 self.mkdir_p(path).await?;
-                let e = self.remote.stat(path).await?;
+                let e = match self.remote.stat(path).await {
+                    Ok(e) => e,
+                    // Folders are implicit on S3 servers without markers: an empty one
+                    // exists only here (and is created again each pass, harmlessly).
+                    Err(RemoteError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
                 if e.kind != Kind::Dir {
                     return Err(ExecError::Skipped {
                         path: path.clone(),

@@ -427,10 +427,19 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                                 entry: r.clone(),
                             });
                         }
-                    } else {
+                    } else if l.incomplete()
+                        || b.is_some_and(|b| b.kind == Kind::File && b.version == known)
+                    {
                         main.push(Op::Refresh {
                             entry: r.clone(),
                             expect: known.to_string(),
+                        });
+                    } else {
+                        // The server never agreed to replace these bytes (their base is gone:
+                        // deleted there, or a crash): compare before anything is replaced.
+                        main.push(Op::Resolve {
+                            path: p.clone(),
+                            entry: r.clone(),
                         });
                     }
                 }

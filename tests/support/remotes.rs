@@ -134,7 +134,14 @@ pub async fn server_files(server: &Server, args: &[String]) -> BTreeMap<String, 
                 .await
                 .unwrap();
         }
-        out.insert(e.path.to_string(), std::fs::read(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))).unwrap());
+        out.insert(
+            e.path.to_string(),
+            std::fs::read(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&f)
+            ))
+            .unwrap(),
+        );
     }
     out
 }
