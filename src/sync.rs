@@ -287,14 +287,13 @@ impl Pass<'_> {
             host: self.host.clone(),
             crash_after: self.crash_after,
         };
-        if std::env::var_os("SKYFILL_SYNC_TRACE").is_some() {
-            eprintln!(
-                "plan: {:?}",
-                plan.ops
-                    .iter()
-                    .map(|o| (o.verb(), o.path().to_string()))
-                    .collect::<Vec<_>>()
-            );
+        if !plan.ops.is_empty() {
+            let ops: Vec<(&str, String)> = plan
+                .ops
+                .iter()
+                .map(|o| (o.verb(), o.path().to_string()))
+                .collect();
+            tracing::debug!(?ops, waiting = plan.waiting.len(), "plan");
         }
         let report = ex.run(&plan.ops).await?;
         Ok(Outcome {

@@ -197,10 +197,9 @@ impl LocalFs for RootFs<'_> {
         if let Some(m) = meta::read_fd(f.as_fd())? {
             // Whatever root it came from: holes are not content.
             if m.fill != Fill::Complete {
-                return Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    format!("{p}: not all bytes are local; refusing to upload holes"),
-                ));
+                return Err(io::Error::other(format!(
+                    "{p}: not all bytes are local; refusing to upload holes"
+                )));
             }
         }
         let st = fsutil::fstat(f.as_fd())?;

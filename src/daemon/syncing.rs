@@ -286,8 +286,8 @@ impl Daemon {
         let used: u64 = records.iter().map(|(_, rec)| rec.local_bytes).sum();
         let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
             Ok(v) => (
-                v.blocks() as u64 * v.fragment_size() as u64,
-                v.blocks_available() as u64 * v.fragment_size() as u64,
+                v.blocks() * v.fragment_size(),
+                v.blocks_available() * v.fragment_size(),
             ),
             Err(_) => (0, 0),
         };

@@ -42,8 +42,5 @@ pub trait LocalFs: Send + Sync {
 }
 
 pub(crate) fn stale(p: &RelPath) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Other,
-        format!("{p}: changed locally meanwhile (ESTALE)"),
-    )
+    io::Error::other(format!("{p}: changed locally meanwhile (ESTALE)"))
 }

@@ -421,7 +421,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                 (Kind::File, Kind::File) if l.clean_at(p) => {
                     let known = l.known_version(p).unwrap_or_default();
                     if super::same_version(known, &r.version) {
-                        if b.map_or(true, |b| b.kind != Kind::File || b.version != known) {
+                        if b.is_none_or(|b| b.kind != Kind::File || b.version != known) {
                             main.push(Op::Adopt {
                                 path: p.clone(),
                                 entry: r.clone(),
