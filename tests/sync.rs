@@ -421,3 +421,88 @@ async fn offline_edits_queue_and_upload_when_the_server_is_back() {
     )
     .await;
 }
+
+/// A file still being written is uploaded once, after it settles; editors' temporary files
+/// and the user's ignore patterns never go up; a pinned file downloads the server's new
+/// version by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_settle_temporaries_stay_local_and_pinned_files_follow() {
+    use std::io::Write;
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    d.cli(&["config", "set", "poll-interval", "5"]);
+    d.cli(&["config", "set", "ignore", "*.scratch"]);
+    let mut files = BTreeMap::new();
+    files.insert("pinned/p.txt".to_string(), b"p v1\n".to_vec());
+    let (args, _) = upload(&Server::Apache, &files).await;
+    let scratch = args[0].rsplit('/').next().unwrap().to_string();
+    let r = fs.mnt.join("r");
+    add_root(&d, &r, &args, &None);
+    let o = d.try_cli(&["pin", "-r", r.join("pinned").to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "pin: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A slow writer: 12 pieces, 500 ms apart, then close.
+    let mut f = std::fs::File::create(r.join("slow.bin")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..12u64 {
+        let piece = data(40 + i, 100_000);
+        f.write_all(&piece).unwrap();
+        f.flush().unwrap();
+        want.extend_from_slice(&piece);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(f);
+    for n in [
+        ".notes.txt.swp",
+        ".~lock.sheet.ods#",
+        "draft.scratch",
+        "dl.part",
+    ] {
+        std::fs::write(r.join(n), b"temporary").unwrap();
+    }
+    wait_for("the finished file on the server", 60, || async {
+        server_files(&Server::Apache, &args)
+            .await
+            .get("slow.bin")
+            .is_some_and(|b| *b == want)
+    })
+    .await;
+    std::thread::sleep(Duration::from_secs(4));
+    let log =
+        std::fs::read_to_string(PathBuf::from(env("SKYFILL_TEST_APACHE_DIR")).join("access.log"))
+            .unwrap();
+    let puts = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("PUT /dav/{scratch}/slow.bin ")))
+        .count();
+    assert_eq!(puts, 1, "uploaded once, after the writer finished");
+    let s = server_files(&Server::Apache, &args).await;
+    assert_eq!(
+        names(&s),
+        ["pinned/p.txt", "slow.bin"],
+        "temporary and ignored names stay local"
+    );
+
+    // The server's new version of a pinned file is downloaded without anyone reading it.
+    remotes::upload_into(
+        &Server::Apache,
+        &args,
+        &[("pinned/p.txt".to_string(), b"p v2, longer\n".to_vec())].into(),
+    )
+    .await;
+    wait_for("the pinned file's new version, local", 60, || async {
+        let p = r.join("pinned/p.txt");
+        std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) == 13 && allocated(&p) >= 13
+    })
+    .await;
+    let st = d.cli(&["status", r.join("pinned/p.txt").to_str().unwrap()]);
+    assert_eq!(st["state"], "pinned", "{st}");
+    assert_eq!(
+        std::fs::read(r.join("pinned/p.txt")).unwrap(),
+        b"p v2, longer\n"
+    );
+}

@@ -7,7 +7,7 @@
 //! passes, both sides hold the same tree, every surviving version exists exactly once (at its
 //! name or as a conflict copy), and one more pass plans nothing.
 //!
-//! Cases: `SKYFILL_SYNC_CASES` (default 2000); the number run and the longest sequence are
+//! Cases: `SKYFILL_SYNC_CASES` (default 5000); the number run and the longest sequence are
 //! printed.
 
 use proptest::prelude::*;
@@ -340,6 +340,10 @@ static LONGEST: AtomicUsize = AtomicUsize::new(0);
 fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
     CASES_RUN.fetch_add(1, Ordering::Relaxed);
     LONGEST.fetch_max(steps.len(), Ordering::Relaxed);
+    check_case(steps)
+}
+
+fn check_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -432,7 +436,7 @@ fn planner_and_executor_converge_and_lose_nothing() {
     let cases: u32 = std::env::var("SKYFILL_SYNC_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(5000);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         max_shrink_iters: 2000,
@@ -442,7 +446,7 @@ fn planner_and_executor_converge_and_lose_nothing() {
     let r = runner.run(&proptest::collection::vec(step(), 1..60), run_case);
     let _ = writeln!(
         std::io::stderr(),
-        "sync model: {} cases run (configured {cases}), longest sequence {} steps",
+        "sync model: {} random cases run (configured {cases}, shrinking included), longest sequence {} steps",
         CASES_RUN.load(Ordering::Relaxed),
         LONGEST.load(Ordering::Relaxed)
     );
@@ -592,9 +596,20 @@ fn regressions() {
             LocalRename(7, 1),
             RemoteWrite(1),
         ],
+        // Renamed alike on both sides, a crash right after the record learnt the new path,
+        // then both renamed again differently.
+        vec![
+            RemoteWrite(0),
+            plain(None),
+            RemoteRename(0, 5),
+            LocalRename(0, 5),
+            plain(Some(0)),
+            RemoteRename(5, 0),
+            LocalRename(5, 1),
+        ],
     ];
     for c in cases {
-        if let Err(e) = run_case(c.clone()) {
+        if let Err(e) = check_case(c.clone()) {
             panic!("{c:?}: {e}");
         }
     }

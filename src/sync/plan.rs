@@ -208,15 +208,17 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         .filter(|(_, l)| l.kind == Kind::File)
         .filter_map(|(p, l)| {
             let r = l.record.as_ref()?;
-            if &r.origin != p {
-                return Some((r.origin.clone(), p.clone()));
+            if base.contains_key(&r.origin) {
+                return (&r.origin != p).then(|| (r.origin.clone(), p.clone()));
             }
-            if base.contains_key(p) || r.version.is_empty() {
-                return None;
+            // The base does not know the record's path (a crash between the two writes).
+            let fallback = (&r.origin != p).then(|| (r.origin.clone(), p.clone()));
+            if r.version.is_empty() {
+                return fallback;
             }
             match unclaimed(&r.version).as_slice() {
-                [o] => Some((o.clone(), p.clone())),
-                _ => None,
+                [o] if o != p => Some((o.clone(), p.clone())),
+                _ => fallback,
             }
         })
         .collect();
