@@ -607,6 +607,17 @@ fn regressions() {
             RemoteRename(5, 0),
             LocalRename(5, 1),
         ],
+        // A crash between a local delete and its base, then a new file at that name.
+        vec![
+            LocalWrite(5),
+            LocalRename(5, 0),
+            plain(None),
+            RemoteRename(0, 4),
+            LocalWrite(4),
+            plain(Some(7)),
+            RemoteRename(4, 0),
+            LocalWrite(0),
+        ],
     ];
     for c in cases {
         if let Err(e) = check_case(c.clone()) {

@@ -322,13 +322,16 @@ impl Executor<'_> {
                 Ok(())
             }
             Op::LocalDelete { path, kind, expect } => {
+                // The base goes first: after a crash in between, the file is a new one to
+                // upload again, never a stale agreement a later edit would be uploaded over.
+                self.step()?;
+                self.index.base_remove(self.root, path.as_str())?;
+                self.index.flush()?;
                 self.step()?;
                 self.local
                     .remove(path, *kind, expect.as_deref())
                     .map_err(io_at(path))?;
                 rep.deleted += 1;
-                self.step()?;
-                self.index.base_remove(self.root, path.as_str())?;
                 Ok(())
             }
             Op::RemoteDelete { path, kind, expect } => {
