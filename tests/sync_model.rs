@@ -618,6 +618,16 @@ fn regressions() {
             RemoteRename(4, 0),
             LocalWrite(0),
         ],
+        // A crash after a rename's record, a new file at the old name, the server renamed back.
+        vec![
+            RemoteWrite(5),
+            plain(None),
+            LocalRename(5, 3),
+            plain(Some(2)),
+            LocalWrite(5),
+            RemoteRename(3, 5),
+            LocalWrite(0),
+        ],
     ];
     for c in cases {
         if let Err(e) = check_case(c.clone()) {

@@ -199,7 +199,11 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     // path and moving the base, the base has the file under one other path with its version.
     let unclaimed = |v: &str| -> Vec<RelPath> {
         base.iter()
-            .filter(|(o, b)| b.kind == Kind::File && b.version == v && !local.contains_key(*o))
+            .filter(|(o, b)| {
+                b.kind == Kind::File
+                    && b.version == v
+                    && !local.get(*o).is_some_and(|x| x.known_version(o).is_some())
+            })
             .map(|(o, _)| o.clone())
             .collect()
     };
