@@ -202,7 +202,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             .filter(|(o, b)| {
                 b.kind == Kind::File
                     && b.version == v
-                    && !local.get(*o).is_some_and(|x| x.known_version(o).is_some())
+                    && local.get(*o).is_none_or(|x| x.known_version(o).is_none())
             })
             .map(|(o, _)| o.clone())
             .collect()
