@@ -245,26 +245,6 @@ fn human(n: u64) -> String {
     }
 }
 
-/// Parses `5M`, `10G`, `300k`, `1024` (bytes; K/M/G/T are powers of 1024).
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| anyhow!("{s:?} is not a size (like 500M or 2G)"))?;
-    if v < 0.0 {
-        return Err(anyhow!("a size cannot be negative"));
-    }
-    Ok((v * mult as f64) as u64)
-}
-
 fn read_secret_stdin() -> anyhow::Result<String> {
     let mut s = String::new();
     std::io::stdin().read_to_string(&mut s)?;
@@ -628,48 +608,10 @@ impl Cli {
         let v = match action {
             None | Some(ConfigCmd::Get) => c.call(RequestBody::ConfigGet)?,
             Some(ConfigCmd::Set { key, value, root }) => {
-                let key = key.replace('-', "_");
-                let (k, v) = match key.as_str() {
-                    "poll_interval" | "poll_interval_secs" => (
-                        "poll_interval_secs",
-                        serde_json::json!(value
-                            .trim_end_matches('s')
-                            .parse::<u64>()
-                            .map_err(|_| anyhow!("poll-interval: give seconds"))?),
-                    ),
-                    "download_limit" | "upload_limit" => {
-                        (key.as_str(), serde_json::json!(parse_size(&value)?))
-                    }
-                    "ignore" => (
-                        "ignore",
-                        serde_json::json!(value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .collect::<Vec<_>>()),
-                    ),
-                    "never_download" => (
-                        "never_download",
-                        serde_json::json!(value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .collect::<Vec<_>>()),
-                    ),
-                    "budget" => {
-                        let b = if value == "none" {
-                            serde_json::Value::Null
-                        } else if let Some(p) = value.strip_suffix('%') {
-                            serde_json::json!({"keep_free_percent": p.parse::<u8>().map_err(|_| anyhow!("budget: N% with N in 1..90"))?})
-                        } else {
-                            serde_json::json!({"max_bytes": parse_size(&value)?})
-                        };
-                        ("budget", b)
-                    }
-                    k => (k, serde_json::json!(value)),
-                };
+                let (k, v) =
+                    skyfill::ipc::client::setting_value(&key, &value).map_err(|e| anyhow!(e))?;
                 let local = root.as_deref().map(abs).transpose()?;
-                set(&mut c, k, v, local)?
+                set(&mut c, &k, v, local)?
             }
             Some(ConfigCmd::Block { program }) | Some(ConfigCmd::Unblock { program })
                 if program.contains('/') =>

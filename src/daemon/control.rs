@@ -182,6 +182,7 @@ impl Handler for Daemon {
                     .collect::<Vec<_>>(),
             ),
             RequestBody::Status { path: Some(p) } => json(self.status(peer, &p)?),
+            RequestBody::List { path } => json(self.list(peer, &path)?),
             RequestBody::Status { path: None } => {
                 let mut out = Vec::new();
                 for r in self.mine(peer) {
@@ -919,6 +920,32 @@ impl Daemon {
 
     // ------------------------------------------------------------ status
 
+    fn list(&self, peer: Peer, path: &str) -> Result<Vec<PathStatus>, Fail> {
+        let (r, rel) = self.resolve(peer, path)?;
+        let root = self.open_root(&r)?;
+        let dfd = fsutil::open_beneath(
+            root.as_fd(),
+            &rel,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| fail(ErrorCode::NotFound, format!("{path}: {e}")))?;
+        let base = path.trim_end_matches('/');
+        let mut out: Vec<PathStatus> = fsutil::read_dir_names(dfd.as_fd())
+            .map_err(internal)?
+            .into_iter()
+            .filter_map(|raw| {
+                let name = crate::model::validate_name(&raw).ok()?;
+                if name.starts_with(".~skyfill-") {
+                    return None;
+                }
+                self.status(peer, &format!("{base}/{name}")).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| (a.kind != "dir", &a.path).cmp(&(b.kind != "dir", &b.path)));
+        Ok(out)
+    }
+
     fn status(&self, peer: Peer, path: &str) -> Result<PathStatus, Fail> {
         let (r, rel) = self.resolve(peer, path)?;
         let root = self.open_root(&r)?;
@@ -1562,7 +1589,7 @@ impl Daemon {
                     "check the network and the server address",
                 ),
             }
-            if let Some(skew) = clock_skew(&r.remote).await {
+            if let Some(skew) = remote::config::clock_skew(&r.remote).await {
                 let s = skew.abs();
                 let limit = if r.remote.url.starts_with("s3:") {
                     300
@@ -1586,40 +1613,4 @@ impl Daemon {
             checks,
         }
     }
-}
-
-/// Seconds the local clock is ahead (positive) of the server's `Date` header, for HTTP remotes.
-async fn clock_skew(spec: &remote::RemoteSpec) -> Option<i64> {
-    let u = url::Url::parse(&spec.url).ok()?;
-    let base = match u.scheme() {
-        "dav" | "http" => format!(
-            "http://{}{}/",
-            u.host_str()?,
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        "davs" | "https" => format!(
-            "https://{}{}/",
-            u.host_str()?,
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        "s3" => spec.endpoint.clone().unwrap_or_else(|| {
-            format!(
-                "https://s3.{}.amazonaws.com/",
-                spec.region.as_deref().unwrap_or("us-east-1")
-            )
-        }),
-        _ => return None,
-    };
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .ok()?;
-    let resp = c.head(&base).send().await.ok()?;
-    let date = resp.headers().get(reqwest::header::DATE)?.to_str().ok()?;
-    let server = httpdate::parse_http_date(date).ok()?;
-    let now = std::time::SystemTime::now();
-    Some(match now.duration_since(server) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    })
 }

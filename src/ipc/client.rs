@@ -128,3 +128,89 @@ impl Client {
         self.reader.get_ref().set_read_timeout(t)
     }
 }
+
+/// Parses `5M`, `10G`, `300k`, `1024` (bytes; K/M/G/T are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 500M or 2G)"))?;
+    if v < 0.0 {
+        return Err("a size cannot be negative".into());
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+fn list_of(value: &str) -> serde_json::Value {
+    serde_json::json!(value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>())
+}
+
+/// A setting as users type it (CLI, tray app) -> the protocol's key and JSON value:
+/// `poll-interval 30`, `download-limit 5M`, `never-download a,b`, `ignore '*.tmp'`,
+/// `budget 20G|10%|none`.
+pub fn setting_value(key: &str, value: &str) -> Result<(String, serde_json::Value), String> {
+    let key = key.replace('-', "_");
+    Ok(match key.as_str() {
+        "poll_interval" | "poll_interval_secs" => (
+            "poll_interval_secs".into(),
+            serde_json::json!(value
+                .trim()
+                .trim_end_matches('s')
+                .parse::<u64>()
+                .map_err(|_| "poll-interval: give seconds".to_string())?),
+        ),
+        "download_limit" | "upload_limit" => (key.clone(), serde_json::json!(parse_size(value)?)),
+        "ignore" | "never_download" => (key.clone(), list_of(value)),
+        "budget" => {
+            let b = if value.trim() == "none" || value.trim().is_empty() {
+                serde_json::Value::Null
+            } else if let Some(p) = value.trim().strip_suffix('%') {
+                serde_json::json!({"keep_free_percent": p.trim().parse::<u8>().map_err(|_| "budget: N% with N in 1..90".to_string())?})
+            } else {
+                serde_json::json!({"max_bytes": parse_size(value)?})
+            };
+            ("budget".into(), b)
+        }
+        k => (k.to_string(), serde_json::json!(value)),
+    })
+}
+
+#[cfg(test)]
+mod setting_tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_as_typed() {
+        assert_eq!(parse_size("5M").unwrap(), 5 << 20);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(
+            setting_value("poll-interval", "30s").unwrap(),
+            ("poll_interval_secs".into(), serde_json::json!(30))
+        );
+        assert_eq!(
+            setting_value("budget", "10%").unwrap().1,
+            serde_json::json!({"keep_free_percent": 10})
+        );
+        assert_eq!(
+            setting_value("budget", "none").unwrap().1,
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            setting_value("never-download", "a, b,").unwrap().1,
+            serde_json::json!(["a", "b"])
+        );
+    }
+}

@@ -77,6 +77,11 @@ pub enum RequestBody {
         #[serde(default)]
         path: Option<String>,
     },
+    /// The entries of a folder, each with its state (files and folders only; sorted, folders
+    /// first).
+    List {
+        path: String,
+    },
     /// Set the pin setting (pinned downloads now; online-only frees now).
     Pin {
         path: String,
@@ -510,6 +515,7 @@ mod tests {
             },
             RequestBody::Roots,
             RequestBody::Status { path: None },
+            RequestBody::List { path: "/l".into() },
             RequestBody::Status {
                 path: Some("/l/a".into()),
             },

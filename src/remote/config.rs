@@ -107,6 +107,43 @@ pub fn open_remote(
     }
 }
 
+/// Seconds this machine's clock is ahead of the server's (from its `Date` header); `None`
+/// when the server cannot be asked. S3 refuses requests beyond 15 minutes of skew.
+pub async fn clock_skew(spec: &RemoteSpec) -> Option<i64> {
+    let u = url::Url::parse(&spec.url).ok()?;
+    let base = match u.scheme() {
+        "dav" | "http" => format!(
+            "http://{}{}/",
+            u.host_str()?,
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        "davs" | "https" => format!(
+            "https://{}{}/",
+            u.host_str()?,
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        "s3" => spec.endpoint.clone().unwrap_or_else(|| {
+            format!(
+                "https://s3.{}.amazonaws.com/",
+                spec.region.as_deref().unwrap_or("us-east-1")
+            )
+        }),
+        _ => return None,
+    };
+    let c = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let resp = c.head(&base).send().await.ok()?;
+    let date = resp.headers().get(reqwest::header::DATE)?.to_str().ok()?;
+    let server = httpdate::parse_http_date(date).ok()?;
+    let now = std::time::SystemTime::now();
+    Some(match now.duration_since(server) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,4 @@
+//! Tauri's build step (config, capabilities, icons).
+fn main() {
+    tauri_build::build()
+}

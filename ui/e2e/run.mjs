@@ -1,0 +1,184 @@
+// Drives the real Skyfill tray app (through tauri-driver and WebKitWebDriver) against a real
+// daemon and real servers: the first-run wizard for WebDAV, the files listed online-only,
+// "Make available offline" on a folder (bytes checked on disk), "Free up space", a transfer
+// shown in Activity, a second account on S3, and the settings. Screenshots of each view go to
+// E2E_OUT. Run by tests/e2e/tray.sh inside a private D-Bus session.
+import { remote } from "webdriverio";
+import { createHash } from "node:crypto";
+import { statSync, readFileSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (tests/tray_e2e.rs sets it)`);
+  return v;
+};
+const out = env("E2E_OUT");
+const expected = JSON.parse(readFileSync(env("E2E_EXPECTED"), "utf8")); // rel path -> sha256
+const steps = [];
+
+function log(s) {
+  steps.push(s);
+  console.log(`e2e: ${s}`);
+}
+
+async function until(what, f, secs = 60) {
+  const end = Date.now() + secs * 1000;
+  let last;
+  while (Date.now() < end) {
+    try {
+      if (await f()) return;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+const sha = (p) => createHash("sha256").update(readFileSync(p)).digest("hex");
+const allocated = (p) => statSync(p).blocks * 512;
+
+const b = await remote({
+  hostname: "127.0.0.1",
+  port: 4444,
+  logLevel: "warn",
+  capabilities: { "tauri:options": { application: env("SKYFILL_TRAY_APP") } },
+});
+
+async function shot(name) {
+  await b.saveScreenshot(`${out}/${name}.png`);
+  log(`screenshot ${name}.png`);
+}
+const $ = (sel) => b.$(sel);
+async function click(sel) {
+  const e = await $(sel);
+  await e.waitForClickable({ timeout: 20000 });
+  await e.click();
+}
+async function type(sel, text) {
+  const e = await $(sel);
+  await e.waitForDisplayed({ timeout: 20000 });
+  await e.clearValue();
+  await e.setValue(text);
+}
+async function text(sel) {
+  // textContent: WebKitWebDriver's getText() misses text in some elements.
+  return b.execute((s) => document.querySelector(s)?.textContent ?? "", sel);
+}
+
+async function wizard({ kind, fill, folder }) {
+  await until("the wizard", async () => (await $("#wizard")).isDisplayed());
+  if (kind === "s3") await click("input[name=kind][value=s3]");
+  await shot(`wizard-1-kind-${kind}`);
+  await click("#w-next");
+  await fill();
+  await shot(`wizard-2-server-${kind}`);
+  await click("#w-next");
+  await click("#w-test");
+  await until("a successful connection test", async () => (await text("#w-test-result")).startsWith("Connected"), 60);
+  await shot(`wizard-3-test-${kind}`);
+  await click("#w-next");
+  await type("#w-folder", folder);
+  await click("#w-next");
+  await until("the account to be set up", async () => (await text("#w-done")).startsWith("Done"), 120);
+  await shot(`wizard-4-done-${kind}`);
+  await click("#w-next");
+  await until("the wizard to close", async () => !(await (await $("#wizard")).isDisplayed()));
+}
+
+async function rowState(path) {
+  const r = await $(`#file-rows tr[data-path="${path}"]`);
+  if (!(await r.isExisting())) return null;
+  return r.getAttribute("data-state");
+}
+
+try {
+  const root1 = env("E2E_ROOT1");
+  // The daemon has no root: the window opens on the wizard (WebDAV, with a password).
+  await wizard({
+    kind: "webdav",
+    folder: root1,
+    fill: async () => {
+      await type("#w-url", env("E2E_DAV_URL"));
+      await type("#w-user", env("E2E_DAV_USER"));
+      await type("#w-pass", env("E2E_DAV_PASS"));
+      await until("the folder address", async () => (await text("#w-resolved")).startsWith("dav://"));
+    },
+  });
+  log("WebDAV account added");
+
+  // Files are listed, online-only.
+  await until("files listed", async () => (await rowState(`${root1}/big.bin`)) === "online-only");
+  if ((await rowState(`${root1}/docs`)) === null) throw new Error("folder docs not listed");
+  for (const rel of Object.keys(expected)) {
+    if (allocated(`${root1}/${rel}`) > 8192) throw new Error(`${rel} takes disk before any read`);
+  }
+  await shot("files-online-only");
+
+  // Make available offline on the folder: its files become local with the right bytes.
+  await click(`#file-rows tr[data-path="${root1}/docs"] input[type=checkbox]`);
+  await click("#act-offline");
+  const docs = Object.keys(expected).filter((k) => k.startsWith("docs/"));
+  await until("docs/ to be local on disk", async () =>
+    docs.every((k) => allocated(`${root1}/${k}`) >= statSync(`${root1}/${k}`).size), 120);
+  for (const k of docs) {
+    if (sha(`${root1}/${k}`) !== expected[k]) throw new Error(`${k}: wrong bytes after offline`);
+  }
+  await click(`#file-rows tr[data-path="${root1}/docs"] button`); // open the folder
+  await until("pinned states shown", async () => (await rowState(`${root1}/${docs[0]}`)) === "pinned");
+  await shot("files-offline");
+  log(`make available offline: ${docs.length} files local, bytes verified`);
+
+  // Free up space: back to online-only, no disk used.
+  await click("#select-all");
+  await click("#act-free");
+  await until("docs/ freed on disk", async () => docs.every((k) => allocated(`${root1}/${k}`) <= 8192), 60);
+  await until("online-only states shown", async () => (await rowState(`${root1}/${docs[0]}`)) === "online-only");
+  await shot("files-freed");
+  log("free up space: files online-only again");
+
+  // A download in progress shows in Activity (the daemon has a download limit set).
+  await click("#tab-activity");
+  const reading = readFile(`${root1}/big.bin`);
+  await until("a transfer with a progress bar", async () =>
+    (await $(`#transfers li[data-path="${root1}/big.bin"] progress`)).isExisting(), 30);
+  await shot("activity-transfer");
+  const bytes = await reading;
+  if (createHash("sha256").update(bytes).digest("hex") !== expected["big.bin"]) throw new Error("big.bin: wrong bytes");
+  await until("the transfer listed as done", async () => (await text("#done")).includes("big.bin"), 30);
+  await shot("activity-done");
+  log("activity: progress shown while big.bin downloaded");
+
+  // A second account, on S3.
+  await click("#tab-settings");
+  await shot("settings");
+  await click("#add-account");
+  await wizard({
+    kind: "s3",
+    folder: env("E2E_ROOT2"),
+    fill: async () => {
+      await type("#s-endpoint", env("E2E_S3_ENDPOINT"));
+      await type("#s-region", "us-east-1");
+      await type("#s-bucket", env("E2E_S3_BUCKET"));
+      await type("#s-prefix", env("E2E_S3_PREFIX"));
+      await type("#s-key", env("E2E_S3_KEY"));
+      await type("#s-secret", env("E2E_S3_SECRET"));
+    },
+  });
+  await click("#tab-files");
+  await click("#root-select");
+  await (await $("#root-select")).selectByAttribute("value", env("E2E_ROOT2"));
+  await until("S3 files listed", async () => (await rowState(`${env("E2E_ROOT2")}/s3file.txt`)) === "online-only");
+  await shot("files-s3");
+  log("S3 account added, files listed online-only");
+  writeFileSync(`${out}/steps.txt`, steps.join("\n") + "\n");
+} catch (e) {
+  try {
+    await shot("failure");
+  } catch {}
+  console.error(`e2e failed after: ${steps.join(" | ")}`);
+  throw e;
+} finally {
+  await b.deleteSession();
+}
