@@ -119,6 +119,7 @@ async fn tray_app_wizard_files_activity_and_keyring() {
         .env("SKYFILL_SOCKET", &d.socket)
         .env("TAURI_DRIVER", &driver)
         .env("E2E_OUT", &out)
+        .env("E2E_STATE", &d.state)
         .env("E2E_EXPECTED", &exp)
         .env("E2E_ROOT1", fs.mnt.join("Cloud"))
         .env("E2E_ROOT2", fs.mnt.join("Bucket"))

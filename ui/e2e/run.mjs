@@ -172,6 +172,19 @@ try {
   await until("S3 files listed", async () => (await rowState(`${env("E2E_ROOT2")}/s3file.txt`)) === "online-only");
   await shot("files-s3");
   log("S3 account added, files listed online-only");
+
+  // The daemon's worker dies: the new one has no secret (it is only in the keyring), and the
+  // app hands it over again as soon as it reconnects; reads work again without the user.
+  const pid = Number(readFileSync(`${env("E2E_STATE")}/worker.pid`, "utf8").trim());
+  process.kill(pid, "SIGKILL");
+  await until("the S3 folder readable again after the daemon restarted", async () => {
+    try {
+      return (await readFile(`${env("E2E_ROOT2")}/s3file.txt`, "utf8")) === "on s3\n";
+    } catch {
+      return false;
+    }
+  }, 90);
+  log("after a daemon restart the app re-sent the secret from the keyring");
   writeFileSync(`${out}/steps.txt`, steps.join("\n") + "\n");
 } catch (e) {
   try {
