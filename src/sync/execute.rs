@@ -96,6 +96,17 @@ pub fn scratch() -> io::Result<File> {
 
 const CHUNK: u64 = 1 << 20;
 
+/// A fresh staging name next to `p` (ignored by sync: `.~skyfill-*`).
+fn temp_beside(p: &RelPath) -> Result<RelPath, ExecError> {
+    p.parent()
+        .unwrap_or_default()
+        .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
+        .map_err(|e| ExecError::Skipped {
+            path: p.clone(),
+            what: e.to_string(),
+        })
+}
+
 impl Executor<'_> {
     fn step(&self) -> Result<(), ExecError> {
         match self.crash_after {
@@ -212,14 +223,7 @@ impl Executor<'_> {
                 if to.starts_with(from) {
                     // Moved below its own old name (`mv a x; mkdir a; mv x a/b`): the old
                     // name must become a folder on the server too, so step aside first.
-                    let tmp = from
-                        .parent()
-                        .unwrap_or_default()
-                        .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
-                        .map_err(|e| ExecError::Skipped {
-                            path: from.clone(),
-                            what: e.to_string(),
-                        })?;
+                    let tmp = temp_beside(from)?;
                     self.remote.rename(from, &tmp, Kind::File).await?;
                     self.mkdir_p(&to.parent().unwrap_or_default()).await?;
                     self.remote.rename(&tmp, to, Kind::File).await?;
@@ -384,14 +388,7 @@ impl Executor<'_> {
         if !to.starts_with(from) {
             return self.local.rename(from, to).map_err(io_at(to));
         }
-        let tmp = from
-            .parent()
-            .unwrap_or_default()
-            .join(&format!(".~skyfill-{:x}.tmp", rand::random::<u64>()))
-            .map_err(|e| ExecError::Skipped {
-                path: from.clone(),
-                what: e.to_string(),
-            })?;
+        let tmp = temp_beside(from)?;
         self.local.rename(from, &tmp).map_err(io_at(from))?;
         if let Some(parent) = to.parent() {
             self.local.mkdir(&parent).map_err(io_at(&parent))?;

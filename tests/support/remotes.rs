@@ -171,15 +171,7 @@ pub async fn upload_into(server: &Server, args: &[String], files: &BTreeMap<Stri
             }
         }
         Server::S3s => {
-            let keys = env("SKYFILL_TEST_S3_KEYS");
-            let (a, k) = keys.split_once(':').unwrap();
-            let mut c = skyfill::remote::s3::S3Config::new(
-                Url::parse(&env("SKYFILL_TEST_S3S")).unwrap(),
-                "bucket",
-            );
-            c.prefix = scratch;
-            c.credentials = Some((a.into(), k.into()));
-            let s3 = skyfill::remote::s3::S3::new(c).unwrap();
+            let s3 = client(server, args);
             for (kk, v) in files {
                 s3.upload(&p(kk), &file_with(v), &Precondition::None)
                     .await
