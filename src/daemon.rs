@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 mod control;
+mod fdstore;
 mod rootfs;
 mod syncing;
 
@@ -45,12 +46,26 @@ fn other(msg: String) -> io::Error {
 /// Runs the keeper: creates the group and the socket, then runs workers until SIGTERM/SIGINT.
 pub fn run_keeper(opts: &Options) -> io::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)?;
-    let group = Group::new().map_err(|e| {
-        other(format!(
-            "cannot create a fanotify pre-content group ({e}); skyfilld needs root and Linux >= 6.14"
-        ))
-    })?;
+    let group = match fdstore::take(fdstore::GROUP_NAME) {
+        Some(fd) => {
+            tracing::info!("took the fanotify group back from the service manager's fd store");
+            // SAFETY: `take` checked that the descriptor is a fanotify group and gave it to us.
+            unsafe { Group::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)) }
+        }
+        None => Group::new().map_err(|e| {
+            other(format!(
+                "cannot create a fanotify pre-content group ({e}); skyfilld needs root and Linux >= 6.14"
+            ))
+        })?,
+    };
     let listener = bind_socket(&opts.socket)?;
+    // Under systemd, park a copy of the group in the fd store: if this whole service dies or
+    // restarts, marks and queued events survive and the next keeper answers them.
+    match fdstore::store(group.as_fd(), fdstore::GROUP_NAME) {
+        Ok(true) => tracing::info!("fanotify group kept in the service manager's fd store"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot store the fanotify group with the service manager: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -63,6 +78,8 @@ pub fn run_keeper(opts: &Options) -> io::Result<()> {
             let started = std::time::Instant::now();
             let mut child = spawn_worker(opts, group.as_fd(), listener.as_fd())?;
             tracing::info!(pid = child.id(), "worker started");
+            // The socket is bound and a worker will accept on it: ready for Type=notify.
+            let _ = fdstore::notify("READY=1", &[]);
             tokio::select! {
                 st = child.wait() => {
                     let st = st?;
@@ -126,7 +143,8 @@ fn spawn_worker(
         .arg("--socket")
         .arg(&opts.socket)
         .arg("--state-dir")
-        .arg(&opts.state_dir);
+        .arg(&opts.state_dir)
+        .env_remove("NOTIFY_SOCKET");
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

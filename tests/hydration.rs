@@ -729,3 +729,140 @@ async fn socket_authorizes_by_uid_and_survives_bad_input() {
     assert_eq!(lines[4]["error"]["code"], "not_a_root");
     assert_eq!(lines[5]["ok"], true);
 }
+
+/// The packaged service keeps the fanotify group in systemd's fd store. Acting as systemd
+/// (a notify socket, then `LISTEN_FDS` for the next start): keeper and worker are killed -9
+/// together; a reader of an online-only file waits instead of reading zeros, and gets the
+/// right bytes once the next keeper takes the stored group back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_of_the_whole_service_keeps_readers_waiting_through_the_fd_store() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let fs = LoopFs::new("ext4", 512);
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut d = Daemon::start(None);
+    d.stop();
+    let np = notify_path.clone();
+    d.spawn_with(&move |mut c| {
+        c.env("NOTIFY_SOCKET", &np);
+        c
+    });
+    // Read messages until the keeper stores its group.
+    let mut stored: Option<OwnedFd> = None;
+    let mut ready = false;
+    while stored.is_none() || !ready {
+        let mut buf = [0u8; 256];
+        let mut cbuf = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cbuf),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("no message from skyfilld on NOTIFY_SOCKET within 20 s");
+        let fds: Vec<i32> = msg
+            .cmsgs()
+            .unwrap()
+            .flat_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::ScmRights(v) => v,
+                _ => vec![],
+            })
+            .collect();
+        let n = msg.bytes;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.contains("READY=1") {
+            ready = true;
+        }
+        if text.contains("FDSTORE=1") {
+            assert!(text.contains("FDNAME=fanotify"), "{text}");
+            assert_eq!(fds.len(), 1, "FDSTORE without exactly one descriptor");
+            // SAFETY: received just now.
+            stored = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let stored = stored.unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/self/fd/{}", stored.as_raw_fd()))
+            .unwrap()
+            .to_string_lossy(),
+        "anon_inode:[fanotify]"
+    );
+
+    let mut files = BTreeMap::new();
+    files.insert("big.bin".to_string(), data(41, 12 << 20));
+    let (args, secret) = upload(&Server::S3s, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let f = root.join("big.bin");
+    assert_eq!(
+        d.cli(&["status", f.to_str().unwrap()])["state"],
+        "online-only"
+    );
+
+    // The service dies as a whole; only "systemd" (this test) still holds the group.
+    d.kill_all();
+    let mut reader = std::process::Command::new("sha256sum")
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        reader.try_wait().unwrap().is_none(),
+        "with no daemon running, a reader of an online-only file finished instead of waiting"
+    );
+
+    // The next start: the stored descriptor at fd 3, LISTEN_PID set to the keeper's own pid.
+    let raw = stored.as_raw_fd();
+    d.spawn_with(&move |c| {
+        let prog = c.get_program().to_owned();
+        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+            .arg(prog)
+            .args(args)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "fanotify");
+        // SAFETY: dup2 between fork and exec.
+        unsafe {
+            sh.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        sh
+    });
+    let t = Instant::now();
+    while reader.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the reader is still blocked 120 s after the restart; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = reader.wait_with_output().unwrap();
+    assert!(out.status.success(), "reader failed after the restart");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap(),
+        sha256_bytes(&files["big.bin"]),
+        "the reader saw other bytes than the server's"
+    );
+    assert!(
+        d.log().contains("took the fanotify group back"),
+        "the new keeper did not adopt the stored group; log:\n{}",
+        d.log()
+    );
+}

@@ -107,20 +107,23 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&|c| c);
+    }
+
+    /// Starts the keeper through `wrap` (which may add environment, inherited descriptors or
+    /// a wrapper program), then waits until it serves.
+    pub fn spawn_with(&mut self, wrap: &dyn Fn(Command) -> Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.state.join("daemon.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skyfilld"))
-            .arg("--socket")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skyfilld"));
+        cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
-            .arg(&self.state)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .arg(&self.state);
+        let child = wrap(cmd).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         self.wait_ready(None);
     }
@@ -220,6 +223,36 @@ impl Daemon {
             // SAFETY: make sure no worker survives its keeper.
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
+    }
+
+    /// kill -9 of keeper and worker at once, as systemd does when the main process dies.
+    pub fn kill_all(&mut self) {
+        let worker = self.worker_pid();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(p) = worker {
+            // SAFETY: killing the worker on purpose.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                    Ok(s)
+                        if !s
+                            .rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z') =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.state.join("worker.pid"));
     }
 
     pub fn restart(&mut self) {
