@@ -73,5 +73,28 @@ async fn nautilus_extension_against_the_daemon() {
             .status()
             .unwrap();
         assert!(c.success(), "{fm} variant does not compile");
+        // Loaded by the file manager's own gi bindings (nemo-python, python3-caja).
+        let (name, version) = if fm == "nemo" {
+            ("Nemo", "3.0")
+        } else {
+            ("Caja", "2.0")
+        };
+        let o = Command::new("/usr/bin/python3")
+            .args(["tests/filemanager_ext.py", "--gi", name, version])
+            .arg(&p)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SKYFILL_SOCKET", &d.socket)
+            .env("FM_ROOT", &root)
+            .env("FM_OUTSIDE", &outside)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name} {version} bindings (install nemo-python / python3-caja):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout)
+            .contains(&format!("loaded by gi ({name} {version})")));
     }
 }

@@ -2,7 +2,10 @@
 its protocol calls, the emblem chosen per state, the menu offered in and out of sync roots,
 menu actions that pin and free real files (bytes checked on disk), states pushed by the
 daemon's event stream; then, where python3-nautilus is installed, the module loaded by the
-real gi bindings, its extension class built and asked for menu items."""
+real gi bindings, its extension class built and asked for menu items.
+
+With `--gi FM VERSION SOURCE` (Nemo 3.0, Caja 2.0: the generated variants), only the last part
+runs, in a process of its own: each file manager's typelib pins its own GTK version."""
 
 import importlib.util
 import os
@@ -15,12 +18,12 @@ OUTSIDE = os.environ["FM_OUTSIDE"]
 SRC = os.path.join(os.path.dirname(__file__), "..", "packaging", "filemanagers", "skyfill_nautilus.py")
 
 
-def load(name, block_gi):
+def load(name, block_gi, src=SRC):
     if block_gi:
         sys.modules["gi"] = None  # as outside a file manager
     elif sys.modules.get("gi", 0) is None:
         del sys.modules["gi"]
-    spec = importlib.util.spec_from_file_location(name, SRC)
+    spec = importlib.util.spec_from_file_location(name, src)
     m = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m)
     return m
@@ -39,6 +42,51 @@ def until(what, f, secs=60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def check_real_bindings(fm, version, src, files):
+    """Loads `src` through the real gi bindings of `fm`: the extension class is built, picks the
+    emblem of an online-only file and offers the menu in a root and none outside."""
+    if sys.modules.get("gi", 0) is None:
+        del sys.modules["gi"]
+    import gi
+
+    gi.require_version(fm, version)
+    real = load(f"skyfill_real_{fm.lower()}", block_gi=False, src=src)
+    assert real.FM is not None and real.FM.__name__.endswith(fm), real.FM
+    from gi.repository import Gio
+
+    class File:
+        def __init__(self, p):
+            self.p = p
+            self.emblems = []
+
+        def get_location(self):
+            return Gio.File.new_for_path(self.p)
+
+        def add_emblem(self, e):
+            self.emblems.append(e)
+
+    x = real.SkyfillExtension()
+    f = File(files[0])
+    x.update_file_info(f)
+    assert f.emblems == ["emblem-skyfill-cloud"], f.emblems
+    # Nautilus 4.0 passes (files); Nemo, Caja and Nautilus 3.x pass (window, files).
+    pick = (lambda fs: (fs,)) if version == "4.0" else (lambda fs: (None, fs))
+    items = x.get_file_items(*pick([File(files[0]), File(files[1])]))
+    labels = [i.get_property("label") for i in items]
+    assert labels == ["Make available offline", "Free up space", "Always keep on this device"], labels
+    assert x.get_file_items(*pick([File(OUTSIDE)])) == []
+    print(f"loaded by gi ({fm} {version}): emblems and menu items ok")
+
+
+def docs_files():
+    docs = os.path.join(ROOT, "docs")
+    return sorted(os.path.join(docs, n) for n in os.listdir(docs))
+
+
+if len(sys.argv) == 5 and sys.argv[1] == "--gi":
+    check_real_bindings(sys.argv[2], sys.argv[3], sys.argv[4], docs_files())
+    sys.exit(0)
+
 ext = load("skyfill_ext", block_gi=True)
 assert ext.FM is None
 
@@ -55,7 +103,7 @@ c.close()
 
 state = ext.State()
 docs = os.path.join(ROOT, "docs")
-files = sorted(os.path.join(docs, n) for n in os.listdir(docs))
+files = docs_files()
 st = state.status_of(files[0])
 assert st["state"] == "online-only", st
 assert ext.emblems_for(st) == ["emblem-skyfill-cloud"], ext.emblems_for(st)
@@ -119,27 +167,4 @@ except (ImportError, ValueError):
 if os.environ.get("FM_REQUIRE_NAUTILUS") and not have:
     raise AssertionError("python3-nautilus is required here but not importable")
 if have:
-    real = load("skyfill_real", block_gi=False)
-    assert real.FM is not None and real.FM.__name__.endswith("Nautilus"), real.FM
-    from gi.repository import Gio
-
-    class File:
-        def __init__(self, p):
-            self.p = p
-            self.emblems = []
-
-        def get_location(self):
-            return Gio.File.new_for_path(self.p)
-
-        def add_emblem(self, e):
-            self.emblems.append(e)
-
-    x = real.SkyfillExtension()
-    f = File(files[0])
-    x.update_file_info(f)
-    assert f.emblems == ["emblem-skyfill-cloud"], f.emblems
-    items = x.get_file_items([File(files[0]), File(files[1])])
-    labels = [i.get_property("label") for i in items]
-    assert labels == ["Make available offline", "Free up space", "Always keep on this device"], labels
-    assert x.get_file_items([File(OUTSIDE)]) == []
-    print("loaded by gi (Nautilus 4.0): emblems and menu items ok")
+    check_real_bindings("Nautilus", "4.0", SRC, files)

@@ -179,3 +179,189 @@ async fn removal_refuses_while_sync_roots_exist() {
         "after remove-root, removal goes on"
     );
 }
+
+/// A fresh minimal Debian 12 (debootstrap minbase, unpacked from the tarball
+/// `.ci/install-deps` caches) to install packages into with `chroot … dpkg`.
+struct Chroot {
+    dir: tempfile::TempDir,
+}
+
+impl Chroot {
+    fn new() -> Chroot {
+        hsm::require_root();
+        let tar = std::env::var("SKYFILL_TEST_CHROOT_TAR")
+            .unwrap_or_else(|_| "/var/cache/skyfill-ci/bookworm-minbase.tar".into());
+        assert!(
+            Path::new(&tar).is_file(),
+            "no throwaway Debian root at {tar}: run .ci/install-deps (debootstrap --variant=minbase)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("skyfill-chroot")
+            .tempdir()
+            .unwrap();
+        let (ok, out) = run("tar", &["-C", dir.path().to_str().unwrap(), "-xf", &tar]);
+        assert!(ok, "unpacking {tar}: {out}");
+        Chroot { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p.trim_start_matches('/'))
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let mut a = vec![self.dir.path().to_str().unwrap()];
+        a.extend_from_slice(args);
+        run("chroot", &a)
+    }
+
+    /// Every path in the root except dpkg's own bookkeeping and logs.
+    fn tree(&self) -> Vec<String> {
+        let root = self.dir.path();
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                if ["var/lib/dpkg", "var/log", "var/cache", "tmp"]
+                    .iter()
+                    .any(|x| rel == *x || rel.starts_with(&format!("{x}/")))
+                {
+                    continue;
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(p);
+                }
+                out.push(rel);
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Install, refuse removal with a registered root, remove and purge in a throwaway Debian
+/// root: the binaries run against that system's libraries, the unit is enabled, and a purge
+/// leaves the root exactly as it was.
+#[test]
+fn deb_installs_and_purges_cleanly_in_a_throwaway_root() {
+    let deb = the_deb();
+    let c = Chroot::new();
+    let before = c.tree();
+    std::fs::copy(&deb, c.path("tmp/skyfill.deb")).unwrap();
+    let (ok, out) = c.run(&["dpkg", "-i", "/tmp/skyfill.deb"]);
+    assert!(ok, "dpkg -i in a minimal Debian 12: {out}");
+    let (ok, out) = c.run(&["dpkg-query", "-W", "-f", "${Status}", "skyfill"]);
+    assert!(ok && out.contains("install ok installed"), "{out}");
+    for cmd in [&["skyfill", "--version"][..], &["skyfilld", "--help"][..]] {
+        let (ok, out) = c.run(cmd);
+        assert!(ok, "{cmd:?} in the throwaway root: {out}");
+    }
+    let wants = c.path("etc/systemd/system/multi-user.target.wants/skyfilld.service");
+    assert!(
+        std::fs::symlink_metadata(&wants).is_ok(),
+        "postinst did not enable skyfilld.service"
+    );
+    assert!(c.path("var/lib/skyfill").is_dir() && c.path("run/skyfill").is_dir());
+
+    // A registered root (daemon not running): removal refuses and nothing is removed.
+    std::fs::write(
+        c.path("var/lib/skyfill/roots.json"),
+        r#"[{"local":"/home/u/Cloud"}]"#,
+    )
+    .unwrap();
+    let (ok, out) = c.run(&["dpkg", "-r", "skyfill"]);
+    assert!(!ok, "removal must refuse while roots exist: {out}");
+    assert!(out.contains("remove-root"), "{out}");
+    assert!(c.path("usr/bin/skyfilld").exists());
+    let (_, st) = c.run(&["dpkg-query", "-W", "-f", "${Status}", "skyfill"]);
+    assert!(st.contains("installed"), "{st}");
+
+    std::fs::remove_file(c.path("var/lib/skyfill/roots.json")).unwrap();
+    let (ok, out) = c.run(&["dpkg", "-r", "skyfill"]);
+    assert!(ok, "dpkg -r: {out}");
+    assert!(!c.path("usr/bin/skyfilld").exists());
+    let (ok, out) = c.run(&["dpkg", "-P", "skyfill"]);
+    assert!(ok, "dpkg -P: {out}");
+    let after = c.tree();
+    let added: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    let removed: Vec<_> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "purge left the root changed: added {added:?}, removed {removed:?}"
+    );
+}
+
+/// The tray app's .deb, built by the Tauri bundler (`scripts/package`; CI bundles a debug
+/// build): name, dependencies, binary, desktop entry (validated), icons, copyright; lintian
+/// finds no error (an unstripped binary is expected of a debug build only).
+#[test]
+fn tray_deb_from_the_tauri_bundler() {
+    let mut found = None;
+    for profile in ["release", "debug"] {
+        let dir = repo().join("target").join(profile).join("bundle/deb");
+        if let Some(p) = std::fs::read_dir(&dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("skyfill-tray_") && n.ends_with(".deb"))
+            })
+        {
+            found = Some((profile, p));
+            break;
+        }
+    }
+    let (profile, deb) =
+        found.expect("no skyfill-tray_*.deb under target/*/bundle/deb: run scripts/package");
+    let d = deb.to_str().unwrap();
+    let (ok, fields) = run("dpkg-deb", &["-f", d]);
+    assert!(ok, "{fields}");
+    let depends = fields
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap_or_else(|| panic!("no Depends:\n{fields}"));
+    for want in [
+        "skyfill (>=",
+        "libwebkit2gtk-4.1-0",
+        "libgtk-3-0",
+        "libayatana-appindicator3-1",
+        "libc6",
+    ] {
+        assert!(depends.contains(want), "Depends lacks {want}: {depends}");
+    }
+    assert!(fields.contains("Package: skyfill-tray"), "{fields}");
+    let (ok, list) = run("dpkg-deb", &["-c", d]);
+    assert!(ok, "{list}");
+    for want in [
+        "usr/bin/skyfill-tray",
+        "usr/share/applications/skyfill-tray.desktop",
+        "usr/share/icons/hicolor/128x128/apps/skyfill-tray.png",
+        "usr/share/doc/skyfill-tray/copyright",
+    ] {
+        assert!(list.contains(want), "{want} missing:\n{list}");
+    }
+    let x = tempfile::tempdir().unwrap();
+    let (ok, out) = run("dpkg-deb", &["-x", d, x.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let desktop = x.path().join("usr/share/applications/skyfill-tray.desktop");
+    let (ok, out) = run("desktop-file-validate", &[desktop.to_str().unwrap()]);
+    assert!(ok && !out.contains("error"), "desktop-file-validate: {out}");
+    let entry = std::fs::read_to_string(&desktop).unwrap();
+    assert!(
+        entry.contains("Exec=skyfill-tray") && entry.contains("Icon=skyfill-tray"),
+        "{entry}"
+    );
+    let (_, out) = run("lintian", &["--tag-display-limit", "0", d]);
+    println!("lintian ({profile} build):\n{out}");
+    let errors: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("E:"))
+        .filter(|l| !(profile == "debug" && l.contains("unstripped-binary-or-object")))
+        .collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+}
