@@ -67,12 +67,13 @@ fn systemd_unit_verifies_and_is_hardened() {
 }
 
 fn the_deb() -> PathBuf {
-    find_deb("skyfill_")
+    let dir = repo().join("target/debian");
+    deb_in(&dir, "skyfill_")
+        .unwrap_or_else(|| panic!("no skyfill_*.deb in {}: run scripts/package", dir.display()))
 }
 
-fn find_deb(prefix: &str) -> PathBuf {
-    let dir = repo().join("target/debian");
-    let deb = std::fs::read_dir(&dir)
+fn deb_in(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
         .ok()
         .into_iter()
         .flatten()
@@ -82,45 +83,54 @@ fn find_deb(prefix: &str) -> PathBuf {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
-        });
-    deb.unwrap_or_else(|| panic!("no {prefix}*.deb in {}: run scripts/package", dir.display()))
+        })
+}
+
+/// `dpkg-deb -f` and `-c` of `deb`, each checked to contain what is wanted.
+fn fields_and_contents(deb: &str, fields: &[&str], files: &[&str]) -> (String, String) {
+    let (ok, f) = run("dpkg-deb", &["-f", deb]);
+    assert!(ok, "{f}");
+    for want in fields {
+        assert!(f.contains(want), "field {want:?} missing:\n{f}");
+    }
+    let (ok, list) = run("dpkg-deb", &["-c", deb]);
+    assert!(ok, "{list}");
+    for want in files {
+        assert!(
+            list.contains(want),
+            "{want} missing from the package:\n{list}"
+        );
+    }
+    (f, list)
 }
 
 #[test]
 fn deb_has_everything_and_lintian_finds_no_error() {
     let deb = the_deb();
     let d = deb.to_str().unwrap();
-    let (ok, fields) = run("dpkg-deb", &["-f", d]);
-    assert!(ok, "{fields}");
-    for want in [
-        "Package: skyfill",
-        "Architecture: amd64",
-        "Section: utils",
-        "Depends: ",
-    ] {
-        assert!(fields.contains(want), "field {want:?} missing:\n{fields}");
-    }
-    let (ok, list) = run("dpkg-deb", &["-c", d]);
-    assert!(ok, "{list}");
-    for want in [
-        "./usr/bin/skyfilld",
-        "./usr/bin/skyfill",
-        "./usr/lib/systemd/system/skyfilld.service",
-        "./usr/lib/tmpfiles.d/skyfill.conf",
-        "./usr/share/nautilus-python/extensions/skyfill_nautilus.py",
-        "./usr/share/nemo-python/extensions/skyfill_nemo.py",
-        "./usr/share/caja-python/extensions/skyfill_caja.py",
-        "./usr/share/icons/hicolor/scalable/emblems/emblem-skyfill-cloud.svg",
-        "./usr/share/kio/servicemenus/skyfill.desktop",
-        "./usr/share/skyfill/thunar-uca.xml",
-        "./usr/share/man/man1/skyfill.1.gz",
-        "./usr/share/doc/skyfill/SYNC.md",
-    ] {
-        assert!(
-            list.contains(want),
-            "{want} missing from the package:\n{list}"
-        );
-    }
+    fields_and_contents(
+        d,
+        &[
+            "Package: skyfill",
+            "Architecture: amd64",
+            "Section: utils",
+            "Depends: ",
+        ],
+        &[
+            "./usr/bin/skyfilld",
+            "./usr/bin/skyfill",
+            "./usr/lib/systemd/system/skyfilld.service",
+            "./usr/lib/tmpfiles.d/skyfill.conf",
+            "./usr/share/nautilus-python/extensions/skyfill_nautilus.py",
+            "./usr/share/nemo-python/extensions/skyfill_nemo.py",
+            "./usr/share/caja-python/extensions/skyfill_caja.py",
+            "./usr/share/icons/hicolor/scalable/emblems/emblem-skyfill-cloud.svg",
+            "./usr/share/kio/servicemenus/skyfill.desktop",
+            "./usr/share/skyfill/thunar-uca.xml",
+            "./usr/share/man/man1/skyfill.1.gz",
+            "./usr/share/doc/skyfill/SYNC.md",
+        ],
+    );
     let ctl = tempfile::tempdir().unwrap();
     let (ok, out) = run("dpkg-deb", &["-e", d, ctl.path().to_str().unwrap()]);
     assert!(ok, "{out}");
@@ -297,30 +307,24 @@ fn deb_installs_and_purges_cleanly_in_a_throwaway_root() {
 /// finds no error (an unstripped binary is expected of a debug build only).
 #[test]
 fn tray_deb_from_the_tauri_bundler() {
-    let mut found = None;
-    for profile in ["release", "debug"] {
-        let dir = repo().join("target").join(profile).join("bundle/deb");
-        if let Some(p) = std::fs::read_dir(&dir)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("skyfill-tray_") && n.ends_with(".deb"))
-            })
-        {
-            found = Some((profile, p));
-            break;
-        }
-    }
-    let (profile, deb) =
-        found.expect("no skyfill-tray_*.deb under target/*/bundle/deb: run scripts/package");
+    let (profile, deb) = ["release", "debug"]
+        .into_iter()
+        .find_map(|profile| {
+            let dir = repo().join("target").join(profile).join("bundle/deb");
+            deb_in(&dir, "skyfill-tray_").map(|p| (profile, p))
+        })
+        .expect("no skyfill-tray_*.deb under target/*/bundle/deb: run scripts/package");
     let d = deb.to_str().unwrap();
-    let (ok, fields) = run("dpkg-deb", &["-f", d]);
-    assert!(ok, "{fields}");
+    let (fields, _) = fields_and_contents(
+        d,
+        &["Package: skyfill-tray", "Architecture: amd64"],
+        &[
+            "usr/bin/skyfill-tray",
+            "usr/share/applications/skyfill-tray.desktop",
+            "usr/share/icons/hicolor/128x128/apps/skyfill-tray.png",
+            "usr/share/doc/skyfill-tray/copyright",
+        ],
+    );
     let depends = fields
         .lines()
         .find_map(|l| l.strip_prefix("Depends: "))
@@ -333,17 +337,6 @@ fn tray_deb_from_the_tauri_bundler() {
         "libc6",
     ] {
         assert!(depends.contains(want), "Depends lacks {want}: {depends}");
-    }
-    assert!(fields.contains("Package: skyfill-tray"), "{fields}");
-    let (ok, list) = run("dpkg-deb", &["-c", d]);
-    assert!(ok, "{list}");
-    for want in [
-        "usr/bin/skyfill-tray",
-        "usr/share/applications/skyfill-tray.desktop",
-        "usr/share/icons/hicolor/128x128/apps/skyfill-tray.png",
-        "usr/share/doc/skyfill-tray/copyright",
-    ] {
-        assert!(list.contains(want), "{want} missing:\n{list}");
     }
     let x = tempfile::tempdir().unwrap();
     let (ok, out) = run("dpkg-deb", &["-x", d, x.path().to_str().unwrap()]);
