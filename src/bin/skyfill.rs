@@ -154,6 +154,20 @@ enum Cmd {
     /// Send one raw protocol request (JSON without id) and print the answer (debugging).
     #[command(hide = true)]
     Call { request: String },
+    /// List a remote recursively, without the daemon, and print the entry count and the
+    /// seconds it took (benchmarks: the listing alone). Secret from SKYFILL_SECRET.
+    #[command(hide = true)]
+    ListRemote {
+        remote: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        path_style: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -898,6 +912,48 @@ impl Cli {
                 clap_mangen::Man::new(Args::command())
                     .render(&mut std::io::stdout())
                     .map_err(|e| anyhow!("{e}"))?;
+                Ok(())
+            }
+            Cmd::ListRemote {
+                remote,
+                user,
+                endpoint,
+                region,
+                path_style,
+            } => {
+                let spec = RemoteSpec {
+                    url: remote,
+                    user,
+                    endpoint,
+                    region,
+                    path_style,
+                };
+                let secret = std::env::var("SKYFILL_SECRET").ok();
+                let r = skyfill::remote::open_remote(
+                    &spec,
+                    secret.as_deref(),
+                    skyfill::remote::http::HttpConfig::default(),
+                    None,
+                )
+                .map_err(|e| anyhow!("{e}"))?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| anyhow!("{e}"))?;
+                let t = std::time::Instant::now();
+                let mut files = 0u64;
+                let stats = rt.block_on(r.walk(&skyfill::model::RelPath::root(), &mut |e| {
+                    if e.kind != skyfill::model::Kind::Dir {
+                        files += 1;
+                    }
+                    Ok(())
+                }))
+                .map_err(|e| anyhow!("{e}"))?;
+                println!(
+                    "{{\"entries\":{},\"files\":{files},\"seconds\":{:.6}}}",
+                    stats.entries,
+                    t.elapsed().as_secs_f64()
+                );
                 Ok(())
             }
             Cmd::Call { request } => {

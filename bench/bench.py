@@ -1,0 +1,570 @@
+"""Skyfill's benchmarks (run by bench/run, as root): Skyfill against native reads on the same
+filesystem, curl against the same server, and rclone mount (--vfs-cache-mode full) of the same
+server. Sets up a loop-mounted ext4 image, the servers (tests/harness/servers.sh), skyfilld and
+rclone mount; runs each case several times; prints one table of medians and ratios; writes
+JSON with the machine, kernel, commit and date. Cleans up everything it started."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, "target", "release")
+CACHE = os.environ.get("SKYFILL_CI_CACHE", "/var/cache/skyfill-ci")
+RCLONE = os.path.join(CACHE, "venv", "bin", "rclone")
+MiB = 1 << 20
+GiB = 1 << 30
+
+FULL = dict(big=GiB, huge=4 * GiB, small=1000, many=100_000, million=1_000_000, upload=GiB, runs=3)
+QUICK = dict(big=8 * MiB, huge=64 * MiB, small=20, many=300, million=2000, upload=8 * MiB, runs=1)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    r = subprocess.run(cmd, **kw)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, cmd))} failed ({r.returncode}):\n"
+                         f"{(r.stdout or b'').decode(errors='replace')}{(r.stderr or b'').decode(errors='replace')}")
+    return r
+
+
+def timed(cmd, **kw):
+    t = time.perf_counter()
+    run(cmd, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - t
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def write_random(path, size, seed):
+    """Incompressible bytes, fast: one random MiB, varied per block."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    block = bytearray(os.urandom(MiB))
+    with open(path, "wb") as f:
+        left, i = size, seed
+        while left > 0:
+            block[0:8] = i.to_bytes(8, "little")
+            n = min(left, MiB)
+            f.write(block[:n])
+            left -= n
+            i += 1
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.p = QUICK if a.quick else FULL
+        self.runs = a.runs or self.p["runs"]
+        self.results = []
+        self.w = tempfile.mkdtemp(prefix="skyfill-bench.", dir="/var/tmp")
+        os.chmod(self.w, 0o755)
+        self.mnt = os.path.join(self.w, "mnt")
+        self.sock = os.path.join(self.w, "sock")
+        self.state = os.path.join(self.w, "state")
+        self.daemon = None
+        self.rclone = {}  # mountpoint -> Popen
+        self.mounted = False
+        self.servers = False
+
+    # ---------------------------------------------------------------- setup / teardown
+
+    def setup(self):
+        log(f"== setup in {self.w} (server: {self.a.server}, {'quick' if self.a.quick else 'full'}, {self.runs} runs)")
+        run([os.path.join(REPO, "tests/harness/servers.sh"), "start", os.path.join(self.w, "srv")])
+        self.servers = True
+        env = {}
+        for line in open(os.path.join(self.w, "srv", "servers.env")):
+            k, _, v = line.removeprefix("export ").strip().partition("=")
+            env[k] = v.strip("'")
+        self.env = env
+        ak, sk = env["SKYFILL_TEST_S3_KEYS"].split(":")
+        user, pw = env["SKYFILL_TEST_DAV_USER"], env["SKYFILL_TEST_DAV_PASS"]
+        s = self.a.server
+        if s == "webdav":
+            base = env["SKYFILL_TEST_RCLONE_DAV"]
+            self.data = env["SKYFILL_TEST_RCLONE_DAV_DIR"]
+            hostport = base.removeprefix("http://")
+            self.sky_remote = lambda sub: ([f"dav://{hostport}/{sub}", "--user", user], pw)
+            obs = run([RCLONE, "obscure", pw]).stdout.decode().strip()
+            self.rc_remote = lambda sub: f":webdav,url='{base}/{sub}',vendor=other,user={user},pass={obs}:"
+            self.curl_auth = ["-u", f"{user}:{pw}"]
+            self.http = lambda sub: f"{base}/{sub}"
+        elif s == "apache":
+            base = env["SKYFILL_TEST_APACHE"] + "/dav"
+            self.data = os.path.join(env["SKYFILL_TEST_APACHE_DIR"], "data")
+            hostport = env["SKYFILL_TEST_APACHE"].removeprefix("http://")
+            self.sky_remote = lambda sub: ([f"dav://{hostport}/dav/{sub}"], None)
+            self.rc_remote = lambda sub: f":webdav,url='{base}/{sub}',vendor=other:"
+            self.curl_auth = []
+            self.http = lambda sub: f"{base}/{sub}"
+        elif s == "s3":
+            ep = env["SKYFILL_TEST_S3S"]
+            self.data = os.path.join(env["SKYFILL_TEST_S3S_DIR"], "bucket")
+            self.sky_remote = lambda sub: ([f"s3://bucket/{sub}", "--endpoint", ep, "--region", "us-east-1",
+                                            "--path-style"], f"{ak}:{sk}")
+            self.rc_remote = lambda sub: (f":s3,provider=Other,endpoint='{ep}',access_key_id={ak},"
+                                          f"secret_access_key={sk},force_path_style=true,region=us-east-1:bucket/{sub}")
+            self.curl_auth = ["--aws-sigv4", "aws:amz:us-east-1:s3", "-u", f"{ak}:{sk}"]
+            self.http = lambda sub: f"{ep}/bucket/{sub}"
+        else:
+            raise SystemExit(f"bench: unknown server {s}")
+
+        p = self.p
+        log("== server data")
+        main = os.path.join(self.data, "main")
+        write_random(os.path.join(main, "big.bin"), p["big"], 1)
+        os.makedirs(main, exist_ok=True)
+        with open(os.path.join(main, "huge.bin"), "wb") as f:  # sparse on the server's disk
+            f.truncate(p["huge"])
+        for i in range(p["small"]):
+            write_random(os.path.join(main, "small", f"f{i:05}"), 4096, 1000 + i)
+        self.tree(os.path.join(self.data, "many"), p["many"], 64)
+        self.tree(os.path.join(self.data, "million"), p["million"], 0)
+        if s == "apache":
+            run(["chown", "-R", "www-data:www-data", self.data])
+        write_random(os.path.join(self.w, "upload.src"), p["upload"], 7)
+
+        log("== ext4 image")
+        img = os.path.join(self.w, "disk.img")
+        size = 16 * GiB if not self.a.quick else 2 * GiB
+        with open(img, "wb") as f:
+            f.truncate(size)
+        inodes = p["million"] + 3 * p["many"] + 200_000
+        # 1 KiB inodes keep each placeholder's xattr inside its inode (no extra block).
+        run(["mkfs.ext4", "-q", "-F", "-I", "1024", "-N", str(inodes), img])
+        os.makedirs(self.mnt)
+        run(["mount", "-o", "loop", img, self.mnt])
+        self.mounted = True
+
+        log("== skyfilld")
+        self.start_daemon()
+
+    def tree(self, root, n, size):
+        per = 1000
+        for i in range(n):
+            d = os.path.join(root, f"d{i // per:04}")
+            if i % per == 0:
+                os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i % per:04}"), "wb") as f:
+                if size:
+                    f.write(i.to_bytes(8, "little") * (size // 8))
+
+    def start_daemon(self):
+        errlog = open(os.path.join(self.w, "daemon.log"), "ab")
+        self.daemon = subprocess.Popen([os.path.join(BIN, "skyfilld"), "--socket", self.sock, "--state-dir",
+                                        self.state], stdout=subprocess.DEVNULL, stderr=errlog)
+        for _ in range(200):
+            if run(self.sf("stats"), check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise SystemExit("bench: skyfilld did not start; see " + os.path.join(self.w, "daemon.log"))
+
+    def stop_daemon(self):
+        if self.daemon is not None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+            self.daemon = None
+
+    def sf(self, *args):
+        return [os.path.join(BIN, "skyfill"), "--socket", self.sock, *args]
+
+    def sfj(self, *args, stdin=None):
+        r = run(self.sf("--json", *args), input=stdin.encode() if stdin else None)
+        return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+    def add_root(self, local, sub):
+        args, secret = self.sky_remote(sub)
+        extra = ["--secret-stdin", "--no-keyring"] if secret else []
+        t = time.perf_counter()
+        res = self.sfj("add-root", local, *args, *extra, stdin=secret)
+        return time.perf_counter() - t, res
+
+    def worker_pid(self):
+        return int(open(os.path.join(self.state, "worker.pid")).read())
+
+    def mount_rclone(self, sub, fresh_cache=True, rc_port=None):
+        mp = os.path.join(self.w, "rclone", sub)
+        self.umount_rclone(mp)
+        cache = os.path.join(self.w, "rclone-cache", sub)
+        if fresh_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        os.makedirs(mp, exist_ok=True)
+        cmd = [RCLONE, "mount", self.rc_remote(sub), mp, "--vfs-cache-mode", "full", "--cache-dir", cache,
+               "--dir-cache-time", "1h", "--vfs-cache-max-age", "1h"]
+        if self.a.server in ("webdav", "apache"):
+            cmd += ["--webdav-pacer-min-sleep", "0"]
+        if rc_port:
+            cmd += ["--rc", "--rc-addr", f"127.0.0.1:{rc_port}", "--rc-no-auth"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.w, "rclone.log"), "ab"))
+        for _ in range(200):
+            if run(["mountpoint", "-q", mp], check=False).returncode == 0:
+                self.rclone[mp] = p
+                return mp
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit(f"bench: rclone mount of {sub} failed; see {self.w}/rclone.log")
+
+    def umount_rclone(self, mp):
+        p = self.rclone.pop(mp, None)
+        if p is None:
+            return
+        run(["fusermount3", "-u", mp], check=False)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        run(["fusermount3", "-uz", mp], check=False)
+
+    def teardown(self):
+        for mp in list(self.rclone):
+            self.umount_rclone(mp)
+        self.stop_daemon()
+        if self.mounted:
+            for _ in range(20):
+                if run(["umount", self.mnt], check=False).returncode == 0:
+                    break
+                time.sleep(0.5)
+            else:
+                run(["umount", "-l", self.mnt], check=False)
+        if self.servers:
+            run([os.path.join(REPO, "tests/harness/servers.sh"), "stop", os.path.join(self.w, "srv")], check=False)
+        if self.a.keep:
+            log(f"kept {self.w}")
+        else:
+            shutil.rmtree(self.w, ignore_errors=True)
+
+    # ---------------------------------------------------------------- reporting
+
+    def record(self, case, what, sky, peer_name, peer, rclone, ratio, target, ok, unit="s"):
+        self.results.append(dict(case=case, what=what, skyfill=sky, peer_name=peer_name, peer=peer, rclone=rclone,
+                                 ratio=ratio, target=target, met=ok, unit=unit))
+        log(f"   {case} {what}: skyfill {fmt(sky, unit)}, {peer_name} {fmt(peer, unit)}, rclone {fmt(rclone, unit)}"
+            f" -> {ratio if isinstance(ratio, str) else f'{ratio:.3f}'} ({target}) {'ok' if ok else 'MISSED'}")
+
+    def dd(self, path, bs, cold):
+        if cold:
+            drop_caches()
+        else:
+            run(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
+        return timed(["dd", f"if={path}", "of=/dev/null", f"bs={bs}", "status=none"])
+
+    # ---------------------------------------------------------------- the cases
+
+    def case1(self):
+        log("== 1. sequential read of a hydrated file")
+        f = os.path.join(self.A, "big.bin")
+        run(self.sf("hydrate", f))
+        assert self.sfj("status", f)["state"] == "local"
+        plain = os.path.join(self.mnt, "plain.bin")
+        run(["cp", "--sparse=never", os.path.join(self.data, "main", "big.bin"), plain])
+        rmp = self.mount_rclone("main")
+        rf = os.path.join(rmp, "big.bin")
+        run(["dd", f"if={rf}", "of=/dev/null", "bs=1M", "status=none"])  # fill rclone's cache
+        time.sleep(1)
+        for bs in ("4K", "1M"):
+            for cold in (True, False):
+                s, n, r = [], [], []
+                for _ in range(self.runs):
+                    s.append(self.dd(f, bs, cold))
+                    n.append(self.dd(plain, bs, cold))
+                    r.append(self.dd(rf, bs, cold))
+                sm, nm, rm = median(s), median(n), median(r)
+                ratio = nm / sm
+                tgt = ">= 0.97" if bs == "1M" else "report"
+                self.record("1", f"{bs} reads, {'cold' if cold else 'warm'}", sm, "native", nm, rm, ratio, tgt,
+                            ratio >= 0.97 if bs == "1M" else True)
+        self.umount_rclone(rmp)
+        os.unlink(plain)
+
+    def case2(self):
+        log("== 2. cold read of an online-only file")
+        f = os.path.join(self.A, "big.bin")
+        url = self.http("main/big.bin")
+        s, c, r = [], [], []
+        for _ in range(self.runs):
+            run(self.sf("free", f))
+            assert self.sfj("status", f)["state"] == "online-only"
+            s.append(self.dd(f, "1M", True))
+            drop_caches()
+            c.append(timed(["curl", "-sf", *self.curl_auth, "-o", "/dev/null", url]))
+            rmp = self.mount_rclone("main")
+            r.append(self.dd(os.path.join(rmp, "big.bin"), "1M", True))
+            self.umount_rclone(rmp)
+        sm, cm = median(s), median(c)
+        self.record("2", f"{self.p['big'] // MiB} MiB, 1M reads", sm, "curl", cm, median(r), cm / sm, ">= 1.0",
+                    cm / sm >= 1.0)
+
+    def case3(self):
+        log("== 3. open and first byte of small online-only files")
+        d = os.path.join(self.A, "small")
+        names = sorted(os.listdir(d))
+        files = [os.path.join(d, n) for n in names]
+        cfg = os.path.join(self.w, "curl.cfg")
+        with open(cfg, "w") as f:
+            for n in names:
+                f.write(f'url = "{self.http("main/small/" + n)}"\noutput = "/dev/null"\n')
+        s, c, r = [], [], []
+        for _ in range(self.runs):
+            run(self.sf("free", "-r", d))
+            drop_caches()
+            s.append(timed(["head", "-q", "-c", "1", *files]))
+            drop_caches()
+            c.append(timed(["curl", "-sf", *self.curl_auth, "-K", cfg]))
+            rmp = self.mount_rclone("main")
+            rfiles = [os.path.join(rmp, "small", n) for n in names]
+            os.listdir(os.path.join(rmp, "small"))  # the listing is not what we time
+            r.append(timed(["head", "-q", "-c", "1", *rfiles]))
+            self.umount_rclone(rmp)
+        sm, cm = median(s), median(c)
+        self.record("3", f"{len(files)} files", sm, "curl", cm, median(r), sm / cm, "<= 1.3", sm / cm <= 1.3)
+
+    def case4(self):
+        log("== 4. 1 MiB from the middle of a large online-only file")
+        f = os.path.join(self.A, "huge.bin")
+        mid = self.p["huge"] // MiB // 2
+        s, sb, r, rb = [], [], [], []
+        for _ in range(self.runs):
+            run(self.sf("free", f))
+            before = self.sfj("stats")["bytes_fetched"]
+            drop_caches()
+            s.append(timed(["dd", f"if={f}", "of=/dev/null", "bs=1M", f"skip={mid}", "count=1", "status=none"]))
+            sb.append(self.sfj("stats")["bytes_fetched"] - before)
+            port = free_port()
+            rmp = self.mount_rclone("main", rc_port=port)
+            drop_caches()
+            r.append(timed(["dd", f"if={os.path.join(rmp, 'huge.bin')}", "of=/dev/null", "bs=1M", f"skip={mid}",
+                            "count=1", "status=none"]))
+            time.sleep(0.5)
+            st = json.loads(run([RCLONE, "rc", "--url", f"http://127.0.0.1:{port}/", "core/stats"]).stdout)
+            rb.append(st.get("bytes", 0))
+            self.umount_rclone(rmp)
+        fetched = median(sb)
+        self.record("4", f"bytes fetched ({self.p['huge'] // GiB or self.p['huge'] / GiB} GiB file)", fetched / MiB,
+                    "-", None, median(rb) / MiB, f"{fetched / MiB:.2f} MiB", "<= 8 MiB", fetched <= 8 * MiB, unit="MiB")
+        self.record("4", "time to read the 1 MiB", median(s), "-", None, median(r), "-", "report", True)
+
+    def case56(self):
+        log("== 6. placeholders from a large listing")
+        args, secret = self.sky_remote("many")
+        env = dict(os.environ)
+        if secret:
+            env["SKYFILL_SECRET"] = secret
+        lists, adds = [], []
+        for i in range(self.runs):
+            r = run(self.sf("list-remote", *args), env=env)
+            lists.append(json.loads(r.stdout)["seconds"])
+            local = os.path.join(self.mnt, f"many{i}")
+            t, res = self.add_root(local, "many")
+            assert res["files"] == self.p["many"], res
+            adds.append(t)
+            if i > 0:
+                run(self.sf("remove-root", local, "--keep-local"))
+        am, lm = median(adds), median(lists)
+        self.record("6", f"{self.p['many']} entries: add-root vs listing", am, "listing", lm, None, am / lm,
+                    "<= 1.5", am / lm <= 1.5)
+
+        log("== 5. find -ls over placeholders")
+        sky = os.path.join(self.mnt, "many0")
+        plain = os.path.join(self.mnt, "plainmany")
+        shutil.copytree(os.path.join(self.data, "many"), plain)
+        rmp = self.mount_rclone("many")
+        run(["find", rmp, "-ls"], stdout=subprocess.DEVNULL)  # rclone's directory cache, warm
+        for cold in (True, False):
+            s, n, r = [], [], []
+            for _ in range(self.runs):
+                for out, path in ((s, sky), (n, plain), (r, rmp)):
+                    if cold:
+                        drop_caches()
+                    else:
+                        run(["find", path, "-ls"])
+                    out.append(timed(["find", path, "-ls"]))
+            sm, nm = median(s), median(n)
+            self.record("5", f"{self.p['many']} files, {'cold' if cold else 'warm'}", sm, "native", nm, median(r),
+                        sm / nm, "<= 1.05", sm / nm <= 1.05)
+        self.umount_rclone(rmp)
+        assert self.sfj("status", os.path.join(sky, "d0000", "f0000"))["state"] == "online-only"
+
+    def case7(self):
+        log("== 7. daemon memory with a million files indexed")
+        t, res = self.add_root(os.path.join(self.mnt, "million"), "million")
+        assert res["files"] == self.p["million"], res
+        pid = self.worker_pid()
+        st = {k: v for k, v in (l.split(":", 1) for l in open(f"/proc/{pid}/status")) if k in ("VmHWM", "VmRSS")}
+        hwm = int(st["VmHWM"].split()[0]) * 1024
+        rss = int(st["VmRSS"].split()[0]) * 1024
+        keeper = int([l for l in open(f"/proc/{self.daemon.pid}/status") if l.startswith("VmHWM")][0].split()[1]) * 1024
+        index = dir_size(os.path.join(self.state, "index"))
+        total = sum(1 for _ in walk_files(self.mnt))
+        self.record("7", f"peak RSS, {total} files indexed (worker; keeper {keeper / MiB:.1f} MiB)", hwm / MiB, "-",
+                    None, None, f"{hwm / MiB:.1f} MiB", "<= 64 MiB", hwm <= 64 * MiB, unit="MiB")
+        self.record("7", "RSS after, index on disk", rss / MiB, "index", index / MiB, None,
+                    f"{index / max(total, 1):.0f} B/file", "report", True, unit="MiB")
+        self.record("7", f"add-root of {self.p['million']} files", t, "-", None, None,
+                    f"{self.p['million'] / t:.0f} files/s", "report", True)
+
+    def case9(self):
+        log("== 9. upload of a file written into the root")
+        src = os.path.join(self.w, "upload.src")
+        s, c = [], []
+        for i in range(self.runs):
+            dst = os.path.join(self.A, f"up{i}.bin")
+            run(["cp", src, dst])
+            os.utime(dst, (time.time() - 10, time.time() - 10))  # past the "still being written" wait
+            t = time.perf_counter()
+            res = self.sfj("sync", self.A)
+            s.append(time.perf_counter() - t)
+            if res.get("uploaded", 0) < 1 and os.path.getsize(os.path.join(self.data, "main", f"up{i}.bin")) != \
+                    self.p["upload"]:
+                raise SystemExit(f"bench: skyfill sync did not upload up{i}.bin: {res}")
+            c.append(timed(["curl", "-sf", *self.curl_auth, "-T", src, self.http(f"main/curl{i}.bin")]))
+        got = os.path.getsize(os.path.join(self.data, "main", "up0.bin"))
+        assert got == self.p["upload"], got
+        sm, cm = median(s), median(c)
+        self.record("9", f"{self.p['upload'] // MiB} MiB", sm, "curl PUT", cm, None, cm / sm, ">= 0.9", cm / sm >= 0.9)
+
+    def case8(self):
+        log("== 8. reads outside the sync root, daemon running and not")
+        f = os.path.join(self.mnt, "outside.bin")
+        write_random(f, self.p["big"], 99)
+        res = {}
+        for phase in ("running", "stopped"):
+            if phase == "stopped":
+                self.stop_daemon()
+            for bs in ("4K", "1M"):
+                for cold in (True, False):
+                    res[(phase, bs, cold)] = median([self.dd(f, bs, cold) for _ in range(self.runs)])
+        for bs in ("4K", "1M"):
+            for cold in (True, False):
+                on, off = res[("running", bs, cold)], res[("stopped", bs, cold)]
+                self.record("8", f"{bs} reads, {'cold' if cold else 'warm'}", on, "no daemon", off, None, off / on,
+                            ">= 0.99", off / on >= 0.99)
+
+    def go(self):
+        self.setup()
+        self.A = os.path.join(self.mnt, "A")
+        t, res = self.add_root(self.A, "main")
+        log(f"   root A: {res['files']} files in {t:.2f} s")
+        self.case1()
+        self.case2()
+        self.case3()
+        self.case4()
+        self.case56()
+        self.case9()
+        self.case7()
+        self.case8()  # last: it stops the daemon
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def walk_files(root):
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            yield os.path.join(dp, f)
+
+
+def dir_size(p):
+    return sum(os.path.getsize(f) for f in walk_files(p))
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v:.4f} s" if v < 10 else f"{v:.1f} s"
+    return f"{v:.2f} {unit}"
+
+
+def table(results):
+    rows = [("case", "measure", "skyfill", "peer", "rclone mount", "ratio", "target", "")]
+    for r in results:
+        u = r["unit"]
+        peer = "-" if r["peer"] is None else f"{r['peer_name']} {fmt(r['peer'], u if r['peer_name'] != 'index' else 'MiB')}"
+        ratio = r["ratio"] if isinstance(r["ratio"], str) else f"{r['ratio']:.3f}"
+        rows.append((r["case"], r["what"], fmt(r["skyfill"], u), peer, fmt(r["rclone"], u), ratio, r["target"],
+                     "ok" if r["met"] else "MISSED"))
+    w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    commit = run(["git", "-C", REPO, "rev-parse", "HEAD"], check=False).stdout.decode().strip()
+    dirty = run(["git", "-C", REPO, "status", "--porcelain"], check=False).stdout.decode().strip() != ""
+    return dict(cpu=cpu, cores=os.cpu_count(), memory_bytes=mem, kernel=platform.release(),
+                commit=commit + ("-dirty" if dirty else ""),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                rclone=run([RCLONE, "version"]).stdout.decode().splitlines()[0])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--server", default="webdav", choices=["webdav", "apache", "s3"])
+    ap.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one run")
+    ap.add_argument("--runs", type=int, help="runs per measurement (default 3; quick 1)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args()
+    b = Bench(a)
+    t0 = time.time()
+    try:
+        b.go()
+    finally:
+        b.teardown()
+    m = machine()
+    head = (f"Skyfill benchmarks: server {a.server}{' (QUICK: smoke mode, numbers mean nothing)' if a.quick else ''}, "
+            f"{b.runs} runs each, medians; {m['kernel']}, {m['cpu']} x{m['cores']}, commit {m['commit'][:12]}, "
+            f"{m['date']}, {time.time() - t0:.0f} s")
+    print(head)
+    print(table(b.results))
+    missed = [r for r in b.results if not r["met"]]
+    print(f"{len(b.results) - len(missed)} of {len(b.results)} measurements meet their target")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(machine=m, server=a.server, quick=a.quick, runs=b.runs, sizes=b.p, results=b.results), f,
+                      indent=2)
+        print(f"JSON: {a.json}")
+
+
+if __name__ == "__main__":
+    main()
