@@ -262,7 +262,9 @@ impl Journal {
 
     fn add(&self, p: &Pending) {
         self.open.lock().unwrap().insert(p.fd);
-        let _ = writeln!(self.file.lock().unwrap(), "{}", p.line());
+        // One write(2) per line: a line is never torn by a crash between two writes.
+        let line = format!("{}\n", p.line());
+        let _ = self.file.lock().unwrap().write_all(line.as_bytes());
     }
 
     fn done(&self, fd: i32) {
@@ -276,7 +278,7 @@ impl Journal {
             let _ = f.set_len(0);
             let _ = std::io::Seek::seek(&mut *f, std::io::SeekFrom::Start(0));
         } else {
-            let _ = writeln!(f, "-{fd}");
+            let _ = f.write_all(format!("-{fd}\n").as_bytes());
         }
     }
 }

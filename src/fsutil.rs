@@ -237,6 +237,20 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Starts writeback of all of `fd`'s dirty pages and waits for it to finish
+/// (`sync_file_range` with WAIT_BEFORE | WRITE | WAIT_AFTER): the data is on the device, with
+/// no journal commit forced.
+pub fn write_out(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: plain syscall on a valid descriptor.
+    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -942,13 +942,14 @@ impl Cli {
                     .map_err(|e| anyhow!("{e}"))?;
                 let t = std::time::Instant::now();
                 let mut files = 0u64;
-                let stats = rt.block_on(r.walk(&skyfill::model::RelPath::root(), &mut |e| {
-                    if e.kind != skyfill::model::Kind::Dir {
-                        files += 1;
-                    }
-                    Ok(())
-                }))
-                .map_err(|e| anyhow!("{e}"))?;
+                let stats = rt
+                    .block_on(r.walk(&skyfill::model::RelPath::root(), &mut |e| {
+                        if e.kind != skyfill::model::Kind::Dir {
+                            files += 1;
+                        }
+                        Ok(())
+                    }))
+                    .map_err(|e| anyhow!("{e}"))?;
                 println!(
                     "{{\"entries\":{},\"files\":{files},\"seconds\":{:.6}}}",
                     stats.entries,

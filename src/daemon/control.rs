@@ -707,6 +707,10 @@ impl Daemon {
         if let (Some(s), true) = (&secret, rec.persist_secret) {
             self.registry.save_secret(&id, s).map_err(internal)?;
         }
+        // No sync pass may run on the root until its placeholders are all made: a pass would
+        // create the same placeholders alongside (and each side would find the other's).
+        let pass_lock = self.sync.lock(&id);
+        let _no_pass = pass_lock.lock().await;
         {
             let mut roots = self.roots.write().unwrap();
             if roots
@@ -741,6 +745,12 @@ impl Daemon {
 
     /// Creates placeholders for remote entries below `below` that are new: not on disk and
     /// not known to the index (a known file missing on disk was deleted locally).
+    ///
+    /// Listing and creating overlap: the walk runs here while creator threads make the
+    /// placeholders as entries arrive (bounded queues), so adding a large root takes about as
+    /// long as the slowest part rather than the sum. Entries are spread over the creators by
+    /// folder (a file goes where its folder is made), so each folder is filled by one thread.
+    /// Only used by add-root, on a root that started empty.
     async fn populate(
         &self,
         r: &RootRecord,
@@ -748,44 +758,85 @@ impl Daemon {
         rem: &Arc<dyn Remote>,
         below: &RelPath,
     ) -> Result<(crate::hsm::placeholder::PopulateStats, u64), Fail> {
-        let mut pop = Populator::new(
-            root.as_fd(),
-            &r.id,
-            Owner {
-                uid: r.uid,
-                gid: r.gid,
-            },
-            &self.group,
-        );
-        let index = self.index.clone();
-        let id = r.id.clone();
-        let mut sink = |e: crate::model::RemoteEntry| -> remote::Result<()> {
-            if e.kind == crate::model::Kind::File {
-                if matches!(index.get(&id, e.path.as_str()), Ok(Some(_))) {
-                    return Ok(());
-                }
-                let before = pop.stats.files;
-                pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
-                if pop.stats.files > before {
-                    let avail = if e.size == 0 { "local" } else { "online-only" };
-                    let _ = index.put(
-                        &id,
-                        e.path.as_str(),
-                        &Record {
-                            availability: avail.into(),
-                            size: e.size,
-                            version: e.version.token(),
-                            local_bytes: 0,
-                        },
-                    );
-                }
-            } else {
-                pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
-            }
-            Ok(())
+        use std::hash::{Hash, Hasher};
+        let owner = Owner {
+            uid: r.uid,
+            gid: r.gid,
         };
-        let walk = rem.walk(below, &mut sink).await.map_err(remote_fail)?;
-        Ok((pop.stats, walk.rejected))
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let (index, id, group) = (&self.index, r.id.as_str(), &self.group);
+        let rt = tokio::runtime::Handle::current();
+        let (created, walked) = tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let mut senders = Vec::new();
+                let mut creators = Vec::new();
+                for _ in 0..threads {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<crate::model::RemoteEntry>(2048);
+                    senders.push(tx);
+                    creators.push(s.spawn(move || -> remote::Result<_> {
+                        let mut pop = Populator::new(root.as_fd(), id, owner, group).fresh();
+                        for e in rx {
+                            let before = pop.stats.files;
+                            pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
+                            if e.kind == crate::model::Kind::File && pop.stats.files > before {
+                                let avail = if e.size == 0 { "local" } else { "online-only" };
+                                let _ = index.put(
+                                    id,
+                                    e.path.as_str(),
+                                    &Record {
+                                        availability: avail.into(),
+                                        size: e.size,
+                                        version: e.version.token(),
+                                        local_bytes: 0,
+                                    },
+                                );
+                            }
+                        }
+                        Ok(pop.stats)
+                    }));
+                }
+                let mut sink = |e: crate::model::RemoteEntry| -> remote::Result<()> {
+                    let folder = match e.kind {
+                        crate::model::Kind::Dir => e.path.clone(),
+                        crate::model::Kind::File => e.path.parent().unwrap_or_default(),
+                    };
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    folder.as_str().hash(&mut h);
+                    senders[(h.finish() % senders.len() as u64) as usize]
+                        .send(e)
+                        .map_err(|_| RemoteError::Config("placeholder creation stopped".into()))
+                };
+                let walked = rt.block_on(rem.walk(below, &mut sink));
+                drop(senders);
+                let mut total = crate::hsm::placeholder::PopulateStats::default();
+                let mut first_err = None;
+                for c in creators {
+                    match c.join() {
+                        Ok(Ok(st)) => {
+                            total.files += st.files;
+                            total.dirs += st.dirs;
+                            total.skipped += st.skipped;
+                        }
+                        Ok(Err(e)) => {
+                            first_err.get_or_insert(e);
+                        }
+                        Err(_) => {
+                            first_err.get_or_insert(RemoteError::Config(
+                                "placeholder thread panicked".into(),
+                            ));
+                        }
+                    }
+                }
+                (first_err.map_or(Ok(total), Err), walked)
+            })
+        });
+        // A creator's error explains a walk stopped by it; report that one first.
+        let stats = created.map_err(remote_fail)?;
+        let walk = walked.map_err(remote_fail)?;
+        Ok((stats, walk.rejected))
     }
 
     async fn remove_root(

@@ -71,7 +71,9 @@ impl SyncCtl {
         }
     }
 
-    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Snapshot>>> {
+    /// The root's pass lock: one pass at a time, and no pass while `add-root` is still
+    /// creating the placeholders (it holds the lock meanwhile).
+    pub(super) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Snapshot>>> {
         self.locks
             .lock()
             .unwrap()
@@ -433,6 +435,10 @@ pub(super) async fn background(d: Arc<Daemon>) {
         let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
         for r in roots {
             if r.paused || d.hydrator.remote(&r.id).is_none() {
+                continue;
+            }
+            // A root whose lock is held is being populated or synced already: not now.
+            if d.sync.lock(&r.id).try_lock().is_err() {
                 continue;
             }
             let poll = Duration::from_secs(d.registry.settings(r.uid).poll_interval_secs);

@@ -36,6 +36,8 @@ type FileKey = (u64, u64);
 struct Slot {
     /// End of the last range asked for (sequential-read detection).
     last_end: u64,
+    /// Read-ahead of the last fetch for a sequential reader (0: none yet).
+    ahead: u64,
 }
 
 /// What the hydrator tells the daemon (which updates its index and tells subscribers).
@@ -357,7 +359,8 @@ impl Hydrator {
         let local_size = fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64;
         let size = meta.size.min(local_size);
         let sequential = start > 0 && start == g.last_end;
-        let (s, e) = policy::plan(&self.policy, start, end, size, sequential);
+        let ahead = sequential.then(|| policy::next_ahead(&self.policy, g.ahead));
+        let (s, e) = policy::plan(&self.policy, start, end, size, ahead);
         g.last_end = end;
         let missing = if meta.fill == Fill::Placeholder {
             vec![(s, e)]
@@ -367,6 +370,7 @@ impl Hydrator {
         if missing.is_empty() {
             return Ok(()); // another reader fetched it while we waited
         }
+        g.ahead = ahead.unwrap_or(0);
         if let Some(f) = self.before_fetch.get() {
             f(&meta.root, missing.iter().map(|(a, b)| b - a).sum());
         }
@@ -380,8 +384,11 @@ impl Hydrator {
         ) else {
             return Err(libc::EIO);
         };
-        // Chunk-sized pieces, fetched in parallel; each is recorded as it lands.
-        let chunk = self.policy.chunk.max(4096);
+        // Pieces fetched in parallel, each recorded as it lands: chunk-sized, or for a large
+        // window one piece per connection (fewer requests, each streaming longer).
+        let total: u64 = missing.iter().map(|(a, b)| b - a).sum();
+        let base = self.policy.chunk.max(4096);
+        let chunk = (total / self.parallel.max(1) as u64).div_ceil(base).max(1) * base;
         let mut pieces = Vec::new();
         for (a, b) in missing {
             let mut o = a;
@@ -428,8 +435,15 @@ impl Hydrator {
         drop(results);
         let complete = meta.ranges.covers(0, size);
         if complete {
-            // Data first, then the record that says it is there.
-            let _ = file.sync_data();
+            // Data first, then the record that says it is there. The data is written out and
+            // waited for (which allocates its blocks in the journal's running transaction);
+            // the record is set afterwards, so journal order (ext4, xfs) or the transaction
+            // commit (btrfs) never makes the record durable without the data. Cheaper than
+            // fdatasync, which would force a journal commit per file.
+            if let Err(e) = fsutil::write_out(file.as_fd()) {
+                tracing::warn!(error = %e, "writing out the data failed; syncing instead");
+                let _ = file.sync_data();
+            }
             meta.fill = Fill::Complete;
             meta.ranges = Default::default();
         } else if meta.ranges.bytes() > 0 {

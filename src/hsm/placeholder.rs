@@ -35,6 +35,9 @@ pub struct Populator<'a> {
     cached: Option<(RelPath, OwnedFd)>,
     /// Settings new files take, per directory (folder pin inheritance).
     pins: std::collections::HashMap<RelPath, Pin>,
+    /// The root started empty: skip the "is the name taken?" check (linkat still refuses
+    /// a taken name).
+    fresh: bool,
     pub stats: PopulateStats,
 }
 
@@ -59,8 +62,15 @@ impl<'a> Populator<'a> {
             group,
             cached: None,
             pins: Default::default(),
+            fresh: false,
             stats: PopulateStats::default(),
         }
+    }
+
+    /// For a root that started empty (add-root): fewer checks per file.
+    pub fn fresh(mut self) -> Self {
+        self.fresh = true;
+        self
     }
 
     /// A directory fd for `dir`, creating it (and its parents) if needed.
@@ -219,7 +229,7 @@ impl<'a> Populator<'a> {
         let pin = self.inherited(&parent)?;
         let mode = e.mode.map(|m| m & 0o7777).unwrap_or(0o644);
         // Cheap check first: re-populating an existing root finds most names taken.
-        if fsutil::stat_at(self.dir_fd(&parent)?, e.path.name()).is_ok() {
+        if !self.fresh && fsutil::stat_at(self.dir_fd(&parent)?, e.path.name()).is_ok() {
             self.stats.skipped += 1;
             return Ok(());
         }

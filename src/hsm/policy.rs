@@ -149,15 +149,28 @@ pub fn decide(
     }
 }
 
-/// Aligns `[start, end)` to chunks, adds read-ahead for a sequential reader, clamps to `size`.
-pub fn plan(p: &Policy, start: u64, end: u64, size: u64, sequential: bool) -> (u64, u64) {
+/// Largest read-ahead window for a sequential reader.
+pub const MAX_READAHEAD: u64 = 64 << 20;
+
+/// Aligns `[start, end)` to chunks, adds `ahead` bytes of read-ahead for a sequential reader,
+/// clamps to `size`.
+pub fn plan(p: &Policy, start: u64, end: u64, size: u64, ahead: Option<u64>) -> (u64, u64) {
     let chunk = p.chunk.max(4096);
     let s = start / chunk * chunk;
     let mut e = end.div_ceil(chunk) * chunk;
-    if sequential {
-        e += p.readahead;
+    if let Some(a) = ahead {
+        e += a;
     }
     (s.min(size), e.min(size))
+}
+
+/// The next read-ahead window of a sequential reader: it doubles from the policy's
+/// `readahead` with every fetch, up to `MAX_READAHEAD` (as the kernel's own read-ahead does),
+/// so a long sequential read costs few round trips while a short one fetches little.
+pub fn next_ahead(p: &Policy, previous: u64) -> u64 {
+    previous
+        .saturating_mul(2)
+        .clamp(p.readahead, MAX_READAHEAD.max(p.readahead))
 }
 
 #[cfg(test)]
@@ -270,13 +283,25 @@ mod tests {
         let p = Policy::default();
         let mib = 1 << 20;
         assert_eq!(
-            plan(&p, 500 * mib + 10, 500 * mib + 20, 1 << 30, false),
+            plan(&p, 500 * mib + 10, 500 * mib + 20, 1 << 30, None),
             (500 * mib, 501 * mib)
         );
         assert_eq!(
-            plan(&p, 500 * mib, 501 * mib, 1 << 30, true),
+            plan(&p, 500 * mib, 501 * mib, 1 << 30, Some(4 * mib)),
             (500 * mib, 505 * mib)
         );
-        assert_eq!(plan(&p, 0, 10, 10, true), (0, 10));
+        assert_eq!(plan(&p, 0, 10, 10, Some(4 * mib)), (0, 10));
+    }
+
+    #[test]
+    fn read_ahead_doubles_up_to_the_limit() {
+        let p = Policy::default();
+        let mut a = 0;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            a = next_ahead(&p, a);
+            seen.push(a >> 20);
+        }
+        assert_eq!(seen, [4, 8, 16, 32, 64, 64, 64, 64]);
     }
 }
