@@ -80,9 +80,18 @@ pub struct SledIndex {
     base: sled::Tree,
 }
 
+/// sled's page cache size.
+const CACHE_BYTES: u64 = 16 << 20;
+
 impl SledIndex {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
-        let db = sled::open(path).map_err(|e| IndexError(e.to_string()))?;
+        // sled caches up to 1 GiB of pages by default; the index is read a record at a time,
+        // so a small cache keeps the daemon small with a million files (doc/BENCHMARKS.md).
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| IndexError(e.to_string()))?;
         let base = db
             .open_tree("base")
             .map_err(|e| IndexError(e.to_string()))?;

@@ -866,3 +866,53 @@ async fn a_restart_of_the_whole_service_keeps_readers_waiting_through_the_fd_sto
         d.log()
     );
 }
+
+/// add-root of a tree large enough that the first sync pass is due before the placeholders
+/// are all made: the pass waits, every file is made exactly once and counted, nothing fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_root_of_a_large_tree_makes_every_placeholder_once() {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let s = scratch();
+    let dir = Path::new(&env("SKYFILL_TEST_APACHE_DIR"))
+        .join("data")
+        .join(&s);
+    let (folders, per) = (40, 500);
+    for i in 0..folders {
+        let sub = dir.join(format!("d{i:03}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for j in 0..per {
+            std::fs::write(sub.join(format!("f{j:04}")), format!("{i}/{j}\n")).unwrap();
+        }
+    }
+    sh_ok(&format!("chown -R www-data:www-data {}", dir.display()));
+    let u = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+    let root = fs.mnt.join("big");
+    let res = d.cli(&[
+        "add-root",
+        root.to_str().unwrap(),
+        &format!("dav://127.0.0.1:{}/dav/{s}", u.port().unwrap()),
+    ]);
+    assert_eq!(res["files"], folders * per, "{res}");
+    assert_eq!(res["dirs"], folders, "{res}");
+    let mut n = 0;
+    for i in 0..folders {
+        n += std::fs::read_dir(root.join(format!("d{i:03}")))
+            .unwrap()
+            .count();
+    }
+    assert_eq!(n, (folders * per) as usize);
+    // A pass after it finds nothing to do, and nothing failed along the way.
+    let sync = d.cli(&["sync", root.to_str().unwrap()]);
+    assert_eq!(sync["added"], 0, "{sync}");
+    let log = d.log();
+    assert!(
+        !log.contains("File exists") && !log.contains("sync step failed"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("d007/f0123")).unwrap(),
+        "7/123\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

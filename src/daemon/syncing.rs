@@ -130,6 +130,15 @@ impl Daemon {
     /// Runs one sync pass of `r` now (waiting for a running one), then downloads pinned
     /// files and keeps the disk budget.
     pub(super) async fn sync_root(&self, r: &RootRecord) -> Result<Done, Fail> {
+        let done = self.sync_root_once(r).await;
+        // A pass over a large root allocates its trees at once; hand the memory back to the
+        // system rather than keeping the peak for the daemon's whole life.
+        // SAFETY: plain glibc call.
+        unsafe { libc::malloc_trim(0) };
+        done
+    }
+
+    async fn sync_root_once(&self, r: &RootRecord) -> Result<Done, Fail> {
         let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
             fail(
                 ErrorCode::Auth,
