@@ -46,19 +46,8 @@ enum Cmd {
     /// s3://bucket[/prefix] or file:///path. Placeholders appear at once.
     AddRoot {
         local: PathBuf,
-        remote: String,
-        /// User name on the server.
-        #[arg(long)]
-        user: Option<String>,
-        /// S3 endpoint URL (default: AWS for the region).
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// S3 region.
-        #[arg(long)]
-        region: Option<String>,
-        /// S3 path-style addressing (most self-hosted S3 servers).
-        #[arg(long)]
-        path_style: bool,
+        #[command(flatten)]
+        at: RemoteArgs,
         /// Read the secret (password, or ACCESS_KEY:SECRET_KEY for S3) from standard input
         /// (and store it in your keyring). Without it, the keyring entry is used, if any.
         #[arg(long)]
@@ -158,16 +147,39 @@ enum Cmd {
     /// seconds it took (benchmarks: the listing alone). Secret from SKYFILL_SECRET.
     #[command(hide = true)]
     ListRemote {
-        remote: String,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        endpoint: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-        #[arg(long)]
-        path_style: bool,
+        #[command(flatten)]
+        at: RemoteArgs,
     },
+}
+
+/// Where a root's files are: the remote and how to reach it.
+#[derive(clap::Args, Debug)]
+struct RemoteArgs {
+    remote: String,
+    /// User name on the server.
+    #[arg(long)]
+    user: Option<String>,
+    /// S3 endpoint URL (default: AWS for the region).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long)]
+    region: Option<String>,
+    /// S3 path-style addressing (most self-hosted S3 servers).
+    #[arg(long)]
+    path_style: bool,
+}
+
+impl RemoteArgs {
+    fn spec(self) -> RemoteSpec {
+        RemoteSpec {
+            url: self.remote,
+            user: self.user,
+            endpoint: self.endpoint,
+            region: self.region,
+            path_style: self.path_style,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -684,22 +696,12 @@ impl Cli {
         match cmd {
             Cmd::AddRoot {
                 local,
-                remote,
-                user,
-                endpoint,
-                region,
-                path_style,
+                at,
                 secret_stdin,
                 keyring_only,
                 no_keyring,
             } => {
-                let spec = RemoteSpec {
-                    url: remote,
-                    user,
-                    endpoint,
-                    region,
-                    path_style,
-                };
+                let spec = at.spec();
                 let secret = if secret_stdin {
                     let s = read_secret_stdin()?;
                     if !no_keyring {
@@ -914,20 +916,8 @@ impl Cli {
                     .map_err(|e| anyhow!("{e}"))?;
                 Ok(())
             }
-            Cmd::ListRemote {
-                remote,
-                user,
-                endpoint,
-                region,
-                path_style,
-            } => {
-                let spec = RemoteSpec {
-                    url: remote,
-                    user,
-                    endpoint,
-                    region,
-                    path_style,
-                };
+            Cmd::ListRemote { at } => {
+                let spec = at.spec();
                 let secret = std::env::var("SKYFILL_SECRET").ok();
                 let r = skyfill::remote::open_remote(
                     &spec,
