@@ -52,9 +52,21 @@ async function shot(name) {
 }
 const $ = (sel) => b.$(sel);
 async function click(sel) {
-  const e = await $(sel);
-  await e.waitForClickable({ timeout: 20000 });
-  await e.click();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const e = await $(sel);
+      await e.waitForClickable({ timeout: 20000 });
+      await e.click();
+      return;
+    } catch (err) {
+      // A live state event re-rendered the row between finding and clicking it: find it again.
+      if (attempt < 5 && /stale element/i.test(String(err))) {
+        await b.pause(200);
+        continue;
+      }
+      throw err;
+    }
+  }
 }
 async function type(sel, text) {
   const e = await $(sel);
