@@ -19,7 +19,13 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let secret = std::env::var("SKYFILL_SECRET").ok();
-    let r = remote::open_remote(&spec, secret.as_deref(), HttpConfig::default(), None)?;
+    let r = remote::open_remote(
+        &spec,
+        secret.as_deref(),
+        HttpConfig::default(),
+        None,
+        skyfill::asuser::UserCreds::current(),
+    )?;
     let path = RelPath::parse(&a[2])?;
     let e = r.stat(&path).await?;
     let out = std::fs::OpenOptions::new()

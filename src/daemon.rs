@@ -10,7 +10,6 @@ use crate::hsm::hydrate::Hydrator;
 use crate::hsm::meta::{self, FileMeta};
 use crate::hsm::policy::Policy;
 use crate::index::{Index, Record, SledIndex};
-use crate::ipc::server::Envelope;
 use crate::model::RelPath;
 use crate::roots::{Registry, RootRecord};
 use std::collections::HashSet;
@@ -24,6 +23,7 @@ use std::time::Duration;
 
 mod control;
 mod fdstore;
+pub mod limits;
 mod rootfs;
 mod syncing;
 
@@ -292,7 +292,9 @@ pub struct Daemon {
     index: Arc<dyn Index>,
     registry: Registry,
     roots: RwLock<Vec<RootRecord>>,
-    events: tokio::sync::broadcast::Sender<Envelope>,
+    events: crate::ipc::server::EventHub,
+    /// What configuration bounds (`limits.json`).
+    limits: limits::Limits,
     /// Last error talking to each root's server (cleared by a success).
     last_error: Mutex<std::collections::HashMap<String, String>>,
     /// Sync pass scheduling and the folder watcher.
@@ -338,6 +340,8 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         Arc::new(SledIndex::open(&index_path).map_err(|e| other(e.to_string()))?);
     let registry = Registry::new(&opts.state_dir)?;
     let roots = registry.load()?;
+    let limits = limits::Limits::load(&opts.state_dir)?;
+    raise_fd_limit();
     let d = Arc::new(Daemon {
         opts,
         group: group.clone(),
@@ -345,7 +349,8 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         index: index.clone(),
         registry,
         roots: RwLock::new(Vec::new()),
-        events: tokio::sync::broadcast::channel(4096).0,
+        events: crate::ipc::server::EventHub::new(4096),
+        limits,
         last_error: Mutex::new(Default::default()),
         sync: syncing::SyncCtl::new(),
     });
@@ -383,9 +388,27 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tracing::info!(socket = %d.opts.socket.display(), "worker ready");
-    loop {
-        let (s, _) = listener.accept().await?;
-        tokio::spawn(crate::ipc::server::serve(d.clone(), s));
+    let admission = crate::ipc::server::Admission::new(crate::ipc::server::ConnLimits {
+        per_user: d.limits.connections_per_user,
+        total: d.limits.connections,
+    });
+    crate::ipc::server::accept_loop(d.clone(), listener, admission).await;
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (systemd gives services 1024 soft): the
+/// connection caps, not the fd limit, decide how many peers are served.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
     }
 }
 

@@ -13,7 +13,9 @@ fn cstr(s: &str) -> io::Result<CString> {
 }
 
 /// Opens `rel` beneath `dir` (the empty path opens `dir` itself again) without following any
-/// symlink and without leaving `dir`.
+/// symlink and without leaving `dir`. Every open but `O_PATH` is `O_NONBLOCK`: a FIFO or a
+/// device swapped in by a user never blocks the calling thread (and a file under someone's
+/// lease answers EWOULDBLOCK instead of waiting out the lease). Callers check the type.
 pub fn open_beneath(
     dir: BorrowedFd<'_>,
     rel: &RelPath,
@@ -24,14 +26,23 @@ pub fn open_beneath(
     let c = cstr(path)?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    let nonblock = if flags & libc::O_PATH == 0 {
+        libc::O_NONBLOCK
+    } else {
+        0
+    };
+    how.flags = (flags | libc::O_CLOEXEC | nonblock) as u64;
     how.mode = if flags & libc::O_CREAT != 0 {
         mode as u64
     } else {
         0
     };
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // EAGAIN: a concurrent rename made the kernel give up a RESOLVE_BENEATH lookup (or a lease
+    // refused a non-blocking open): retried a bounded number of times.
+    let mut tries = 0;
     loop {
+        tries += 1;
         // SAFETY: valid pointers for the duration of the call; size matches the struct.
         let fd = unsafe {
             libc::syscall(
@@ -47,7 +58,9 @@ pub fn open_beneath(
             return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
+        if (e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR))
+            || tries >= 64
+        {
             return Err(e);
         }
     }

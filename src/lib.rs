@@ -5,6 +5,7 @@
 //! - [`remote`]: the `Remote` trait at the network boundary and its implementations
 //!   (WebDAV, S3, local directory, in-memory, fault-injecting, retrying).
 //!
+//! - [`asuser`]: work done for a user runs with that user's credentials (one place).
 //! - [`fsutil`]: openat2-confined path resolution for a root process.
 //! - [`hsm`]: placeholders and on-demand hydration through fanotify pre-content events.
 //! - [`index`]: the rebuildable cache of file states (sled).
@@ -18,6 +19,7 @@
 //! Dependency direction: `model` <- `remote`, `index` <- `hsm` <- `daemon`; `ipc::proto` is
 //! shared by every peer.
 
+pub mod asuser;
 pub mod credentials;
 pub mod daemon;
 pub mod fsutil;

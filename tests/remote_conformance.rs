@@ -60,7 +60,7 @@ async fn faults_without_retries_surface_as_typed_errors() {
 #[tokio::test]
 async fn local_dir_conforms() {
     let t = tempfile::tempdir().unwrap();
-    suite::run_all(&LocalDir::new(t.path()).unwrap()).await;
+    suite::run_all(&LocalDir::new(t.path(), skyfill::asuser::UserCreds::current()).unwrap()).await;
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn local_dir_rejects_hostile_names_and_symlinks() {
     .unwrap();
     std::fs::write(t.path().join("ctrl\x01char"), b"3").unwrap();
     std::os::unix::fs::symlink(outside.path(), t.path().join("link")).unwrap();
-    let r = LocalDir::new(t.path()).unwrap();
+    let r = LocalDir::new(t.path(), skyfill::asuser::UserCreds::current()).unwrap();
     let (seen, stats) = suite::walk_names(&r, &RelPath::root()).await;
     assert_eq!(seen, vec!["ok"]);
     assert_eq!(stats.rejected, 3);

@@ -924,6 +924,7 @@ impl Cli {
                     secret.as_deref(),
                     skyfill::remote::http::HttpConfig::default(),
                     None,
+                    skyfill::asuser::UserCreds::current(),
                 )
                 .map_err(|e| anyhow!("{e}"))?;
                 let rt = tokio::runtime::Builder::new_current_thread()

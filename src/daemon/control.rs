@@ -5,6 +5,7 @@
 //! private ignore-marked mount, so a request never raises a pre-content event to itself.
 
 use super::{other, record_of, Daemon};
+use crate::asuser::{self, UserCreds};
 use crate::fsutil;
 use crate::hsm::evict::{self, EvictError};
 use crate::hsm::hydrate::{Bucket, Note, RootPolicy};
@@ -20,7 +21,7 @@ use crate::roots::RootRecord;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,97 @@ enum Action {
 }
 
 /// Names of filesystems by `statfs` magic.
+/// Finds or makes a new sync root's folder and opens it once, for `peer`: the parent is
+/// resolved as the caller, the folder is made and opened (`O_NOFOLLOW`) as its future owner
+/// (the caller; for root, the parent's owner), and the opened folder must be a directory
+/// that owner owns and that is empty. Returns the folder and its owner.
+fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32), Fail> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let bad = |m: String| fail(ErrorCode::InvalidRoot, m);
+    let local = p.display().to_string();
+    let parent = p.parent().expect("checked by the caller");
+    let name = p
+        .file_name()
+        .ok_or_else(|| bad(format!("{local}: no folder name")))?;
+    let cname = std::ffi::CString::new(name.as_encoded_bytes())
+        .map_err(|_| bad(format!("{local}: NUL in the path")))?;
+    let caller = if peer.is_root() {
+        UserCreds::current()
+    } else {
+        UserCreds::of(peer.uid, peer.gid)
+    };
+    let parent_fd = asuser::with_creds(&caller, || -> Result<OwnedFd, Fail> {
+        let canon =
+            std::fs::canonicalize(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
+        if canon != parent {
+            return Err(bad(format!("{local}: the path goes through a symlink")));
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(parent)
+            .map_err(|e| bad(format!("{}: {e}", parent.display())))?;
+        Ok(OwnedFd::from(f))
+    })
+    .map_err(|e| internal(format!("cannot act as uid {}: {e}", peer.uid)))??;
+    let owner = if peer.is_root() {
+        let pst = fsutil::fstat(parent_fd.as_fd()).map_err(internal)?;
+        UserCreds::of(pst.st_uid, pst.st_gid)
+    } else {
+        caller
+    };
+    let opened = asuser::with_creds(&owner, || -> Result<OwnedFd, Fail> {
+        // SAFETY: valid fd and C string.
+        let made = unsafe { libc::mkdirat(parent_fd.as_raw_fd(), cname.as_ptr(), 0o700) };
+        if made < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(bad(format!("{local}: {e}")));
+            }
+        }
+        // SAFETY: as above; the fd is owned right after.
+        let fd = unsafe {
+            libc::openat(
+                parent_fd.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_RDONLY
+                    | libc::O_DIRECTORY
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK
+                    | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+                    bad(format!("{local} exists and is not a directory"))
+                }
+                _ => bad(format!("{local}: {e}")),
+            });
+        }
+        // SAFETY: fresh descriptor from the kernel.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .map_err(|e| internal(format!("cannot act as uid {}: {e}", owner.uid)))??;
+    let st = fsutil::fstat(opened.as_fd()).map_err(internal)?;
+    if st.st_uid != owner.uid {
+        return Err(fail(
+            ErrorCode::NotAuthorized,
+            format!("{local} is not your directory"),
+        ));
+    }
+    let empty = fsutil::read_dir_names(opened.as_fd())
+        .map(|n| n.is_empty())
+        .unwrap_or(false);
+    if !empty {
+        return Err(bad(format!(
+            "{local} is not empty; a new sync root must start empty"
+        )));
+    }
+    Ok((File::from(opened), st.st_uid, st.st_gid))
+}
+
 fn fs_name(magic: i64) -> String {
     match magic {
         0xEF53 => "ext4".into(),
@@ -149,8 +241,8 @@ impl Handler for Daemon {
         concat!("skyfilld ", env!("CARGO_PKG_VERSION")).into()
     }
 
-    fn events(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
-        self.events.subscribe()
+    fn events(&self, peer: Peer) -> tokio::sync::broadcast::Receiver<Envelope> {
+        self.events.subscribe(peer.uid)
     }
 
     async fn handle(
@@ -302,7 +394,7 @@ impl Daemon {
     }
 
     pub(super) fn emit(&self, uid: u32, event: Event) {
-        let _ = self.events.send(Envelope { uid, event });
+        self.events.send(Envelope { uid, event });
     }
 
     fn root_info(&self, r: &RootRecord) -> RootInfo {
@@ -486,6 +578,7 @@ impl Daemon {
             secret,
             HttpConfig::default(),
             Some(self.opts.state_dir.join("uploads")),
+            UserCreds::of(r.uid, r.gid),
         )
     }
 
@@ -596,97 +689,37 @@ impl Daemon {
                 "{local}: give an absolute path without . or .."
             )));
         }
-        let parent = p
-            .parent()
-            .ok_or_else(|| bad("cannot use / as a sync root".into()))?;
-        let cparent =
-            std::fs::canonicalize(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
-        if cparent != parent {
-            return Err(bad(format!("{local}: the path goes through a symlink")));
+        if p.parent().is_none() {
+            return Err(bad("cannot use / as a sync root".into()));
         }
+        // Everything about the folder happens as the caller (or, for root, as the owner of
+        // the parent folder): the kernel refuses what they could not do, errors say only what
+        // they could see, and a folder made here is theirs without any chown.
+        let (root, owner_uid, owner_gid) = {
+            let p = p.to_path_buf();
+            tokio::task::spawn_blocking(move || open_new_root(&p, peer))
+                .await
+                .map_err(internal)??
+        };
+        let st = fsutil::fstat(root.as_fd()).map_err(internal)?;
         {
             let roots = self.roots.read().unwrap();
             if let Some(o) = roots
                 .iter()
                 .find(|r| r.local.starts_with(p) || p.starts_with(&r.local))
             {
-                return Err(bad(format!(
-                    "{local} overlaps the sync root {}",
-                    o.local.display()
-                )));
+                return Err(bad(if peer.is_root() || o.uid == peer.uid {
+                    format!("{local} overlaps the sync root {}", o.local.display())
+                } else {
+                    format!("{local} overlaps another sync root")
+                }));
             }
         }
-        let (owner_uid, owner_gid) = match std::fs::symlink_metadata(p) {
-            Ok(m) => {
-                if !m.is_dir() {
-                    return Err(bad(format!("{local} exists and is not a directory")));
-                }
-                if !peer.is_root() && m.uid() != peer.uid {
-                    return Err(fail(
-                        ErrorCode::NotAuthorized,
-                        format!("{local} is not your directory"),
-                    ));
-                }
-                if std::fs::read_dir(p)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-                {
-                    return Err(bad(format!(
-                        "{local} is not empty; a new sync root must start empty"
-                    )));
-                }
-                (m.uid(), m.gid())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let pm = std::fs::metadata(parent).map_err(|e| bad(e.to_string()))?;
-                if !peer.is_root() && pm.uid() != peer.uid {
-                    return Err(fail(
-                        ErrorCode::NotAuthorized,
-                        format!("{} is not your directory", parent.display()),
-                    ));
-                }
-                std::fs::create_dir(p).map_err(|e| bad(format!("{local}: {e}")))?;
-                let (ou, og) = if peer.is_root() {
-                    (pm.uid(), pm.gid())
-                } else {
-                    (peer.uid, peer.gid)
-                };
-                std::os::unix::fs::chown(p, Some(ou), Some(og)).map_err(|e| bad(e.to_string()))?;
-                (ou, og)
-            }
-            Err(e) => return Err(bad(format!("{local}: {e}"))),
-        };
-        let root = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(p)
-            .map_err(|e| bad(format!("{local}: {e}")))?;
-        let st = fsutil::fstat(root.as_fd()).map_err(internal)?;
         self.group.probe(root.as_fd()).map_err(|e| {
             bad(format!(
                 "{local}: this filesystem cannot deliver fanotify pre-content events ({e}); use ext4, xfs or btrfs on Linux >= 6.14"
             ))
         })?;
-        // The daemon reads a file:// remote as root: a user may only use a directory of
-        // their own, or they could expose files they cannot read.
-        if let Ok(u) = url::Url::parse(&spec.url) {
-            if u.scheme() == "file" && !peer.is_root() {
-                let dir = u
-                    .to_file_path()
-                    .map_err(|_| bad(format!("bad file URL {}", spec.url)))?;
-                let m =
-                    std::fs::metadata(&dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
-                if m.uid() != peer.uid {
-                    return Err(fail(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "{} is not your directory; a file:// remote must be",
-                            dir.display()
-                        ),
-                    ));
-                }
-            }
-        }
         let id = format!("{:016x}", rand::random::<u64>());
         let rec = RootRecord {
             id: id.clone(),

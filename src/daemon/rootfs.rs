@@ -34,10 +34,6 @@ pub struct RootFs<'a> {
     pub touched: Mutex<Vec<FileMeta>>,
 }
 
-fn enotdir() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOTDIR)
-}
-
 fn stamp_of(st: &libc::stat) -> Stamp {
     (st.st_size as u64, st.st_mtime, st.st_mtime_nsec as u32)
 }
@@ -91,24 +87,14 @@ impl RootFs<'_> {
         }
         for d in todo.iter().rev() {
             let (pfd, name) = self.parent(d)?;
-            match fsutil::mkdir_at(pfd.as_fd(), &name, 0o755) {
+            // Made as the owner (never chowned by name): the folder is theirs from the start.
+            let creds = crate::asuser::UserCreds::of(self.owner.uid, self.owner.gid);
+            match crate::asuser::with_creds(&creds, || fsutil::mkdir_at(pfd.as_fd(), &name, 0o755))
+                .and_then(|r| r)
+            {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 Err(e) => return Err(e),
-            }
-            let c = std::ffi::CString::new(name).map_err(|_| enotdir())?;
-            // SAFETY: valid fd and name.
-            if unsafe {
-                libc::fchownat(
-                    std::os::fd::AsRawFd::as_raw_fd(&pfd),
-                    c.as_ptr(),
-                    self.owner.uid,
-                    self.owner.gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            } < 0
-            {
-                return Err(io::Error::last_os_error());
             }
         }
         Ok(())

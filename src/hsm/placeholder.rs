@@ -104,19 +104,15 @@ impl<'a> Populator<'a> {
                 }
                 Err(e) => return Err(e),
             };
-        match fsutil::mkdir_at(pfd.as_fd(), dir.name(), mode.unwrap_or(0o755) & 0o7777) {
+        // Made as the owner (never chowned by name): the folder is theirs from the start.
+        // The owner keeps rwx on folders made for them, or they could not add to them.
+        let mode = (mode.unwrap_or(0o755) | 0o700) & 0o777;
+        let creds = crate::asuser::UserCreds::of(self.owner.uid, self.owner.gid);
+        let made =
+            crate::asuser::with_creds(&creds, || fsutil::mkdir_at(pfd.as_fd(), dir.name(), mode))
+                .and_then(|r| r);
+        match made {
             Ok(()) => {
-                let c = cname(dir.name())?;
-                // SAFETY: valid fd and name.
-                cvt(unsafe {
-                    libc::fchownat(
-                        pfd.as_raw_fd(),
-                        c.as_ptr(),
-                        self.owner.uid,
-                        self.owner.gid,
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
                 self.stats.dirs += 1;
                 Ok(())
             }
@@ -214,7 +210,8 @@ impl<'a> Populator<'a> {
         file.set_len(e.size)?;
         // SAFETY: plain syscalls on our own fd.
         cvt(unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) })?;
-        cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode & 0o7777) })?;
+        // Never setuid/setgid: a server's mode bits do not make a privileged program.
+        cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode & 0o1777) })?;
         meta::write_fd(file.as_fd(), &record)?;
         fsutil::set_mtime(file.as_fd(), e.mtime)?;
         if record.fill != Fill::Complete {

@@ -93,8 +93,167 @@ pub trait Handler: Send + Sync + 'static {
         body: RequestBody,
         jobs: JobSink,
     ) -> Result<serde_json::Value, Fail>;
-    /// A receiver of every event; the server filters by uid.
-    fn events(&self) -> broadcast::Receiver<Envelope>;
+    /// A receiver of the events `peer` may see (their own; root: all). The server filters
+    /// by uid again.
+    fn events(&self, peer: Peer) -> broadcast::Receiver<Envelope>;
+}
+
+/// Events split by the user they concern: one channel per uid, so one user's event volume
+/// never makes another user's subscription lag. Root's channel gets every event.
+pub struct EventHub {
+    capacity: usize,
+    users: std::sync::Mutex<std::collections::HashMap<u32, broadcast::Sender<Envelope>>>,
+}
+
+impl EventHub {
+    pub fn new(capacity: usize) -> EventHub {
+        EventHub {
+            capacity,
+            users: Default::default(),
+        }
+    }
+
+    fn sender(&self, uid: u32) -> broadcast::Sender<Envelope> {
+        self.users
+            .lock()
+            .unwrap()
+            .entry(uid)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .clone()
+    }
+
+    pub fn send(&self, env: Envelope) {
+        let users = self.users.lock().unwrap();
+        if env.uid != 0 {
+            if let Some(root) = users.get(&0) {
+                let _ = root.send(env.clone());
+            }
+        }
+        if let Some(tx) = users.get(&env.uid) {
+            let _ = tx.send(env);
+        }
+    }
+
+    pub fn subscribe(&self, uid: u32) -> broadcast::Receiver<Envelope> {
+        self.sender(uid).subscribe()
+    }
+}
+
+/// How many connections one user and all users together may hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub per_user: usize,
+    pub total: usize,
+}
+
+/// Admission of connections under [`ConnLimits`]; a [`Ticket`] holds a place until dropped.
+pub struct Admission {
+    limits: ConnLimits,
+    counts: std::sync::Mutex<(usize, std::collections::HashMap<u32, usize>)>,
+}
+
+pub struct Ticket {
+    adm: Arc<Admission>,
+    uid: u32,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut c = self.adm.counts.lock().unwrap();
+        c.0 -= 1;
+        if let Some(n) = c.1.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.1.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: ConnLimits) -> Arc<Admission> {
+        Arc::new(Admission {
+            limits,
+            counts: Default::default(),
+        })
+    }
+
+    /// A place for one more connection of `uid`, or why not.
+    pub fn admit(self: &Arc<Self>, uid: u32) -> Result<Ticket, String> {
+        let mut c = self.counts.lock().unwrap();
+        let mine = c.1.get(&uid).copied().unwrap_or(0);
+        if mine >= self.limits.per_user {
+            return Err(format!(
+                "too many connections from uid {uid} (limit {}); close some and retry",
+                self.limits.per_user
+            ));
+        }
+        if c.0 >= self.limits.total {
+            return Err(format!(
+                "the daemon has too many connections (limit {}); retry later",
+                self.limits.total
+            ));
+        }
+        c.0 += 1;
+        *c.1.entry(uid).or_insert(0) += 1;
+        Ok(Ticket {
+            adm: self.clone(),
+            uid,
+        })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.counts.lock().unwrap().0
+    }
+}
+
+/// Accepts connections for ever. A connection over its user's or the overall limit gets one
+/// error line and is closed; `accept` errors (EMFILE, ENFILE, ENOMEM ...) are logged and
+/// waited out, never fatal: the daemon keeps answering the kernel and the users it can.
+pub async fn accept_loop<H: Handler>(
+    h: Arc<H>,
+    listener: tokio::net::UnixListener,
+    adm: Arc<Admission>,
+) {
+    let mut last_warn: Option<std::time::Instant> = None;
+    loop {
+        let s = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if last_warn.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, open = adm.open_connections(), "cannot accept a connection; waiting");
+                    last_warn = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(cred) = s.peer_cred() else { continue };
+        match adm.admit(cred.uid()) {
+            Ok(ticket) => {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    serve(h, s).await;
+                    drop(ticket);
+                });
+            }
+            Err(why) => {
+                tracing::debug!(uid = cred.uid(), "{why}");
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let r = Response::err(0, ErrorCode::Busy, why);
+                    let mut line = serde_json::to_string(&r).expect("serializable");
+                    line.push('\n');
+                    let mut s = s;
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        s.write_all(line.as_bytes()),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
 }
 
 /// Requests one connection may have running at once.
@@ -195,7 +354,7 @@ pub async fn serve<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream) {
             }
             RequestBody::Subscribe => {
                 if subscribed.is_none() {
-                    let mut events = h.events();
+                    let mut events = h.events(peer);
                     let etx = tx.clone();
                     subscribed = Some(tokio::spawn(async move {
                         loop {
@@ -292,7 +451,8 @@ mod tests {
                 _ => Err(fail(ErrorCode::NotFound, "nope")),
             }
         }
-        fn events(&self) -> broadcast::Receiver<Envelope> {
+        fn events(&self, _peer: Peer) -> broadcast::Receiver<Envelope> {
+            // Every event, so that the server's own uid filter is what the test checks.
             self.tx.subscribe()
         }
     }

@@ -6,6 +6,7 @@ use super::local::LocalDir;
 use super::s3::{S3Config, S3};
 use super::webdav::{WebDav, WebDavConfig};
 use super::{Remote, RemoteError, Result};
+use crate::asuser::UserCreds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,12 +28,15 @@ pub struct RemoteSpec {
     pub path_style: bool,
 }
 
-/// Builds the remote for a spec. `secret` is a password, or `ACCESS:SECRET` for S3.
+/// Builds the remote for a spec. `secret` is a password, or `ACCESS:SECRET` for S3. A
+/// `file://` remote is opened and used with `owner`'s credentials (the root's owner in the
+/// daemon, [`UserCreds::current`] elsewhere).
 pub fn open_remote(
     spec: &RemoteSpec,
     secret: Option<&str>,
     http: HttpConfig,
     state_dir: Option<PathBuf>,
+    owner: Arc<UserCreds>,
 ) -> Result<Arc<dyn Remote>> {
     let u = Url::parse(&spec.url)
         .map_err(|e| RemoteError::Config(format!("remote URL {:?}: {e}", spec.url)))?;
@@ -99,7 +103,7 @@ pub fn open_remote(
             let p = u
                 .to_file_path()
                 .map_err(|_| RemoteError::Config(format!("bad file URL {:?}", spec.url)))?;
-            Ok(Arc::new(LocalDir::new(&p)?))
+            Ok(Arc::new(LocalDir::new(&p, owner)?))
         }
         other => Err(RemoteError::Config(format!(
             "unknown remote scheme {other:?} (use dav://, davs://, s3:// or file://)"
@@ -158,25 +162,40 @@ mod tests {
     #[test]
     fn schemes() {
         let h = HttpConfig::default;
-        assert!(
-            open_remote(&spec("dav://127.0.0.1:8080/dav"), None, h(), None)
-                .unwrap()
-                .describe()
-                .starts_with("webdav http://127.0.0.1:8080/dav/")
-        );
-        assert!(
-            open_remote(&spec("davs://example.org/x"), Some("pw"), h(), None)
-                .unwrap()
-                .describe()
-                .contains("https://example.org/x/")
-        );
+        assert!(open_remote(
+            &spec("dav://127.0.0.1:8080/dav"),
+            None,
+            h(),
+            None,
+            UserCreds::current()
+        )
+        .unwrap()
+        .describe()
+        .starts_with("webdav http://127.0.0.1:8080/dav/"));
+        assert!(open_remote(
+            &spec("davs://example.org/x"),
+            Some("pw"),
+            h(),
+            None,
+            UserCreds::current()
+        )
+        .unwrap()
+        .describe()
+        .contains("https://example.org/x/"));
         let mut s = spec("s3://bucket/pre/fix");
         s.endpoint = Some("http://127.0.0.1:9000".into());
         s.path_style = true;
-        assert!(open_remote(&s, Some("ak:sk"), h(), None).is_ok());
-        assert!(open_remote(&s, Some("no-colon"), h(), None).is_err());
-        assert!(open_remote(&spec("file:///tmp"), None, h(), None).is_ok());
-        assert!(open_remote(&spec("ftp://x/y"), None, h(), None).is_err());
-        assert!(open_remote(&spec("file://otherhost/tmp"), None, h(), None).is_err());
+        assert!(open_remote(&s, Some("ak:sk"), h(), None, UserCreds::current()).is_ok());
+        assert!(open_remote(&s, Some("no-colon"), h(), None, UserCreds::current()).is_err());
+        assert!(open_remote(&spec("file:///tmp"), None, h(), None, UserCreds::current()).is_ok());
+        assert!(open_remote(&spec("ftp://x/y"), None, h(), None, UserCreds::current()).is_err());
+        assert!(open_remote(
+            &spec("file://otherhost/tmp"),
+            None,
+            h(),
+            None,
+            UserCreds::current()
+        )
+        .is_err());
     }
 }

@@ -4,8 +4,16 @@
 //! All access goes through [`crate::fsutil`] (openat2 beneath the base, no symlinks), so a
 //! symlink in the served tree can never lead outside it; symlinks and special files are not
 //! listed. Versions are strong tags built from inode, size and nanosecond mtime.
+//!
+//! In the daemon the directory belongs to a user, and every filesystem call of this remote
+//! (the first open, listing, reading, writing) runs with that user's credentials
+//! ([`crate::asuser`]) on a blocking thread: the kernel refuses what the user could not do,
+//! and uploads are created as the user. The base is opened once, as the user, and must be a
+//! directory the user owns; every re-open (restart, login) checks that again. Opens of
+//! files use `O_NONBLOCK` and are type-checked, so a FIFO swapped in never blocks a thread.
 
 use super::{reject, Precondition, RemoteError, Result, Sink, WalkStats};
+use crate::asuser::{self, UserCreds};
 use crate::fsutil;
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
@@ -19,24 +27,77 @@ use std::sync::Arc;
 pub struct LocalDir {
     path: PathBuf,
     root: Arc<OwnedFd>,
+    creds: Arc<UserCreds>,
 }
 
 impl LocalDir {
-    pub fn new(path: &Path) -> Result<Self> {
-        let f = File::open(path).map_err(|e| {
+    /// Opens `path` as `creds` (the kernel checks every component with the user's rights) and
+    /// keeps the directory fd. Unless `creds` is root, the directory must be the user's own.
+    pub fn new(path: &Path, creds: Arc<UserCreds>) -> Result<Self> {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| RemoteError::Config("file:// path contains NUL".into()))?;
+        let opened = asuser::with_creds(&creds, || {
+            // SAFETY: valid C string; the fd is owned below.
+            let fd = unsafe {
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                )
+            };
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: fresh descriptor from the kernel.
+                Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+        })
+        .and_then(|r| r)
+        .map_err(|e| {
             RemoteError::Config(format!("cannot open local remote {}: {e}", path.display()))
         })?;
-        if !f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        let st = fsutil::fstat(opened.as_fd())
+            .map_err(|e| RemoteError::Config(format!("{}: {e}", path.display())))?;
+        if !creds.is_root() && st.st_uid != creds.uid {
             return Err(RemoteError::Config(format!(
-                "{} is not a directory",
+                "{} is not your directory; a file:// remote must be",
                 path.display()
             )));
         }
         Ok(LocalDir {
             path: path.to_path_buf(),
-            root: Arc::new(OwnedFd::from(f)),
+            root: Arc::new(opened),
+            creds,
         })
     }
+
+    /// Runs `f` on a blocking thread with the owner's credentials.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        path: &RelPath,
+        f: impl FnOnce(&OwnedFd) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let root = self.root.clone();
+        asuser::run_as(self.creds.clone(), move || f(&root))
+            .await
+            .map_err(|e| RemoteError::io(path, e))?
+    }
+}
+
+/// Opens a regular file beneath the base (`O_NONBLOCK`: a FIFO never blocks the open), and
+/// refuses anything else.
+fn open_regular(root: &OwnedFd, path: &RelPath) -> Result<(File, libc::stat)> {
+    let fd = fsutil::open_beneath(
+        root.as_fd(),
+        path,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+    )
+    .map_err(|e| map_io(path, e))?;
+    let st = fsutil::fstat(fd.as_fd()).map_err(|e| RemoteError::io(path, e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(RemoteError::NotFound { path: path.clone() });
+    }
+    Ok((File::from(fd), st))
 }
 
 fn entry_from(path: RelPath, st: &libc::stat) -> Option<RemoteEntry> {
@@ -64,7 +125,8 @@ fn entry_from(path: RelPath, st: &libc::stat) -> Option<RemoteEntry> {
             weak: false,
         },
         file_id: Some(st.st_ino.to_string()),
-        mode: Some(st.st_mode & 0o7777),
+        // Never setuid/setgid/sticky: a share's special bits do not reach placeholders.
+        mode: Some(st.st_mode & 0o777),
         permissions: None,
     })
 }
@@ -149,18 +211,32 @@ impl super::Remote for LocalDir {
     }
 
     async fn stat(&self, path: &RelPath) -> Result<RemoteEntry> {
-        stat_path(&self.root, path)
+        let p = path.clone();
+        self.blocking(path, move |root| stat_path(root, &p)).await
     }
 
     async fn list_dir(&self, dir: &RelPath) -> Result<Vec<RemoteEntry>> {
-        list_one(&self.root, dir, &mut WalkStats::default())
+        let d = dir.clone();
+        self.blocking(dir, move |root| {
+            list_one(root, &d, &mut WalkStats::default())
+        })
+        .await
     }
 
     async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats> {
         let mut stats = WalkStats::default();
         let mut queue = VecDeque::from([dir.clone()]);
         while let Some(d) = queue.pop_front() {
-            for e in list_one(&self.root, &d, &mut stats)? {
+            let dd = d.clone();
+            let (entries, st) = self
+                .blocking(&d, move |root| {
+                    let mut st = WalkStats::default();
+                    list_one(root, &dd, &mut st).map(|v| (v, st))
+                })
+                .await?;
+            stats.entries += st.entries;
+            stats.rejected += st.rejected;
+            for e in entries {
                 if e.kind == Kind::Dir {
                     queue.push_back(e.path.clone());
                 }
@@ -179,15 +255,11 @@ impl super::Remote for LocalDir {
         dst: &File,
         dst_offset: u64,
     ) -> Result<()> {
-        let root = self.root.clone();
         let dst = dst.try_clone().map_err(|e| RemoteError::io(path, e))?;
-        let (path, version) = (path.clone(), version.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let fd =
-                fsutil::open_beneath(root.as_fd(), &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-                    .map_err(|e| map_io(&path, e))?;
-            let src = File::from(fd);
-            let st = fsutil::fstat(src.as_fd()).map_err(|e| RemoteError::io(&path, e))?;
+        let (p, version) = (path.clone(), version.clone());
+        self.blocking(path, move |root| -> Result<()> {
+            let path = p;
+            let (src, st) = open_regular(root, &path)?;
             if !same(&version, &st, &path) || (st.st_size as u64) < offset + len {
                 return Err(RemoteError::version_changed(
                     &path,
@@ -220,14 +292,13 @@ impl super::Remote for LocalDir {
             Ok(())
         })
         .await
-        .map_err(|e| RemoteError::Config(format!("worker task failed: {e}")))?
     }
 
     async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry> {
-        let root = self.root.clone();
         let src = src.try_clone().map_err(|e| RemoteError::io(path, e))?;
-        let (path, pre) = (path.clone(), pre.clone());
-        tokio::task::spawn_blocking(move || -> Result<RemoteEntry> {
+        let (p, pre) = (path.clone(), pre.clone());
+        self.blocking(path, move |root| -> Result<RemoteEntry> {
+            let path = p;
             let (pfd, name) =
                 fsutil::open_parent(root.as_fd(), &path).map_err(|e| map_io(&path, e))?;
             match &pre {
@@ -282,10 +353,9 @@ impl super::Remote for LocalDir {
                 let _ = fsutil::unlink_at(pfd.as_fd(), &tmp_name, false);
                 return Err(map_io(&path, e));
             }
-            stat_path(&root, &path)
+            stat_path(root, &path)
         })
         .await
-        .map_err(|e| RemoteError::Config(format!("worker task failed: {e}")))?
     }
 
     async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()> {
@@ -304,33 +374,42 @@ impl super::Remote for LocalDir {
             let (pfd, name) = fsutil::open_parent(root.as_fd(), p).map_err(|e| map_io(p, e))?;
             fsutil::unlink_at(pfd.as_fd(), name, kind == Kind::Dir).map_err(|e| map_io(p, e))
         }
-        rm(&self.root, path, kind)
+        let p = path.clone();
+        self.blocking(path, move |root| rm(root, &p, kind)).await
     }
 
     async fn rename(&self, from: &RelPath, to: &RelPath, _kind: Kind) -> Result<()> {
-        let (a, an) = fsutil::open_parent(self.root.as_fd(), from).map_err(|e| map_io(from, e))?;
-        let (b, bn) = fsutil::open_parent(self.root.as_fd(), to).map_err(|e| map_io(to, e))?;
-        fsutil::rename_at(a.as_fd(), an, b.as_fd(), bn, true).map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) => RemoteError::AlreadyExists { path: to.clone() },
-            _ => map_io(from, e),
+        let (from, to) = (from.clone(), to.clone());
+        self.blocking(&from.clone(), move |root| {
+            let (a, an) = fsutil::open_parent(root.as_fd(), &from).map_err(|e| map_io(&from, e))?;
+            let (b, bn) = fsutil::open_parent(root.as_fd(), &to).map_err(|e| map_io(&to, e))?;
+            fsutil::rename_at(a.as_fd(), an, b.as_fd(), bn, true).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EEXIST) => RemoteError::AlreadyExists { path: to.clone() },
+                    _ => map_io(&from, e),
+                }
+            })
         })
+        .await
     }
 
     async fn mkdir(&self, path: &RelPath) -> Result<()> {
         if path.is_root() {
             return Ok(());
         }
-        let (pfd, name) =
-            fsutil::open_parent(self.root.as_fd(), path).map_err(|e| map_io(path, e))?;
-        match fsutil::mkdir_at(pfd.as_fd(), name, 0o755) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                match stat_path(&self.root, path)? {
+        let path = path.clone();
+        self.blocking(&path.clone(), move |root| {
+            let (pfd, name) =
+                fsutil::open_parent(root.as_fd(), &path).map_err(|e| map_io(&path, e))?;
+            match fsutil::mkdir_at(pfd.as_fd(), name, 0o755) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match stat_path(root, &path)? {
                     e if e.kind == Kind::Dir => Ok(()),
                     _ => Err(RemoteError::AlreadyExists { path: path.clone() }),
-                }
+                },
+                Err(e) => Err(map_io(&path, e)),
             }
-            Err(e) => Err(map_io(path, e)),
-        }
+        })
+        .await
     }
 }
