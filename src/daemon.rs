@@ -334,13 +334,14 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         Err(_) => Policy::default(),
     };
     let hydrator = Arc::new(Hydrator::new(policy, group.clone()));
+    let limits = limits::Limits::load(&opts.state_dir)?;
+    hydrator.set_free_floor(limits.min_free_bytes, limits.min_free_percent);
     let index_path = opts.state_dir.join("index");
     let rebuild = !index_path.exists();
     let index: Arc<dyn Index> =
         Arc::new(SledIndex::open(&index_path).map_err(|e| other(e.to_string()))?);
     let registry = Registry::new(&opts.state_dir)?;
     let roots = registry.load()?;
-    let limits = limits::Limits::load(&opts.state_dir)?;
     raise_fd_limit();
     let d = Arc::new(Daemon {
         opts,

@@ -93,6 +93,14 @@ pub enum RemoteError {
     Unsupported { path: RelPath, what: String },
     #[error("invalid remote configuration: {0}")]
     Config(String),
+    #[error("{path}: more than {limit} {what}; refused (raise the limit in limits.json if this is expected)")]
+    TooMany {
+        path: RelPath,
+        limit: u64,
+        what: &'static str,
+    },
+    #[error("{path}: the listing did not finish within {after:?}")]
+    Deadline { path: RelPath, after: Duration },
 }
 
 impl RemoteError {
@@ -137,6 +145,8 @@ impl RemoteError {
             RemoteError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             RemoteError::Unsupported { .. } => libc::EOPNOTSUPP,
             RemoteError::Config(_) => libc::EINVAL,
+            RemoteError::TooMany { .. } => libc::EFBIG,
+            RemoteError::Deadline { .. } => libc::ETIMEDOUT,
             RemoteError::Exhausted { last, .. } => last.errno(),
             _ => libc::EIO,
         }
@@ -158,7 +168,9 @@ impl RemoteError {
             | RemoteError::Offline { path, .. }
             | RemoteError::Exhausted { path, .. }
             | RemoteError::Io { path, .. }
-            | RemoteError::Unsupported { path, .. } => Some(path),
+            | RemoteError::Unsupported { path, .. }
+            | RemoteError::TooMany { path, .. }
+            | RemoteError::Deadline { path, .. } => Some(path),
         }
     }
 

@@ -228,6 +228,8 @@ pub struct Pass<'a> {
     pub host: String,
     /// The previous remote listing (incremental listing where folder ETags allow).
     pub prev: Option<&'a remote_scan::Snapshot>,
+    /// Most remote entries the root may have (configuration, not the server, decides).
+    pub max_entries: u64,
     /// Test hook: simulated crash after this many side effects.
     pub crash_after: Option<&'a std::sync::atomic::AtomicI64>,
 }
@@ -262,7 +264,7 @@ impl Pass<'_> {
     /// Scan, list, plan, execute.
     pub async fn run(&self) -> Result<Outcome, PassError> {
         let local = self.local.scan().map_err(PassError::Scan)?;
-        let snapshot = remote_scan::list(self.remote, self.prev).await?;
+        let snapshot = remote_scan::list(self.remote, self.prev, self.max_entries).await?;
         let base: BaseMap = self
             .index
             .base_all(self.root)?

@@ -262,6 +262,7 @@ impl World {
         crash: Option<&AtomicI64>,
     ) -> Result<skyfill::sync::Outcome, skyfill::sync::PassError> {
         Pass {
+            max_entries: u64::MAX,
             root: "root1",
             remote,
             local: &self.local,

@@ -576,7 +576,10 @@ impl Daemon {
         remote::open_remote(
             &r.remote,
             secret,
-            HttpConfig::default(),
+            HttpConfig {
+                max_listing_entries: self.limits.entries_per_listing,
+                ..HttpConfig::default()
+            },
             Some(self.opts.state_dir.join("uploads")),
             UserCreds::of(r.uid, r.gid),
         )
@@ -796,6 +799,7 @@ impl Daemon {
             uid: r.uid,
             gid: r.gid,
         };
+        let max_entries = self.limits.entries_per_root;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -831,7 +835,16 @@ impl Daemon {
                         Ok(pop.stats)
                     }));
                 }
+                let mut seen = 0u64;
                 let mut sink = |e: crate::model::RemoteEntry| -> remote::Result<()> {
+                    seen += 1;
+                    if seen > max_entries {
+                        return Err(RemoteError::TooMany {
+                            path: RelPath::root(),
+                            limit: max_entries,
+                            what: "entries in the sync root",
+                        });
+                    }
                     let folder = match e.kind {
                         crate::model::Kind::Dir => e.path.clone(),
                         crate::model::Kind::File => e.path.parent().unwrap_or_default(),

@@ -34,7 +34,7 @@ impl Default for Limits {
             connections: 1024,
             entries_per_root: 2_000_000,
             entries_per_listing: 1_000_000,
-            min_free_bytes: 64 << 20,
+            min_free_bytes: 32 << 20,
             min_free_percent: 1,
             pass_deadline_secs: 1800,
         }
@@ -75,6 +75,6 @@ mod tests {
         assert!(Limits::load(t.path()).is_err());
         let l = Limits::default();
         assert_eq!(l.floor(1 << 40), (1u64 << 40) / 100);
-        assert_eq!(l.floor(1 << 30), 64 << 20);
+        assert_eq!(l.floor(1 << 30), 32 << 20);
     }
 }

@@ -109,73 +109,78 @@ impl RootFs<'_> {
 
 impl LocalFs for RootFs<'_> {
     fn scan(&self) -> io::Result<LocalMap> {
-        let mut out = LocalMap::new();
-        let mut stack = vec![RelPath::root()];
-        while let Some(d) = stack.pop() {
-            let dfd = fsutil::open_beneath(self.q(), &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            if let Some(w) = self.watcher {
-                match w.watch(dfd.as_fd()) {
-                    Ok(k) => self.watched.lock().unwrap().push(k),
-                    Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
+        // A scan is blocking filesystem work: tell the runtime, so the threads that answer
+        // the kernel and the socket keep running meanwhile.
+        tokio::task::block_in_place(|| {
+            let mut out = LocalMap::new();
+            let mut stack = vec![RelPath::root()];
+            while let Some(d) = stack.pop() {
+                let dfd =
+                    fsutil::open_beneath(self.q(), &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                if let Some(w) = self.watcher {
+                    match w.watch(dfd.as_fd()) {
+                        Ok(k) => self.watched.lock().unwrap().push(k),
+                        Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
+                    }
+                }
+                for raw in fsutil::read_dir_names(dfd.as_fd())? {
+                    let Ok(name) = crate::model::validate_name(&raw) else {
+                        tracing::debug!(dir = %d, "skipping a name that cannot be synced");
+                        continue;
+                    };
+                    let Ok(p) = d.join(name) else { continue };
+                    let st = match fsutil::stat_at(dfd.as_fd(), name) {
+                        Ok(st) => st,
+                        Err(_) => continue, // gone meanwhile
+                    };
+                    if st.st_uid != self.owner.uid {
+                        continue;
+                    }
+                    match st.st_mode & libc::S_IFMT {
+                        libc::S_IFDIR => {
+                            out.insert(
+                                p.clone(),
+                                LocalEntry {
+                                    kind: Kind::Dir,
+                                    size: 0,
+                                    mtime: (0, 0),
+                                    record: None,
+                                },
+                            );
+                            stack.push(p);
+                        }
+                        libc::S_IFREG => {
+                            let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
+                                if m.root != self.id {
+                                    // Another root's file (moved in): its bytes count only if all
+                                    // are here; a record naming another root is not ours.
+                                    return None;
+                                }
+                                Some(LocalRecord {
+                                    origin: RelPath::parse(&m.path).ok()?,
+                                    version: m.version,
+                                    fill: m.fill,
+                                    pin: m.pin,
+                                    size: m.size,
+                                    mtime: m.mtime,
+                                })
+                            });
+                            out.insert(
+                                p,
+                                LocalEntry {
+                                    kind: Kind::File,
+                                    size: st.st_size as u64,
+                                    mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+                                    record,
+                                },
+                            );
+                        }
+                        _ => {}
+                    }
                 }
             }
-            for raw in fsutil::read_dir_names(dfd.as_fd())? {
-                let Ok(name) = crate::model::validate_name(&raw) else {
-                    tracing::debug!(dir = %d, "skipping a name that cannot be synced");
-                    continue;
-                };
-                let Ok(p) = d.join(name) else { continue };
-                let st = match fsutil::stat_at(dfd.as_fd(), name) {
-                    Ok(st) => st,
-                    Err(_) => continue, // gone meanwhile
-                };
-                if st.st_uid != self.owner.uid {
-                    continue;
-                }
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => {
-                        out.insert(
-                            p.clone(),
-                            LocalEntry {
-                                kind: Kind::Dir,
-                                size: 0,
-                                mtime: (0, 0),
-                                record: None,
-                            },
-                        );
-                        stack.push(p);
-                    }
-                    libc::S_IFREG => {
-                        let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
-                            if m.root != self.id {
-                                // Another root's file (moved in): its bytes count only if all
-                                // are here; a record naming another root is not ours.
-                                return None;
-                            }
-                            Some(LocalRecord {
-                                origin: RelPath::parse(&m.path).ok()?,
-                                version: m.version,
-                                fill: m.fill,
-                                pin: m.pin,
-                                size: m.size,
-                                mtime: m.mtime,
-                            })
-                        });
-                        out.insert(
-                            p,
-                            LocalEntry {
-                                kind: Kind::File,
-                                size: st.st_size as u64,
-                                mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-                                record,
-                            },
-                        );
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)> {

@@ -130,7 +130,27 @@ impl Daemon {
     /// Runs one sync pass of `r` now (waiting for a running one), then downloads pinned
     /// files and keeps the disk budget.
     pub(super) async fn sync_root(&self, r: &RootRecord) -> Result<Done, Fail> {
-        let done = self.sync_root_once(r).await;
+        let deadline = Duration::from_secs(self.limits.pass_deadline_secs);
+        // A pass stopped at an await point is like a crash there: the executor's order keeps
+        // both sides consistent, and the next pass starts over.
+        let done = match tokio::time::timeout(deadline, self.sync_root_once(r)).await {
+            Ok(d) => d,
+            Err(_) => {
+                let msg = format!(
+                    "sync pass gave up after {deadline:?} (limit pass_deadline_secs); the next pass starts over"
+                );
+                tracing::warn!(root = %r.local.display(), "{msg}");
+                self.set_error(r, Some(msg.clone()));
+                self.sync
+                    .roots
+                    .lock()
+                    .unwrap()
+                    .entry(r.id.clone())
+                    .or_default()
+                    .retry_at = Some(Instant::now() + OFFLINE_RETRY);
+                Err(fail(ErrorCode::Remote, msg))
+            }
+        };
         // A pass over a large root allocates its trees at once; hand the memory back to the
         // system rather than keeping the peak for the daemon's whole life.
         // SAFETY: plain glibc call.
@@ -188,6 +208,7 @@ impl Daemon {
             settle_secs: SETTLE.as_secs() as i64,
             host: conflict::hostname(),
             prev: prev.as_ref(),
+            max_entries: self.limits.entries_per_root,
             crash_after: None,
         };
         let res = pass.run().await;
@@ -439,11 +460,17 @@ pub(super) async fn watch_loop(d: Arc<Daemon>) {
 }
 
 /// Startup pass of every root, then passes when due.
+/// Starts due passes. Each root's pass is a task of its own (with the pass deadline), so a
+/// slow or endless server delays only its own root, never another user's.
 pub(super) async fn background(d: Arc<Daemon>) {
+    let running: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
     loop {
         let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
         for r in roots {
             if r.paused || d.hydrator.remote(&r.id).is_none() {
+                continue;
+            }
+            if running.lock().unwrap().contains(&r.id) {
                 continue;
             }
             // A root whose lock is held is being populated or synced already: not now.
@@ -452,8 +479,13 @@ pub(super) async fn background(d: Arc<Daemon>) {
             }
             let poll = Duration::from_secs(d.registry.settings(r.uid).poll_interval_secs);
             if d.sync.due(&r.id, poll) {
-                let span = tracing::info_span!("sync", root = %r.local.display());
-                let _ = d.sync_root(&r).instrument(span).await;
+                running.lock().unwrap().insert(r.id.clone());
+                let (d, running) = (d.clone(), running.clone());
+                tokio::spawn(async move {
+                    let span = tracing::info_span!("sync", root = %r.local.display());
+                    let _ = d.sync_root(&r).instrument(span).await;
+                    running.lock().unwrap().remove(&r.id);
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -109,6 +109,25 @@ pub struct Hydrator {
     files: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<Slot>>>>,
     pub stats: Stats,
     parallel: usize,
+    /// The free-space floor: (bytes, percent of the filesystem); the larger one counts.
+    free_floor: std::sync::RwLock<(u64, u8)>,
+}
+
+/// Whether writing `bytes` more would leave less free space (what unprivileged users may
+/// still use, so root's reserve is never touched) than the floor on the file's filesystem.
+fn below_floor(file: &File, bytes: u64, floor: (u64, u8)) -> bool {
+    let mut sv = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: the kernel fills `sv` on success.
+    if unsafe { libc::fstatvfs(std::os::fd::AsRawFd::as_raw_fd(file), sv.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialised by the successful call.
+    let sv = unsafe { sv.assume_init() };
+    let frsize = sv.f_frsize as u64;
+    let free = sv.f_bavail as u64 * frsize;
+    let total = sv.f_blocks as u64 * frsize;
+    let need = floor.0.max(total / 100 * floor.1 as u64);
+    free < need.saturating_add(bytes)
 }
 
 /// The errno an application sees for a failed fetch (only values a deny reply accepts).
@@ -178,7 +197,14 @@ impl Hydrator {
             files: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             parallel: 4,
+            free_floor: std::sync::RwLock::new((32 << 20, 1)),
         }
+    }
+
+    /// Hydration answers ENOSPC when a download would leave less than `bytes` (or `percent`
+    /// of the filesystem, whichever is larger) free.
+    pub fn set_free_floor(&self, bytes: u64, percent: u8) {
+        *self.free_floor.write().unwrap() = (bytes, percent);
     }
 
     pub fn set_on_note(&self, f: OnNote) {
@@ -371,8 +397,18 @@ impl Hydrator {
             return Ok(()); // another reader fetched it while we waited
         }
         g.ahead = ahead.unwrap_or(0);
+        let want: u64 = missing.iter().map(|(a, b)| b - a).sum();
         if let Some(f) = self.before_fetch.get() {
-            f(&meta.root, missing.iter().map(|(a, b)| b - a).sum());
+            f(&meta.root, want);
+        }
+        if below_floor(file, want, *self.free_floor.read().unwrap()) {
+            tracing::warn!(root = %meta.root, path = %meta.path, bytes = want,
+                "not downloading: the filesystem is at the free-space floor (limits.json)");
+            self.note(Note::Failed {
+                meta: &meta,
+                errno: libc::ENOSPC,
+            });
+            return Err(libc::ENOSPC);
         }
         let Some(remote) = self.remote(&meta.root) else {
             tracing::warn!(root = %meta.root, "no remote for this root (missing credentials?)");

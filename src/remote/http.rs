@@ -26,6 +26,12 @@ pub struct HttpConfig {
     pub parallelism: usize,
     /// Largest XML response accepted (PROPFIND, list pages).
     pub max_xml_bytes: u64,
+    /// Most entries one listing (a PROPFIND answer, one folder of S3) may hold: a hostile or
+    /// broken server cannot make the client hold more.
+    pub max_listing_entries: u64,
+    /// Overall deadline of one listing request, body included (a server dripping bytes never
+    /// trips the idle timeout).
+    pub listing_deadline: Duration,
     /// Extra name -> address overrides (tests use it for virtual-hosted S3 on 127.0.0.1).
     pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
@@ -39,6 +45,8 @@ impl Default for HttpConfig {
             chunk_size: 8 << 20,
             parallelism: 4,
             max_xml_bytes: 1 << 30,
+            max_listing_entries: 1_000_000,
+            listing_deadline: Duration::from_secs(600),
             resolve: Vec::new(),
         }
     }

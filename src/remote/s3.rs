@@ -419,6 +419,7 @@ impl S3 {
         let prefix = self.dir_prefix(dir);
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
+        let mut pager = Pager::new(&self.cfg.http);
         loop {
             let page = self
                 .list_page(dir, &prefix, false, token.as_deref(), None)
@@ -428,7 +429,7 @@ impl S3 {
                     keys.push(k);
                 }
             }
-            match page.next_token.filter(|_| page.truncated) {
+            match pager.next(dir, page.next_token.filter(|_| page.truncated), keys.len())? {
                 Some(t) => token = Some(t),
                 None => return Ok(keys),
             }
@@ -710,6 +711,57 @@ impl S3 {
     }
 }
 
+/// Guards a paged listing against a server that never ends it: a continuation token seen
+/// before, more entries than the listing limit, or more time than the listing deadline.
+struct Pager {
+    seen: HashSet<String>,
+    max: u64,
+    started: std::time::Instant,
+    deadline: std::time::Duration,
+}
+
+impl Pager {
+    fn new(http: &HttpConfig) -> Pager {
+        Pager {
+            seen: HashSet::new(),
+            max: http.max_listing_entries,
+            started: std::time::Instant::now(),
+            deadline: http.listing_deadline,
+        }
+    }
+
+    /// The token of the next page, `None` at the end, or why the listing must stop.
+    fn next(
+        &mut self,
+        dir: &RelPath,
+        token: Option<String>,
+        held: usize,
+    ) -> Result<Option<String>> {
+        if held as u64 > self.max {
+            return Err(RemoteError::TooMany {
+                path: dir.clone(),
+                limit: self.max,
+                what: "entries in one listing",
+            });
+        }
+        if self.started.elapsed() > self.deadline {
+            return Err(RemoteError::Deadline {
+                path: dir.clone(),
+                after: self.deadline,
+            });
+        }
+        match token {
+            None => Ok(None),
+            Some(t) if !self.seen.insert(t.clone()) => Err(RemoteError::Protocol {
+                path: dir.clone(),
+                detail: "the server repeated a continuation token; the listing would never end"
+                    .into(),
+            }),
+            Some(t) => Ok(Some(t)),
+        }
+    }
+}
+
 #[async_trait]
 impl super::Remote for S3 {
     fn describe(&self) -> String {
@@ -743,6 +795,7 @@ impl super::Remote for S3 {
         let mut out = Vec::new();
         let mut stats = WalkStats::default();
         let mut token: Option<String> = None;
+        let mut pager = Pager::new(&self.cfg.http);
         loop {
             let page = self
                 .list_page(dir, &prefix, true, token.as_deref(), None)
@@ -762,7 +815,7 @@ impl super::Remote for S3 {
                     Err(why) => reject(&mut stats, &String::from_utf8_lossy(pf), &why),
                 }
             }
-            match page.next_token.filter(|_| page.truncated) {
+            match pager.next(dir, page.next_token.filter(|_| page.truncated), out.len())? {
                 Some(t) => token = Some(t),
                 None => break,
             }
@@ -779,6 +832,7 @@ impl super::Remote for S3 {
         let mut stats = WalkStats::default();
         let mut dirs: HashSet<RelPath> = HashSet::new();
         let mut token: Option<String> = None;
+        let mut pager = Pager::new(&self.cfg.http);
         loop {
             let page = self
                 .list_page(dir, &prefix, false, token.as_deref(), None)
@@ -811,7 +865,11 @@ impl super::Remote for S3 {
                     sink(Self::file_entry(p, o))?;
                 }
             }
-            match page.next_token.filter(|_| page.truncated) {
+            match pager.next(
+                dir,
+                page.next_token.filter(|_| page.truncated),
+                stats.entries as usize,
+            )? {
                 Some(t) => token = Some(t),
                 None => return Ok(stats),
             }

@@ -267,7 +267,17 @@ impl WebDav {
         stats: &mut WalkStats,
         sink: &mut (dyn FnMut(RemoteEntry) -> Result<()> + Send),
     ) -> Result<bool> {
+        let max = self.cfg.http.max_listing_entries;
+        let mut seen = 0u64;
         let mut on = |d: DavEntry| -> Result<()> {
+            seen += 1;
+            if seen > max {
+                return Err(RemoteError::TooMany {
+                    path: dir.clone(),
+                    limit: max,
+                    what: "entries in one listing",
+                });
+            }
             let Some(href) = d.href.as_deref() else {
                 reject(stats, "<href not UTF-8>", &"invalid UTF-8 in href");
                 return Ok(());
@@ -295,7 +305,14 @@ impl WebDav {
                 }
             }
         };
-        Ok(self.propfind(dir, true, depth, &mut on).await?.is_some())
+        let deadline = self.cfg.http.listing_deadline;
+        match tokio::time::timeout(deadline, self.propfind(dir, true, depth, &mut on)).await {
+            Ok(r) => Ok(r?.is_some()),
+            Err(_) => Err(RemoteError::Deadline {
+                path: dir.clone(),
+                after: deadline,
+            }),
+        }
     }
 }
 

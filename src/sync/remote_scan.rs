@@ -26,8 +26,21 @@ fn subtree(map: &RemoteMap, dir: &RelPath) -> Vec<(RelPath, RemoteEntry)> {
         .collect()
 }
 
-/// Lists everything below the remote's base, reusing `prev` where folder ETags allow it.
-pub async fn list(remote: &dyn Remote, prev: Option<&Snapshot>) -> Result<Snapshot, RemoteError> {
+fn too_many(max: u64) -> RemoteError {
+    RemoteError::TooMany {
+        path: RelPath::root(),
+        limit: max,
+        what: "entries in the sync root",
+    }
+}
+
+/// Lists everything below the remote's base, reusing `prev` where folder ETags allow it;
+/// more than `max` entries end the listing with [`RemoteError::TooMany`].
+pub async fn list(
+    remote: &dyn Remote,
+    prev: Option<&Snapshot>,
+    max: u64,
+) -> Result<Snapshot, RemoteError> {
     let root = remote.stat(&RelPath::root()).await?;
     let prev_prop = prev.filter(|p| p.propagating);
     if let Some(p) = prev_prop {
@@ -45,6 +58,9 @@ pub async fn list(remote: &dyn Remote, prev: Option<&Snapshot>) -> Result<Snapsh
     if !propagating {
         let mut entries = RemoteMap::new();
         let mut sink = |e: RemoteEntry| -> crate::remote::Result<()> {
+            if entries.len() as u64 >= max {
+                return Err(too_many(max));
+            }
             entries.insert(e.path.clone(), e);
             Ok(())
         };
@@ -78,6 +94,9 @@ pub async fn list(remote: &dyn Remote, prev: Option<&Snapshot>) -> Result<Snapsh
                 }
             }
             out.entries.insert(e.path.clone(), e);
+            if out.entries.len() as u64 > max {
+                return Err(too_many(max));
+            }
         }
     }
     Ok(out)
@@ -180,17 +199,17 @@ mod tests {
             }
         }
         let r = Propagating(m);
-        let s1 = list(&r, None).await.unwrap();
+        let s1 = list(&r, None, u64::MAX).await.unwrap();
         assert!(s1.propagating);
         assert_eq!(s1.entries.len(), 3 * 5);
         assert_eq!(s1.listed_dirs, 7);
         // Nothing changed: no folder listed.
-        let s2 = list(&r, Some(&s1)).await.unwrap();
+        let s2 = list(&r, Some(&s1), u64::MAX).await.unwrap();
         assert_eq!(s2.listed_dirs, 0);
         assert_eq!(s2.entries, s1.entries);
         // One change deep in b: root, b and b/x are listed again.
         r.0.put("b/x/f1", b"22");
-        let s3 = list(&r, Some(&s2)).await.unwrap();
+        let s3 = list(&r, Some(&s2), u64::MAX).await.unwrap();
         assert_eq!(s3.listed_dirs, 3);
         assert_eq!(s3.entries.len(), 15);
         let p = RelPath::parse("b/x/f1").unwrap();
@@ -198,7 +217,7 @@ mod tests {
         // A plain server is walked in full.
         let plain = Memory::new();
         plain.put("a/b", b"1");
-        let s = list(&plain, None).await.unwrap();
+        let s = list(&plain, None, u64::MAX).await.unwrap();
         assert!(!s.propagating);
         assert_eq!(s.entries.len(), 2);
     }
