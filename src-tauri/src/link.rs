@@ -2,11 +2,17 @@
 //! subscription (events go to the window as "daemon" events and to the tray), and a short
 //! connection per command. On every (re)connection the secrets kept in the user's keyring are
 //! handed to the daemon for roots that need sign-in.
+//!
+//! Every connection has the client's default bounds (`skyfill::ipc::client::Timeouts`):
+//! connecting, the handshake and each request give up when the daemon stays silent, so a hung
+//! daemon never blocks a command for good. The subscription waits for events as long as it
+//! takes (they may be rare); after [`QUIET`] without one it only checks, on a second
+//! connection, that the daemon still answers.
 
 use serde::Serialize;
 use skyfill::credentials;
 use skyfill::ipc::client::{Client, ClientError};
-use skyfill::ipc::proto::{Event, RequestBody, RootInfo, PROTOCOL_VERSION};
+use skyfill::ipc::proto::{ErrorCode, Event, RequestBody, RootInfo, PROTOCOL_VERSION};
 use skyfill::remote::RemoteSpec;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -57,8 +63,15 @@ pub fn explain(e: &ClientError) -> String {
             }
             _ => format!("Cannot reach the Skyfill daemon: {source}"),
         },
-        ClientError::Daemon { code, message } if format!("{code:?}") == "Version" => format!(
+        ClientError::Daemon {
+            code: ErrorCode::VersionMismatch,
+            message,
+        } => format!(
             "The Skyfill daemon speaks another protocol version ({message}). Update Skyfill so the app and the daemon match."
+        ),
+        ClientError::Timeout(d) => format!(
+            "The Skyfill daemon did not answer within {} s. Restart it with: sudo systemctl restart skyfilld",
+            d.as_secs().max(1)
         ),
         other => format!("The Skyfill daemon: {other}"),
     }
@@ -115,6 +128,28 @@ fn set(app: &AppHandle, c: Connection) {
     crate::tray::refresh(app);
 }
 
+/// How long the subscription waits for an event before it checks that the daemon still
+/// answers (it keeps waiting when it does).
+pub const QUIET: Duration = Duration::from_secs(60);
+
+/// What the subscription does after waiting for an event: handle it, wait on (a quiet but
+/// answering daemon), or end (the daemon closed the connection or no longer answers).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Event,
+    Wait,
+    End,
+}
+
+/// Decides what a subscription's wait for an event means; `answers` asks the daemon.
+pub fn after_wait(r: &Result<Event, ClientError>, answers: impl FnOnce() -> bool) -> Next {
+    match r {
+        Ok(_) => Next::Event,
+        Err(ClientError::Timeout(_)) if answers() => Next::Wait,
+        Err(_) => Next::End,
+    }
+}
+
 /// Keeps the subscription alive for the app's whole life.
 pub fn spawn(app: AppHandle) {
     std::thread::spawn(move || loop {
@@ -151,22 +186,33 @@ fn run_once(app: &AppHandle) {
             daemon: Some(c.hello.daemon.clone()),
         },
     );
-    loop {
-        match c.next_event() {
-            Ok(ev) => on_event(app, &ev),
-            Err(e) => {
-                tracing::info!(error = %e, "daemon connection ended");
-                break;
+    // Events may be rare: a quiet connection is fine as long as the daemon answers.
+    c.set_event_timeout(Some(QUIET));
+    let hung = loop {
+        let r = c.next_event();
+        match after_wait(&r, || c.daemon_answers()) {
+            Next::Event => {
+                if let Ok(ev) = r {
+                    on_event(app, &ev)
+                }
+            }
+            Next::Wait => {}
+            Next::End => {
+                let e = r.err();
+                tracing::info!(error = ?e, "daemon connection ended");
+                break matches!(e, Some(ClientError::Timeout(_)));
             }
         }
-    }
+    };
     set(
         app,
         Connection {
             connected: false,
-            message: Some(
-                "The Skyfill daemon stopped. It restarts by itself under systemd; otherwise start it with: sudo systemctl start skyfilld".into(),
-            ),
+            message: Some(if hung {
+                "The Skyfill daemon does not answer. Restart it with: sudo systemctl restart skyfilld".into()
+            } else {
+                "The Skyfill daemon stopped. It restarts by itself under systemd; otherwise start it with: sudo systemctl start skyfilld".into()
+            }),
             daemon: None,
         },
     );
@@ -176,4 +222,31 @@ fn on_event(app: &AppHandle, ev: &Event) {
     let _ = app.emit("daemon", ev);
     crate::tray::on_event(app, ev);
     crate::notify::on_event(app, ev);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_subscription_waits_while_the_daemon_answers() {
+        let ev = Ok(Event::Lagged { missed: 1 });
+        assert_eq!(after_wait(&ev, || panic!("no check needed")), Next::Event);
+        let quiet = Err(ClientError::Timeout(QUIET));
+        assert_eq!(after_wait(&quiet, || true), Next::Wait);
+        assert_eq!(after_wait(&quiet, || false), Next::End);
+        assert_eq!(after_wait(&Err(ClientError::Closed), || true), Next::End);
+    }
+
+    #[test]
+    fn silent_and_mismatched_daemons_are_explained() {
+        let e = explain(&ClientError::Timeout(Duration::from_secs(30)));
+        assert!(e.contains("did not answer within 30 s"), "{e}");
+        assert!(e.contains("systemctl restart skyfilld"), "{e}");
+        let e = explain(&ClientError::Daemon {
+            code: ErrorCode::VersionMismatch,
+            message: "daemon speaks protocol 2, client 1".into(),
+        });
+        assert!(e.contains("another protocol version"), "{e}");
+    }
 }

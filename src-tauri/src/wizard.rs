@@ -78,7 +78,14 @@ pub async fn test_connection(form: &Form) -> Result<String, String> {
     };
     // One attempt: the user waits for this answer.
     http.retry.max_attempts = 1;
-    let r = open_remote(&spec, form.secret.as_deref(), http, None).map_err(|e| e.to_string())?;
+    let r = open_remote(
+        &spec,
+        form.secret.as_deref(),
+        http,
+        None,
+        skyfill::asuser::UserCreds::current(),
+    )
+    .map_err(|e| e.to_string())?;
     let res = r.stat(&RelPath::root()).await;
     let skew = skyfill::remote::config::clock_skew(&spec).await;
     if let Some(s) = skew.filter(|s| s.abs() > 300) {
@@ -152,8 +159,55 @@ struct Granted {
     app_password: String,
 }
 
+/// Whether `u` is on the server the user typed (`base`): the same host and port, over https
+/// (http only when the user typed an http server, then with the same scheme and port, or
+/// upgraded to https on the default ports). No user name or password in it.
+fn on_server(base: &url::Url, u: &url::Url) -> bool {
+    let scheme_ok = match (base.scheme(), u.scheme()) {
+        ("https", "https") | ("http", "http") => {
+            u.port_or_known_default() == base.port_or_known_default()
+        }
+        ("http", "https") => base.port().is_none() && u.port().is_none(),
+        _ => false,
+    };
+    scheme_ok
+        && u.host().is_some()
+        && u.host() == base.host()
+        && u.username().is_empty()
+        && u.password().is_none()
+}
+
+/// Checks an address the server sent for the login flow (`what`: the login page, the poll
+/// address) before the browser opens it or the token goes there: it must be on the server
+/// the user typed (see [`on_server`]); anything else (`file:`, `javascript:`, another host,
+/// `https://good.example@evil.example/`) is refused.
+pub fn check_flow_url(base: &str, what: &str, url: &str) -> Result<url::Url, String> {
+    let b = url::Url::parse(base).map_err(|e| format!("{base} is not a server address: {e}"))?;
+    let host = b.host_str().unwrap_or(base);
+    let refuse = |why: &str| {
+        tracing::warn!(url, what, "login flow address refused");
+        format!(
+            "The server sent a {what} address that {why}; Skyfill does not use it. Check the \
+             server address ({host}) or sign in with an app password instead."
+        )
+    };
+    let u = url::Url::parse(url).map_err(|_| refuse("is not a valid address"))?;
+    if !matches!(u.scheme(), "https" | "http") || (u.scheme() == "http" && b.scheme() != "http") {
+        return Err(refuse("is not an https address"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(refuse("carries a user name or password"));
+    }
+    if !on_server(&b, &u) {
+        return Err(refuse(&format!("is not on {host}")));
+    }
+    Ok(u)
+}
+
 /// Nextcloud Login Flow v2: start it, let the user log in in the browser (`open`), then poll
-/// until the server hands out an app password (at most 20 minutes, as Nextcloud allows).
+/// until the server hands out an app password (at most 20 minutes, as Nextcloud allows). The
+/// login page and the poll address the server sends must be on the server the user typed
+/// ([`check_flow_url`]); redirects may not leave it either.
 pub async fn nextcloud_login(
     server: &str,
     open: impl Fn(&str) -> Result<(), String>,
@@ -170,8 +224,19 @@ pub async fn nextcloud_login(
         .unwrap_or(&base)
         .trim_end_matches("/index.php")
         .to_string();
+    let origin =
+        url::Url::parse(&base).map_err(|e| format!("{base} is not a server address: {e}"))?;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::custom(move |a| {
+            if a.previous().len() >= 10 {
+                a.error("too many redirects")
+            } else if on_server(&origin, a.url()) {
+                a.follow()
+            } else {
+                a.error("redirected away from the server")
+            }
+        }))
         .build()
         .map_err(|e| e.to_string())?;
     let flow: Flow = c
@@ -185,11 +250,13 @@ pub async fn nextcloud_login(
         .json()
         .await
         .map_err(|e| format!("{base} answered something else than Nextcloud's login: {e}"))?;
-    open(&flow.login)?;
+    let login = check_flow_url(&base, "login page", &flow.login)?;
+    let poll = check_flow_url(&base, "poll", &flow.poll.endpoint)?;
+    open(login.as_str())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20 * 60);
     while std::time::Instant::now() < deadline {
         let r = c
-            .post(&flow.poll.endpoint)
+            .post(poll.clone())
             .form(&[("token", flow.poll.token.as_str())])
             .send()
             .await
@@ -254,15 +321,14 @@ mod tests {
         assert!(e.contains("clock"), "{e}");
     }
 
-    /// A fake Nextcloud answering Login Flow v2 like the real one (documented at
-    /// docs.nextcloud.com, "Login Flow v2"): 404 while the user has not logged in, then the
-    /// app password. Nextcloud itself cannot be installed here.
-    #[tokio::test]
-    async fn nextcloud_login_flow_yields_an_app_password() {
+    /// A fake HTTP server on 127.0.0.1: `respond(request line, body)` gives the status and
+    /// the JSON answer. Returns the port.
+    fn fake_server(
+        mut respond: impl FnMut(&str, &str, u16) -> (u16, String) + Send + 'static,
+    ) -> u16 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         std::thread::spawn(move || {
-            let mut polls = 0;
             for s in l.incoming() {
                 let mut s = s.unwrap();
                 let mut r = BufReader::new(s.try_clone().unwrap());
@@ -281,24 +347,36 @@ mod tests {
                 }
                 let mut body = vec![0; len];
                 r.read_exact(&mut body).unwrap();
-                let (status, out) = if line.starts_with("POST /index.php/login/v2 ") {
-                    (200, format!("{{\"poll\":{{\"token\":\"tok\",\"endpoint\":\"http://127.0.0.1:{port}/login/v2/poll\"}},\"login\":\"http://127.0.0.1:{port}/login/v2/flow/abc\"}}"))
-                } else if line.starts_with("POST /login/v2/poll ") {
-                    assert_eq!(String::from_utf8_lossy(&body), "token=tok");
-                    polls += 1;
-                    if polls < 2 {
-                        (404, "[]".to_string())
-                    } else {
-                        (200, format!("{{\"server\":\"http://127.0.0.1:{port}\",\"loginName\":\"me\",\"appPassword\":\"app-pw\"}}"))
-                    }
-                } else {
-                    (404, "[]".to_string())
-                };
+                let (status, out) = respond(&line, &String::from_utf8_lossy(&body), port);
                 let _ = write!(
                     s,
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
                     out.len()
                 );
+            }
+        });
+        port
+    }
+
+    /// A fake Nextcloud answering Login Flow v2 like the real one (documented at
+    /// docs.nextcloud.com, "Login Flow v2"): 404 while the user has not logged in, then the
+    /// app password. Nextcloud itself cannot be installed here.
+    #[tokio::test]
+    async fn nextcloud_login_flow_yields_an_app_password() {
+        let mut polls = 0;
+        let port = fake_server(move |line, body, port| {
+            if line.starts_with("POST /index.php/login/v2 ") {
+                (200, format!("{{\"poll\":{{\"token\":\"tok\",\"endpoint\":\"http://127.0.0.1:{port}/login/v2/poll\"}},\"login\":\"http://127.0.0.1:{port}/login/v2/flow/abc\"}}"))
+            } else if line.starts_with("POST /login/v2/poll ") {
+                assert_eq!(body, "token=tok");
+                polls += 1;
+                if polls < 2 {
+                    (404, "[]".to_string())
+                } else {
+                    (200, format!("{{\"server\":\"http://127.0.0.1:{port}\",\"loginName\":\"me\",\"appPassword\":\"app-pw\"}}"))
+                }
+            } else {
+                (404, "[]".to_string())
             }
         });
         let opened = std::sync::Mutex::new(String::new());
@@ -315,5 +393,128 @@ mod tests {
         assert_eq!(got.user, "me");
         assert_eq!(got.password, "app-pw");
         assert!(opened.lock().unwrap().ends_with("/login/v2/flow/abc"));
+    }
+
+    #[test]
+    fn flow_addresses_must_be_https_on_the_server_typed() {
+        let b = "https://cloud.example.org";
+        for ok in [
+            "https://cloud.example.org/login/v2/flow/abc",
+            "https://cloud.example.org:443/index.php/login/v2/poll",
+            "https://CLOUD.example.org/login/v2/flow/abc",
+        ] {
+            let u = check_flow_url(b, "login page", ok).unwrap();
+            assert_eq!(u.host_str(), Some("cloud.example.org"));
+        }
+        for bad in [
+            // Downgrade to plain HTTP.
+            "http://cloud.example.org/login/v2/flow/abc",
+            // Other hosts, other ports.
+            "https://evil.example/login/v2/flow/abc",
+            "http://evil.example/login/v2/flow/abc",
+            "https://cloud.example.org:8443/login/v2/flow/abc",
+            "https://cloud.example.org.evil.example/login",
+            "https://evil.example/cloud.example.org",
+            // User-info tricks: the host is what follows the @.
+            "https://cloud.example.org@evil.example/login",
+            "https://cloud.example.org:443@evil.example/login",
+            "https://me:pw@cloud.example.org/login",
+            // Other schemes.
+            "file:///etc/passwd",
+            "javascript:alert(document.cookie)",
+            "data:text/html,<script>alert(1)</script>",
+            "ftp://cloud.example.org/login",
+            // Not an absolute address, or an option for xdg-open.
+            "/login/v2/flow/abc",
+            "cloud.example.org/login",
+            "--help",
+            "",
+        ] {
+            let e = check_flow_url(b, "login page", bad).unwrap_err();
+            assert!(e.contains("Skyfill does not use it"), "{bad}: {e}");
+            assert!(e.starts_with("The server sent a login page address"), "{e}");
+        }
+        // The poll address gets the same check (the token goes there).
+        let e = check_flow_url(b, "poll", "https://evil.example/poll").unwrap_err();
+        assert!(
+            e.contains("poll address that is not on cloud.example.org"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_the_same_plain_http_origin() {
+        let b = "http://127.0.0.1:8080";
+        check_flow_url(b, "login page", "http://127.0.0.1:8080/login/v2/flow/abc").unwrap();
+        for bad in [
+            "http://127.0.0.1:8081/login/v2/flow/abc",
+            "http://127.0.0.1/login/v2/flow/abc",
+            "http://localhost:8080/login/v2/flow/abc",
+            "http://evil.example:8080/login/v2/flow/abc",
+            "https://127.0.0.1:8081/login/v2/flow/abc",
+            "http://127.0.0.1:8080@evil.example:8080/x",
+            "file:///etc/passwd",
+        ] {
+            assert!(check_flow_url(b, "login page", bad).is_err(), "{bad}");
+        }
+        // From a plain-http server on the default port, the same host over https is fine.
+        let b = "http://cloud.example.org";
+        check_flow_url(b, "login page", "https://cloud.example.org/x").unwrap();
+        check_flow_url(b, "login page", "http://cloud.example.org:80/x").unwrap();
+        assert!(check_flow_url(b, "login page", "https://evil.example/x").is_err());
+    }
+
+    /// A server handing out a login page or a poll address elsewhere gets nothing opened and
+    /// no token sent.
+    #[tokio::test]
+    async fn nextcloud_login_refuses_addresses_off_the_server() {
+        for (login, poll, what) in [
+            (
+                "https://evil.example/login/v2/flow/abc",
+                "{base}/login/v2/poll",
+                "login page",
+            ),
+            ("javascript:alert(1)", "{base}/login/v2/poll", "login page"),
+            ("file:///etc/passwd", "{base}/login/v2/poll", "login page"),
+            (
+                "{base}/login/v2/flow/abc",
+                "http://evil.example/login/v2/poll",
+                "poll",
+            ),
+            (
+                "{base}@evil.example/x",
+                "{base}/login/v2/poll",
+                "login page",
+            ),
+        ] {
+            let polled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let p = polled.clone();
+            let (login, poll) = (login.to_string(), poll.to_string());
+            let port = fake_server(move |line, _, port| {
+                let base = format!("http://127.0.0.1:{port}");
+                if line.starts_with("POST /index.php/login/v2 ") {
+                    let l = login.replace("{base}", &base);
+                    let q = poll.replace("{base}", &base);
+                    (
+                        200,
+                        serde_json::json!({"poll": {"token": "tok", "endpoint": q}, "login": l})
+                            .to_string(),
+                    )
+                } else {
+                    p.store(true, std::sync::atomic::Ordering::SeqCst);
+                    (404, "[]".to_string())
+                }
+            });
+            let opened = std::sync::Mutex::new(None::<String>);
+            let e = nextcloud_login(&format!("http://127.0.0.1:{port}"), |u| {
+                *opened.lock().unwrap() = Some(u.to_string());
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+            assert!(e.contains(&format!("{what} address")), "{e}");
+            assert_eq!(*opened.lock().unwrap(), None, "opened for {e}");
+            assert!(!polled.load(std::sync::atomic::Ordering::SeqCst));
+        }
     }
 }

@@ -155,6 +155,8 @@ enum Cmd {
 /// Where a root's files are: the remote and how to reach it.
 #[derive(clap::Args, Debug)]
 struct RemoteArgs {
+    /// The remote's address. A user name may be part of it (davs://me@host/path), a password
+    /// may not: give secrets with --secret-stdin or your keyring (`skyfill login` asks).
     remote: String,
     /// User name on the server.
     #[arg(long)]
@@ -171,15 +173,61 @@ struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn spec(self) -> RemoteSpec {
-        RemoteSpec {
+    /// The remote, refused when its address carries a password.
+    fn spec(self) -> anyhow::Result<RemoteSpec> {
+        refuse_password_in_url("the remote address", &self.remote)?;
+        if let Some(e) = &self.endpoint {
+            refuse_password_in_url("the --endpoint address", e)?;
+        }
+        Ok(RemoteSpec {
             url: self.remote,
             user: self.user,
             endpoint: self.endpoint,
             region: self.region,
             path_style: self.path_style,
-        }
+        })
     }
+}
+
+/// Whether `url` carries a password in its userinfo (`scheme://user:password@host/...`).
+/// Checked on the text, so an address the URL parser would reject is caught too.
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// A password in an address would be stored and shown with the root (`skyfill roots`, the
+/// tray app, the daemon's registry and log) and is visible in the process list meanwhile.
+fn refuse_password_in_url(what: &str, url: &str) -> anyhow::Result<()> {
+    if url_has_password(url) {
+        return Err(anyhow!(
+            "{what} contains a password; leave it out (a user name may stay: dav://me@host/path, \
+             or use --user) and give the secret with --secret-stdin, or store it in your keyring \
+             (`skyfill login ROOT` asks for it)"
+        ));
+    }
+    Ok(())
+}
+
+/// The warning to print before a secret goes to a remote that sends it unencrypted (plain
+/// HTTP WebDAV: HTTP Basic over `dav://` or `http://`); `None` for every other remote.
+fn plaintext_secret_warning(remote: &str) -> Option<String> {
+    let (scheme, _) = remote.split_once("://")?;
+    let secure = match scheme.to_ascii_lowercase().as_str() {
+        "dav" => "davs://",
+        "http" => "https://",
+        _ => return None,
+    };
+    Some(format!(
+        "{}:// sends your password unencrypted (HTTP Basic); use {secure} unless this server \
+         is on a trusted network",
+        scheme.to_ascii_lowercase()
+    ))
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,7 +263,7 @@ impl From<anyhow::Error> for Fail {
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { .. } => Fail(3, e.into()),
+            ClientError::Connect { .. } | ClientError::Timeout(_) => Fail(3, e.into()),
             ClientError::Daemon {
                 code: ErrorCode::VersionMismatch,
                 ..
@@ -462,6 +510,10 @@ impl Cli {
                     .iter()
                     .find(|r| r.local == l.trim_end_matches('/'))
                     .ok_or_else(|| anyhow!("{l} is not one of your sync roots"))?;
+                // Before the prompt, so the user can stop before typing the password.
+                if let Some(w) = plaintext_secret_warning(&r.remote) {
+                    eprintln!("warning: {w}");
+                }
                 let secret = if secret_stdin {
                     read_secret_stdin()?
                 } else if std::io::stdin().is_terminal() {
@@ -495,20 +547,25 @@ impl Cli {
                 let mut code = 0;
                 for r in roots.iter().filter(|r| !r.signed_in || !r.secret_persisted) {
                     match credentials::load(&spec_of(r)) {
-                        Ok(Some(secret)) => match c.call(RequestBody::Login {
-                            local: r.local.clone(),
-                            secret,
-                            persist: r.secret_persisted,
-                        }) {
-                            Ok(_) => {
-                                n += 1;
-                                println!("signed in: {}", r.local);
+                        Ok(Some(secret)) => {
+                            if let Some(w) = plaintext_secret_warning(&r.remote) {
+                                eprintln!("warning: {}: {w}", r.local);
                             }
-                            Err(e) => {
-                                eprintln!("skyfill: {}: {e}", r.local);
-                                code = 1;
+                            match c.call(RequestBody::Login {
+                                local: r.local.clone(),
+                                secret,
+                                persist: r.secret_persisted,
+                            }) {
+                                Ok(_) => {
+                                    n += 1;
+                                    println!("signed in: {}", r.local);
+                                }
+                                Err(e) => {
+                                    eprintln!("skyfill: {}: {e}", r.local);
+                                    code = 1;
+                                }
                             }
-                        },
+                        }
                         Ok(None) if !r.signed_in => {
                             eprintln!(
                                 "skyfill: {}: no secret in your keyring; run `skyfill login {}`",
@@ -701,7 +758,7 @@ impl Cli {
                 keyring_only,
                 no_keyring,
             } => {
-                let spec = at.spec();
+                let spec = at.spec()?;
                 let secret = if secret_stdin {
                     let s = read_secret_stdin()?;
                     if !no_keyring {
@@ -723,6 +780,11 @@ impl Cli {
                         None
                     })
                 };
+                if secret.is_some() {
+                    if let Some(w) = plaintext_secret_warning(&spec.url) {
+                        eprintln!("warning: {w}");
+                    }
+                }
                 let mut c = self.connect()?;
                 let v = c.call(RequestBody::AddRoot {
                     local: abs(&local)?,
@@ -917,7 +979,7 @@ impl Cli {
                 Ok(())
             }
             Cmd::ListRemote { at } => {
-                let spec = at.spec();
+                let spec = at.spec()?;
                 let secret = std::env::var("SKYFILL_SECRET").ok();
                 let r = skyfill::remote::open_remote(
                     &spec,
@@ -995,5 +1057,89 @@ fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_root(remote: &str, extra: &[&str]) -> anyhow::Result<RemoteSpec> {
+        let mut argv = vec!["skyfill", "add-root", "/tmp/cloud", remote];
+        argv.extend_from_slice(extra);
+        match Args::try_parse_from(argv).unwrap().cmd {
+            Cmd::AddRoot { at, .. } => at.spec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn passwords_in_remote_addresses_are_refused() {
+        for url in [
+            "dav://me:pw@host/remote.php/dav/files/me",
+            "davs://me:pw@cloud.example.org/dav",
+            "davs://me:@host/dav",
+            "s3://AKID:SECRET@bucket/prefix",
+            "https://me:p%40ss@host:8443/dav",
+            "davs://me:pw@host",
+        ] {
+            let e = add_root(url, &[]).unwrap_err().to_string();
+            assert!(e.contains("contains a password"), "{url}: {e}");
+            assert!(e.contains("--secret-stdin"), "{url}: {e}");
+            assert!(!e.contains("pw") && !e.contains("SECRET"), "echoes it: {e}");
+        }
+        let e = add_root(
+            "s3://bucket/p",
+            &["--endpoint", "https://AK:SK@s3.example.org"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--endpoint address contains a password"), "{e}");
+    }
+
+    #[test]
+    fn user_names_in_remote_addresses_are_allowed() {
+        for url in [
+            "davs://me@cloud.example.org/remote.php/dav/files/me",
+            "dav://me@127.0.0.1:8080/dav",
+            "davs://cloud.example.org/remote.php/dav/files/me@work/x:y",
+            "s3://bucket/photos:2024@home",
+            "file:///mnt/nas/share",
+            "davs://host/a?x=b:c@d",
+        ] {
+            let s = add_root(url, &["--user", "me"]).unwrap();
+            assert_eq!(s.url, url);
+        }
+        assert!(!url_has_password("not a url"));
+    }
+
+    #[test]
+    fn plain_http_webdav_warns_that_the_password_goes_unencrypted() {
+        let w = plaintext_secret_warning("dav://127.0.0.1:8080/dav").unwrap();
+        assert!(
+            w.starts_with("dav:// sends your password unencrypted (HTTP Basic)"),
+            "{w}"
+        );
+        assert!(w.contains("use davs://") && !w.contains('\n'), "{w}");
+        assert!(plaintext_secret_warning("DAV://host/x").is_some());
+        assert!(plaintext_secret_warning("http://host/x")
+            .unwrap()
+            .contains("use https://"));
+        for quiet in [
+            "davs://host/dav",
+            "https://host/dav",
+            "s3://bucket/p",
+            "file:///srv/x",
+            "nonsense",
+        ] {
+            assert_eq!(plaintext_secret_warning(quiet), None, "{quiet}");
+        }
+    }
+
+    #[test]
+    fn a_silent_daemon_counts_as_unreachable() {
+        let Fail(code, e) = Fail::from(ClientError::Timeout(std::time::Duration::from_secs(30)));
+        assert_eq!(code, 3);
+        assert!(e.to_string().contains("did not answer within 30 s"), "{e}");
     }
 }

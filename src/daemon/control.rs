@@ -544,6 +544,13 @@ impl Daemon {
                 app,
             } => {
                 if let Some(r) = self.root_by_id(&meta.root) {
+                    // Which program reads a file is the reader's business: the file's owner
+                    // learns it only when they are the reader.
+                    let app = app.filter(|(pid, _)| {
+                        use std::os::unix::fs::MetadataExt;
+                        std::fs::metadata(format!("/proc/{pid}"))
+                            .is_ok_and(|m| m.uid() == r.uid)
+                    });
                     self.emit(
                         r.uid,
                         Event::Progress {
@@ -893,7 +900,25 @@ impl Daemon {
         jobs: &JobSink,
     ) -> Result<RemoveResult, Fail> {
         let r = self.root_at(peer, local)?;
-        let root = self.open_root(&r)?;
+        let root = match self.open_root(&r) {
+            Ok(f) => f,
+            // The folder is gone or was replaced (a symlink, another folder): nothing there is
+            // ours to touch, so with --keep-local the root is only forgotten.
+            Err((ErrorCode::InvalidRoot | ErrorCode::NotFound, m)) if mode == RemoveMode::KeepLocal => {
+                tracing::warn!(root = %r.local.display(), reason = %m, "forgetting a root whose folder is gone or replaced");
+                let mut roots = self.roots.write().unwrap();
+                roots.retain(|x| x.id != r.id);
+                self.registry.save(&roots).map_err(internal)?;
+                self.hydrator.remove_remote(&r.id);
+                return Ok(RemoveResult::default());
+            }
+            Err((c, m)) => {
+                return Err((
+                    c,
+                    format!("{m}; `skyfill remove-root --keep-local` forgets the root without touching the folder"),
+                ))
+            }
+        };
         let q = self.quiet(&root)?;
         let found = scan(q.as_fd(), &RelPath::root()).map_err(internal)?;
         // What is not safely on the server?
@@ -1639,6 +1664,18 @@ impl Daemon {
                     format!("{l} is paused"),
                     "resume with `skyfill resume`",
                 );
+            }
+            let last = self.last_error.lock().unwrap().get(&r.id).cloned();
+            if let Some(e) = last {
+                if e.contains("limits.json") {
+                    add(
+                        "fail",
+                        format!("{l}: a configured limit was reached: {e}"),
+                        "if the server really holds that much, raise the limit in limits.json in the daemon's state directory (doc/SECURITY.md)",
+                    );
+                } else {
+                    add("warn", format!("{l}: last sync failed: {e}"), "");
+                }
             }
             let Some(rem) = self.hydrator.remote(&r.id) else {
                 add(

@@ -137,7 +137,7 @@ impl Daemon {
             Ok(d) => d,
             Err(_) => {
                 let msg = format!(
-                    "sync pass gave up after {deadline:?} (limit pass_deadline_secs); the next pass starts over"
+                    "sync pass gave up after {deadline:?} (pass_deadline_secs in limits.json); the next pass starts over"
                 );
                 tracing::warn!(root = %r.local.display(), "{msg}");
                 self.set_error(r, Some(msg.clone()));

@@ -40,7 +40,7 @@ const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 const KEY: &AsciiSet = &QUERY.remove(b'/');
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Config {
     pub endpoint: Url,
     pub region: String,
@@ -56,6 +56,47 @@ pub struct S3Config {
     pub part_size: u64,
     /// Where multipart journals live, so an interrupted upload resumes.
     pub state_dir: Option<PathBuf>,
+}
+
+/// Shows the access key id, never the secret key (configs end up in logs and panic messages).
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(access, _)| (access, "<redacted>")),
+            )
+            .field("http", &self.http)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_of_an_s3_config_hides_the_secret_key() {
+        let mut cfg = super::S3Config::new(url::Url::parse("https://s3.example").unwrap(), "b");
+        cfg.credentials = Some(("AKIDEXAMPLE".into(), "wJalrXUtnFEMI-secret".into()));
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("wJalrXUtnFEMI-secret"), "{s}");
+        assert!(
+            s.contains("credentials: Some((\"AKIDEXAMPLE\", \"<redacted>\"))"),
+            "{s}"
+        );
+        cfg.credentials = None;
+        assert!(format!("{cfg:?}").contains("credentials: None"));
+    }
 }
 
 impl S3Config {

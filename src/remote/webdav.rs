@@ -35,13 +35,47 @@ const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <d:resourcetype/><d:getcontentlength/><d:getlastmodified/><d:getetag/>
 <oc:fileid/><oc:permissions/></d:prop></d:propfind>"#;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebDavConfig {
     /// The collection that is the remote's base (http or https).
     pub url: Url,
     pub user: Option<String>,
     pub password: Option<String>,
     pub http: HttpConfig,
+}
+
+/// Never shows the password (configs end up in logs and panic messages).
+impl std::fmt::Debug for WebDavConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebDavConfig")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_of_a_webdav_config_hides_the_password() {
+        let cfg = super::WebDavConfig {
+            url: url::Url::parse("https://dav.example/files/").unwrap(),
+            user: Some("me".into()),
+            password: Some("hunter2-secret".into()),
+            http: Default::default(),
+        };
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("hunter2-secret"), "{s}");
+        assert!(s.contains("password: Some(\"<redacted>\")"), "{s}");
+        assert!(s.contains("\"me\""), "{s}");
+        let none = super::WebDavConfig {
+            password: None,
+            ..cfg
+        };
+        assert!(format!("{none:?}").contains("password: None"));
+    }
 }
 
 /// Depth-infinity support: unknown, yes, no.
