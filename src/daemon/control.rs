@@ -768,7 +768,18 @@ impl Daemon {
         self.hydrator.set_remote(&id, rem.clone());
         self.apply_user_policy(owner_uid);
         let t = Instant::now();
-        let (stats, rejected) = self.populate(&rec, &root, &rem, &RelPath::root()).await?;
+        let (stats, rejected) = match self.populate(&rec, &root, &rem, &RelPath::root()).await {
+            Ok(x) => x,
+            Err((c, m)) => {
+                // The root stays (what was made is kept; the next pass completes it or
+                // fails the same way): say so, and keep the error for `roots` and `doctor`.
+                self.set_error(&rec, Some(m.clone()));
+                return Err((
+                    c,
+                    format!("{m}; the sync root was added but is incomplete (see `skyfill doctor`)"),
+                ));
+            }
+        };
         tracing::info!(root = local, files = stats.files, dirs = stats.dirs, rejected, elapsed = ?t.elapsed(), "populated");
         self.emit(
             owner_uid,
