@@ -54,8 +54,7 @@ fn root_only(fs: &LoopFs) -> (PathBuf, String) {
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
     let secret = format!("TOPSECRET-{:016x}", rand::random::<u64>());
     std::fs::write(d.join("shadow.txt"), &secret).unwrap();
-    std::fs::set_permissions(d.join("shadow.txt"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(d.join("shadow.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
     (d, secret)
 }
 
@@ -246,7 +245,10 @@ fn f1_a_share_swapped_for_a_symlink_never_exposes_root_only_files() {
     exposed("after a restart of the whole service");
     // A folder alice can read but does not own is refused too (the owner is checked on
     // every open, not only at add-root).
-    alice.sh_ok(&format!("cd '{}' && rm share && ln -s /etc share", h.display()));
+    alice.sh_ok(&format!(
+        "cd '{}' && rm share && ln -s /etc share",
+        h.display()
+    ));
     let o = cli.run_stdin(
         &alice,
         &d.socket,
@@ -329,7 +331,15 @@ print(ok, refused)
 "#;
 
 /// Runs CLIENT against RACER as `u`; returns (added, refused, swaps).
-fn race(u: &User, d: &Daemon, target: &Path, remote: &str, x: (&Path, &Path), resets: serde_json::Value, tries: u32) -> (u64, u64, u64) {
+fn race(
+    u: &User,
+    d: &Daemon,
+    target: &Path,
+    remote: &str,
+    x: (&Path, &Path),
+    resets: serde_json::Value,
+    tries: u32,
+) -> (u64, u64, u64) {
     let stop = tempfile::NamedTempFile::new().unwrap().into_temp_path();
     let stop_path = stop.to_path_buf();
     drop(stop);
@@ -396,44 +406,111 @@ fn f3_f4_add_root_raced_against_rename_exchange_of_the_folder_and_its_parent() {
         let bait = ha.join("bait");
         let resets = serde_json::json!([[target, ""], [bait, bait_to]]);
         std::os::unix::fs::symlink(bait_to, &bait).unwrap();
-        sh_ok(&format!("chown -h {}:{} '{}'", alice.uid, alice.gid, bait.display()));
+        sh_ok(&format!(
+            "chown -h {}:{} '{}'",
+            alice.uid,
+            alice.gid,
+            bait.display()
+        ));
         // Each try starts with the new folder missing: add-root makes it, the racer swaps it.
-        let (ok, refused, swaps) = race(&alice, &d, &target, &remote, (&target, &bait), resets, tries);
-        eprintln!("folder race against {}: added {ok}, refused {refused}, swaps {swaps}", bait_to.display());
-        assert!(swaps > 0, "the racer never swapped: the test proves nothing");
+        let (ok, refused, swaps) = race(
+            &alice,
+            &d,
+            &target,
+            &remote,
+            (&target, &bait),
+            resets,
+            tries,
+        );
+        eprintln!(
+            "folder race against {}: added {ok}, refused {refused}, swaps {swaps}",
+            bait_to.display()
+        );
+        assert!(
+            swaps > 0,
+            "the racer never swapped: the test proves nothing"
+        );
         assert!(ok > 0, "add-root never succeeded during the race");
-        sh_ok(&format!("rm -rf '{}' '{}'", target.display(), bait.display()));
+        sh_ok(&format!(
+            "rm -rf '{}' '{}'",
+            target.display(),
+            bait.display()
+        ));
     }
     // The parent, swapped with a symlink to bob's home and to a root-owned folder.
     for bait_to in [&hb, &victim_dir] {
         let parent = ha.join("p");
         let pbait = ha.join("pbait");
-        alice.sh_ok(&format!("mkdir '{}' && ln -s '{}' '{}'", parent.display(), bait_to.display(), pbait.display()));
+        alice.sh_ok(&format!(
+            "mkdir '{}' && ln -s '{}' '{}'",
+            parent.display(),
+            bait_to.display(),
+            pbait.display()
+        ));
         let target = parent.join("new");
         let resets = serde_json::json!([[parent, null], [pbait, bait_to]]);
-        let (ok, refused, swaps) = race(&alice, &d, &target, &remote, (&parent, &pbait), resets, tries);
-        eprintln!("parent race against {}: added {ok}, refused {refused}, swaps {swaps}", bait_to.display());
-        assert!(swaps > 0, "the racer never swapped: the test proves nothing");
+        let (ok, refused, swaps) = race(
+            &alice,
+            &d,
+            &target,
+            &remote,
+            (&parent, &pbait),
+            resets,
+            tries,
+        );
+        eprintln!(
+            "parent race against {}: added {ok}, refused {refused}, swaps {swaps}",
+            bait_to.display()
+        );
+        assert!(
+            swaps > 0,
+            "the racer never swapped: the test proves nothing"
+        );
         assert!(ok > 0, "add-root never succeeded during the race");
-        sh_ok(&format!("rm -rf '{}' '{}'", parent.display(), pbait.display()));
+        sh_ok(&format!(
+            "rm -rf '{}' '{}'",
+            parent.display(),
+            pbait.display()
+        ));
     }
 
     let m = std::fs::symlink_metadata(&victim).unwrap();
-    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600), "root chowned or chmodded a root-owned file");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o600),
+        "root chowned or chmodded a root-owned file"
+    );
     let m = std::fs::metadata(&victim_dir).unwrap();
     assert_eq!(m.uid(), 0, "root chowned a root-owned folder");
-    assert!(names(&victim_dir).is_empty(), "a root was bound onto a root-owned folder: {:?}", names(&victim_dir));
-    assert!(names(&hb).is_empty(), "a root was bound into bob's home: {:?}", names(&hb));
+    assert!(
+        names(&victim_dir).is_empty(),
+        "a root was bound onto a root-owned folder: {:?}",
+        names(&victim_dir)
+    );
+    assert!(
+        names(&hb).is_empty(),
+        "a root was bound into bob's home: {:?}",
+        names(&hb)
+    );
     assert_eq!(std::fs::metadata(&hb).unwrap().uid(), bob.uid);
     // Whatever stayed registered lies in a folder alice owns, inside her home.
     for r in roots(&d) {
         let l = PathBuf::from(r["local"].as_str().unwrap());
         if let Ok(m) = std::fs::symlink_metadata(&l) {
             if m.is_dir() {
-                assert_eq!(m.uid(), alice.uid, "{} is registered but not alice's", l.display());
+                assert_eq!(
+                    m.uid(),
+                    alice.uid,
+                    "{} is registered but not alice's",
+                    l.display()
+                );
             }
         }
-        assert!(l.starts_with(&ha), "{} registered outside alice's home", l.display());
+        assert!(
+            l.starts_with(&ha),
+            "{} registered outside alice's home",
+            l.display()
+        );
     }
 }
 
@@ -497,11 +574,26 @@ print(n)
     let mut linked = 0u64;
     for round in 0..4 {
         let r = alice
-            .command(&["/usr/bin/python3", "-c", &racer, cloud.to_str().unwrap(), victim.to_str().unwrap(), stop.to_str().unwrap()])
+            .command(&[
+                "/usr/bin/python3",
+                "-c",
+                &racer,
+                cloud.to_str().unwrap(),
+                victim.to_str().unwrap(),
+                stop.to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let o = cli.run(&alice, &d.socket, &["add-root", cloud.to_str().unwrap(), &file_url(&ha.join("share"))]);
+        let o = cli.run(
+            &alice,
+            &d.socket,
+            &[
+                "add-root",
+                cloud.to_str().unwrap(),
+                &file_url(&ha.join("share")),
+            ],
+        );
         if o.status.success() {
             // New remote folders for a sync pass to make while the racer runs.
             alice.sh_ok(&format!(
@@ -509,18 +601,32 @@ print(n)
                 ha.display()
             ));
             let _ = cli.run(&alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
-            let _ = cli.run(&alice, &d.socket, &["remove-root", "--keep-local", cloud.to_str().unwrap()]);
+            let _ = cli.run(
+                &alice,
+                &d.socket,
+                &["remove-root", "--keep-local", cloud.to_str().unwrap()],
+            );
         }
         std::fs::write(&stop, b"").unwrap();
         let ro = r.wait_with_output().unwrap();
-        linked += String::from_utf8_lossy(&ro.stdout).trim().parse::<u64>().unwrap_or(0);
+        linked += String::from_utf8_lossy(&ro.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
         std::fs::remove_file(&stop).unwrap();
         sh_ok(&format!("rm -rf '{}'", cloud.display()));
         let m = std::fs::metadata(&victim).unwrap();
-        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o600), "round {round}: the root-owned file was chowned or chmodded");
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (0, 0, 0o600),
+            "round {round}: the root-owned file was chowned or chmodded"
+        );
     }
     eprintln!("hard links swapped in: {linked}");
-    assert!(linked > 0, "the racer never swapped a folder: the test proves nothing");
+    assert!(
+        linked > 0,
+        "the racer never swapped a folder: the test proves nothing"
+    );
 }
 
 // ---------------------------------------------------------------- F6
@@ -542,7 +648,15 @@ fn f6_fifos_swapped_in_never_block_the_daemon() {
         ha.display()
     ));
     let cloud = ha.join("Cloud");
-    let o = cli.run(&alice, &d.socket, &["add-root", cloud.to_str().unwrap(), &file_url(&ha.join("share"))]);
+    let o = cli.run(
+        &alice,
+        &d.socket,
+        &[
+            "add-root",
+            cloud.to_str().unwrap(),
+            &file_url(&ha.join("share")),
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     alice.sh_ok(&format!(
         "cd '{}/share' && for i in $(seq 10 33); do rm f$i && mkfifo f$i; done",
@@ -551,7 +665,12 @@ fn f6_fifos_swapped_in_never_block_the_daemon() {
     let readers: Vec<Child> = (10..34)
         .map(|i| {
             alice
-                .command(&["timeout", "120", "cat", cloud.join(format!("f{i}")).to_str().unwrap()])
+                .command(&[
+                    "timeout",
+                    "120",
+                    "cat",
+                    cloud.join(format!("f{i}")).to_str().unwrap(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -560,17 +679,31 @@ fn f6_fifos_swapped_in_never_block_the_daemon() {
         .collect();
     for mut r in readers {
         let st = r.wait().unwrap();
-        assert_ne!(st.code(), Some(124), "a reader hung: the daemon blocked on a FIFO");
-        assert!(!st.success(), "a reader got bytes from a FIFO-backed placeholder");
+        assert_ne!(
+            st.code(),
+            Some(124),
+            "a reader hung: the daemon blocked on a FIFO"
+        );
+        assert!(
+            !st.success(),
+            "a reader got bytes from a FIFO-backed placeholder"
+        );
     }
-    assert_eq!(alice.sh_ok(&format!("cat '{}'", cloud.join("good").display())), "ok\n");
+    assert_eq!(
+        alice.sh_ok(&format!("cat '{}'", cloud.join("good").display())),
+        "ok\n"
+    );
 
     // In a root: 300 local files; once the first upload lands in the share, every file not
     // uploaded yet becomes a FIFO.
     let share2 = ha.join("share2");
     let cloud2 = ha.join("Cloud2");
     alice.sh_ok(&format!("mkdir '{}'", share2.display()));
-    let o = cli.run(&alice, &d.socket, &["add-root", cloud2.to_str().unwrap(), &file_url(&share2)]);
+    let o = cli.run(
+        &alice,
+        &d.socket,
+        &["add-root", cloud2.to_str().unwrap(), &file_url(&share2)],
+    );
     assert!(o.status.success(), "{}", out(&o));
     let racer = r#"
 import os, sys, time
@@ -589,14 +722,31 @@ for n in names:
         os.unlink(os.path.join(cloud, n)); os.mkfifo(os.path.join(cloud, n)); swapped += 1
 print(swapped)
 "#;
-    let o = alice.run(&["/usr/bin/python3", "-c", racer, cloud2.to_str().unwrap(), share2.to_str().unwrap()]);
+    let o = alice.run(&[
+        "/usr/bin/python3",
+        "-c",
+        racer,
+        cloud2.to_str().unwrap(),
+        share2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", out(&o));
     let swapped: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
     eprintln!("swapped for FIFOs before their upload: {swapped}");
-    assert!(swapped > 0, "the swap did not land mid-sync: the test proves nothing");
+    assert!(
+        swapped > 0,
+        "the swap did not land mid-sync: the test proves nothing"
+    );
     // The pass ends and the daemon answers; a sync after it completes too.
     let o = alice
-        .command(&["timeout", "300", cli.path.to_str().unwrap(), "--socket", d.socket.to_str().unwrap(), "sync", cloud2.to_str().unwrap()])
+        .command(&[
+            "timeout",
+            "300",
+            cli.path.to_str().unwrap(),
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "sync",
+            cloud2.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(124), "sync hung: {}", out(&o));
@@ -674,58 +824,117 @@ fn f2_thousands_of_connections_from_one_user_stall_no_one() {
     let cloud = hb.join("Cloud");
     let limited = |c: Command| {
         let mut w = Command::new("prlimit");
-        w.arg("--nofile=1024:1024").arg("--").arg(c.get_program()).args(c.get_args());
+        w.arg("--nofile=1024:1024")
+            .arg("--")
+            .arg(c.get_program())
+            .args(c.get_args());
         w
     };
     d.stop();
     let _ = std::fs::remove_file(d.state.join("worker.pid"));
     d.spawn_with(&limited);
-    let o = cli.run(&bob, &d.socket, &["add-root", cloud.to_str().unwrap(), &file_url(&hb.join("share"))]);
+    let o = cli.run(
+        &bob,
+        &d.socket,
+        &[
+            "add-root",
+            cloud.to_str().unwrap(),
+            &file_url(&hb.join("share")),
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     let worker = d.worker_pid().unwrap();
     let stop = fs.mnt.join("stop");
     let hog = |d: &Daemon| -> (Child, u64, u64) {
         let mut c = alice
-            .command(&["/usr/bin/python3", "-c", HOG, d.socket.to_str().unwrap(), "2000", stop.to_str().unwrap()])
+            .command(&[
+                "/usr/bin/python3",
+                "-c",
+                HOG,
+                d.socket.to_str().unwrap(),
+                "2000",
+                stop.to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let mut it = line.split_whitespace().map(|n| n.parse::<u64>().unwrap());
         (c, it.next().unwrap(), it.next().unwrap())
     };
     let (mut c, busy, served) = hog(&d);
     eprintln!("default caps: {served} served, {busy} refused as busy");
-    assert!(busy >= 1900, "the per-user cap did not refuse alice's connections ({busy} busy, {served} served)");
+    assert!(
+        busy >= 1900,
+        "the per-user cap did not refuse alice's connections ({busy} busy, {served} served)"
+    );
     // Bob, while alice holds her connections: a read of an online-only file and a request.
     let expected = sha256(&hb.join("share/big")).unwrap();
-    let o = bob.run(&["timeout", "120", "sha256sum", cloud.join("big").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&expected), "bob's reader: {}", out(&o));
+    let o = bob.run(&[
+        "timeout",
+        "120",
+        "sha256sum",
+        cloud.join("big").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with(&expected),
+        "bob's reader: {}",
+        out(&o)
+    );
     let o = cli.run(&bob, &d.socket, &["status", cloud.to_str().unwrap()]);
     assert!(o.status.success(), "bob's request: {}", out(&o));
     std::fs::write(&stop, b"").unwrap();
     c.wait().unwrap();
     std::fs::remove_file(&stop).unwrap();
-    assert_eq!(d.worker_pid(), Some(worker), "the worker restarted:\n{}", d.log());
+    assert_eq!(
+        d.worker_pid(),
+        Some(worker),
+        "the worker restarted:\n{}",
+        d.log()
+    );
 
     // Caps above the fd limit: accept fails with EMFILE, and the worker stays up.
-    write_limits(&d, serde_json::json!({"connections_per_user": 5000, "connections": 5000}));
+    write_limits(
+        &d,
+        serde_json::json!({"connections_per_user": 5000, "connections": 5000}),
+    );
     d.stop();
     let _ = std::fs::remove_file(d.state.join("worker.pid"));
     d.spawn_with(&limited);
     let worker = d.worker_pid().unwrap();
     let (mut c, busy, served) = hog(&d);
     eprintln!("caps past the fd limit: {served} served, {busy} busy");
-    assert!(served < 2000, "the fd limit was never reached: the test proves nothing");
+    assert!(
+        served < 2000,
+        "the fd limit was never reached: the test proves nothing"
+    );
     std::fs::write(&stop, b"").unwrap();
     c.wait().unwrap();
-    wait_for("the daemon to log the refused accept", 30, || d.log().contains("cannot accept a connection"));
-    assert_eq!(d.worker_pid(), Some(worker), "EMFILE ended the worker:\n{}", d.log());
+    wait_for("the daemon to log the refused accept", 30, || {
+        d.log().contains("cannot accept a connection")
+    });
+    assert_eq!(
+        d.worker_pid(),
+        Some(worker),
+        "EMFILE ended the worker:\n{}",
+        d.log()
+    );
     let expected = sha256(&hb.join("share/big2")).unwrap();
-    let o = bob.run(&["timeout", "120", "sha256sum", cloud.join("big2").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&expected), "bob's reader after: {}", out(&o));
+    let o = bob.run(&[
+        "timeout",
+        "120",
+        "sha256sum",
+        cloud.join("big2").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with(&expected),
+        "bob's reader after: {}",
+        out(&o)
+    );
 }
 
 // ---------------------------------------------------------------- F7
@@ -746,18 +955,47 @@ fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
     let dav = Hostile::start("normal");
     let s3 = Hostile::start("normal");
     let (dav_root, s3_root) = (ha.join("Dav"), ha.join("S3"));
-    let o = cli.run(&alice, &d.socket, &["add-root", dav_root.to_str().unwrap(), &format!("dav://127.0.0.1:{}/dav", dav.port), "--no-keyring"]);
+    let o = cli.run(
+        &alice,
+        &d.socket,
+        &[
+            "add-root",
+            dav_root.to_str().unwrap(),
+            &format!("dav://127.0.0.1:{}/dav", dav.port),
+            "--no-keyring",
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     let o = cli.run_stdin(
         &alice,
         &d.socket,
-        &["add-root", s3_root.to_str().unwrap(), "s3://bucket/pre", "--endpoint", &format!("http://127.0.0.1:{}", s3.port), "--path-style", "--secret-stdin", "--no-keyring"],
+        &[
+            "add-root",
+            s3_root.to_str().unwrap(),
+            "s3://bucket/pre",
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", s3.port),
+            "--path-style",
+            "--secret-stdin",
+            "--no-keyring",
+        ],
         "ak:sk\n",
     );
     assert!(o.status.success(), "{}", out(&o));
-    bob.sh_ok(&format!("cd '{}' && mkdir share && echo 0 > share/first", hb.display()));
+    bob.sh_ok(&format!(
+        "cd '{}' && mkdir share && echo 0 > share/first",
+        hb.display()
+    ));
     let bob_root = hb.join("Cloud");
-    let o = cli.run(&bob, &d.socket, &["add-root", bob_root.to_str().unwrap(), &file_url(&hb.join("share"))]);
+    let o = cli.run(
+        &bob,
+        &d.socket,
+        &[
+            "add-root",
+            bob_root.to_str().unwrap(),
+            &file_url(&hb.join("share")),
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     for u in [&alice, &bob] {
         let o = cli.run(u, &d.socket, &["config", "set", "poll_interval_secs", "5"]);
@@ -770,7 +1008,11 @@ fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
     for i in 1..=3 {
         bob.sh_ok(&format!("echo {i} > '{}/share/new{i}'", hb.display()));
         let p = bob_root.join(format!("new{i}"));
-        wait_for(&format!("bob's new{i} to arrive by background sync"), 90, || p.exists());
+        wait_for(
+            &format!("bob's new{i} to arrive by background sync"),
+            90,
+            || p.exists(),
+        );
     }
     wait_for("the dripping root's pass to hit its deadline", 90, || {
         last_error(&d, &dav_root).is_some_and(|e| e.contains("gave up after"))
@@ -778,10 +1020,21 @@ fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
     wait_for("the S3 root to stop at the repeated token", 90, || {
         last_error(&d, &s3_root).is_some_and(|e| e.contains("continuation token"))
     });
-    assert!(dav.requests().lines().count() > before, "the dripping server was never asked");
-    assert!(last_error(&d, &bob_root).is_none(), "bob's root got an error: {:?}", last_error(&d, &bob_root));
-    let doctor = String::from_utf8_lossy(&cli.run(&alice, &d.socket, &["doctor"]).stdout).into_owned();
-    assert!(doctor.contains("pass_deadline_secs"), "doctor does not name the limit:\n{doctor}");
+    assert!(
+        dav.requests().lines().count() > before,
+        "the dripping server was never asked"
+    );
+    assert!(
+        last_error(&d, &bob_root).is_none(),
+        "bob's root got an error: {:?}",
+        last_error(&d, &bob_root)
+    );
+    let doctor =
+        String::from_utf8_lossy(&cli.run(&alice, &d.socket, &["doctor"]).stdout).into_owned();
+    assert!(
+        doctor.contains("pass_deadline_secs"),
+        "doctor does not name the limit:\n{doctor}"
+    );
 }
 
 // ---------------------------------------------------------------- F8
@@ -797,23 +1050,59 @@ fn f8_a_listing_of_five_million_entries_is_refused_at_the_limit() {
     let mut d = daemon_with_limits(serde_json::json!({"entries_per_root": 20000}));
     let huge = Hostile::start("huge");
     let url = format!("dav://127.0.0.1:{}/dav", huge.port);
-    let o = d.try_cli(&["add-root", fs.mnt.join("a").to_str().unwrap(), &url, "--no-keyring"]);
+    let o = d.try_cli(&[
+        "add-root",
+        fs.mnt.join("a").to_str().unwrap(),
+        &url,
+        "--no-keyring",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success() && err.contains("more than 20000 entries in the sync root") && err.contains("limits.json"), "{}", out(&o));
+    assert!(
+        !o.status.success()
+            && err.contains("more than 20000 entries in the sync root")
+            && err.contains("limits.json"),
+        "{}",
+        out(&o)
+    );
     let peak = vm_hwm_kib(d.worker_pid().unwrap());
-    eprintln!("worker peak RSS after refusing the listing: {} MiB", peak / 1024);
-    assert!(peak < 400 * 1024, "the worker held {} MiB for a refused listing", peak / 1024);
+    eprintln!(
+        "worker peak RSS after refusing the listing: {} MiB",
+        peak / 1024
+    );
+    assert!(
+        peak < 400 * 1024,
+        "the worker held {} MiB for a refused listing",
+        peak / 1024
+    );
 
     // The per-listing limit, below the per-root one.
     let o = d.try_cli(&["doctor"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("a configured limit was reached"), "{text}");
-    write_limits(&d, serde_json::json!({"entries_per_root": 10000000, "entries_per_listing": 10000}));
+    write_limits(
+        &d,
+        serde_json::json!({"entries_per_root": 10000000, "entries_per_listing": 10000}),
+    );
     d.restart();
-    let o = d.try_cli(&["add-root", fs.mnt.join("b").to_str().unwrap(), &url, "--no-keyring"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("more than 10000 entries in one listing"), "{}", out(&o));
+    let o = d.try_cli(&[
+        "add-root",
+        fs.mnt.join("b").to_str().unwrap(),
+        &url,
+        "--no-keyring",
+    ]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr)
+                .contains("more than 10000 entries in one listing"),
+        "{}",
+        out(&o)
+    );
     let peak = vm_hwm_kib(d.worker_pid().unwrap());
-    assert!(peak < 400 * 1024, "the worker held {} MiB for a refused listing", peak / 1024);
+    assert!(
+        peak < 400 * 1024,
+        "the worker held {} MiB for a refused listing",
+        peak / 1024
+    );
 
     // A root that grows past the limit after it was added.
     huge.set("normal");
@@ -821,7 +1110,11 @@ fn f8_a_listing_of_five_million_entries_is_refused_at_the_limit() {
     d.cli(&["add-root", c.to_str().unwrap(), &url, "--no-keyring"]);
     huge.set("huge");
     let o = d.try_cli(&["sync", c.to_str().unwrap()]);
-    assert!(!o.status.success() && out(&o).contains("limits.json"), "{}", out(&o));
+    assert!(
+        !o.status.success() && out(&o).contains("limits.json"),
+        "{}",
+        out(&o)
+    );
     let o = d.try_cli(&["doctor"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("a configured limit was reached"), "{text}");
@@ -843,9 +1136,16 @@ fn f10_hydration_stops_at_the_free_space_floor() {
     d.cli(&["add-root", root.to_str().unwrap(), &file_url(&share)]);
     let o = Command::new("cat").arg(root.join("f")).output().unwrap();
     assert!(!o.status.success(), "a read below the floor succeeded");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No space left on device"),
+        "{}",
+        out(&o)
+    );
     assert!(o.stdout.iter().all(|&b| b == 7), "the reader saw zeros");
-    assert!(allocated(&root.join("f")) < 1 << 20, "bytes were written below the floor");
+    assert!(
+        allocated(&root.join("f")) < 1 << 20,
+        "bytes were written below the floor"
+    );
     assert!(d.log().contains("free-space floor"), "{}", d.log());
 }
 
@@ -868,27 +1168,48 @@ fn f11_errors_say_only_what_the_caller_could_see() {
     alice.sh_ok(&format!("mkdir '{}/share'", ha.display()));
     let share = file_url(&ha.join("share"));
     let answer = |local: &Path, remote: &str| -> String {
-        let o = cli.run(&alice, &d.socket, &["add-root", local.to_str().unwrap(), remote]);
+        let o = cli.run(
+            &alice,
+            &d.socket,
+            &["add-root", local.to_str().unwrap(), remote],
+        );
         assert!(!o.status.success(), "{}", out(&o));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let e1 = answer(&ro.join("exists/new"), &share).replace("exists", "X");
     let e2 = answer(&ro.join("missing/new"), &share).replace("missing", "X");
-    assert_eq!(e1, e2, "add-root tells whether a path in a root-only folder exists");
+    assert_eq!(
+        e1, e2,
+        "add-root tells whether a path in a root-only folder exists"
+    );
     assert!(e1.contains("ermission denied"), "{e1}");
     let e1 = answer(&ha.join("c1"), &file_url(&ro.join("exists"))).replace("exists", "X");
     let e2 = answer(&ha.join("c1"), &file_url(&ro.join("missing"))).replace("missing", "X");
-    assert_eq!(e1, e2, "a file:// remote tells whether a path in a root-only folder exists");
+    assert_eq!(
+        e1, e2,
+        "a file:// remote tells whether a path in a root-only folder exists"
+    );
     // Bob's root is not named to alice.
     bob.sh_ok(&format!("mkdir '{}/share'", hb.display()));
     let bob_root = hb.join("Cloud");
-    let o = cli.run(&bob, &d.socket, &["add-root", bob_root.to_str().unwrap(), &file_url(&hb.join("share"))]);
+    let o = cli.run(
+        &bob,
+        &d.socket,
+        &[
+            "add-root",
+            bob_root.to_str().unwrap(),
+            &file_url(&hb.join("share")),
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     std::fs::set_permissions(&bob_root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let e = answer(&bob_root.join("inner"), &share);
     assert!(!e.contains("overlaps the sync root"), "{e}");
     let e = answer(&hb, &share);
-    assert!(!e.contains(bob_root.to_str().unwrap()) || e.contains("not your"), "{e}");
+    assert!(
+        !e.contains(bob_root.to_str().unwrap()) || e.contains("not your"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------- F12
@@ -907,17 +1228,38 @@ fn f12_no_setuid_placeholders_and_uploads_owned_by_the_user() {
         ha.display()
     ));
     let cloud = ha.join("Cloud");
-    let o = cli.run(&alice, &d.socket, &["add-root", cloud.to_str().unwrap(), &file_url(&ha.join("share"))]);
+    let o = cli.run(
+        &alice,
+        &d.socket,
+        &[
+            "add-root",
+            cloud.to_str().unwrap(),
+            &file_url(&ha.join("share")),
+        ],
+    );
     assert!(o.status.success(), "{}", out(&o));
     for p in [cloud.join("tool"), cloud.join("sg")] {
         let m = std::fs::symlink_metadata(&p).unwrap();
-        assert_eq!(m.mode() & 0o6000, 0, "{} has setuid/setgid bits: {:o}", p.display(), m.mode());
+        assert_eq!(
+            m.mode() & 0o6000,
+            0,
+            "{} has setuid/setgid bits: {:o}",
+            p.display(),
+            m.mode()
+        );
     }
-    assert_eq!(std::fs::metadata(cloud.join("tool")).unwrap().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(cloud.join("tool")).unwrap().mode() & 0o777,
+        0o755
+    );
     alice.sh_ok(&format!("echo new > '{}/made-here.txt'", cloud.display()));
     let o = cli.run(&alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
     assert!(o.status.success(), "{}", out(&o));
     let up = ha.join("share/made-here.txt");
     wait_for("the upload", 60, || up.exists());
-    assert_eq!(std::fs::metadata(&up).unwrap().uid(), alice.uid, "the upload is not alice's");
+    assert_eq!(
+        std::fs::metadata(&up).unwrap().uid(),
+        alice.uid,
+        "the upload is not alice's"
+    );
 }

@@ -273,15 +273,21 @@ impl Handler for Daemon {
                     .map(|r| self.root_info(r))
                     .collect::<Vec<_>>(),
             ),
-            RequestBody::Status { path: Some(p) } => json(self.status(peer, &p)?),
-            RequestBody::List { path } => json(self.list(peer, &path)?),
-            RequestBody::Status { path: None } => {
+            // Folder scans are blocking filesystem work: the runtime moves its other tasks
+            // (the kernel's events, other users) off this thread meanwhile.
+            RequestBody::Status { path: Some(p) } => {
+                json(tokio::task::block_in_place(|| self.status(peer, &p))?)
+            }
+            RequestBody::List { path } => {
+                json(tokio::task::block_in_place(|| self.list(peer, &path))?)
+            }
+            RequestBody::Status { path: None } => tokio::task::block_in_place(|| {
                 let mut out = Vec::new();
                 for r in self.mine(peer) {
                     out.push(self.status(peer, &r.local.display().to_string())?);
                 }
                 json(out)
-            }
+            }),
             RequestBody::Pin {
                 path,
                 setting,
@@ -332,13 +338,32 @@ impl Handler for Daemon {
             RequestBody::Stats => {
                 use std::sync::atomic::Ordering::Relaxed;
                 let s = &self.hydrator.stats;
-                json(StatsBody {
-                    bytes_fetched: s.bytes_fetched.load(Relaxed),
-                    requests: s.requests.load(Relaxed),
-                    completed: s.completed.load(Relaxed),
-                    denied: s.denied.load(Relaxed),
-                    events: s.events.load(Relaxed),
-                })
+                if peer.is_root() {
+                    return json(StatsBody {
+                        bytes_fetched: s.bytes_fetched.load(Relaxed),
+                        requests: s.requests.load(Relaxed),
+                        completed: s.completed.load(Relaxed),
+                        denied: s.denied.load(Relaxed),
+                        events: s.events.load(Relaxed),
+                    });
+                }
+                // A user sees the counters of their own roots only.
+                let mut b = StatsBody {
+                    bytes_fetched: 0,
+                    requests: 0,
+                    completed: 0,
+                    denied: 0,
+                    events: 0,
+                };
+                for r in self.mine(peer) {
+                    let x = s.of_root(&r.id);
+                    b.bytes_fetched += x.bytes_fetched;
+                    b.requests += x.requests;
+                    b.completed += x.completed;
+                    b.denied += x.denied;
+                    b.events += x.events;
+                }
+                json(b)
             }
         }
     }
@@ -548,8 +573,7 @@ impl Daemon {
                     // learns it only when they are the reader.
                     let app = app.filter(|(pid, _)| {
                         use std::os::unix::fs::MetadataExt;
-                        std::fs::metadata(format!("/proc/{pid}"))
-                            .is_ok_and(|m| m.uid() == r.uid)
+                        std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == r.uid)
                     });
                     self.emit(
                         r.uid,
@@ -776,7 +800,9 @@ impl Daemon {
                 self.set_error(&rec, Some(m.clone()));
                 return Err((
                     c,
-                    format!("{m}; the sync root was added but is incomplete (see `skyfill doctor`)"),
+                    format!(
+                        "{m}; the sync root was added but is incomplete (see `skyfill doctor`)"
+                    ),
                 ));
             }
         };

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
 
-/// Counters the daemon reports (`skyfill status --stats`) and tests check.
+/// Counters the daemon reports (`skyfill stats`) and tests check: daemon-wide (root sees
+/// them) and per sync root (a user sees the sums over their own roots).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub bytes_fetched: AtomicU64,
@@ -27,6 +28,37 @@ pub struct Stats {
     pub completed: AtomicU64,
     pub denied: AtomicU64,
     pub events: AtomicU64,
+    per_root: Mutex<HashMap<String, RootStats>>,
+}
+
+/// One root's share of [`Stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RootStats {
+    pub bytes_fetched: u64,
+    pub requests: u64,
+    pub completed: u64,
+    pub denied: u64,
+    pub events: u64,
+}
+
+impl Stats {
+    fn root(&self, root: &str, f: impl FnOnce(&mut RootStats)) {
+        let mut m = self.per_root.lock().unwrap();
+        match m.get_mut(root) {
+            Some(r) => f(r),
+            None => f(m.entry(root.to_string()).or_default()),
+        }
+    }
+
+    /// The counters of one root (zeros for a root that saw nothing).
+    pub fn of_root(&self, root: &str) -> RootStats {
+        self.per_root
+            .lock()
+            .unwrap()
+            .get(root)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 /// (st_dev, st_ino) of a file.
@@ -144,6 +176,21 @@ pub fn errno_for(e: &RemoteError) -> i32 {
     }
 }
 
+/// Most fds of one process whose fdinfo is read to find a writer.
+const MAX_FDS_SCANNED: usize = 65_536;
+
+/// [`proc_info`] on a blocking thread: reading `/proc` never holds up the threads that answer
+/// the kernel.
+async fn proc_info_off_thread(pid: i32, ino: u64, want_writer: bool) -> Proc {
+    tokio::task::spawn_blocking(move || proc_info(pid, ino, want_writer))
+        .await
+        .unwrap_or(Proc {
+            exe: String::new(),
+            writer: want_writer,
+            is_daemon: false,
+        })
+}
+
 /// Executable name and whether `pid` holds inode `ino` open for writing.
 pub fn proc_info(pid: i32, ino: u64, want_writer: bool) -> Proc {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -154,7 +201,13 @@ pub fn proc_info(pid: i32, ino: u64, want_writer: bool) -> Proc {
     let mut writer = false;
     if want_writer && !is_daemon {
         if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
-            for e in rd.flatten() {
+            for (i, e) in rd.flatten().enumerate() {
+                if i >= MAX_FDS_SCANNED {
+                    // A process with this many fds is treated as a writer: it gets the whole
+                    // file (always correct), and nobody can make the daemon scan without end.
+                    writer = true;
+                    break;
+                }
                 let Ok(info) = std::fs::read_to_string(e.path()) else {
                     continue;
                 };
@@ -279,7 +332,10 @@ impl Hydrator {
     pub async fn handle(&self, access: Access, file: &Arc<File>, pid: i32) -> Reply {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         let meta = match meta::read_fd(file.as_fd()) {
-            Ok(Some(m)) => m,
+            Ok(Some(m)) => {
+                self.stats.root(&m.root, |r| r.events += 1);
+                m
+            }
             Ok(None) => {
                 // Marked but not (or no longer) ours: nothing to fill.
                 let _ = self.group.unmark_inode(file.as_fd());
@@ -305,11 +361,13 @@ impl Hydrator {
                 offset.saturating_add(count)
             };
             let end = end.min(meta.size).min(st.st_size as u64);
-            if meta.ranges.covers(offset.min(end), end) && !proc_info(pid, st.st_ino, true).writer {
+            if meta.ranges.covers(offset.min(end), end)
+                && !proc_info_off_thread(pid, st.st_ino, true).await.writer
+            {
                 return Reply::Allow; // already local: no lock, no network
             }
         }
-        let proc = proc_info(pid, st.st_ino, matches!(access, Access::Pre { .. }));
+        let proc = proc_info_off_thread(pid, st.st_ino, matches!(access, Access::Pre { .. })).await;
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
         if !proc.is_daemon && self.denies(&meta.root, &proc.exe) {
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +395,7 @@ impl Hydrator {
             Decision::Allow => Reply::Allow,
             Decision::Deny(e) => {
                 self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                self.stats.root(&meta.root, |r| r.denied += 1);
                 tracing::info!(errno = e, "download refused for this program by policy");
                 Reply::Deny(e)
             }
@@ -347,10 +406,12 @@ impl Hydrator {
                     Ok(Ok(())) => Reply::Allow,
                     Ok(Err(errno)) => {
                         self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        self.stats.root(&meta.root, |r| r.denied += 1);
                         Reply::Deny(errno)
                     }
                     Err(_) => {
                         self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        self.stats.root(&meta.root, |r| r.denied += 1);
                         tracing::warn!(?bound, "hydration timed out");
                         Reply::Deny(libc::EIO)
                     }
@@ -437,14 +498,17 @@ impl Hydrator {
         let mut first_err: Option<RemoteError> = None;
         let limit = self.download_limit(&meta.root);
         let app = APP.try_with(|a| a.clone()).ok();
+        let root_id = meta.root.clone();
         let mut results = stream::iter(pieces)
             .map(|(a, b)| {
                 let (remote, path, version, limit) = (&remote, &path, &version, &limit);
+                let root_id = &root_id;
                 async move {
                     if let Some(l) = limit {
                         l.take(b - a).await;
                     }
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    self.stats.root(root_id, |r| r.requests += 1);
                     let r = remote.read_range(path, version, a, b - a, file, a).await;
                     (a, b, r)
                 }
@@ -454,6 +518,7 @@ impl Hydrator {
             match r {
                 Ok(()) => {
                     self.stats.bytes_fetched.fetch_add(b - a, Ordering::Relaxed);
+                    self.stats.root(&meta.root, |r| r.bytes_fetched += b - a);
                     meta.ranges.insert(a, b);
                     self.note(Note::Progress {
                         meta: &meta,
@@ -494,6 +559,7 @@ impl Hydrator {
         if complete {
             let _ = self.group.unmark_inode(file.as_fd());
             self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            self.stats.root(&meta.root, |r| r.completed += 1);
             drop(g);
             self.files.lock().unwrap().remove(&key);
             tracing::info!(path = %meta.path, "file is now local");

@@ -533,6 +533,68 @@ mod tests {
         assert_eq!(v["event"], "root", "{v}");
     }
 
+    /// F14: each user's events go to their own channel (root's gets all): one user's volume
+    /// never makes another lag, and a user's channel never carries another user's events.
+    #[tokio::test]
+    async fn event_channels_are_per_user() {
+        let hub = EventHub::new(4);
+        let mut alice = hub.subscribe(1000);
+        let mut bob = hub.subscribe(1001);
+        let mut root = hub.subscribe(0);
+        let ev = |uid| Envelope {
+            uid,
+            event: Event::Lagged { missed: uid as u64 },
+        };
+        for _ in 0..50 {
+            hub.send(ev(1000));
+        }
+        hub.send(ev(1001));
+        // Bob did not lag behind alice's 50 events and sees only his own.
+        let got = bob.recv().await.unwrap();
+        assert_eq!(got.uid, 1001);
+        assert!(bob.try_recv().is_err());
+        // Alice lagged on her own volume only.
+        assert!(matches!(
+            alice.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+        while let Ok(e) = alice.try_recv() {
+            assert_eq!(e.uid, 1000, "alice received another user's event");
+        }
+        // Root sees everybody (it lagged too, on the sum).
+        let mut uids = std::collections::HashSet::new();
+        loop {
+            match root.try_recv() {
+                Ok(e) => {
+                    uids.insert(e.uid);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        assert!(uids.contains(&1001));
+    }
+
+    #[test]
+    fn connection_caps_per_user_and_in_all() {
+        let adm = Admission::new(ConnLimits {
+            per_user: 2,
+            total: 3,
+        });
+        let a1 = adm.admit(1000).unwrap();
+        let _a2 = adm.admit(1000).unwrap();
+        assert!(adm.admit(1000).err().unwrap().contains("uid 1000"));
+        let _b1 = adm.admit(1001).unwrap();
+        assert!(adm
+            .admit(1002)
+            .err()
+            .unwrap()
+            .contains("too many connections"));
+        drop(a1);
+        let _c1 = adm.admit(1002).unwrap();
+        assert_eq!(adm.open_connections(), 3);
+    }
+
     #[tokio::test]
     async fn malformed_and_oversized_frames_close_only_that_connection() {
         let (mut r, mut w, _) = pair().await;
