@@ -12,6 +12,9 @@ use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// (uid, gid) -> (when looked up, credentials).
+type CredCache = HashMap<(u32, u32), (Instant, Arc<UserCreds>)>;
+
 /// Whose credentials a piece of work runs with.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserCreds {
@@ -58,8 +61,7 @@ impl UserCreds {
             // An unprivileged process acting for itself (tests, the CLI): nothing to switch.
             return Self::current();
         }
-        static CACHE: OnceLock<Mutex<HashMap<(u32, u32), (Instant, Arc<UserCreds>)>>> =
-            OnceLock::new();
+        static CACHE: OnceLock<Mutex<CredCache>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         if let Some((t, c)) = cache.lock().unwrap().get(&(uid, gid)) {
             if t.elapsed() < Duration::from_secs(60) {

@@ -695,9 +695,21 @@ async fn socket_authorizes_by_uid_and_survives_bad_input() {
     // A file:// remote the caller does not own, and a local dir the caller does not own.
     std::fs::create_dir(fs.mnt.join("mine")).unwrap();
     sh_ok(&format!("chown nobody '{}'", fs.mnt.join("mine").display()));
+    // /root is not even readable for nobody: the kernel refuses (the daemon opens the share
+    // as the caller); /etc is readable but not nobody's: the owner check refuses.
     let o = as_nobody(&format!(
         "add-root '{}' file:///root",
         fs.mnt.join("mine/c").display()
+    ));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = as_nobody(&format!(
+        "add-root '{}' file:///etc",
+        fs.mnt.join("mine/c2").display()
     ));
     assert!(!o.status.success());
     assert!(

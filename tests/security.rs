@@ -553,8 +553,7 @@ fn f5_folders_swapped_for_hard_links_while_they_are_made_chown_nothing() {
         ha.display()
     ));
     let cloud = ha.join("Cloud");
-    let racer = format!(
-        r#"
+    let racer = r#"
 import os, sys
 cloud, victim, stop = sys.argv[1], sys.argv[2], sys.argv[3]
 n = 0
@@ -568,8 +567,7 @@ while not os.path.exists(stop):
         except OSError:
             pass
 print(n)
-"#
-    );
+"#;
     let stop = fs.mnt.join("stop");
     let mut linked = 0u64;
     for round in 0..4 {
@@ -577,7 +575,7 @@ print(n)
             .command(&[
                 "/usr/bin/python3",
                 "-c",
-                &racer,
+                racer,
                 cloud.to_str().unwrap(),
                 victim.to_str().unwrap(),
                 stop.to_str().unwrap(),
@@ -627,6 +625,30 @@ print(n)
         linked > 0,
         "the racer never swapped a folder: the test proves nothing"
     );
+    // A hard link to a root-only file in the share: listed (alice can stat it herself), but
+    // never readable through the daemon, which reads the share as alice.
+    alice.sh_ok(&format!(
+        "ln '{}' '{}/share/stolen'",
+        victim.display(),
+        ha.display()
+    ));
+    let o = cli.run(
+        &alice,
+        &d.socket,
+        &[
+            "add-root",
+            cloud.to_str().unwrap(),
+            &file_url(&ha.join("share")),
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = alice.run(&["cat", cloud.join("stolen").to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "alice read a root-only file through a hard link: {}",
+        out(&o)
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("root's"));
 }
 
 // ---------------------------------------------------------------- F6

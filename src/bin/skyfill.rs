@@ -207,8 +207,8 @@ fn refuse_password_in_url(what: &str, url: &str) -> anyhow::Result<()> {
     if url_has_password(url) {
         return Err(anyhow!(
             "{what} contains a password; leave it out (a user name may stay: dav://me@host/path, \
-             or use --user) and give the secret with --secret-stdin, or store it in your keyring \
-             (`skyfill login ROOT` asks for it)"
+             or use --user) and give the secret with --secret-stdin, or from your keyring \
+             (`skyfill login ROOT` asks for it and stores it there)"
         ));
     }
     Ok(())

@@ -155,9 +155,9 @@ fn below_floor(file: &File, bytes: u64, floor: (u64, u8)) -> bool {
     }
     // SAFETY: initialised by the successful call.
     let sv = unsafe { sv.assume_init() };
-    let frsize = sv.f_frsize as u64;
-    let free = sv.f_bavail as u64 * frsize;
-    let total = sv.f_blocks as u64 * frsize;
+    let frsize = sv.f_frsize;
+    let free = sv.f_bavail * frsize;
+    let total = sv.f_blocks * frsize;
     let need = floor.0.max(total / 100 * floor.1 as u64);
     free < need.saturating_add(bytes)
 }
