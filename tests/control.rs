@@ -9,6 +9,8 @@ mod hsm;
 mod remotes;
 #[path = "support/suite.rs"]
 mod suite;
+#[path = "support/users.rs"]
+mod users;
 
 use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, xattr_overhead, Daemon, LoopFs};
 use remotes::{add_root, env, upload, Server};
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use suite::data;
+use users::User;
 
 fn folder(n: usize, seed: u64) -> BTreeMap<String, Vec<u8>> {
     let mut t = BTreeMap::new();
@@ -504,44 +507,6 @@ fn subscription_stream() {
 }
 
 // ---------------------------------------------------------------- a second user
-
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl User {
-    fn create(tag: &str) -> User {
-        let name = format!("skyt{tag}{:05}", rand::random::<u32>() % 100_000);
-        sh_ok(&format!(
-            "useradd --no-create-home --user-group --shell /usr/sbin/nologin {name}"
-        ));
-        let uid = sh_ok(&format!("id -u {name}")).trim().parse().unwrap();
-        let gid = sh_ok(&format!("id -g {name}")).trim().parse().unwrap();
-        User { name, uid, gid }
-    }
-
-    fn run(&self, cmd: &[&str]) -> Output {
-        Command::new("setpriv")
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--clear-groups")
-            .arg("--")
-            .args(cmd)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = sh(&format!(
-            "pkill -KILL -u {} ; userdel {}",
-            self.uid, self.name
-        ));
-    }
-}
 
 fn fill_of(p: &Path) -> String {
     let o = sh(&format!(

@@ -47,6 +47,43 @@ fn home(fs: &LoopFs, u: &User) -> PathBuf {
     h
 }
 
+/// What most tests start from: a loop ext4 every user can reach, a daemon, the shared CLI,
+/// and alice with a home folder on it. Fields drop in order: alice (and her processes), the
+/// CLI, the daemon, then the filesystem.
+struct Scene {
+    alice: User,
+    cli: SharedCli,
+    d: Daemon,
+    ha: PathBuf,
+    fs: LoopFs,
+}
+
+impl Scene {
+    fn new(mb: u64) -> Scene {
+        let fs = world_fs(mb);
+        let d = Daemon::start(None);
+        let alice = User::create("a");
+        let ha = home(&fs, &alice);
+        Scene {
+            alice,
+            cli: SharedCli::new(),
+            d,
+            ha,
+            fs,
+        }
+    }
+
+    /// Makes alice's `share` folder by running `script` as alice in her home (after
+    /// `mkdir share`); returns the share.
+    fn share(&self, script: &str) -> PathBuf {
+        self.alice.sh_ok(&format!(
+            "cd '{}' && mkdir share && {script}",
+            self.ha.display()
+        ));
+        self.ha.join("share")
+    }
+}
+
 /// A root-only folder with a secret file in it; returns (folder, secret text).
 fn root_only(fs: &LoopFs) -> (PathBuf, String) {
     let d = fs.mnt.join("rootonly");
@@ -186,12 +223,7 @@ fn f1_a_share_swapped_for_a_symlink_never_exposes_root_only_files() {
     ));
     let cloud = h.join("Cloud");
     let share = h.join("share");
-    let o = cli.run(
-        &alice,
-        &d.socket,
-        &["add-root", cloud.to_str().unwrap(), &file_url(&share)],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(&alice, &d.socket, &cloud, &share);
     assert_eq!(
         alice.sh_ok(&format!("cat '{}'", cloud.join("mine.txt").display())),
         "mine\n"
@@ -539,19 +571,13 @@ impl Drop for HardlinkProtection {
 /// possible at all); the file stays root's.
 #[test]
 fn f5_folders_swapped_for_hard_links_while_they_are_made_chown_nothing() {
-    let fs = world_fs(512);
-    let d = Daemon::start(None);
-    let cli = SharedCli::new();
-    let alice = User::create("a");
-    let ha = home(&fs, &alice);
+    let sc = Scene::new(512);
+    let (d, cli, alice, ha, fs) = (&sc.d, &sc.cli, &sc.alice, &sc.ha, &sc.fs);
     let victim = fs.mnt.join("victim");
     std::fs::write(&victim, b"root's").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _unprotected = HardlinkProtection::off();
-    alice.sh_ok(&format!(
-        "cd '{}' && mkdir share && for i in $(seq 100 399); do mkdir share/d$i && echo $i > share/d$i/f; done",
-        ha.display()
-    ));
+    sc.share("for i in $(seq 100 399); do mkdir share/d$i && echo $i > share/d$i/f; done");
     let cloud = ha.join("Cloud");
     let racer = r#"
 import os, sys
@@ -584,7 +610,7 @@ print(n)
             .spawn()
             .unwrap();
         let o = cli.run(
-            &alice,
+            alice,
             &d.socket,
             &[
                 "add-root",
@@ -598,7 +624,7 @@ print(n)
                 "cd '{}/share' && for i in $(seq 100 399); do mkdir -p n{round}/d$i; done",
                 ha.display()
             ));
-            let _ = cli.run(&alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
+            let _ = cli.run(alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
         }
         std::fs::write(&stop, b"").unwrap();
         let ro = r.wait_with_output().unwrap();
@@ -609,7 +635,7 @@ print(n)
         // Also after a failed add-root: a root whose placeholders could not all be made stays
         // registered (incomplete) until removed.
         let o = cli.run(
-            &alice,
+            alice,
             &d.socket,
             &["remove-root", "--keep-local", cloud.to_str().unwrap()],
         );
@@ -641,16 +667,7 @@ print(n)
         victim.display(),
         ha.display()
     ));
-    let o = cli.run(
-        &alice,
-        &d.socket,
-        &[
-            "add-root",
-            cloud.to_str().unwrap(),
-            &file_url(&ha.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(alice, &d.socket, &cloud, &ha.join("share"));
     let o = alice.run(&["cat", cloud.join("stolen").to_str().unwrap()]);
     assert!(
         !o.status.success(),
@@ -667,28 +684,13 @@ print(n)
 /// keeps answering, and the files that stayed regular still sync.
 #[test]
 fn f6_fifos_swapped_in_never_block_the_daemon() {
-    let fs = world_fs(1024);
-    let d = Daemon::start(None);
-    let cli = SharedCli::new();
-    let alice = User::create("a");
-    let ha = home(&fs, &alice);
+    let sc = Scene::new(1024);
+    let (d, cli, alice, ha) = (&sc.d, &sc.cli, &sc.alice, &sc.ha);
     // In a share: 24 placeholders whose source becomes a FIFO (more than the 4 async threads
     // and enough to see blocking threads used up).
-    alice.sh_ok(&format!(
-        "cd '{}' && mkdir share && for i in $(seq 10 33); do head -c 65536 /dev/urandom > share/f$i; done && echo ok > share/good",
-        ha.display()
-    ));
+    sc.share("for i in $(seq 10 33); do head -c 65536 /dev/urandom > share/f$i; done && echo ok > share/good");
     let cloud = ha.join("Cloud");
-    let o = cli.run(
-        &alice,
-        &d.socket,
-        &[
-            "add-root",
-            cloud.to_str().unwrap(),
-            &file_url(&ha.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(alice, &d.socket, &cloud, &ha.join("share"));
     alice.sh_ok(&format!(
         "cd '{}/share' && for i in $(seq 10 33); do rm f$i && mkfifo f$i; done",
         ha.display()
@@ -730,12 +732,7 @@ fn f6_fifos_swapped_in_never_block_the_daemon() {
     let share2 = ha.join("share2");
     let cloud2 = ha.join("Cloud2");
     alice.sh_ok(&format!("mkdir '{}'", share2.display()));
-    let o = cli.run(
-        &alice,
-        &d.socket,
-        &["add-root", cloud2.to_str().unwrap(), &file_url(&share2)],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(alice, &d.socket, &cloud2, &share2);
     let racer = r#"
 import os, sys, time
 cloud, share = sys.argv[1], sys.argv[2]
@@ -781,7 +778,7 @@ print(swapped)
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(124), "sync hung: {}", out(&o));
-    let o = cli.run(&alice, &d.socket, &["status", cloud2.to_str().unwrap()]);
+    let o = cli.run(alice, &d.socket, &["status", cloud2.to_str().unwrap()]);
     assert!(o.status.success(), "{}", out(&o));
     for n in names(&share2) {
         let m = std::fs::symlink_metadata(share2.join(&n)).unwrap();
@@ -864,16 +861,7 @@ fn f2_thousands_of_connections_from_one_user_stall_no_one() {
     d.stop();
     let _ = std::fs::remove_file(d.state.join("worker.pid"));
     d.spawn_with(&limited);
-    let o = cli.run(
-        &bob,
-        &d.socket,
-        &[
-            "add-root",
-            cloud.to_str().unwrap(),
-            &file_url(&hb.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(&bob, &d.socket, &cloud, &hb.join("share"));
     let worker = d.worker_pid().unwrap();
     let stop = fs.mnt.join("stop");
     let hog = |d: &Daemon| -> (Child, u64, u64) {
@@ -1018,16 +1006,7 @@ fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
         hb.display()
     ));
     let bob_root = hb.join("Cloud");
-    let o = cli.run(
-        &bob,
-        &d.socket,
-        &[
-            "add-root",
-            bob_root.to_str().unwrap(),
-            &file_url(&hb.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(&bob, &d.socket, &bob_root, &hb.join("share"));
     for u in [&alice, &bob] {
         let o = cli.run(u, &d.socket, &["config", "set", "poll_interval_secs", "5"]);
         assert!(o.status.success(), "{}", out(&o));
@@ -1223,16 +1202,7 @@ fn f11_errors_say_only_what_the_caller_could_see() {
     // Bob's root is not named to alice.
     bob.sh_ok(&format!("mkdir '{}/share'", hb.display()));
     let bob_root = hb.join("Cloud");
-    let o = cli.run(
-        &bob,
-        &d.socket,
-        &[
-            "add-root",
-            bob_root.to_str().unwrap(),
-            &file_url(&hb.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(&bob, &d.socket, &bob_root, &hb.join("share"));
     std::fs::set_permissions(&bob_root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let e = answer(&bob_root.join("inner"), &share);
     assert!(!e.contains("overlaps the sync root"), "{e}");
@@ -1249,26 +1219,11 @@ fn f11_errors_say_only_what_the_caller_could_see() {
 /// daemon uploads into a share belongs to the share's owner.
 #[test]
 fn f12_no_setuid_placeholders_and_uploads_owned_by_the_user() {
-    let fs = world_fs(256);
-    let d = Daemon::start(None);
-    let cli = SharedCli::new();
-    let alice = User::create("a");
-    let ha = home(&fs, &alice);
-    alice.sh_ok(&format!(
-        "cd '{}' && mkdir share share/sg && echo '#!/bin/sh' > share/tool && chmod 4755 share/tool && chmod 2775 share/sg && chmod 6755 share/sg/both 2>/dev/null; true",
-        ha.display()
-    ));
+    let sc = Scene::new(256);
+    let (d, cli, alice, ha) = (&sc.d, &sc.cli, &sc.alice, &sc.ha);
+    sc.share("mkdir share/sg && echo '#!/bin/sh' > share/tool && chmod 4755 share/tool && chmod 2775 share/sg");
     let cloud = ha.join("Cloud");
-    let o = cli.run(
-        &alice,
-        &d.socket,
-        &[
-            "add-root",
-            cloud.to_str().unwrap(),
-            &file_url(&ha.join("share")),
-        ],
-    );
-    assert!(o.status.success(), "{}", out(&o));
+    cli.add_share_root(alice, &d.socket, &cloud, &ha.join("share"));
     for p in [cloud.join("tool"), cloud.join("sg")] {
         let m = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!(
@@ -1284,7 +1239,7 @@ fn f12_no_setuid_placeholders_and_uploads_owned_by_the_user() {
         0o755
     );
     alice.sh_ok(&format!("echo new > '{}/made-here.txt'", cloud.display()));
-    let o = cli.run(&alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
+    let o = cli.run(alice, &d.socket, &["sync", cloud.to_str().unwrap()]);
     assert!(o.status.success(), "{}", out(&o));
     let up = ha.join("share/made-here.txt");
     wait_for("the upload", 60, || up.exists());

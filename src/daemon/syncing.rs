@@ -140,15 +140,7 @@ impl Daemon {
                     "sync pass gave up after {deadline:?} (pass_deadline_secs in limits.json); the next pass starts over"
                 );
                 tracing::warn!(root = %r.local.display(), "{msg}");
-                self.set_error(r, Some(msg.clone()));
-                self.sync
-                    .roots
-                    .lock()
-                    .unwrap()
-                    .entry(r.id.clone())
-                    .or_default()
-                    .retry_at = Some(Instant::now() + OFFLINE_RETRY);
-                Err(fail(ErrorCode::Remote, msg))
+                Err(self.pass_failed(r, msg))
             }
         };
         // A pass over a large root allocates its trees at once; hand the memory back to the
@@ -156,6 +148,19 @@ impl Daemon {
         // SAFETY: plain glibc call.
         unsafe { libc::malloc_trim(0) };
         done
+    }
+
+    /// A pass that did not finish: the root's error, and another try after a while.
+    fn pass_failed(&self, r: &RootRecord, msg: String) -> Fail {
+        self.set_error(r, Some(msg.clone()));
+        self.sync
+            .roots
+            .lock()
+            .unwrap()
+            .entry(r.id.clone())
+            .or_default()
+            .retry_at = Some(Instant::now() + OFFLINE_RETRY);
+        fail(ErrorCode::Remote, msg)
     }
 
     async fn sync_root_once(&self, r: &RootRecord) -> Result<Done, Fail> {
@@ -228,15 +233,7 @@ impl Daemon {
                     e.to_string()
                 };
                 tracing::warn!(root = %r.local.display(), error = %e, "sync pass failed");
-                self.set_error(r, Some(msg.clone()));
-                self.sync
-                    .roots
-                    .lock()
-                    .unwrap()
-                    .entry(r.id.clone())
-                    .or_default()
-                    .retry_at = Some(Instant::now() + OFFLINE_RETRY);
-                return Err(fail(ErrorCode::Remote, msg));
+                return Err(self.pass_failed(r, msg));
             }
         };
         let rep = &out.report;

@@ -86,8 +86,8 @@ impl SharedCli {
         SharedCli { path, _dir: dir }
     }
 
-    /// `skyfill --socket SOCK --json ARGS` as `u`.
-    pub fn run(&self, u: &User, sock: &Path, args: &[&str]) -> Output {
+    /// `skyfill --socket SOCK --json ARGS` as `u`, ready to run.
+    pub fn command(&self, u: &User, sock: &Path, args: &[&str]) -> Command {
         let mut a = vec![
             self.path.to_str().unwrap(),
             "--socket",
@@ -95,21 +95,18 @@ impl SharedCli {
             "--json",
         ];
         a.extend_from_slice(args);
-        u.run(&a)
+        u.command(&a)
+    }
+
+    pub fn run(&self, u: &User, sock: &Path, args: &[&str]) -> Output {
+        self.command(u, sock, args).output().unwrap()
     }
 
     /// The same with `stdin` fed to the CLI.
     pub fn run_stdin(&self, u: &User, sock: &Path, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
-        let mut a = vec![
-            self.path.to_str().unwrap(),
-            "--socket",
-            sock.to_str().unwrap(),
-            "--json",
-        ];
-        a.extend_from_slice(args);
-        let mut c = u
-            .command(&a)
+        let mut c = self
+            .command(u, sock, args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -117,6 +114,18 @@ impl SharedCli {
             .unwrap();
         c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         c.wait_with_output().unwrap()
+    }
+
+    /// `add-root LOCAL file://SHARE` as `u`; panics with the output when refused.
+    pub fn add_share_root(&self, u: &User, sock: &Path, local: &Path, share: &Path) {
+        let url = format!("file://{}", share.display());
+        let o = self.run(u, sock, &["add-root", local.to_str().unwrap(), &url]);
+        assert!(
+            o.status.success(),
+            "add-root {}: {}",
+            local.display(),
+            out(&o)
+        );
     }
 }
 
