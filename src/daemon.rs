@@ -124,11 +124,14 @@ fn bind_socket(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
         )));
     }
     let _ = std::fs::remove_file(path);
-    let l = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| other(format!("cannot bind {}: {e}", path.display())))?;
-    // Anyone may connect; every request is authorized by the peer's uid.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-    Ok(l)
+    // Anyone may connect; every request is authorized by the peer's uid. The socket is made
+    // 0666 by the umask at bind (the keeper is single-threaded here), never chmodded by name.
+    // SAFETY: umask only changes this process's creation mask.
+    let old = unsafe { libc::umask(0o111) };
+    let l = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    l.map_err(|e| other(format!("cannot bind {}: {e}", path.display())))
 }
 
 fn spawn_worker(
@@ -334,7 +337,12 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         Err(_) => Policy::default(),
     };
     let hydrator = Arc::new(Hydrator::new(policy, group.clone()));
-    let limits = limits::Limits::load(&opts.state_dir)?;
+    // A broken limits.json must not take the daemon down for everyone: say so loudly and
+    // keep the (safe) defaults.
+    let limits = limits::Limits::load(&opts.state_dir).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "ignoring limits.json; using the default limits");
+        limits::Limits::default()
+    });
     hydrator.set_free_floor(limits.min_free_bytes, limits.min_free_percent);
     let index_path = opts.state_dir.join("index");
     let rebuild = !index_path.exists();

@@ -42,10 +42,12 @@ pub struct Registry {
 impl Registry {
     pub fn new(state_dir: &Path) -> std::io::Result<Registry> {
         std::fs::create_dir_all(state_dir.join("secrets"))?;
-        std::fs::set_permissions(
-            state_dir.join("secrets"),
-            std::fs::Permissions::from_mode(0o700),
-        )?;
+        // Through an fd opened without following links, never chmod by name.
+        let d = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(state_dir.join("secrets"))?;
+        d.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         Ok(Registry {
             dir: state_dir.to_path_buf(),
         })

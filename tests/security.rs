@@ -768,7 +768,7 @@ print(swapped)
     let o = alice
         .command(&[
             "timeout",
-            "300",
+            "120",
             cli.path.to_str().unwrap(),
             "--socket",
             d.socket.to_str().unwrap(),

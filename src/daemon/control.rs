@@ -479,6 +479,15 @@ impl Daemon {
                 )
             })?;
         let st = fsutil::fstat(f.as_fd()).map_err(internal)?;
+        if st.st_uid != r.uid {
+            return Err(fail(
+                ErrorCode::InvalidRoot,
+                format!(
+                    "{} no longer belongs to the root's owner; remove the root and add it again",
+                    r.local.display()
+                ),
+            ));
+        }
         if let Some(k) = r.key {
             if k != (st.st_dev, st.st_ino) {
                 return Err(fail(
@@ -640,6 +649,13 @@ impl Daemon {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&r.local)?;
         let st = fsutil::fstat(root.as_fd())?;
+        if st.st_uid != r.uid {
+            return Err(other(format!(
+                "{} no longer belongs to the root's owner (uid {}); not activating it",
+                r.local.display(),
+                r.uid
+            )));
+        }
         match r.key {
             None => r.key = Some((st.st_dev, st.st_ino)),
             Some(k) if k != (st.st_dev, st.st_ino) => {

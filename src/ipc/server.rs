@@ -267,6 +267,12 @@ pub async fn serve<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream) {
         gid: cred.gid(),
         pid: cred.pid(),
     };
+    serve_peer(h, s, peer).await
+}
+
+/// [`serve`] for a peer already identified (tests use it to be any user while running as
+/// root).
+async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer) {
     let (rd, wr) = s.into_split();
     let mut reader = FramedRead::new(rd, LinesCodec::new_with_max_length(MAX_LINE));
     let (tx, mut rx) = mpsc::channel::<String>(1024);
@@ -502,9 +508,28 @@ mod tests {
         assert_eq!(line(&mut r).await["id"], 5);
     }
 
+    /// A connection of uid 1000 (whatever uid runs the test), its handler giving it every
+    /// user's events: the server's own filter is what is checked.
+    async fn pair_as_user() -> (
+        BufReader<tokio::net::unix::OwnedReadHalf>,
+        tokio::net::unix::OwnedWriteHalf,
+        broadcast::Sender<Envelope>,
+    ) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (tx, _) = broadcast::channel(16);
+        let peer = Peer {
+            uid: 1000,
+            gid: 1000,
+            pid: None,
+        };
+        tokio::spawn(serve_peer(Arc::new(Fake { tx: tx.clone() }), a, peer));
+        let (r, w) = b.into_split();
+        (BufReader::new(r), w, tx)
+    }
+
     #[tokio::test]
     async fn subscription_sees_only_own_events() {
-        let (mut r, mut w, tx) = pair().await;
+        let (mut r, mut w, tx) = pair_as_user().await;
         w.write_all(
             b"{\"id\":1,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}\n{\"id\":2,\"op\":\"subscribe\"}\n",
         )
@@ -512,9 +537,8 @@ mod tests {
         .unwrap();
         line(&mut r).await;
         assert_eq!(line(&mut r).await["result"]["subscribed"], true);
-        let me = nix::unistd::getuid().as_raw();
-        let other = if me == 0 { 0 } else { me + 1 };
-        if me != 0 {
+        // Another user's event first (also root's own), then one of uid 1000's.
+        for other in [1001, 0] {
             tx.send(Envelope {
                 uid: other,
                 event: Event::Lagged { missed: 99 },
@@ -522,7 +546,7 @@ mod tests {
             .unwrap();
         }
         tx.send(Envelope {
-            uid: me,
+            uid: 1000,
             event: Event::Root {
                 local: "/l".into(),
                 change: "paused".into(),

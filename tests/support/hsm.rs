@@ -118,7 +118,11 @@ impl Daemon {
             .append(true)
             .open(self.state.join("daemon.log"))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skyfilld"));
+        // SKYFILL_DAEMON_UNDER_TEST runs the same tests against another build of the daemon
+        // (how the security review's findings were shown on the code before the fixes).
+        let bin = std::env::var("SKYFILL_DAEMON_UNDER_TEST")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_skyfilld").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
