@@ -432,6 +432,32 @@ fn f3_f4_add_root_raced_against_rename_exchange_of_the_folder_and_its_parent() {
     let remote = file_url(&ha.join("share"));
     let tries = 1000;
 
+    // Checked after every race, so that a break shows which race caused it.
+    let untouched = |phase: &str| {
+        let m = std::fs::symlink_metadata(&victim).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o7777),
+            (0, 0o600),
+            "{phase}: root chowned or chmodded a root-owned file"
+        );
+        let m = std::fs::metadata(&victim_dir).unwrap();
+        assert_eq!(m.uid(), 0, "{phase}: root chowned a root-owned folder");
+        assert!(
+            names(&victim_dir).is_empty(),
+            "{phase}: a root was bound onto a root-owned folder: {:?}",
+            names(&victim_dir)
+        );
+        assert!(
+            names(&hb).is_empty(),
+            "{phase}: a root was bound into bob's home: {:?}",
+            names(&hb)
+        );
+        assert_eq!(
+            std::fs::metadata(&hb).unwrap().uid(),
+            bob.uid,
+            "{phase}: bob's home"
+        );
+    };
     // The new folder itself, swapped with a symlink to a root-owned file, then folder.
     for bait_to in [&victim, &victim_dir] {
         let target = ha.join("new");
@@ -458,6 +484,7 @@ fn f3_f4_add_root_raced_against_rename_exchange_of_the_folder_and_its_parent() {
             "folder race against {}: added {ok}, refused {refused}, swaps {swaps}",
             bait_to.display()
         );
+        untouched(&format!("folder race against {}", bait_to.display()));
         assert!(
             swaps > 0,
             "the racer never swapped: the test proves nothing"
@@ -494,6 +521,7 @@ fn f3_f4_add_root_raced_against_rename_exchange_of_the_folder_and_its_parent() {
             "parent race against {}: added {ok}, refused {refused}, swaps {swaps}",
             bait_to.display()
         );
+        untouched(&format!("parent race against {}", bait_to.display()));
         assert!(
             swaps > 0,
             "the racer never swapped: the test proves nothing"
