@@ -12,6 +12,18 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Runs blocking filesystem work (folder scans): inside the daemon's multi-thread runtime
+/// the runtime first moves its other tasks (the kernel's events, other users' requests) off
+/// this thread; anywhere else it just runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Opens `rel` beneath `dir` (the empty path opens `dir` itself again) without following any
 /// symlink and without leaving `dir`. Every open but `O_PATH` is `O_NONBLOCK`: a FIFO or a
 /// device swapped in by a user never blocks the calling thread (and a file under someone's

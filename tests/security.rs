@@ -993,7 +993,9 @@ fn f2_thousands_of_connections_from_one_user_stall_no_one() {
 #[test]
 fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
     let fs = world_fs(512);
-    let d = daemon_with_limits(serde_json::json!({"pass_deadline_secs": 8}));
+    // A dripping pass lasts 60 s; bob's files must arrive well inside that (45 s, against a
+    // 5 s poll), which they cannot if passes of different roots wait for each other.
+    let d = daemon_with_limits(serde_json::json!({"pass_deadline_secs": 60}));
     let cli = SharedCli::new();
     let alice = User::create("a");
     let bob = User::create("b");
@@ -1048,11 +1050,11 @@ fn f7_a_dripping_propfind_and_a_repeated_s3_token_delay_only_their_own_root() {
         let p = bob_root.join(format!("new{i}"));
         wait_for(
             &format!("bob's new{i} to arrive by background sync"),
-            90,
+            45,
             || p.exists(),
         );
     }
-    wait_for("the dripping root's pass to hit its deadline", 90, || {
+    wait_for("the dripping root's pass to hit its deadline", 180, || {
         last_error(&d, &dav_root).is_some_and(|e| e.contains("gave up after"))
     });
     wait_for("the S3 root to stop at the repeated token", 90, || {
@@ -1097,7 +1099,7 @@ fn f8_a_listing_of_five_million_entries_is_refused_at_the_limit() {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
         !o.status.success()
-            && err.contains("more than 20000 entries in the sync root")
+            && err.contains("more than 20000 entries")
             && err.contains("limits.json"),
         "{}",
         out(&o)
@@ -1156,6 +1158,27 @@ fn f8_a_listing_of_five_million_entries_is_refused_at_the_limit() {
     let o = d.try_cli(&["doctor"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("a configured limit was reached"), "{text}");
+    assert!(c.join("a.txt").exists(), "the root's files were lost");
+    // The per-root limit in a sync pass of a server that lists folder by folder (each
+    // listing within its own limit).
+    huge.set("wide");
+    write_limits(
+        &d,
+        serde_json::json!({"entries_per_root": 20000, "entries_per_listing": 10000000}),
+    );
+    d.restart();
+    let o = d.try_cli(&["sync", c.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && out(&o).contains("more than 20000 entries in the sync root"),
+        "{}",
+        out(&o)
+    );
+    let peak = vm_hwm_kib(d.worker_pid().unwrap());
+    assert!(
+        peak < 400 * 1024,
+        "the worker held {} MiB for a refused pass",
+        peak / 1024
+    );
     assert!(c.join("a.txt").exists(), "the root's files were lost");
 }
 

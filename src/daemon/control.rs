@@ -88,6 +88,10 @@ struct Found {
 
 /// Lists `rel` and, for a directory, everything below it, never following a symlink.
 fn scan(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
+    fsutil::blocking(|| scan_tree(root, rel))
+}
+
+fn scan_tree(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
     let fd = fsutil::open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
     let st = fsutil::fstat(fd.as_fd())?;
     let mut f = Found::default();
@@ -276,12 +280,10 @@ impl Handler for Daemon {
             // Folder scans are blocking filesystem work: the runtime moves its other tasks
             // (the kernel's events, other users) off this thread meanwhile.
             RequestBody::Status { path: Some(p) } => {
-                json(tokio::task::block_in_place(|| self.status(peer, &p))?)
+                json(fsutil::blocking(|| self.status(peer, &p))?)
             }
-            RequestBody::List { path } => {
-                json(tokio::task::block_in_place(|| self.list(peer, &path))?)
-            }
-            RequestBody::Status { path: None } => tokio::task::block_in_place(|| {
+            RequestBody::List { path } => json(fsutil::blocking(|| self.list(peer, &path))?),
+            RequestBody::Status { path: None } => fsutil::blocking(|| {
                 let mut out = Vec::new();
                 for r in self.mine(peer) {
                     out.push(self.status(peer, &r.local.display().to_string())?);
@@ -617,7 +619,11 @@ impl Daemon {
             &r.remote,
             secret,
             HttpConfig {
-                max_listing_entries: self.limits.entries_per_listing,
+                // No single listing may hold more than the whole root may.
+                max_listing_entries: self
+                    .limits
+                    .entries_per_listing
+                    .min(self.limits.entries_per_root),
                 ..HttpConfig::default()
             },
             Some(self.opts.state_dir.join("uploads")),

@@ -111,7 +111,7 @@ impl LocalFs for RootFs<'_> {
     fn scan(&self) -> io::Result<LocalMap> {
         // A scan is blocking filesystem work: tell the runtime, so the threads that answer
         // the kernel and the socket keep running meanwhile.
-        tokio::task::block_in_place(|| {
+        fsutil::blocking(|| {
             let mut out = LocalMap::new();
             let mut stack = vec![RelPath::root()];
             while let Some(d) = stack.pop() {

@@ -10,7 +10,10 @@ hostile afterwards:
           S3 (GET ?list-type=2): one object `a.txt`, not truncated.
   drip    WebDAV PROPFIND: a valid multistatus that never ends, one small entry every 0.5 s
           (never idle long enough for a read timeout). S3 as normal.
-  huge    WebDAV PROPFIND: 5,000,000 entries streamed as fast as the client reads them.
+  huge    WebDAV PROPFIND (Depth: infinity): 5,000,000 entries streamed as fast as the client
+          reads them (Depth: 1 of any folder stays small: the tree is deep, not wide).
+  wide    WebDAV: Depth: infinity refused (403); Depth: 1 of the root lists 100 folders, of
+          each folder 1,000 files (100,100 entries in 101 listings).
   loop    S3 listing: always IsTruncated with the same NextContinuationToken.
 Every request is appended to PORTFILE.log as "METHOD PATH".
 """
@@ -88,6 +91,20 @@ class H(BaseHTTPRequestHandler):
             self.start(207, "application/xml; charset=utf-8", len(body))
             self.wfile.write(body)
             return
+        if m == "wide":
+            if depth != "1":
+                body = b"finite depth only"
+                self.start(403, "text/plain", len(body))
+                self.wfile.write(body)
+                return
+            if path.rstrip("/").endswith("/dav") or path.rstrip("/") == "":
+                kids = [dav_entry(base + "d%03d/" % i, True) for i in range(100)]
+            else:
+                kids = [dav_entry(base + "f%04d.txt" % i, False, 1) for i in range(1000)]
+            body = HEAD + dav_entry(base, True) + b"".join(kids) + TAIL
+            self.start(207, "application/xml; charset=utf-8", len(body))
+            self.wfile.write(body)
+            return
         self.start(207, "application/xml; charset=utf-8")
         try:
             self.wfile.write(HEAD + dav_entry(base, True))
@@ -98,7 +115,7 @@ class H(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     i += 1
                     time.sleep(0.5)
-            elif m == "huge":
+            elif m == "huge" and depth != "1":
                 chunk = []
                 for i in range(5_000_000):
                     chunk.append(dav_entry(base + "f%09d.txt" % i, False, 1))
