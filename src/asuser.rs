@@ -280,16 +280,16 @@ mod tests {
         });
         assert!(p.is_err());
         assert_eq!((fsuid_now(), fsgid_now()), (0, 0));
-        // Files made as the user belong to the user: no chown needed.
-        let d = t.path().join("open");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let f = d.join("made");
-        with_creds(&nobody, || std::fs::write(&f, b"x"))
+        // Files made as the user belong to the user: no chown needed (checked on the fd).
+        std::fs::File::open(t.path())
+            .unwrap()
+            .set_permissions(std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let made = with_creds(&nobody, || std::fs::File::create(t.path().join("made")))
             .unwrap()
             .unwrap();
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(&f).unwrap().uid(), 65534);
+        assert_eq!(made.metadata().unwrap().uid(), 65534);
         // Other threads were never switched.
         let other = std::thread::spawn(|| {
             with_creds(&UserCreds::of(65534, 65534), || {

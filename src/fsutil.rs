@@ -24,6 +24,20 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Opens the absolute `path` in one resolution that refuses every symlink on the way (ELOOP),
+/// `O_NONBLOCK` unless `O_PATH` like [`open_beneath`].
+pub fn open_no_symlinks(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    openat2(
+        libc::AT_FDCWD,
+        &c,
+        flags,
+        0,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
 /// Opens `rel` beneath `dir` (the empty path opens `dir` itself again) without following any
 /// symlink and without leaving `dir`. Every open but `O_PATH` is `O_NONBLOCK`: a FIFO or a
 /// device swapped in by a user never blocks the calling thread (and a file under someone's
@@ -35,7 +49,17 @@ pub fn open_beneath(
     mode: u32,
 ) -> io::Result<OwnedFd> {
     let path = if rel.is_root() { "." } else { rel.as_str() };
-    let c = cstr(path)?;
+    openat2(
+        dir.as_raw_fd(),
+        &cstr(path)?,
+        flags,
+        mode,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// The `openat2` syscall: `O_CLOEXEC`, and `O_NONBLOCK` unless `O_PATH`.
+fn openat2(dir: i32, path: &CString, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     let nonblock = if flags & libc::O_PATH == 0 {
@@ -49,7 +73,7 @@ pub fn open_beneath(
     } else {
         0
     };
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // EAGAIN: a concurrent rename made the kernel give up a RESOLVE_BENEATH lookup (or a lease
     // refused a non-blocking open): retried a bounded number of times.
     let mut tries = 0;
@@ -59,8 +83,8 @@ pub fn open_beneath(
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
+                dir,
+                path.as_ptr(),
                 &how as *const libc::open_how,
                 std::mem::size_of::<libc::open_how>(),
             )

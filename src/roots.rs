@@ -47,6 +47,13 @@ impl Registry {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(state_dir.join("secrets"))?;
+        // SAFETY: plain getter.
+        if std::os::unix::fs::MetadataExt::uid(&d.metadata()?) != unsafe { libc::geteuid() } {
+            return Err(std::io::Error::other(format!(
+                "{}: not owned by the daemon's user; refusing to keep secrets there",
+                state_dir.join("secrets").display()
+            )));
+        }
         d.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         Ok(Registry {
             dir: state_dir.to_path_buf(),

@@ -153,18 +153,14 @@ fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32), Fail> {
     } else {
         UserCreds::of(peer.uid, peer.gid)
     };
+    // One resolution, as the caller, refusing any symlink on the way (no check-then-open).
     let parent_fd = asuser::with_creds(&caller, || -> Result<OwnedFd, Fail> {
-        let canon =
-            std::fs::canonicalize(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
-        if canon != parent {
-            return Err(bad(format!("{local}: the path goes through a symlink")));
-        }
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(parent)
-            .map_err(|e| bad(format!("{}: {e}", parent.display())))?;
-        Ok(OwnedFd::from(f))
+        fsutil::open_no_symlinks(parent, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ELOOP) => bad(format!("{local}: the path goes through a symlink")),
+                _ => bad(format!("{}: {e}", parent.display())),
+            }
+        })
     })
     .map_err(|e| internal(format!("cannot act as uid {}: {e}", peer.uid)))??;
     let owner = if peer.is_root() {
@@ -338,34 +334,23 @@ impl Handler for Daemon {
             }
             RequestBody::Doctor => json(self.doctor(peer).await),
             RequestBody::Stats => {
-                use std::sync::atomic::Ordering::Relaxed;
                 let s = &self.hydrator.stats;
-                if peer.is_root() {
-                    return json(StatsBody {
-                        bytes_fetched: s.bytes_fetched.load(Relaxed),
-                        requests: s.requests.load(Relaxed),
-                        completed: s.completed.load(Relaxed),
-                        denied: s.denied.load(Relaxed),
-                        events: s.events.load(Relaxed),
-                    });
-                }
-                // A user sees the counters of their own roots only.
-                let mut b = StatsBody {
-                    bytes_fetched: 0,
-                    requests: 0,
-                    completed: 0,
-                    denied: 0,
-                    events: 0,
+                // Root sees the daemon's totals; a user the sums over their own roots.
+                let x = if peer.is_root() {
+                    s.total()
+                } else {
+                    self.mine(peer)
+                        .iter()
+                        .map(|r| s.of_root(&r.id))
+                        .fold(Default::default(), |a, b| a + b)
                 };
-                for r in self.mine(peer) {
-                    let x = s.of_root(&r.id);
-                    b.bytes_fetched += x.bytes_fetched;
-                    b.requests += x.requests;
-                    b.completed += x.completed;
-                    b.denied += x.denied;
-                    b.events += x.events;
-                }
-                json(b)
+                json(StatsBody {
+                    bytes_fetched: x.bytes_fetched,
+                    requests: x.requests,
+                    completed: x.completed,
+                    denied: x.denied,
+                    events: x.events,
+                })
             }
         }
     }
@@ -580,12 +565,6 @@ impl Daemon {
                 app,
             } => {
                 if let Some(r) = self.root_by_id(&meta.root) {
-                    // Which program reads a file is the reader's business: the file's owner
-                    // learns it only when they are the reader.
-                    let app = app.filter(|(pid, _)| {
-                        use std::os::unix::fs::MetadataExt;
-                        std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == r.uid)
-                    });
                     self.emit(
                         r.uid,
                         Event::Progress {

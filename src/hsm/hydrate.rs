@@ -13,25 +13,23 @@ use crate::remote::{Remote, RemoteError};
 use futures_util::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
 
-/// Counters the daemon reports (`skyfill stats`) and tests check: daemon-wide (root sees
-/// them) and per sync root (a user sees the sums over their own roots).
+/// One set of counters (atomics: counting never takes a lock).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub struct Counters {
     pub bytes_fetched: AtomicU64,
     pub requests: AtomicU64,
     pub completed: AtomicU64,
     pub denied: AtomicU64,
     pub events: AtomicU64,
-    per_root: Mutex<HashMap<String, RootStats>>,
 }
 
-/// One root's share of [`Stats`].
+/// A snapshot of [`Counters`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RootStats {
     pub bytes_fetched: u64,
@@ -41,22 +39,71 @@ pub struct RootStats {
     pub events: u64,
 }
 
-impl Stats {
-    fn root(&self, root: &str, f: impl FnOnce(&mut RootStats)) {
-        let mut m = self.per_root.lock().unwrap();
-        match m.get_mut(root) {
-            Some(r) => f(r),
-            None => f(m.entry(root.to_string()).or_default()),
+impl Counters {
+    fn snapshot(&self) -> RootStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RootStats {
+            bytes_fetched: l(&self.bytes_fetched),
+            requests: l(&self.requests),
+            completed: l(&self.completed),
+            denied: l(&self.denied),
+            events: l(&self.events),
         }
+    }
+}
+
+impl std::ops::Add for RootStats {
+    type Output = RootStats;
+    fn add(self, o: RootStats) -> RootStats {
+        RootStats {
+            bytes_fetched: self.bytes_fetched + o.bytes_fetched,
+            requests: self.requests + o.requests,
+            completed: self.completed + o.completed,
+            denied: self.denied + o.denied,
+            events: self.events + o.events,
+        }
+    }
+}
+
+/// Counters the daemon reports (`skyfill stats`) and tests check: daemon-wide (root sees
+/// them) and per sync root (a user sees the sums over their own roots).
+#[derive(Debug, Default)]
+pub struct Stats {
+    total: Counters,
+    per_root: RwLock<HashMap<String, Arc<Counters>>>,
+}
+
+impl Stats {
+    fn of(&self, root: &str) -> Arc<Counters> {
+        if let Some(c) = self.per_root.read().unwrap().get(root) {
+            return c.clone();
+        }
+        self.per_root
+            .write()
+            .unwrap()
+            .entry(root.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Adds `n` to one counter, daemon-wide and for `root`.
+    fn add(&self, root: &str, field: fn(&Counters) -> &AtomicU64, n: u64) {
+        field(&self.total).fetch_add(n, Ordering::Relaxed);
+        field(&self.of(root)).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The daemon-wide counters.
+    pub fn total(&self) -> RootStats {
+        self.total.snapshot()
     }
 
     /// The counters of one root (zeros for a root that saw nothing).
     pub fn of_root(&self, root: &str) -> RootStats {
         self.per_root
-            .lock()
+            .read()
             .unwrap()
             .get(root)
-            .copied()
+            .map(|c| c.snapshot())
             .unwrap_or_default()
     }
 }
@@ -92,8 +139,9 @@ pub type OnNote = Box<dyn Fn(Note<'_>) + Send + Sync>;
 pub type BeforeFetch = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 tokio::task_local! {
-    /// The process whose access is being served (pid, executable name).
-    static APP: (i32, String);
+    /// The process whose access is being served (pid, executable name), when it may be
+    /// named to the file's owner: only when that process is the owner's own.
+    static APP: Option<(i32, String)>;
 }
 
 /// A token bucket for a bandwidth limit (bytes per second).
@@ -179,59 +227,107 @@ pub fn errno_for(e: &RemoteError) -> i32 {
 /// Most fds of one process whose fdinfo is read to find a writer.
 const MAX_FDS_SCANNED: usize = 65_536;
 
-/// [`proc_info`] on a blocking thread: reading `/proc` never holds up the threads that answer
-/// the kernel.
-async fn proc_info_off_thread(pid: i32, ino: u64, want_writer: bool) -> Proc {
-    tokio::task::spawn_blocking(move || proc_info(pid, ino, want_writer))
+/// [`proc_info`] for an access: the executable name alone is one cheap `readlink` and is read
+/// here; the writer scan (one file per fd of the process) runs on a blocking thread, so it
+/// never holds up the threads that answer the kernel.
+async fn proc_info_for(pid: i32, ino: u64, want_writer: bool) -> Proc {
+    if !want_writer {
+        return proc_info(pid, ino, false);
+    }
+    tokio::task::spawn_blocking(move || proc_info(pid, ino, true))
         .await
         .unwrap_or(Proc {
-            exe: String::new(),
-            writer: want_writer,
-            is_daemon: false,
+            writer: true,
+            ..Proc::default()
         })
 }
 
-/// Executable name and whether `pid` holds inode `ino` open for writing.
+/// Executable name, uid, and whether `pid` holds inode `ino` open for writing. `/proc/PID`
+/// is opened once; everything else is read beneath that fd.
 pub fn proc_info(pid: i32, ino: u64, want_writer: bool) -> Proc {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
     let is_daemon = pid as u32 == std::process::id();
+    let Ok(dir) = std::fs::File::open(format!("/proc/{pid}")) else {
+        return Proc {
+            is_daemon,
+            ..Proc::default()
+        };
+    };
+    let dfd = dir.as_fd();
+    let uid = fsutil::fstat(dfd).ok().map(|st| st.st_uid);
+    let mut buf = [0u8; 4096];
+    // SAFETY: valid fd, NUL-terminated name, and a buffer of the given length.
+    let n = unsafe {
+        libc::readlinkat(
+            dfd.as_raw_fd(),
+            c"exe".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let exe = if n > 0 {
+        let target = &buf[..n as usize];
+        let name = target.rsplit(|&b| b == b'/').next().unwrap_or(target);
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        String::new()
+    };
     let mut writer = false;
     if want_writer && !is_daemon {
-        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
-            for (i, e) in rd.flatten().enumerate() {
-                if i >= MAX_FDS_SCANNED {
-                    // A process with this many fds is treated as a writer: it gets the whole
-                    // file (always correct), and nobody can make the daemon scan without end.
-                    writer = true;
-                    break;
-                }
-                let Ok(info) = std::fs::read_to_string(e.path()) else {
-                    continue;
-                };
-                let mut flags = 0u32;
-                let mut this = false;
-                for l in info.lines() {
-                    if let Some(v) = l.strip_prefix("flags:") {
-                        flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
-                    } else if let Some(v) = l.strip_prefix("ino:") {
-                        this = v.trim().parse::<u64>().ok() == Some(ino);
-                    }
-                }
-                if this && (flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
-                    writer = true;
-                    break;
-                }
-            }
-        }
+        writer = holds_for_writing(dfd, ino);
     }
     Proc {
         exe,
         writer,
         is_daemon,
+        uid,
     }
+}
+
+/// Whether any fd in `/proc/PID/fdinfo` (beneath `proc_dir`) is inode `ino` opened for writing.
+/// A process with more than [`MAX_FDS_SCANNED`] fds counts as a writer: it gets the whole file
+/// (always correct), and nobody can make the daemon scan without end.
+fn holds_for_writing(proc_dir: BorrowedFd<'_>, ino: u64) -> bool {
+    let Ok(rel) = RelPath::parse("fdinfo") else {
+        return false;
+    };
+    let Ok(fdinfo) = fsutil::open_beneath(proc_dir, &rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+    else {
+        return false;
+    };
+    let Ok(names) = fsutil::read_dir_names(fdinfo.as_fd()) else {
+        return false;
+    };
+    if names.len() > MAX_FDS_SCANNED {
+        return true;
+    }
+    for raw in names {
+        let Ok(name) = std::str::from_utf8(&raw) else {
+            continue;
+        };
+        let Ok(p) = RelPath::parse(name) else {
+            continue;
+        };
+        let Ok(fd) = fsutil::open_beneath(fdinfo.as_fd(), &p, libc::O_RDONLY, 0) else {
+            continue;
+        };
+        let mut info = String::new();
+        if std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut info).is_err() {
+            continue;
+        }
+        let mut flags = 0u32;
+        let mut this = false;
+        for l in info.lines() {
+            if let Some(v) = l.strip_prefix("flags:") {
+                flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
+            } else if let Some(v) = l.strip_prefix("ino:") {
+                this = v.trim().parse::<u64>().ok() == Some(ino);
+            }
+        }
+        if this && (flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
+            return true;
+        }
+    }
+    false
 }
 
 fn mtime_of(m: &FileMeta) -> SystemTime {
@@ -330,10 +426,13 @@ impl Hydrator {
 
     /// Decides and performs what one kernel event needs; returns the reply to send.
     pub async fn handle(&self, access: Access, file: &Arc<File>, pid: i32) -> Reply {
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        self.stats.total.events.fetch_add(1, Ordering::Relaxed);
         let meta = match meta::read_fd(file.as_fd()) {
             Ok(Some(m)) => {
-                self.stats.root(&m.root, |r| r.events += 1);
+                self.stats
+                    .of(&m.root)
+                    .events
+                    .fetch_add(1, Ordering::Relaxed);
                 m
             }
             Ok(None) => {
@@ -362,21 +461,22 @@ impl Hydrator {
             };
             let end = end.min(meta.size).min(st.st_size as u64);
             if meta.ranges.covers(offset.min(end), end)
-                && !proc_info_off_thread(pid, st.st_ino, true).await.writer
+                && !proc_info_for(pid, st.st_ino, true).await.writer
             {
                 return Reply::Allow; // already local: no lock, no network
             }
         }
-        let proc = proc_info_off_thread(pid, st.st_ino, matches!(access, Access::Pre { .. })).await;
+        let proc = proc_info_for(pid, st.st_ino, matches!(access, Access::Pre { .. })).await;
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
         if !proc.is_daemon && self.denies(&meta.root, &proc.exe) {
-            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+            self.stats.add(&meta.root, |c| &c.denied, 1);
             let _e = span.enter();
             tracing::info!("download refused for this program by the owner's policy");
             return Reply::Deny(libc::EIO);
         }
+        let app = (proc.uid == Some(st.st_uid)).then(|| (pid, proc.exe.clone()));
         APP.scope(
-            (pid, proc.exe.clone()),
+            app,
             self.decide_and_fetch(access, file, &meta, &st, &proc)
                 .instrument(span),
         )
@@ -394,8 +494,7 @@ impl Hydrator {
         match policy::decide(&self.policy, access, meta, st.st_size as u64, proc) {
             Decision::Allow => Reply::Allow,
             Decision::Deny(e) => {
-                self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                self.stats.root(&meta.root, |r| r.denied += 1);
+                self.stats.add(&meta.root, |c| &c.denied, 1);
                 tracing::info!(errno = e, "download refused for this program by policy");
                 Reply::Deny(e)
             }
@@ -405,13 +504,11 @@ impl Hydrator {
                 match tokio::time::timeout(bound, self.fetch(file, key, s, e)).await {
                     Ok(Ok(())) => Reply::Allow,
                     Ok(Err(errno)) => {
-                        self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        self.stats.root(&meta.root, |r| r.denied += 1);
+                        self.stats.add(&meta.root, |c| &c.denied, 1);
                         Reply::Deny(errno)
                     }
                     Err(_) => {
-                        self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        self.stats.root(&meta.root, |r| r.denied += 1);
+                        self.stats.add(&meta.root, |c| &c.denied, 1);
                         tracing::warn!(?bound, "hydration timed out");
                         Reply::Deny(libc::EIO)
                     }
@@ -497,7 +594,7 @@ impl Hydrator {
         }
         let mut first_err: Option<RemoteError> = None;
         let limit = self.download_limit(&meta.root);
-        let app = APP.try_with(|a| a.clone()).ok();
+        let app = APP.try_with(|a| a.clone()).ok().flatten();
         let root_id = meta.root.clone();
         let mut results = stream::iter(pieces)
             .map(|(a, b)| {
@@ -507,8 +604,7 @@ impl Hydrator {
                     if let Some(l) = limit {
                         l.take(b - a).await;
                     }
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    self.stats.root(root_id, |r| r.requests += 1);
+                    self.stats.add(root_id, |c| &c.requests, 1);
                     let r = remote.read_range(path, version, a, b - a, file, a).await;
                     (a, b, r)
                 }
@@ -517,8 +613,7 @@ impl Hydrator {
         while let Some((a, b, r)) = results.next().await {
             match r {
                 Ok(()) => {
-                    self.stats.bytes_fetched.fetch_add(b - a, Ordering::Relaxed);
-                    self.stats.root(&meta.root, |r| r.bytes_fetched += b - a);
+                    self.stats.add(&meta.root, |c| &c.bytes_fetched, b - a);
                     meta.ranges.insert(a, b);
                     self.note(Note::Progress {
                         meta: &meta,
@@ -558,8 +653,7 @@ impl Hydrator {
         self.note(Note::Changed(&meta));
         if complete {
             let _ = self.group.unmark_inode(file.as_fd());
-            self.stats.completed.fetch_add(1, Ordering::Relaxed);
-            self.stats.root(&meta.root, |r| r.completed += 1);
+            self.stats.add(&meta.root, |c| &c.completed, 1);
             drop(g);
             self.files.lock().unwrap().remove(&key);
             tracing::info!(path = %meta.path, "file is now local");

@@ -89,6 +89,8 @@ pub struct Proc {
     pub writer: bool,
     /// The daemon itself (pinning, explicit hydration).
     pub is_daemon: bool,
+    /// The process's uid (owner of its `/proc` entry), if it could be read.
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

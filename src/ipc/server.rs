@@ -463,16 +463,28 @@ mod tests {
         }
     }
 
-    async fn pair() -> (
+    type Ends = (
         BufReader<tokio::net::unix::OwnedReadHalf>,
         tokio::net::unix::OwnedWriteHalf,
         broadcast::Sender<Envelope>,
-    ) {
+    );
+
+    /// A served connection to a [`Fake`] handler, as `peer` (`None`: whoever runs the test,
+    /// from `SO_PEERCRED`).
+    async fn connect(peer: Option<Peer>) -> Ends {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (tx, _) = broadcast::channel(16);
-        tokio::spawn(serve(Arc::new(Fake { tx: tx.clone() }), a));
+        let h = Arc::new(Fake { tx: tx.clone() });
+        match peer {
+            None => tokio::spawn(serve(h, a)),
+            Some(p) => tokio::spawn(serve_peer(h, a, p)),
+        };
         let (r, w) = b.into_split();
         (BufReader::new(r), w, tx)
+    }
+
+    async fn pair() -> Ends {
+        connect(None).await
     }
 
     async fn line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> serde_json::Value {
@@ -510,21 +522,13 @@ mod tests {
 
     /// A connection of uid 1000 (whatever uid runs the test), its handler giving it every
     /// user's events: the server's own filter is what is checked.
-    async fn pair_as_user() -> (
-        BufReader<tokio::net::unix::OwnedReadHalf>,
-        tokio::net::unix::OwnedWriteHalf,
-        broadcast::Sender<Envelope>,
-    ) {
-        let (a, b) = tokio::net::UnixStream::pair().unwrap();
-        let (tx, _) = broadcast::channel(16);
-        let peer = Peer {
+    async fn pair_as_user() -> Ends {
+        connect(Some(Peer {
             uid: 1000,
             gid: 1000,
             pid: None,
-        };
-        tokio::spawn(serve_peer(Arc::new(Fake { tx: tx.clone() }), a, peer));
-        let (r, w) = b.into_split();
-        (BufReader::new(r), w, tx)
+        }))
+        .await
     }
 
     #[tokio::test]
