@@ -2,7 +2,13 @@
 filesystem, curl against the same server, and rclone mount (--vfs-cache-mode full) of the same
 server. Sets up a loop-mounted ext4 image, the servers (tests/harness/servers.sh), skyfilld and
 rclone mount; runs each case several times; prints one table of medians and ratios; writes
-JSON with the machine, kernel, commit and date. Cleans up everything it started."""
+JSON with the machine, kernel, commit and date. Cleans up everything it started.
+
+Fairness rules the cases keep: Skyfill's root, the native copy and rclone's disk cache live on
+the same ext4 image; a "cold" run drops the kernel's caches and, for rclone, its directory
+cache too (vfs/forget over its rc interface), so no side keeps metadata the others must fetch;
+peers are timed the same way (whole commands, from outside); an upload is timed only when the
+timed command really uploads (background sync paused, the server's copy checked)."""
 
 import argparse
 import datetime
@@ -85,6 +91,7 @@ class Bench:
         self.state = os.path.join(self.w, "state")
         self.daemon = None
         self.rclone = {}  # mountpoint -> Popen
+        self.rc_port = {}  # mountpoint -> its rc port
         self.rc_sub = False  # the rclone remote is the bucket: the folder is below the mount
         self.mounted = False
         self.servers = False
@@ -216,33 +223,58 @@ class Bench:
     def worker_pid(self):
         return int(open(os.path.join(self.state, "worker.pid")).read())
 
-    def mount_rclone(self, sub, fresh_cache=True, rc_port=None):
+    def rclone_cache(self, sub):
+        """rclone's disk cache: on the same ext4 image as Skyfill's root and the native copy
+        (outside every sync root), so its cached reads hit the same filesystem and disk."""
+        return os.path.join(self.mnt, "rclone-cache", sub)
+
+    def mount_rclone(self, sub, fresh_cache=True):
         mp = os.path.join(self.w, "rclone", sub)
         self.umount_rclone(mp)
-        cache = os.path.join(self.w, "rclone-cache", sub)
+        cache = self.rclone_cache(sub)
         if fresh_cache:
             shutil.rmtree(cache, ignore_errors=True)
         os.makedirs(mp, exist_ok=True)
+        port = free_port()
         cmd = [RCLONE, "mount", self.rc_remote(sub), mp, "--vfs-cache-mode", "full", "--cache-dir", cache,
-               "--dir-cache-time", "1h", "--vfs-cache-max-age", "1h"]
+               "--dir-cache-time", "1h", "--vfs-cache-max-age", "1h",
+               "--rc", "--rc-addr", f"127.0.0.1:{port}", "--rc-no-auth"]
         if self.a.server in ("webdav", "apache"):
             cmd += ["--webdav-pacer-min-sleep", "0"]
-        if rc_port:
-            cmd += ["--rc", "--rc-addr", f"127.0.0.1:{rc_port}", "--rc-no-auth"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.w, "rclone.log"), "ab"))
         for _ in range(200):
             if run(["mountpoint", "-q", mp], check=False).returncode == 0:
                 self.rclone[mp] = p
+                self.rc_port[mp] = port
                 return os.path.join(mp, sub) if self.rc_sub else mp
             if p.poll() is not None:
                 break
             time.sleep(0.05)
         raise SystemExit(f"bench: rclone mount of {sub} failed; see {self.w}/rclone.log")
 
+    def rc(self, path, cmd, **params):
+        """An rclone rc command to the mount serving `path` (a mountpoint or a path below)."""
+        mp = path
+        while mp not in self.rc_port:
+            if mp == os.path.dirname(mp):
+                raise SystemExit(f"bench: {path} is on no rclone mount of ours")
+            mp = os.path.dirname(mp)
+        args = [f"{k}={v}" for k, v in params.items()]
+        r = run([RCLONE, "rc", "--url", f"http://127.0.0.1:{self.rc_port[mp]}/", cmd, *args])
+        return json.loads(r.stdout or b"{}")
+
+    def rclone_cold(self, path):
+        """Makes rclone's next access cold like Skyfill's and native's: its directory cache
+        forgotten (the next lookup lists the server again), then the kernel's caches dropped
+        (its disk cache's pages included; the cached file data stays, as a hydrated file does)."""
+        self.rc(path, "vfs/forget")
+        drop_caches()
+
     def umount_rclone(self, mp):
         if self.rc_sub and mp not in self.rclone:
             mp = os.path.dirname(mp)
         p = self.rclone.pop(mp, None)
+        self.rc_port.pop(mp, None)
         if p is None:
             return
         run(["fusermount3", "-u", mp], check=False)
@@ -252,6 +284,8 @@ class Bench:
             p.kill()
             p.wait()
         run(["fusermount3", "-uz", mp], check=False)
+        sub = os.path.relpath(mp, os.path.join(self.w, "rclone"))
+        shutil.rmtree(self.rclone_cache(sub), ignore_errors=True)
 
     def teardown(self):
         for mp in list(self.rclone):
@@ -279,8 +313,10 @@ class Bench:
         log(f"   {case} {what}: skyfill {fmt(sky, unit)}, {peer_name} {fmt(peer, unit)}, rclone {fmt(rclone, unit)}"
             f" -> {ratio if isinstance(ratio, str) else f'{ratio:.3f}'} ({target}) {'ok' if ok else 'MISSED'}")
 
-    def dd(self, path, bs, cold):
-        if cold:
+    def dd(self, path, bs, cold, rclone=False):
+        if cold and rclone:
+            self.rclone_cold(path)
+        elif cold:
             drop_caches()
         else:
             run(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
@@ -307,7 +343,7 @@ class Bench:
                 for _ in range(self.runs):
                     s.append(sum(self.dd(f, bs, cold) for _ in range(reps)) / reps)
                     n.append(sum(self.dd(plain, bs, cold) for _ in range(reps)) / reps)
-                    r.append(sum(self.dd(rf, bs, cold) for _ in range(reps)) / reps)
+                    r.append(sum(self.dd(rf, bs, cold, rclone=True) for _ in range(reps)) / reps)
                 sm, nm, rm = median(s), median(n), median(r)
                 ratio = nm / sm
                 tgt = ">= 0.97" if bs == "1M" else "report"
@@ -369,13 +405,12 @@ class Bench:
             drop_caches()
             s.append(timed(["dd", f"if={f}", "of=/dev/null", "bs=1M", f"skip={mid}", "count=1", "status=none"]))
             sb.append(self.sfj("stats")["bytes_fetched"] - before)
-            port = free_port()
-            rmp = self.mount_rclone("main", rc_port=port)
+            rmp = self.mount_rclone("main")
             drop_caches()
             r.append(timed(["dd", f"if={os.path.join(rmp, 'huge.bin')}", "of=/dev/null", "bs=1M", f"skip={mid}",
                             "count=1", "status=none"]))
             time.sleep(0.5)
-            st = json.loads(run([RCLONE, "rc", "--url", f"http://127.0.0.1:{port}/", "core/stats"]).stdout)
+            st = self.rc(rmp, "core/stats")
             rb.append(st.get("bytes", 0))
             self.umount_rclone(rmp)
         fetched = median(sb)
@@ -391,8 +426,13 @@ class Bench:
             env["SKYFILL_SECRET"] = secret
         lists, adds = [], []
         for i in range(self.runs):
+            # Both timed the same way: the whole command, from outside (process start, the
+            # listing, and for add-root the daemon's work and its reply).
+            t = time.perf_counter()
             r = run(self.sf("list-remote", *args), env=env)
-            lists.append(json.loads(r.stdout)["seconds"])
+            lists.append(time.perf_counter() - t)
+            got = json.loads(r.stdout)
+            assert got["files"] == self.p["many"], got
             local = os.path.join(self.mnt, f"many{i}")
             t, res = self.add_root(local, "many")
             assert res["files"] == self.p["many"], res
@@ -413,7 +453,9 @@ class Bench:
             s, n, r = [], [], []
             for _ in range(self.runs):
                 for out, path in ((s, sky), (n, plain), (r, rmp)):
-                    if cold:
+                    if cold and path == rmp:
+                        self.rclone_cold(rmp)
+                    elif cold:
                         drop_caches()
                     else:
                         run(["find", path, "-ls"])
@@ -426,27 +468,38 @@ class Bench:
 
     def case7(self):
         log("== 7. daemon memory with a million files indexed")
-        t, res = self.add_root(os.path.join(self.mnt, "million"), "million")
-        assert res["files"] == self.p["million"], res
         pid = self.worker_pid()
 
         def mem():
             st = {k: v for k, v in (l.split(":", 1) for l in open(f"/proc/{pid}/status")) if k in ("VmHWM", "VmRSS")}
             return int(st["VmHWM"].split()[0]) * 1024, int(st["VmRSS"].split()[0]) * 1024
 
+        # The worker has served the earlier cases: its peak so far is theirs. Reset the peak to
+        # the current RSS (clear_refs 5), so what follows is add-root's own peak.
+        self.idle()
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5\n")
+        hwm0, rss0 = mem()
+        if hwm0 > rss0 + MiB:
+            raise SystemExit(f"bench: resetting the worker's peak RSS did not work (VmHWM {hwm0}, VmRSS {rss0})")
+        t, res = self.add_root(os.path.join(self.mnt, "million"), "million")
+        assert res["files"] == self.p["million"], res
+        if self.worker_pid() != pid:
+            raise SystemExit("bench: the worker restarted during add-root; its peak is lost")
         hwm_add, _ = mem()
         # A sync pass over the million files (local scan, remote listing, plan) on top.
         tp = time.perf_counter()
         self.sfj("sync", os.path.join(self.mnt, "million"))
         tpass = time.perf_counter() - tp
         hwm, rss = mem()
-        self.record("7", "peak RSS during add-root alone", hwm_add / MiB, "-", None, None, f"{hwm_add / MiB:.1f} MiB",
-                    "report", True, unit="MiB")
+        self.record("7", f"peak RSS during add-root alone (RSS before {rss0 / MiB:.1f} MiB)", hwm_add / MiB, "-",
+                    None, None, f"{hwm_add / MiB:.1f} MiB", "report", True, unit="MiB")
         self.record("7", f"sync pass over {self.p['million']} files", tpass, "-", None, None, "-", "report", True)
         keeper = int([l for l in open(f"/proc/{self.daemon.pid}/status") if l.startswith("VmHWM")][0].split()[1]) * 1024
         index = dir_size(os.path.join(self.state, "index"))
         total = sum(1 for _ in walk_files(self.mnt))
-        self.record("7", f"peak RSS, {total} files indexed (worker; keeper {keeper / MiB:.1f} MiB)", hwm / MiB, "-",
+        self.record("7", f"peak RSS, add-root and a pass, {total} files indexed (worker; keeper {keeper / MiB:.1f} MiB)",
+                    hwm / MiB, "-",
                     None, None, f"{hwm / MiB:.1f} MiB", "<= 64 MiB", hwm <= 64 * MiB, unit="MiB")
         self.record("7", "RSS after, index on disk", rss / MiB, "index", index / MiB, None,
                     f"{index / max(total, 1):.0f} B/file", "report", True, unit="MiB")
@@ -456,20 +509,31 @@ class Bench:
     def case9(self):
         log("== 9. upload of a file written into the root")
         src = os.path.join(self.w, "upload.src")
+        want = sha256(src)
         s, c = [], []
-        for i in range(self.runs):
-            dst = os.path.join(self.A, f"up{i}.bin")
-            run(["cp", src, dst])
-            os.utime(dst, (time.time() - 10, time.time() - 10))  # past the "still being written" wait
-            t = time.perf_counter()
-            res = self.sfj("sync", self.A)
-            s.append(time.perf_counter() - t)
-            if res.get("uploaded", 0) < 1 and os.path.getsize(os.path.join(self.data, "main", f"up{i}.bin")) != \
-                    self.p["upload"]:
-                raise SystemExit(f"bench: skyfill sync did not upload up{i}.bin: {res}")
-            c.append(timed(["curl", "-sf", *self.curl_auth, "-T", src, self.http(f"main/curl{i}.bin")]))
-        got = os.path.getsize(os.path.join(self.data, "main", "up0.bin"))
-        assert got == self.p["upload"], got
+        # Background sync paused for root A: the watcher would otherwise upload the new file
+        # on its own, and the timed `sync` would time nothing. `sync` still runs a pass.
+        self.sfj("pause", self.A)
+        try:
+            self.sfj("sync", self.A)  # waits out a pass already running (passes hold the root's lock)
+            for i in range(self.runs):
+                dst = os.path.join(self.A, f"up{i}.bin")
+                on_server = os.path.join(self.data, "main", f"up{i}.bin")
+                run(["cp", src, dst])
+                os.utime(dst, (time.time() - 10, time.time() - 10))  # past the "still being written" wait
+                if os.path.exists(on_server):
+                    raise SystemExit(f"bench: up{i}.bin reached the server before the timed sync (not paused?)")
+                t = time.perf_counter()
+                res = self.sfj("sync", self.A)
+                s.append(time.perf_counter() - t)
+                # The timed pass must have done the upload: counted, and the server's copy whole.
+                if res.get("uploaded", 0) != 1 or res.get("errors"):
+                    raise SystemExit(f"bench: the timed sync did not upload up{i}.bin (and only it): {res}")
+                if not os.path.exists(on_server) or sha256(on_server) != want:
+                    raise SystemExit(f"bench: after the timed sync the server's up{i}.bin is not the file written")
+                c.append(timed(["curl", "-sf", *self.curl_auth, "-T", src, self.http(f"main/curl{i}.bin")]))
+        finally:
+            self.sfj("resume", self.A)
         sm, cm = median(s), median(c)
         self.record("9", f"{self.p['upload'] // MiB} MiB", sm, "curl PUT", cm, None, cm / sm, ">= 0.9", cm / sm >= 0.9)
 
@@ -525,6 +589,15 @@ class Bench:
             self.case56()
         if "7" in want:
             self.case7()
+
+
+def sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(MiB), b""):
+            h.update(b)
+    return h.hexdigest()
 
 
 def free_port():

@@ -65,6 +65,17 @@ impl RelPath {
         RelPath(String::new())
     }
 
+    /// The least key of everything strictly below this path, as a range bound for sorted maps
+    /// (`a/`; not itself a valid path). Entries below `a` are contiguous from there on, while
+    /// siblings such as `a b` or `a.txt` sort between `a` and `a/`.
+    pub fn below_start(&self) -> Self {
+        if self.0.is_empty() {
+            RelPath::root()
+        } else {
+            RelPath(format!("{}/", self.0))
+        }
+    }
+
     /// Parses `a/b/c` (leading/trailing slashes tolerated), validating every component.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let mut p = RelPath::root();

@@ -271,7 +271,7 @@ impl Pass<'_> {
             .into_iter()
             .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
             .collect();
-        let now = crate::model::unix_secs(std::time::SystemTime::now());
+        let now = self.local.now_secs();
         let ignore = |p: &RelPath| self.ignore.matches(p);
         let plan = plan::plan(&plan::Inputs {
             base: &base,

@@ -183,7 +183,11 @@ fn pause_config_remove_root_and_cli_extras() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fs = LoopFs::new("ext4", 1024);
     let mut d = Daemon::start(None);
-    let files = folder(5, 100);
+    let mut files = folder(5, 100);
+    // For remove-root: one file never read (online-only) and one above the whole-file size
+    // (16 MiB) of which only a range is read (partly downloaded).
+    files.insert("cold/never.bin".into(), data(101, 60_000));
+    files.insert("cold/part.bin".into(), data(102, 20 << 20));
     let (args, secret) = rt.block_on(upload(&Server::Apache, &files));
     let root = fs.mnt.join("r");
     add_root(&d, &root, &args, &secret);
@@ -265,7 +269,10 @@ fn pause_config_remove_root_and_cli_extras() {
     let o = d.try_cli(&["man"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains(".TH"));
 
-    // remove-root: refused while a file is not on the server; nothing changed.
+    // remove-root: refused while a file is not on the server; nothing changed. Paused first,
+    // so no background pass uploads the new file before remove-root looks (a pass would run
+    // 2 s after the write: a race decided by timing otherwise).
+    d.cli(&["pause"]);
     std::fs::write(root.join("mine.txt"), b"only here").unwrap();
     let o = d.try_cli(&["remove-root", root.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
@@ -275,21 +282,71 @@ fn pause_config_remove_root_and_cli_extras() {
         out(&o)
     );
     assert_eq!(d.cli(&["roots"])["local"], root.to_str().unwrap());
-    // --keep-local: local files stay as ordinary files, online-only ones go.
-    let r = d.cli(&["remove-root", "--keep-local", root.to_str().unwrap()]);
-    assert_eq!(r["unsynced_kept"][0], "mine.txt", "{r}");
     assert_eq!(std::fs::read(root.join("mine.txt")).unwrap(), b"only here");
-    assert_eq!(
-        sha256(&dir.join("f004.bin")).unwrap(),
-        sha256_bytes(&files["folder/f004.bin"])
-    );
-    assert!(!target.exists() || allocated(&target) > 0);
-    let o = sh(&format!(
-        "getfattr -d -m - '{}' 2>&1",
-        dir.join("f004.bin").display()
+
+    // What each file is before --keep-local: the doc (doc/IPC.md, remove_root) says complete
+    // files stay as ordinary files without Skyfill attributes, online-only and partly
+    // downloaded ones are removed (nothing is left that would read as zeros), and files with
+    // changes not on the server are kept.
+    let never = root.join("cold/never.bin");
+    let part = root.join("cold/part.bin");
+    assert_eq!(state_of(&d, &never), "online-only");
+    sh_ok(&format!(
+        "dd if='{}' of=/dev/null bs=4096 skip=2048 count=1 status=none",
+        part.display()
     ));
+    assert_eq!(
+        state_of(&d, &part),
+        "partial",
+        "a range read of a 20 MiB file"
+    );
+    assert_eq!(state_of(&d, &target), "local", "outside.bin was read whole");
+    for i in 0..5 {
+        assert_eq!(state_of(&d, &dir.join(format!("f{i:03}.bin"))), "pinned");
+    }
+    // --keep-local: local files stay as ordinary files with their bytes, online-only and
+    // partial ones go.
+    let r = d.cli(&["remove-root", "--keep-local", root.to_str().unwrap()]);
+    assert_eq!(r["unsynced_kept"], serde_json::json!(["mine.txt"]), "{r}");
+    assert_eq!(r["removed"], 2, "never.bin and part.bin: {r}");
+    assert_eq!(r["kept"], 7, "five pinned, outside.bin, mine.txt: {r}");
+    assert_eq!(std::fs::read(root.join("mine.txt")).unwrap(), b"only here");
+    for (k, v) in files.iter().filter(|(k, _)| !k.starts_with("cold/")) {
+        let p = root.join(k);
+        assert!(
+            p.exists(),
+            "{k}: a complete file was deleted by --keep-local"
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            *v,
+            "{k}: a kept file lost its bytes"
+        );
+    }
+    for p in [&never, &part] {
+        assert!(
+            std::fs::symlink_metadata(p).is_err(),
+            "{}: an incomplete file was kept (it would read as zeros)",
+            p.display()
+        );
+    }
+    let mut left: Vec<String> = walk(&root)
+        .iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    left.sort();
+    let mut want: Vec<String> = files
+        .keys()
+        .filter(|k| !k.starts_with("cold/"))
+        .cloned()
+        .chain(["mine.txt".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(left, want, "the files left after --keep-local");
+    // No Skyfill attribute is left on any file or folder (getfattr -R lists every one).
+    let o = sh(&format!("getfattr -R -d -m - '{}' 2>&1", root.display()));
     assert!(
-        !String::from_utf8_lossy(&o.stdout).contains("skyfill"),
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("skyfill"),
         "{}",
         out(&o)
     );
@@ -321,11 +378,96 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// `config set download-limit` is measured, not read back: an 8 MiB file hydrated under a
+/// 1 MiB/s limit set after the root was added takes at least half the 8 s the limit implies
+/// (the other half allowed as a burst: the first pieces start at once), the daemon's byte
+/// counter never runs ahead of the rate by more than that burst, and with the limit back at
+/// 0 the same hydration takes less than half as long as the limited one (the limit, not a
+/// slow machine, made it slow).
+#[test]
+fn download_limit_holds_hydration_to_the_rate() {
+    const RATE: u64 = 1 << 20;
+    const SIZE: usize = 8 << 20;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("slow.bin".to_string(), data(600, SIZE));
+    files.insert("fast.bin".to_string(), data(601, SIZE));
+    let (args, secret) = rt.block_on(upload(&Server::Apache, &files));
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+
+    let c = d.cli(&["config", "set", "download-limit", "1M"]);
+    assert_eq!(c["settings"]["download_limit"], RATE, "{c}");
+    let fetched = || d.stats()["bytes_fetched"].as_u64().unwrap();
+    let before = fetched();
+    let slow = root.join("slow.bin");
+    let t = Instant::now();
+    let mut reader = Command::new("cat")
+        .arg(&slow)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = reader.stdout.take().unwrap();
+    let copier = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
+        v
+    });
+    // The counter, sampled while the reader waits: bytes fetched by time t stay within
+    // RATE * t plus the burst allowance.
+    let burst = SIZE as u64 / 2;
+    let mut samples = Vec::new();
+    while reader.try_wait().unwrap().is_none() {
+        let at = t.elapsed();
+        let got = fetched() - before;
+        samples.push((at, got));
+        assert!(
+            got <= (RATE as f64 * at.as_secs_f64()) as u64 + burst,
+            "{got} bytes fetched after {at:?} under a {RATE} B/s limit; samples {samples:?}"
+        );
+        assert!(
+            at < Duration::from_secs(60),
+            "the limited read did not end in 60 s; samples {samples:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let limited = t.elapsed();
+    assert!(reader.wait().unwrap().success());
+    assert_eq!(copier.join().unwrap(), files["slow.bin"]);
+    assert_eq!(fetched() - before, SIZE as u64, "each byte fetched once");
+    let implied = Duration::from_secs_f64(SIZE as f64 / RATE as f64);
+    assert!(
+        limited >= implied / 2,
+        "8 MiB hydrated in {limited:?} under a 1 MiB/s limit (the limit implies {implied:?}); samples {samples:?}"
+    );
+
+    let c = d.cli(&["config", "set", "download-limit", "0"]);
+    assert_eq!(c["settings"]["download_limit"], 0, "{c}");
+    let t = Instant::now();
+    let o = Command::new("cat")
+        .arg(root.join("fast.bin"))
+        .output()
+        .unwrap();
+    let unlimited = t.elapsed();
+    eprintln!("8 MiB: {limited:?} at 1 MiB/s, {unlimited:?} unlimited");
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(o.stdout, files["fast.bin"]);
+    assert!(
+        unlimited < limited / 2,
+        "without a limit 8 MiB took {unlimited:?}, with 1 MiB/s {limited:?}: the limit is not what slowed it"
+    );
+}
+
 /// Secrets: persisted by the daemon (survive a restart), or kept only in the keyring (the
 /// root waits for sign-in after a restart; `skyfill login` re-sends from the keyring);
 /// wrong passwords are refused with a sign-in hint.
 #[test]
 fn login_keyring_and_persistence() {
+    // The private keyring session (its tools are checked first: a missing one fails here).
+    let session = PrivateKeyring::new();
+    let machine_keyring = keyring_snapshot();
     let fs = LoopFs::new("ext4", 512);
     let mut d = Daemon::start(None);
     let files = folder(2, 300);
@@ -393,41 +535,49 @@ fn login_keyring_and_persistence() {
         out(&o)
     );
 
-    // Keyring only, inside a session bus with an unlocked GNOME Keyring.
+    // Keyring only, inside a private session: its own D-Bus session bus and an unlocked GNOME
+    // Keyring whose HOME and XDG directories are a throwaway directory, so the machine's
+    // keyring is neither read nor written (checked below); everything started is stopped.
     let bin = env!("CARGO_BIN_EXE_skyfill");
     let sock = d.socket.display().to_string();
+    let restart = session.dir.path().join("restart");
+    let go = session.dir.path().join("go");
     let script = format!(
         "set -e
-printf pass | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+{start_keyring}
 printf '%s' '{pass}' | {bin} --socket {sock} login {a} --secret-stdin --keyring-only
 secret-tool lookup service skyfill >/dev/null || {{ echo 'not in the keyring'; exit 9; }}
-echo RESTART > {fifo_out}
-read _ < {fifo_in}
+echo RESTART > {restart}
+i=0
+until [ -e {go} ]; do i=$((i+1)); [ $i -lt 1200 ] || {{ echo 'no go after 120 s'; exit 7; }}; sleep 0.1; done
 {bin} --socket {sock} --json roots > {roots_before}
 {bin} --socket {sock} login
 {bin} --socket {sock} --json roots
 ",
+        start_keyring = session.start_script(),
         a = a.display(),
-        fifo_out = d.state.join("to-test").display(),
-        fifo_in = d.state.join("from-test").display(),
+        restart = restart.display(),
+        go = go.display(),
         roots_before = d.state.join("roots-before").display(),
     );
-    for f in ["to-test", "from-test"] {
-        sh_ok(&format!("mkfifo {}", d.state.join(f).display()));
-    }
-    let child = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("dbus-run-session (install dbus and gnome-keyring: .ci/install-deps)");
-    let msg = std::fs::read_to_string(d.state.join("to-test")).unwrap();
-    assert_eq!(msg.trim(), "RESTART");
+    let mut child = session.spawn(&script);
+    wait_for("the keyring session to ask for a restart", 120, || {
+        if let Some(st) = child.try_wait() {
+            panic!("the keyring session ended early ({st}): {}", child.output());
+        }
+        std::fs::read_to_string(&restart).is_ok_and(|m| m.trim() == "RESTART")
+    });
     d.stop();
     d.restart();
-    std::fs::write(d.state.join("from-test"), "go\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    std::fs::write(&go, "go\n").unwrap();
+    let o = child.wait(Duration::from_secs(120));
     assert!(o.status.success(), "{}", out(&o));
+    session.assert_stopped_and_used();
+    assert_eq!(
+        keyring_snapshot(),
+        machine_keyring,
+        "the machine's keyring changed during the test"
+    );
     let before: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.state.join("roots-before")).unwrap()).unwrap();
     assert_eq!(
@@ -447,6 +597,168 @@ read _ < {fifo_in}
         sha256(&a.join("folder/f001.bin")).unwrap(),
         sha256_bytes(&files["folder/f001.bin"])
     );
+}
+
+/// The tools a private keyring session needs, with the Debian package of each.
+const KEYRING_TOOLS: &[(&str, &str)] = &[
+    ("dbus-run-session", "dbus-daemon"),
+    ("dbus-send", "dbus-bin"),
+    ("gnome-keyring-daemon", "gnome-keyring"),
+    ("secret-tool", "libsecret-tools"),
+];
+
+/// A throwaway user session for keyring tests: HOME and the XDG directories in a temporary
+/// directory, a private session bus (`dbus-run-session`) and a GNOME Keyring started in the
+/// foreground there (so its pid is known), unlocked with a test password.
+struct PrivateKeyring {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateKeyring {
+    fn new() -> PrivateKeyring {
+        for (tool, package) in KEYRING_TOOLS {
+            let found = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false);
+            assert!(
+                found,
+                "{tool} is missing: install the Debian package {package} (.ci/install-deps)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("skyfill-keyring")
+            .tempdir()
+            .unwrap();
+        for sub in ["home", "data", "config", "cache", "runtime"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        sh_ok(&format!("chmod 700 '{}'/runtime", dir.path().display()));
+        PrivateKeyring { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// Shell lines that start the keyring (stopped when the script exits) and wait until it
+    /// owns org.freedesktop.secrets on the private bus.
+    fn start_script(&self) -> String {
+        let log = self.path("keyring.log").display().to_string();
+        let pid = self.path("keyring.pid").display().to_string();
+        format!(
+            "printf 'test-keyring-password' | gnome-keyring-daemon --foreground --unlock --components=secrets >'{log}' 2>&1 &
+kp=$!
+echo $kp > '{pid}'
+trap 'kill $kp 2>/dev/null; wait $kp 2>/dev/null || true' EXIT
+n=0
+until dbus-send --session --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; do
+  kill -0 $kp 2>/dev/null || {{ echo 'gnome-keyring-daemon exited:'; cat '{log}'; exit 8; }}
+  n=$((n+1)); [ $n -lt 300 ] || {{ echo 'the private keyring is not on the session bus after 30 s:'; cat '{log}'; exit 8; }}
+  sleep 0.1
+done"
+        )
+    }
+
+    /// Runs `script` under `sh` in the private session, with nothing of the caller's
+    /// environment but PATH (no DBUS_SESSION_BUS_ADDRESS, HOME or XDG_* leaks in).
+    fn spawn(&self, script: &str) -> SessionChild {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("dbus-run-session")
+            .args(["--", "sh", "-c", script])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LANG", "C.UTF-8")
+            .env("HOME", self.path("home"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_RUNTIME_DIR", self.path("runtime"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("dbus-run-session");
+        SessionChild { child: Some(child) }
+    }
+
+    /// The keyring went into the private directory, and its daemon is gone.
+    fn assert_stopped_and_used(&self) {
+        let pid: i32 = std::fs::read_to_string(self.path("keyring.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_for("the private gnome-keyring-daemon to exit", 20, || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        let keyrings = self.path("data").join("keyrings");
+        let n = std::fs::read_dir(&keyrings)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: the keyring was not the private one",
+                    keyrings.display()
+                )
+            })
+            .count();
+        assert!(n > 0, "no keyring file in {}", keyrings.display());
+    }
+}
+
+/// The session's process group, killed if the test ends before it does.
+struct SessionChild {
+    child: Option<std::process::Child>,
+}
+
+impl SessionChild {
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// What the session printed (once it has ended).
+    fn output(&mut self) -> String {
+        let c = self.child.take().unwrap();
+        out(&c.wait_with_output().unwrap())
+    }
+
+    fn wait(&mut self, limit: Duration) -> Output {
+        wait_for("the keyring session to end", limit.as_secs(), || {
+            self.try_wait().is_some()
+        });
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for SessionChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling the process group this test started (its own pgid).
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The machine's keyring directory for this user (names, sizes, mtimes), to show a test
+/// left it alone. `None` when there is none.
+fn keyring_snapshot() -> Option<Vec<(String, u64, i64, i64)>> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    let mut v: Vec<_> = std::fs::read_dir(base.join("keyrings"))
+        .ok()?
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+            )
+        })
+        .collect();
+    v.sort();
+    Some(v)
 }
 
 /// The event stream: reading a placeholder produces progress (with the reading program) and

@@ -1,8 +1,13 @@
 //! Packaging: the systemd unit verifies cleanly and its `systemd-analyze security` exposure is
-//! at most 4.0; the .deb built by `scripts/package` holds the daemon, CLI, unit, tmpfiles
-//! entry, file-manager integrations, emblems and man page, with sane fields and maintainer
-//! scripts, and lintian reports no error; the pre-removal script refuses while a real daemon
-//! still has sync roots, and lets removal go on once there are none.
+//! at most 4.0; the .debs tested are exactly those the last `scripts/package` built (the list
+//! it writes, each the only one of its name, version and architecture); the core .deb holds
+//! the daemon, CLI, unit, tmpfiles entry, file-manager integrations, emblems and man page, and
+//! lintian reports no error; its maintainer scripts run through dpkg in a throwaway Debian 12
+//! (install, upgrade, refused and allowed removal, stale sockets, reinstall, purge; with and
+//! without systemd) and a purge leaves every file's bytes, mode and owner as they were; the
+//! packaged pre-removal script refuses while a real daemon still has sync roots, and lets
+//! removal go on once there are none. The tray app's .deb: fields, files, desktop entry,
+//! lintian.
 
 #[path = "support/hsm.rs"]
 mod hsm;
@@ -66,24 +71,110 @@ fn systemd_unit_verifies_and_is_hardened() {
     assert!(score <= 4.0, "exposure {score} > 4.0:\n{out}");
 }
 
-fn the_deb() -> PathBuf {
-    let dir = repo().join("target/debian");
-    deb_in(&dir, "skyfill_")
-        .unwrap_or_else(|| panic!("no skyfill_*.deb in {}: run scripts/package", dir.display()))
-}
-
-fn deb_in(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()
-        .into_iter()
-        .flatten()
+/// The .deb of `package` that the last `scripts/package` built: the path it wrote to
+/// `target/packaging/debs`, checked to be the only file in its folder with that exact
+/// package name, version and architecture (an older or second build there fails the test
+/// instead of being tested by mistake).
+fn built_deb(package: &str, version: &str) -> PathBuf {
+    let list = repo().join("target/packaging/debs");
+    let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run scripts/package (scripts/test runs `scripts/package --debug-tray`)",
+            list.display()
+        )
+    });
+    let paths: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(name, _)| *name == package)
+        .map(|(_, p)| p)
+        .collect();
+    let [path] = paths[..] else {
+        panic!(
+            "{} names {} .deb(s) of {package} (run scripts/package without --no-tray?):\n{text}",
+            list.display(),
+            paths.len()
+        )
+    };
+    let deb = PathBuf::from(path);
+    assert!(
+        deb.is_file(),
+        "{} (from {}) is gone",
+        deb.display(),
+        list.display()
+    );
+    let arch = host_arch();
+    let fields = |p: &Path| {
+        let (ok, f) = run(
+            "dpkg-deb",
+            &[
+                "-f",
+                p.to_str().unwrap(),
+                "Package",
+                "Version",
+                "Architecture",
+            ],
+        );
+        assert!(ok, "dpkg-deb -f {}: {f}", p.display());
+        f
+    };
+    let f = fields(&deb);
+    let want_version = |f: &str| {
+        f.lines().any(|l| {
+            l.strip_prefix("Version: ").is_some_and(|v| {
+                v == version || v.strip_prefix(version).is_some_and(|r| r.starts_with('-'))
+            })
+        })
+    };
+    let matches = |f: &str| {
+        f.lines().any(|l| l == format!("Package: {package}"))
+            && f.lines().any(|l| l == format!("Architecture: {arch}"))
+            && want_version(f)
+    };
+    assert!(
+        matches(&f),
+        "{} is not {package} {version} for {arch}:\n{f}",
+        deb.display()
+    );
+    let candidates: Vec<PathBuf> = std::fs::read_dir(deb.parent().unwrap())
+        .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .filter(|p| matches(&fields(p)))
+        .collect();
+    assert_eq!(
+        candidates,
+        vec![deb.clone()],
+        "more than one {package} {version} .deb for {arch}: which one was built is ambiguous"
+    );
+    deb
+}
+
+fn host_arch() -> String {
+    let (ok, out) = run("dpkg", &["--print-architecture"]);
+    assert!(ok, "dpkg --print-architecture: {out}");
+    out.trim().to_string()
+}
+
+fn the_deb() -> PathBuf {
+    built_deb("skyfill", env!("CARGO_PKG_VERSION"))
+}
+
+/// The tray app's .deb and the build profile it was bundled from (`debug` in CI).
+fn the_tray_deb() -> (&'static str, PathBuf) {
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("src-tauri/tauri.conf.json")).unwrap())
+            .unwrap();
+    let version = conf["version"]
+        .as_str()
+        .expect("tauri.conf.json has no version");
+    let deb = built_deb("skyfill-tray", version);
+    let profile = ["debug", "release"]
+        .into_iter()
+        .find(|p| deb.starts_with(repo().join("target").join(p).join("bundle/deb")))
+        .unwrap_or_else(|| panic!("{} is not under target/<profile>/bundle/deb", deb.display()));
+    (profile, deb)
 }
 
 /// `dpkg-deb -f` and `-c` of `deb`, each checked to contain what is wanted.
@@ -147,11 +238,25 @@ fn deb_has_everything_and_lintian_finds_no_error() {
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
 }
 
+/// The maintainer scripts of `deb`, unpacked into a temporary folder.
+fn control_scripts(deb: &Path) -> tempfile::TempDir {
+    let ctl = tempfile::tempdir().unwrap();
+    let (ok, out) = run(
+        "dpkg-deb",
+        &["-e", deb.to_str().unwrap(), ctl.path().to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    ctl
+}
+
+/// The packaged `prerm remove` against a real daemon: it goes on while the daemon has no
+/// root, refuses (naming the root) while it has one, and goes on again after remove-root.
 #[tokio::test(flavor = "multi_thread")]
 async fn removal_refuses_while_sync_roots_exist() {
+    let ctl = control_scripts(&the_deb());
     let fs = LoopFs::new("ext4", 128);
     let d = Daemon::start(None);
-    let prerm = repo().join("packaging/deb/prerm");
+    let prerm = ctl.path().join("prerm");
     let bin = Path::new(env!("CARGO_BIN_EXE_skyfill"))
         .parent()
         .unwrap()
@@ -183,11 +288,51 @@ async fn removal_refuses_while_sync_roots_exist() {
         err.contains("remove-root") && err.contains(root.to_str().unwrap()),
         "{err}"
     );
+    assert!(d.socket.exists(), "prerm deleted a live daemon's socket");
     d.cli(&["remove-root", root.to_str().unwrap(), "--keep-local"]);
+    let o = attempt();
     assert!(
-        attempt().status.success(),
-        "after remove-root, removal goes on"
+        o.status.success(),
+        "after remove-root, removal goes on: {o:?}"
     );
+}
+
+/// One entry of a file tree: type, mode, owner and content (file bytes hashed, link target,
+/// device number): what a purge must leave as it found it.
+fn describe(p: &Path) -> String {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::symlink_metadata(p).unwrap();
+    let t = m.file_type();
+    let what = if t.is_symlink() {
+        format!("link -> {}", std::fs::read_link(p).unwrap().display())
+    } else if t.is_file() {
+        format!(
+            "file {} sha256 {}",
+            m.len(),
+            hsm::sha256(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        )
+    } else if t.is_dir() {
+        "dir".to_string()
+    } else if t.is_block_device() || t.is_char_device() {
+        format!("dev {:x}", m.rdev())
+    } else {
+        format!("other {:?}", t)
+    };
+    format!("{what} mode {:o} owner {}:{}", m.mode(), m.uid(), m.gid())
+}
+
+/// The path of every process whose root directory is `dir` (a daemon a script started).
+fn processes_rooted_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(r) = std::fs::read_link(e.path().join("root")) {
+            if r == dir {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                found.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+            }
+        }
+    }
+    found
 }
 
 /// A fresh minimal Debian 12 (debootstrap minbase, unpacked from the tarball
@@ -218,16 +363,53 @@ impl Chroot {
         self.dir.path().join(p.trim_start_matches('/'))
     }
 
+    /// `args` inside the root; fails the test when it runs longer than 5 minutes (a
+    /// maintainer script that blocks).
     fn run(&self, args: &[&str]) -> (bool, String) {
-        let mut a = vec![self.dir.path().to_str().unwrap()];
-        a.extend_from_slice(args);
-        run("chroot", &a)
+        let log = tempfile::tempfile().unwrap();
+        let mut child = Command::new("chroot")
+            .arg(self.dir.path())
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} in the throwaway root still ran after 5 minutes");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        use std::io::{Read, Seek};
+        let mut log = log;
+        log.rewind().unwrap();
+        let mut out = String::new();
+        log.read_to_string(&mut out).unwrap();
+        (st.success(), out)
     }
 
-    /// Every path in the root except dpkg's own bookkeeping and logs.
-    fn tree(&self) -> Vec<String> {
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.run(args);
+        assert!(ok, "{args:?} in the throwaway root failed:\n{out}");
+        out
+    }
+
+    fn status(&self) -> String {
+        let (_, st) = self.run(&["dpkg-query", "-W", "-f", "${Status} ${Version}", "skyfill"]);
+        st
+    }
+
+    /// Every entry below the root except dpkg's own bookkeeping, logs, caches and /tmp, each
+    /// described by `describe`.
+    fn tree(&self) -> BTreeMap<String, String> {
         let root = self.dir.path();
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -240,66 +422,351 @@ impl Chroot {
                     continue;
                 }
                 if e.file_type().unwrap().is_dir() {
-                    stack.push(p);
+                    stack.push(p.clone());
                 }
-                out.push(rel);
+                out.insert(rel, describe(&p));
             }
         }
-        out.sort();
         out
+    }
+
+    /// Asserts that the root is as `before` described it (after a purge).
+    fn assert_unchanged(&self, before: &BTreeMap<String, String>) {
+        let after = self.tree();
+        let mut diff = Vec::new();
+        for (p, was) in before {
+            match after.get(p) {
+                None => diff.push(format!("removed {p} ({was})")),
+                Some(now) if now != was => diff.push(format!("changed {p}: {was} -> {now}")),
+                _ => {}
+            }
+        }
+        for (p, now) in &after {
+            if !before.contains_key(p) {
+                diff.push(format!("added {p} ({now})"));
+            }
+        }
+        assert!(
+            diff.is_empty(),
+            "the purge left the root changed:\n{}",
+            diff.join("\n")
+        );
+        let info: Vec<_> = std::fs::read_dir(self.path("var/lib/dpkg/info"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("skyfill."))
+            .collect();
+        assert!(info.is_empty(), "dpkg still knows skyfill: {info:?}");
+        let st = self.status();
+        assert!(!st.contains("installed"), "after purge: {st}");
+    }
+
+    /// A copy of `deb` as version `version` in the root's /tmp (to upgrade to).
+    fn deb_as_version(&self, deb: &Path, version: &str) -> String {
+        let x = tempfile::tempdir().unwrap();
+        let tree = x.path().join("tree");
+        let (ok, out) = run(
+            "dpkg-deb",
+            &["-R", deb.to_str().unwrap(), tree.to_str().unwrap()],
+        );
+        assert!(ok, "{out}");
+        let ctl = tree.join("DEBIAN/control");
+        let text = std::fs::read_to_string(&ctl).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("Version: ") {
+                    format!("Version: {version}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&ctl, text).unwrap();
+        let name = format!("/tmp/skyfill_{version}.deb");
+        let (ok, out) = run(
+            "dpkg-deb",
+            &[
+                "--root-owner-group",
+                "-b",
+                tree.to_str().unwrap(),
+                self.path(&name).to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{out}");
+        name
+    }
+
+    /// A socket file at `p` (inside the root) with no process behind it.
+    fn stale_socket(&self, p: &str) -> PathBuf {
+        let s = self.path(p);
+        drop(std::os::unix::net::UnixListener::bind(&s).unwrap());
+        assert!(std::os::unix::net::UnixStream::connect(&s).is_err());
+        s
+    }
+
+    fn register_root(&self) {
+        std::fs::write(
+            self.path("var/lib/skyfill/roots.json"),
+            r#"[{"local":"/home/u/Cloud","remote":"dav://example.org/u"}]"#,
+        )
+        .unwrap();
     }
 }
 
-/// Install, refuse removal with a registered root, remove and purge in a throwaway Debian
-/// root: the binaries run against that system's libraries, the unit is enabled, and a purge
-/// leaves the root exactly as it was.
+fn mode_owner(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+/// Without systemd (the postinst's other branch), in a throwaway Debian 12: install,
+/// refused removal, upgrade with a registered root, stale sockets, removal, reinstall after a
+/// removal, purge. Each maintainer script runs through dpkg, and the purge leaves every file
+/// of the root with the bytes, mode and owner it had.
 #[test]
-fn deb_installs_and_purges_cleanly_in_a_throwaway_root() {
+fn deb_lifecycle_without_systemd_in_a_throwaway_root() {
     let deb = the_deb();
     let c = Chroot::new();
     let before = c.tree();
-    std::fs::copy(&deb, c.path("tmp/skyfill.deb")).unwrap();
-    let (ok, out) = c.run(&["dpkg", "-i", "/tmp/skyfill.deb"]);
-    assert!(ok, "dpkg -i in a minimal Debian 12: {out}");
-    let (ok, out) = c.run(&["dpkg-query", "-W", "-f", "${Status}", "skyfill"]);
-    assert!(ok && out.contains("install ok installed"), "{out}");
+    let v1 = "/tmp/skyfill.deb";
+    std::fs::copy(&deb, c.path(v1)).unwrap();
+    let v2 = c.deb_as_version(&deb, "99.0.0-1");
+
+    // Install: binaries run against this system's libraries; the unit is enabled (not
+    // masked); socket and state directories exist with their modes; nothing is started.
+    c.ok(&["dpkg", "-i", v1]);
+    assert!(
+        c.status().starts_with("install ok installed"),
+        "{}",
+        c.status()
+    );
     for cmd in [&["skyfill", "--version"][..], &["skyfilld", "--help"][..]] {
-        let (ok, out) = c.run(cmd);
-        assert!(ok, "{cmd:?} in the throwaway root: {out}");
+        c.ok(cmd);
     }
     let wants = c.path("etc/systemd/system/multi-user.target.wants/skyfilld.service");
+    let mask = c.path("etc/systemd/system/skyfilld.service");
+    let target = std::fs::read_link(&wants).unwrap_or_else(|e| {
+        panic!(
+            "postinst did not enable skyfilld.service ({}: {e})",
+            wants.display()
+        )
+    });
     assert!(
-        std::fs::symlink_metadata(&wants).is_ok(),
-        "postinst did not enable skyfilld.service"
+        target.ends_with("systemd/system/skyfilld.service")
+            && c.path(target.to_str().unwrap()).is_file(),
+        "the wants link points to {}",
+        target.display()
     );
-    assert!(c.path("var/lib/skyfill").is_dir() && c.path("run/skyfill").is_dir());
+    assert!(
+        std::fs::symlink_metadata(&mask).is_err(),
+        "the unit is masked after install"
+    );
+    assert_eq!(mode_owner(&c.path("run/skyfill")), (0o755, 0, 0));
+    assert_eq!(mode_owner(&c.path("var/lib/skyfill")), (0o700, 0, 0));
+    let started = processes_rooted_in(c.dir.path());
+    assert!(
+        started.is_empty(),
+        "without systemd nothing may be started: {started:?}"
+    );
 
-    // A registered root (daemon not running): removal refuses and nothing is removed.
-    std::fs::write(
-        c.path("var/lib/skyfill/roots.json"),
-        r#"[{"local":"/home/u/Cloud"}]"#,
-    )
-    .unwrap();
+    // A registered root, daemon not running: removal refuses and nothing is removed.
+    c.register_root();
     let (ok, out) = c.run(&["dpkg", "-r", "skyfill"]);
     assert!(!ok, "removal must refuse while roots exist: {out}");
-    assert!(out.contains("remove-root"), "{out}");
-    assert!(c.path("usr/bin/skyfilld").exists());
-    let (_, st) = c.run(&["dpkg-query", "-W", "-f", "${Status}", "skyfill"]);
-    assert!(st.contains("installed"), "{st}");
-
-    std::fs::remove_file(c.path("var/lib/skyfill/roots.json")).unwrap();
-    let (ok, out) = c.run(&["dpkg", "-r", "skyfill"]);
-    assert!(ok, "dpkg -r: {out}");
-    assert!(!c.path("usr/bin/skyfilld").exists());
-    let (ok, out) = c.run(&["dpkg", "-P", "skyfill"]);
-    assert!(ok, "dpkg -P: {out}");
-    let after = c.tree();
-    let added: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
-    let removed: Vec<_> = before.iter().filter(|p| !after.contains(p)).collect();
     assert!(
-        added.is_empty() && removed.is_empty(),
-        "purge left the root changed: added {added:?}, removed {removed:?}"
+        out.contains("remove-root") && out.contains("/home/u/Cloud"),
+        "{out}"
     );
+    assert!(c.path("usr/bin/skyfilld").exists());
+    assert!(c.status().contains(" ok installed "), "{}", c.status());
+
+    // An upgrade goes on with the root registered, and keeps the registry as it was.
+    let roots = std::fs::read(c.path("var/lib/skyfill/roots.json")).unwrap();
+    c.ok(&["dpkg", "-i", &v2]);
+    assert_eq!(c.status(), "install ok installed 99.0.0-1");
+    assert_eq!(
+        std::fs::read(c.path("var/lib/skyfill/roots.json")).unwrap(),
+        roots
+    );
+    assert!(
+        std::fs::symlink_metadata(&wants).is_ok(),
+        "the upgrade disabled the unit"
+    );
+
+    // A stale socket (no daemon behind it) does not let removal past the registry; prerm
+    // deletes it and does not block.
+    let sock = c.stale_socket("run/skyfill/skyfill.sock");
+    let (ok, out) = c.run(&["dpkg", "-r", "skyfill"]);
+    assert!(
+        !ok,
+        "a stale socket let removal go on with a registered root: {out}"
+    );
+    assert!(
+        out.contains("stale socket") && out.contains("roots.json"),
+        "{out}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&sock).is_err(),
+        "the stale socket is still there"
+    );
+    assert!(c.status().contains(" ok installed "), "{}", c.status());
+
+    // No root and a stale socket: removal goes on and deletes it; the state stays (until
+    // purge), the unit is masked, the binaries are gone.
+    std::fs::remove_file(c.path("var/lib/skyfill/roots.json")).unwrap();
+    std::fs::write(c.path("var/lib/skyfill/keep"), b"state").unwrap();
+    let sock = c.stale_socket("run/skyfill/skyfill.sock");
+    let out = c.ok(&["dpkg", "-r", "skyfill"]);
+    assert!(out.contains("stale socket"), "{out}");
+    assert!(
+        std::fs::symlink_metadata(&sock).is_err(),
+        "the stale socket is still there"
+    );
+    assert!(!c.path("usr/bin/skyfilld").exists());
+    assert!(!c.path("usr/lib/systemd/system/skyfilld.service").exists());
+    assert_eq!(
+        std::fs::read(c.path("var/lib/skyfill/keep")).unwrap(),
+        b"state"
+    );
+    assert_eq!(
+        std::fs::read_link(&mask).ok(),
+        Some(PathBuf::from("/dev/null")),
+        "postrm remove did not mask the unit"
+    );
+
+    // Installing again after a removal unmasks and enables the unit.
+    c.ok(&["dpkg", "-i", &v2]);
+    assert!(
+        std::fs::symlink_metadata(&mask).is_err(),
+        "the unit stays masked after a reinstall"
+    );
+    assert!(
+        std::fs::symlink_metadata(&wants).is_ok(),
+        "the unit is not enabled after a reinstall"
+    );
+
+    // Removal and purge leave the root exactly as it was.
+    c.ok(&["dpkg", "-r", "skyfill"]);
+    c.ok(&["dpkg", "-P", "skyfill"]);
+    assert!(!c.path("var/lib/skyfill").exists() && !c.path("run/skyfill").exists());
+    let left = processes_rooted_in(c.dir.path());
+    assert!(
+        left.is_empty(),
+        "processes left running in the root: {left:?}"
+    );
+    c.assert_unchanged(&before);
+}
+
+/// `systemctl` as the throwaway root's systemd (the test machine runs none): records each
+/// call in /tmp/systemctl.log and keeps the unit's state like systemd would (enabled = its
+/// wants link, masked = a link to /dev/null, active = /tmp/skyfilld.active), so that what
+/// the maintainer scripts ask of systemd through deb-systemd-helper and deb-systemd-invoke
+/// can be checked. `preset` enables (systemd's default policy).
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+verb=; unit=
+for a in "$@"; do
+  case "$a" in -*) ;; *) if [ -z "$verb" ]; then verb=$a; elif [ -z "$unit" ]; then unit=$a; fi;; esac
+done
+echo "$verb $unit" >>/tmp/systemctl.log
+W=/etc/systemd/system/multi-user.target.wants/skyfilld.service
+M=/etc/systemd/system/skyfilld.service
+A=/tmp/skyfilld.active
+masked() { [ "$(readlink "$M" 2>/dev/null)" = /dev/null ]; }
+case "$verb" in
+  is-enabled) if masked; then echo masked; exit 1; elif [ -L "$W" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+  is-active) [ -e "$A" ] ;;
+  start|restart)
+    if masked || [ ! -f /usr/lib/systemd/system/skyfilld.service ]; then exit 1; fi
+    echo "$verb" >"$A" ;;
+  stop) rm -f "$A" ;;
+  preset) [ -f /usr/lib/systemd/system/skyfilld.service ] && mkdir -p "${W%/*}" && ln -sf /lib/systemd/system/skyfilld.service "$W" ;;
+  disable) rm -f "$W" ;;
+  daemon-reload) ;;
+  *) echo "fake systemctl: unexpected $*" >&2; exit 1 ;;
+esac
+"#;
+
+/// With systemd (simulated by `FAKE_SYSTEMCTL`): a first install enables and starts the
+/// daemon; an upgrade restarts it without stopping it first; removal stops it; a reinstall
+/// starts it again; an administrator's `systemctl disable` survives an upgrade (not started,
+/// not re-enabled); purge leaves the root as it was.
+#[test]
+fn deb_lifecycle_under_systemd_in_a_throwaway_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let deb = the_deb();
+    let c = Chroot::new();
+    std::fs::create_dir_all(c.path("run/systemd/system")).unwrap();
+    let sc = c.path("usr/bin/systemctl");
+    assert!(!sc.exists(), "the minimal root already has a systemctl");
+    std::fs::write(&sc, FAKE_SYSTEMCTL).unwrap();
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = c.tree();
+    let v1 = "/tmp/skyfill.deb";
+    std::fs::copy(&deb, c.path(v1)).unwrap();
+    let v2 = c.deb_as_version(&deb, "99.0.0-1");
+    let v3 = c.deb_as_version(&deb, "99.1.0-1");
+    let calls = || {
+        let p = c.path("tmp/systemctl.log");
+        let s = std::fs::read_to_string(&p).unwrap_or_default();
+        let _ = std::fs::remove_file(&p);
+        s
+    };
+    let active = || c.path("tmp/skyfilld.active").exists();
+    let wants = c.path("etc/systemd/system/multi-user.target.wants/skyfilld.service");
+
+    c.ok(&["dpkg", "-i", v1]);
+    let log = calls();
+    assert!(
+        log.contains("daemon-reload") && log.contains("start skyfilld.service"),
+        "install: {log}"
+    );
+    assert!(active(), "install did not start skyfilld.service: {log}");
+    assert!(
+        std::fs::symlink_metadata(&wants).is_ok(),
+        "install did not enable the unit"
+    );
+
+    c.ok(&["dpkg", "-i", &v2]);
+    let log = calls();
+    assert!(
+        !log.contains("stop"),
+        "an upgrade stopped the daemon before the new one was in: {log}"
+    );
+    assert!(
+        log.contains("restart skyfilld.service") && active(),
+        "upgrade did not restart: {log}"
+    );
+
+    c.ok(&["dpkg", "-r", "skyfill"]);
+    let log = calls();
+    assert!(
+        log.contains("stop skyfilld.service") && !active(),
+        "removal did not stop: {log}"
+    );
+
+    c.ok(&["dpkg", "-i", &v2]);
+    let log = calls();
+    assert!(
+        active(),
+        "reinstall after removal did not start the daemon: {log}"
+    );
+
+    // The administrator disables and stops it; an upgrade keeps it so.
+    c.ok(&["systemctl", "disable", "skyfilld.service"]);
+    c.ok(&["systemctl", "stop", "skyfilld.service"]);
+    calls();
+    c.ok(&["dpkg", "-i", &v3]);
+    let log = calls();
+    assert!(
+        std::fs::symlink_metadata(&wants).is_err(),
+        "the upgrade re-enabled a unit the administrator disabled: {log}"
+    );
+    assert!(!active(), "the upgrade started a disabled unit: {log}");
+
+    c.ok(&["dpkg", "-P", "skyfill"]);
+    c.assert_unchanged(&before);
 }
 
 /// The tray app's .deb, built by the Tauri bundler (`scripts/package`; CI bundles a debug
@@ -307,13 +774,7 @@ fn deb_installs_and_purges_cleanly_in_a_throwaway_root() {
 /// finds no error (an unstripped binary is expected of a debug build only).
 #[test]
 fn tray_deb_from_the_tauri_bundler() {
-    let (profile, deb) = ["release", "debug"]
-        .into_iter()
-        .find_map(|profile| {
-            let dir = repo().join("target").join(profile).join("bundle/deb");
-            deb_in(&dir, "skyfill-tray_").map(|p| (profile, p))
-        })
-        .expect("no skyfill-tray_*.deb under target/*/bundle/deb: run scripts/package");
+    let (profile, deb) = the_tray_deb();
     let d = deb.to_str().unwrap();
     let (fields, _) = fields_and_contents(
         d,

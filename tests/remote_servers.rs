@@ -9,12 +9,13 @@ mod proxy;
 mod suite;
 
 use proxy::{Mode, Proxy};
-use skyfill::model::RelPath;
+use skyfill::model::{RelPath, Version};
 use skyfill::remote::http::HttpConfig;
 use skyfill::remote::retry::RetryPolicy;
 use skyfill::remote::s3::{S3Config, S3};
 use skyfill::remote::webdav::{WebDav, WebDavConfig};
 use skyfill::remote::{Precondition, Remote, RemoteError};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use suite::{data, file_with, p};
 use url::Url;
@@ -293,17 +294,33 @@ async fn faults_through_a_proxy_never_give_wrong_bytes() {
             .unwrap(),
     )
     .await;
-    let through: &'static WebDav = Box::leak(Box::new(
-        WebDav::new(WebDavConfig {
-            url: Url::parse(&format!("{}{}", proxy.url(), base_path.path())).unwrap(),
-            user: None,
-            password: None,
-            http: fault_policy(),
-        })
-        .unwrap(),
-    ));
-    tokio::time::sleep(Duration::from_millis(1100)).await; // let Apache's ETag turn strong
-    let e = through.stat(&p("f.bin")).await.unwrap();
+    let client = || -> &'static WebDav {
+        Box::leak(Box::new(
+            WebDav::new(WebDavConfig {
+                url: Url::parse(&format!("{}{}", proxy.url(), base_path.path())).unwrap(),
+                user: None,
+                password: None,
+                http: fault_policy(),
+            })
+            .unwrap(),
+        ))
+    };
+    let through = client();
+    // Apache serves a weak ETag for a second after a write; wait until it is strong, so the
+    // reads below go out with If-Match (the conditional path is the one under test).
+    let t = Instant::now();
+    let e = loop {
+        let e = through.stat(&p("f.bin")).await.unwrap();
+        if matches!(e.version, Version::Etag { weak: false, .. }) {
+            break e;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "Apache's ETag of f.bin is still weak after 20 s: {:?}",
+            e.version
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let read = |r: &'static WebDav| {
         let e = e.clone();
         async move {
@@ -314,71 +331,178 @@ async fn faults_through_a_proxy_never_give_wrong_bytes() {
             Ok::<_, RemoteError>(v)
         }
     };
+    let conns = || proxy.connections.load(Ordering::SeqCst);
 
     // Truncated bodies: resumed from the last byte, exact result.
     proxy.set(Mode::CutAfter(300_000), 3);
     assert_eq!(read(through).await.unwrap(), bytes);
 
-    // 503 with Retry-After: 1 is honoured.
+    // 503 with Retry-After: 1 is honoured (a feature bound: not before the second is over).
     proxy.set(Mode::Unavailable(1), 2);
     let t = Instant::now();
     assert_eq!(read(through).await.unwrap(), bytes);
     assert!(
         t.elapsed() >= Duration::from_secs(1),
-        "Retry-After was not honoured"
+        "Retry-After was not honoured: the retry came after {:?}",
+        t.elapsed()
     );
 
     // 500s: retried.
     proxy.set(Mode::Error500, 2);
     assert_eq!(read(through).await.unwrap(), bytes);
 
-    // A stalled server: a clear error within the budget (4 s; generous margin).
+    // A stalled server. A fresh client (no pooled connection that would fail at once), so
+    // every attempt is a new connection that waits for the 1 s read timeout; the 4 s budget,
+    // not the attempt count, ends it. The error must come at the budget (not before: each
+    // attempt waited; not long after: the budget is enforced), after several attempts that
+    // each reached the stalled server, and say the server is unreachable (EIO to a reader).
+    let policy = fault_policy();
+    let budget = policy.retry.budget;
+    let stalled = client();
     proxy.set(Mode::Stall, u64::MAX);
+    let before = conns();
     let t = Instant::now();
-    let err = read(through).await.unwrap_err();
+    let err = read(stalled).await.unwrap_err();
+    let took = t.elapsed();
+    let opened = Instant::now(); // the breaker opened before the error came back
+    let attempts_seen = conns() - before;
+    eprintln!("stall: {err} after {took:?}, {attempts_seen} connections");
     assert!(
-        t.elapsed() < Duration::from_secs(15),
-        "stall took {:?}",
-        t.elapsed()
+        took >= budget - Duration::from_millis(500),
+        "a stalled read gave up after {took:?}, before the {budget:?} budget: {err}"
     );
     assert!(
-        err.is_offline() || matches!(err, RemoteError::Exhausted { .. }),
-        "{err}"
+        took < budget + Duration::from_secs(2),
+        "a stalled read took {took:?} against a {budget:?} budget: {err}"
     );
-    // The breaker now fails fast instead of piling up requests.
-    let t = Instant::now();
-    let err = read(through).await.unwrap_err();
-    assert!(matches!(err, RemoteError::Offline { .. }), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(1));
-
-    // Dropped connections (reset before any answer), then recovery.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    proxy.set(Mode::Drop, u64::MAX);
-    let err = read(through).await.unwrap_err();
+    match &err {
+        RemoteError::Exhausted { attempts, last, .. } => {
+            // Six attempts of 1 s each do not fit in 4 s: the budget ended it.
+            assert!(
+                (2..policy.retry.max_attempts).contains(attempts),
+                "{attempts} attempts in a 4 s budget with a 1 s read timeout: {err}"
+            );
+            assert_eq!(
+                u64::from(*attempts),
+                attempts_seen,
+                "every attempt must be a connection to the stalled server: {err}"
+            );
+            assert!(
+                matches!(**last, RemoteError::Stalled { .. })
+                    || matches!(&**last, RemoteError::Network { detail, .. } if detail.contains("timed out")),
+                "the last attempt must have timed out waiting: {err}"
+            );
+        }
+        other => panic!("a stalled server must exhaust the retry budget, got {other}"),
+    }
     assert!(err.is_offline(), "{err}");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+
+    // The breaker now fails fast instead of piling up requests: no new connection at all.
+    let before = conns();
+    let t = Instant::now();
+    let err = read(stalled).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Offline { .. }), "{err}");
+    assert_eq!(conns(), before, "the open breaker still sent a request");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Dropped connections (reset before any answer). Wait for the breaker to let a request
+    // through again (it holds for offline_hold: 2 s); the read that reaches the proxy must
+    // fail as offline.
+    proxy.set(Mode::Drop, u64::MAX);
+    let hold = policy.retry.offline_hold;
+    let (err, reopened) = loop {
+        let before = conns();
+        let err = read(stalled).await.unwrap_err();
+        if conns() > before {
+            break (err, opened.elapsed());
+        }
+        assert!(
+            matches!(err, RemoteError::Offline { .. }),
+            "while the breaker holds, reads fail fast as offline: {err}"
+        );
+        assert!(
+            opened.elapsed() < hold + Duration::from_secs(15),
+            "the breaker still refuses requests {:?} after it opened (hold {hold:?})",
+            opened.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("breaker let a request through {reopened:?} after opening: {err}");
+    assert!(
+        reopened >= hold - Duration::from_millis(500),
+        "the breaker let a request through {reopened:?} after opening (hold {hold:?})"
+    );
+    assert!(err.is_offline(), "{err}");
+    assert!(
+        matches!(&err, RemoteError::Exhausted { last, .. } if matches!(**last, RemoteError::Network { .. })),
+        "dropped connections are network errors: {err}"
+    );
+
+    // Recovery: once the breaker lets requests through again, reads give the exact bytes.
     proxy.set(Mode::Pass, 0);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let t = Instant::now();
+    let got = loop {
+        match read(stalled).await {
+            Ok(v) => break v,
+            Err(RemoteError::Offline { .. }) => {}
+            Err(e) => panic!("with the proxy passing again, a read failed: {e}"),
+        }
+        assert!(
+            t.elapsed() < hold + Duration::from_secs(15),
+            "reads still fail {:?} after the server came back",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(got, bytes);
+    // And the first client, which never saw the stall, reads too.
     assert_eq!(read(through).await.unwrap(), bytes);
 }
 
-/// A server that is not running: a clear network error within the budget.
+/// A server that is not running: a clear network error within the budget, after every
+/// attempt the policy allows (refused connections fail at once, so the attempt count ends it,
+/// with backoff between attempts: no retry storm).
 #[tokio::test]
 async fn unreachable_server_fails_within_the_budget() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
+    let policy = fault_policy();
     let r = WebDav::new(WebDavConfig {
         url: Url::parse(&format!("http://127.0.0.1:{port}/dav/")).unwrap(),
         user: None,
         password: None,
-        http: fault_policy(),
+        http: policy.clone(),
     })
     .unwrap();
     let t = Instant::now();
     let e = r.stat(&p("x")).await.unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(15));
+    let took = t.elapsed();
+    eprintln!("unreachable: {e} after {took:?}");
     assert!(e.is_offline(), "{e}");
     assert!(e.to_string().contains("gave up"), "{e}");
+    match &e {
+        RemoteError::Exhausted { attempts, last, .. } => {
+            assert_eq!(*attempts, policy.retry.max_attempts, "{e}");
+            assert!(
+                matches!(**last, RemoteError::Network { .. }),
+                "a refused connection is a network error: {e}"
+            );
+        }
+        other => panic!("expected the retries to be exhausted, got {other}"),
+    }
+    // Five backoffs of at least 10, 20, 40, 80 and 100 ms (half the capped exponential).
+    assert!(
+        took >= Duration::from_millis(250),
+        "{} attempts in {took:?}: the backoff was skipped",
+        policy.retry.max_attempts
+    );
+    assert!(
+        took < policy.retry.budget,
+        "giving up took {took:?}, beyond the {:?} budget",
+        policy.retry.budget
+    );
 }
 
 /// Names planted on the servers' disks that are not valid local names are never listed.

@@ -70,22 +70,72 @@ fn sync(d: &Daemon, root: &Path) -> serde_json::Value {
     d.cli(&["sync", root.to_str().unwrap()])
 }
 
-/// Syncs both roots until a round changes nothing.
+/// Syncs the roots until a round changes nothing and no file is still being written; fails
+/// when that does not happen within 90 s.
 fn settle(d: &Daemon, roots: &[&Path]) {
-    for _ in 0..6 {
+    let t = Instant::now();
+    loop {
         let mut quiet = true;
+        let mut last = vec![];
         for r in roots {
             let v = sync(d, r);
-            for k in ["uploaded", "added", "downloaded", "conflicts"] {
+            for k in [
+                "uploaded",
+                "added",
+                "downloaded",
+                "conflicts",
+                "changed",
+                "waiting",
+            ] {
                 quiet &= v[k].as_u64() == Some(0);
             }
             quiet &= v["errors"].as_array().is_some_and(|e| e.is_empty());
+            last.push(v);
         }
         if quiet {
             return;
         }
-        std::thread::sleep(Duration::from_millis(2500)); // let fresh writes settle
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "sync did not settle within 90 s; last results: {last:?}\nlog:\n{}",
+            d.log()
+        );
+        // Files still being written are looked at again once they settle (2 s).
+        std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Syncs `root` once no local file of it is still being written; returns that pass's result.
+fn sync_settled(d: &Daemon, root: &Path) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let v = sync(d, root);
+        if v["waiting"].as_u64() == Some(0) {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "files of {} still settling after 60 s: {v}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Requests Apache completed for `scratch` with one of `methods` (from its access log).
+fn apache_ops(scratch: &str, methods: &[&str]) -> usize {
+    let log =
+        std::fs::read_to_string(PathBuf::from(env("SKYFILL_TEST_APACHE_DIR")).join("access.log"))
+            .expect("Apache's access log");
+    log.lines()
+        .filter(|l| {
+            let mut w = l.split(' ');
+            let (m, path, status) = (w.next(), w.next(), w.next());
+            m.is_some_and(|m| methods.contains(&m))
+                && path.is_some_and(|p| p.starts_with(&format!("/dav/{scratch}/")))
+                && status.is_some_and(|s| s.starts_with('2'))
+        })
+        .count()
 }
 
 fn host() -> String {
@@ -155,7 +205,6 @@ async fn two_machines(server: Server) {
     std::fs::remove_file(b.join("photos/p.bin")).unwrap();
     std::fs::rename(a.join("new.txt"), a.join("docs/moved.txt")).unwrap();
     std::fs::rename(a.join("newdir"), a.join("renamed_dir")).unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
     settle(&d, &[&a, &b]);
     let s = server_files(&server, &args).await;
     assert_eq!(
@@ -190,9 +239,9 @@ async fn two_machines(server: Server) {
     d.cli(&["pause"]);
     std::fs::write(a.join("docs/b.txt"), b"b from A\n").unwrap();
     std::fs::write(b.join("docs/b.txt"), b"b from B\n").unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    sync(&d, &a);
-    let v = sync(&d, &b);
+    let v = sync_settled(&d, &a);
+    assert_eq!(v["uploaded"], 1, "A uploads its edit: {v}");
+    let v = sync_settled(&d, &b);
     assert_eq!(v["conflicts"], 1, "B sees the conflict: {v}");
     d.cli(&["resume"]);
     settle(&d, &[&a, &b]);
@@ -235,36 +284,83 @@ async fn two_machines_converge_on_s3s() {
     two_machines(Server::S3s).await;
 }
 
-fn kill_worker(d: &Daemon) {
-    let old = d.worker_pid().expect("worker pid");
-    sh_ok(&format!("kill -9 {old}"));
-    d.wait_ready(Some(old));
+/// How the daemon dies: the worker alone (its keeper starts the next), or keeper and worker
+/// together (then started again, as systemd would).
+fn kill(d: &mut Daemon, whole_service: bool) {
+    if whole_service {
+        d.kill_all();
+        d.restart();
+    } else {
+        let old = d.worker_pid().expect("worker pid");
+        sh_ok(&format!("kill -9 {old}"));
+        d.wait_ready(Some(old));
+    }
 }
 
-/// kill -9 during uploads, then during a planned batch of renames, deletes and edits,
-/// several times: afterwards the server holds each file once with the last bytes written.
+/// Waits until Apache has completed `n` more of `methods` for `scratch` than `from`, and
+/// fails if the whole batch (`all`) is done by then: the next kill must land mid-batch.
+fn wait_ops(scratch: &str, methods: &[&str], from: usize, n: usize, all: usize, what: &str) {
+    let t = Instant::now();
+    loop {
+        let done = apache_ops(scratch, methods);
+        assert!(
+            done < all,
+            "{what}: the whole batch ({done} of {all}) finished before the kill"
+        );
+        if done >= from + n {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{what}: only {} more requests after 90 s",
+            done - from
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// kill -9 during uploads, then during a planned batch of renames, deletes and edits, of the
+/// worker and of the whole service, each kill once the batch is under way and before it is
+/// done (a slow link and Apache's access log show it): afterwards the server and the folder
+/// hold each file once with the last bytes written.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
+    use proxy::{Mode, Proxy};
     let fs = LoopFs::new("ext4", 1024);
-    let d = Daemon::start(None);
+    let mut d = Daemon::start(None);
     let (args, _) = upload(&Server::Apache, &BTreeMap::new()).await;
+    let scratch = args[0].rsplit('/').next().unwrap().to_string();
+    let apache = url::Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+    let port = apache.port().unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let via = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
     let r = fs.mnt.join("r");
-    add_root(&d, &r, &args, &None);
+    add_root(&d, &r, &[via, "--no-keyring".into()], &None);
+    // 2 MiB/s each way on each connection: a file of 0.5-2.7 MiB takes a while to go up.
+    proxy.set(Mode::Throttle(2 << 20), u64::MAX);
     let mut want = BTreeMap::new();
     for i in 0..24 {
         let body = data(100 + i, 500_000 + (i as usize) * 97_000);
         std::fs::write(r.join(format!("f{i:02}.bin")), &body).unwrap();
         want.insert(format!("f{i:02}.bin"), body);
     }
-    for i in 0..5 {
-        std::thread::sleep(Duration::from_millis(1800 + 300 * i));
-        kill_worker(&d);
+    let mut from = 0;
+    for i in 0..4 {
+        wait_ops(&scratch, &["PUT"], from, 2, 24, &format!("upload kill {i}"));
+        kill(&mut d, i % 2 == 1);
+        from = apache_ops(&scratch, &["PUT"]);
+        assert!(
+            from < 24,
+            "upload kill {i}: the uploads were done at the kill"
+        );
     }
     settle(&d, &[&r]);
     let s = server_files(&Server::Apache, &args).await;
     assert_eq!(s, want, "after kills during uploads");
 
-    // A planned batch: renames, deletes and edits, killed while it runs.
+    // A planned batch: renames, deletes and edits, made while paused (the watcher must not
+    // run it before the kills), then run by `skyfill sync` and killed while it runs.
+    d.cli(&["pause"]);
     for i in 0..8 {
         std::fs::rename(
             r.join(format!("f{i:02}.bin")),
@@ -279,11 +375,26 @@ async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
         want.remove(&format!("f{i:02}.bin"));
     }
     for i in 14..24 {
-        let body = data(900 + i, 700_000);
+        let body = data(900 + i, 1_500_000);
         std::fs::write(r.join(format!("f{i:02}.bin")), &body).unwrap();
         want.insert(format!("f{i:02}.bin"), body);
     }
-    std::thread::sleep(Duration::from_millis(2200));
+    let batch = ["MOVE", "DELETE", "PUT"];
+    let before = apache_ops(&scratch, &batch);
+    let all = before + 8 + 6 + 10;
+    // The runs below must find the whole batch ready: wait until every edit is older than
+    // the settle time (2 s), going by the files' own mtimes.
+    let t = Instant::now();
+    while (14..24).any(|i| {
+        std::fs::metadata(r.join(format!("f{i:02}.bin")))
+            .and_then(|m| m.modified())
+            .map(|m| m.elapsed().unwrap_or_default() < Duration::from_secs(3))
+            .unwrap_or(true)
+    }) {
+        assert!(t.elapsed() < Duration::from_secs(30), "edits never settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut from = before;
     for i in 0..4 {
         let sock = d.socket.clone();
         let root = r.clone();
@@ -293,11 +404,20 @@ async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
                 .arg(sock)
                 .args(["sync", root.to_str().unwrap()])
                 .output()
+                .unwrap()
         });
-        std::thread::sleep(Duration::from_millis(150 + 200 * i));
-        kill_worker(&d);
-        let _ = runner.join();
+        wait_ops(&scratch, &batch, from, 1, all, &format!("batch kill {i}"));
+        kill(&mut d, i % 2 == 1);
+        let out = runner.join().unwrap();
+        assert!(
+            !out.status.success(),
+            "batch kill {i}: the sync run finished before the kill: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        from = apache_ops(&scratch, &batch);
     }
+    d.cli(&["resume"]);
+    proxy.set(Mode::Pass, u64::MAX);
     settle(&d, &[&r]);
     let s = server_files(&Server::Apache, &args).await;
     assert_eq!(names(&s), names(&want), "names after kills during a batch");
@@ -403,7 +523,12 @@ async fn offline_edits_queue_and_upload_when_the_server_is_back() {
     let roots = d.cli(&["roots"]);
     let err = roots.to_string();
     assert!(err.contains("unreachable"), "the root says why: {err}");
-    std::thread::sleep(Duration::from_secs(3));
+    // The daemon keeps trying on its own (a new connection reaches the proxy); the edit stays.
+    let tried = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for("the daemon to retry the unreachable server", 60, || async {
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst) > tried
+    })
+    .await;
     assert_eq!(
         std::fs::read(r.join("local.txt")).unwrap(),
         b"edited offline\n"
@@ -471,7 +596,8 @@ async fn writers_settle_temporaries_stay_local_and_pinned_files_follow() {
             .is_some_and(|b| *b == want)
     })
     .await;
-    std::thread::sleep(Duration::from_secs(4));
+    // Sync until nothing is left to do: a second upload of the file would happen here.
+    settle(&d, &[&r]);
     let log =
         std::fs::read_to_string(PathBuf::from(env("SKYFILL_TEST_APACHE_DIR")).join("access.log"))
             .unwrap();

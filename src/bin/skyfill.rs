@@ -944,9 +944,15 @@ impl Cli {
                     println!("{v}");
                 } else {
                     println!(
-                        "synced {} root(s): {} uploaded, {} new from the server, {} downloaded for pinned folders, {} conflict(s) kept as copies",
-                        r.roots, r.uploaded, r.added, r.downloaded, r.conflicts
+                        "synced {} root(s): {} uploaded, {} new from the server, {} downloaded for pinned folders, {} renamed, deleted or refreshed, {} conflict(s) kept as copies",
+                        r.roots, r.uploaded, r.added, r.downloaded, r.changed, r.conflicts
                     );
+                    if r.waiting > 0 {
+                        println!(
+                            "{} file(s) still being written: they sync once they settle",
+                            r.waiting
+                        );
+                    }
                     for e in &r.errors {
                         eprintln!("  {}: {}", e.path, e.reason);
                     }

@@ -1552,6 +1552,8 @@ impl Daemon {
                     out.downloaded += done.downloaded;
                     out.uploaded += done.uploaded;
                     out.conflicts += done.conflicts;
+                    out.changed += done.changed;
+                    out.waiting += done.waiting;
                     for e in done.errors {
                         out.errors.push(Skipped {
                             path: Self::abs(&r, rel.as_str()),

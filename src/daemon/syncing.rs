@@ -53,6 +53,10 @@ pub struct Done {
     pub uploaded: u64,
     pub downloaded: u64,
     pub conflicts: u64,
+    /// Renames, deletes and refreshed placeholders.
+    pub changed: u64,
+    /// Local files still settling.
+    pub waiting: u64,
     pub errors: Vec<String>,
 }
 
@@ -237,6 +241,7 @@ impl Daemon {
             }
         };
         let rep = &out.report;
+        let waiting = out.plan.waiting.len();
         if !out.plan.ops.is_empty() {
             tracing::info!(root = %r.local.display(), ops = out.plan.ops.len(), done = rep.done,
                 uploaded = rep.uploaded, placeholders = rep.placeholders, refreshed = rep.refreshed,
@@ -297,6 +302,8 @@ impl Daemon {
             uploaded: rep.uploaded,
             downloaded: got,
             conflicts: rep.conflicts.len() as u64,
+            changed: rep.renamed + rep.deleted + rep.refreshed,
+            waiting: waiting as u64,
             errors: rep
                 .errors
                 .iter()

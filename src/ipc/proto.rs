@@ -293,6 +293,12 @@ pub struct SyncResult {
     /// Conflicts kept as conflict copies.
     #[serde(default)]
     pub conflicts: u64,
+    /// Other changes carried out: renames, deletes, placeholders refreshed.
+    #[serde(default)]
+    pub changed: u64,
+    /// Local files still being written: synced once they settle.
+    #[serde(default)]
+    pub waiting: u64,
     pub errors: Vec<Skipped>,
 }
 

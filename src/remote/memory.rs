@@ -16,16 +16,51 @@ struct Node {
     data: Vec<u8>,
     mtime: SystemTime,
     tag: u64,
+    /// Stable across edits and renames (a Nextcloud file id), in [`Memory::propagating`].
+    id: u64,
 }
 
 #[derive(Default)]
 pub struct Memory {
     state: Mutex<(BTreeMap<RelPath, Node>, u64)>,
+    propagate: bool,
 }
 
 impl Memory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A server that behaves like Nextcloud: every entry has a file id that survives edits
+    /// and renames, and a folder's ETag changes whenever anything below it changes (what
+    /// makes incremental listings possible).
+    pub fn propagating() -> Self {
+        Memory {
+            propagate: true,
+            ..Self::default()
+        }
+    }
+
+    /// What a listing shows for `n` at `p`: the plain entry, dressed with file ids and
+    /// folder ETags that hash the subtree when the server propagates.
+    fn view(&self, map: &BTreeMap<RelPath, Node>, p: &RelPath, n: &Node) -> RemoteEntry {
+        let mut e = entry(p, n);
+        if self.propagate {
+            e.file_id = Some(format!("fileid-{}", n.id));
+            if n.kind == Kind::Dir {
+                e.version = subtree_tag(map, p);
+            }
+        }
+        e
+    }
+
+    fn root_view(&self, map: &BTreeMap<RelPath, Node>) -> RemoteEntry {
+        let mut e = root_entry();
+        if self.propagate {
+            e.file_id = Some("fileid-root".into());
+            e.version = subtree_tag(map, &RelPath::root());
+        }
+        e
     }
 
     /// Test helper: puts a file (creating parents), returning its version.
@@ -44,11 +79,13 @@ impl Memory {
                 data: vec![],
                 mtime: SystemTime::now(),
                 tag,
+                id: tag,
             });
             anc = a.parent();
         }
         g.1 += 1;
         let tag = g.1;
+        let id = g.0.get(&p).map_or(tag, |n| n.id);
         g.0.insert(
             p,
             Node {
@@ -56,6 +93,7 @@ impl Memory {
                 data: data.to_vec(),
                 mtime: SystemTime::now(),
                 tag,
+                id,
             },
         );
         Version::Etag {
@@ -99,6 +137,27 @@ fn entry(p: &RelPath, n: &Node) -> RemoteEntry {
     }
 }
 
+/// A folder's ETag on a propagating server: a hash of every path, version and id below it.
+fn subtree_tag(map: &BTreeMap<RelPath, Node>, dir: &RelPath) -> Version {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (p, n) in map {
+        if p != dir && (dir.is_root() || p.starts_with(dir)) {
+            eat(p.as_str().as_bytes());
+            eat(&n.tag.to_le_bytes());
+            eat(&n.id.to_le_bytes());
+        }
+    }
+    Version::Etag {
+        value: format!("d{h:x}"),
+        weak: false,
+    }
+}
+
 fn root_entry() -> RemoteEntry {
     RemoteEntry {
         path: RelPath::root(),
@@ -122,12 +181,12 @@ impl super::Remote for Memory {
     }
 
     async fn stat(&self, path: &RelPath) -> Result<RemoteEntry> {
-        if path.is_root() {
-            return Ok(root_entry());
-        }
         let g = self.state.lock().unwrap();
+        if path.is_root() {
+            return Ok(self.root_view(&g.0));
+        }
         g.0.get(path)
-            .map(|n| entry(path, n))
+            .map(|n| self.view(&g.0, path, n))
             .ok_or_else(|| RemoteError::NotFound { path: path.clone() })
     }
 
@@ -139,7 +198,7 @@ impl super::Remote for Memory {
         Ok(g.0
             .iter()
             .filter(|(p, _)| p.parent().as_ref() == Some(dir))
-            .map(|(p, n)| entry(p, n))
+            .map(|(p, n)| self.view(&g.0, p, n))
             .collect())
     }
 
@@ -151,7 +210,7 @@ impl super::Remote for Memory {
             }
             g.0.iter()
                 .filter(|(p, _)| p.starts_with(dir) && *p != dir)
-                .map(|(p, n)| entry(p, n))
+                .map(|(p, n)| self.view(&g.0, p, n))
                 .collect()
         };
         let mut stats = WalkStats::default();
@@ -221,8 +280,9 @@ impl super::Remote for Memory {
             data,
             mtime: SystemTime::now(),
             tag: g.1,
+            id: g.0.get(path).map_or(g.1, |n| n.id),
         };
-        let e = entry(path, &node);
+        let e = self.view(&g.0, path, &node);
         g.0.insert(path.clone(), node);
         Ok(e)
     }
@@ -288,6 +348,7 @@ impl super::Remote for Memory {
                 data: vec![],
                 mtime: SystemTime::now(),
                 tag,
+                id: tag,
             },
         );
         Ok(())

@@ -548,7 +548,9 @@ impl Executor<'_> {
                 path: path.clone(),
                 what: format!("no conflict name: {e}"),
             })?;
-            if !self.local.exists(&p) {
+            // Free here and, as far as the base knows, on the server (a copy made earlier in
+            // the same second may still be there although it is gone here).
+            if !self.local.exists(&p) && self.index.base_get(self.root, p.as_str())?.is_none() {
                 return Ok(p);
             }
         }

@@ -39,6 +39,10 @@ pub trait LocalFs: Send + Sync {
     /// of a folder, and placeholders, keep theirs (they travel as renames).
     fn set_aside(&self, from: &RelPath, to: &RelPath, keep_record: bool) -> io::Result<()>;
     fn exists(&self, p: &RelPath) -> bool;
+    /// Now, on the clock the root's mtimes are written with (settling compares the two).
+    fn now_secs(&self) -> i64 {
+        crate::model::unix_secs(std::time::SystemTime::now())
+    }
 }
 
 pub(crate) fn stale(p: &RelPath) -> io::Error {

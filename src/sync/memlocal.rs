@@ -46,8 +46,16 @@ impl MemLocal {
     pub fn new(root: &str) -> Self {
         MemLocal {
             root: root.into(),
-            state: Mutex::new((BTreeMap::new(), 1000)),
+            state: Mutex::new((
+                BTreeMap::new(),
+                crate::model::unix_secs(std::time::SystemTime::now()),
+            )),
         }
+    }
+
+    /// Lets `secs` pass on this root's clock (each user operation is one second).
+    pub fn advance(&self, secs: i64) {
+        self.state.lock().unwrap().1 += secs;
     }
 
     pub fn nodes(&self) -> BTreeMap<RelPath, MemNode> {
@@ -425,5 +433,9 @@ impl LocalFs for MemLocal {
 
     fn exists(&self, p: &RelPath) -> bool {
         self.state.lock().unwrap().0.contains_key(p)
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.state.lock().unwrap().1
     }
 }

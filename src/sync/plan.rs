@@ -34,10 +34,24 @@ fn below<'m, V>(
     map: &'m std::collections::BTreeMap<RelPath, V>,
     dir: &'m RelPath,
 ) -> impl Iterator<Item = &'m RelPath> + 'm {
-    map.range(dir.clone()..)
+    map.range(dir.below_start()..)
         .map(|(p, _)| p)
         .skip_while(move |p| *p == dir)
         .take_while(move |p| p.starts_with(dir))
+}
+
+/// The remote entry at a file's new name, with the version and size the base knew: a file
+/// edited as well as renamed on the server is moved in the base only, and its new content is
+/// then seen as a change (refreshed, or a conflict with a local edit), never taken as synced.
+fn as_base_knew(r: &crate::model::RemoteEntry, b: &super::BaseEntry) -> crate::model::RemoteEntry {
+    let mut e = r.clone();
+    if let Some(v) = crate::model::Version::from_token(&b.version) {
+        if !v.same(&r.version) {
+            e.version = v;
+            e.size = b.size;
+        }
+    }
+    e
 }
 
 fn moved<V>(map: &mut std::collections::BTreeMap<RelPath, V>, from: &RelPath, to: &RelPath) {
@@ -139,7 +153,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             {
                 renames.push(Op::Rebase {
                     from: o.clone(),
-                    entry: remote[&q].clone(),
+                    entry: as_base_knew(&remote[&q], &b),
                 });
                 moved(&mut base, o, &q);
                 fresh.remove(&q);
@@ -182,7 +196,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             // Renamed the same way on both sides: record and base learn the new path.
             renames.push(Op::Rebase {
                 from: o.clone(),
-                entry: remote[&q].clone(),
+                entry: as_base_knew(&remote[&q], &b),
             });
         }
         if let Some(rec) = local.get_mut(&q).and_then(|l| l.record.as_mut()) {
@@ -256,7 +270,16 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         let mut a = p.parent();
         let mut in_way = false;
         while let Some(d) = a.filter(|d| !d.is_root()) {
-            in_way |= d != o && remote.get(&d).is_some_and(|e| e.kind == Kind::File);
+            // A server file above the new name is in the way, unless it is a synced file
+            // replaced here by a folder (it is deleted first, and the folder made).
+            let replaced = local.get(&d).is_some_and(|x| x.kind == Kind::Dir)
+                && base.get(&d).is_some_and(|b| {
+                    b.kind == Kind::File
+                        && remote
+                            .get(&d)
+                            .is_some_and(|e| super::same_version(&b.version, &e.version))
+                });
+            in_way |= d != o && !replaced && remote.get(&d).is_some_and(|e| e.kind == Kind::File);
             a = d.parent();
         }
         if in_way {
@@ -469,6 +492,21 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
                         }),
                     }
                 }
+                (Kind::Dir, Kind::File)
+                    if b.is_some_and(|b| {
+                        b.kind == Kind::File && super::same_version(&b.version, &r.version)
+                    }) =>
+                {
+                    // A synced file, unchanged on the server, replaced here by a folder: the
+                    // server's file goes (the delete runs first) and the folder goes up.
+                    remote_going.insert(p.clone());
+                    deletes.push(Op::RemoteDelete {
+                        path: p.clone(),
+                        kind: Kind::File,
+                        expect: b.map(|b| b.version.clone()),
+                    });
+                    mkdirs.push(Op::RemoteMkdir { path: p.clone() });
+                }
                 _ if l.clean_at(p) => {
                     local_going.insert(p.clone());
                     deletes.push(Op::LocalDelete {
@@ -527,9 +565,131 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     }
     dir_ops.sort_by(|a, b| b.0.cmp(&a.0));
     mkdirs.sort_by(|a, b| a.path().cmp(b.path()));
+    // What lies below a local path set aside this pass has moved with it: those steps are
+    // planned again next pass, at the new name.
+    let aside: Vec<RelPath> = main
+        .iter()
+        .filter(|o| matches!(o, Op::SetAside { .. }))
+        .map(|o| o.path().clone())
+        .collect();
+    let moved = |o: &Op| {
+        let from = match o {
+            Op::LocalRename { from, .. } | Op::RemoteRename { from, .. } => Some(from),
+            _ => None,
+        };
+        aside.iter().any(|a| {
+            [Some(o.path()), from]
+                .into_iter()
+                .flatten()
+                .any(|p| p != a && p.starts_with(a))
+        })
+    };
+    if !aside.is_empty() {
+        mkdirs.retain(|o| !moved(o));
+        renames.retain(|o| !moved(o));
+        main.retain(|o| !moved(o));
+        deletes.retain(|o| !moved(o));
+        dir_ops.retain(|(_, o)| !moved(o));
+    }
+    // Nothing is made below a file that stays this pass (one still being written, or a
+    // change of kind not resolved yet): it would fail; it is planned again next pass.
+    {
+        let gone: HashSet<(usize, RelPath)> = deletes
+            .iter()
+            .chain(main.iter().filter(|o| matches!(o, Op::SetAside { .. })))
+            .filter_map(|o| match o {
+                Op::LocalDelete { path, .. } | Op::SetAside { path, .. } => Some((0, path.clone())),
+                Op::RemoteDelete { path, .. } => Some((1, path.clone())),
+                _ => None,
+            })
+            .collect();
+        let is_file = |side: usize, p: &RelPath| {
+            if side == 0 {
+                local.get(p).is_some_and(|l| l.kind != Kind::Dir)
+            } else {
+                remote.get(p).is_some_and(|r| r.kind != Kind::Dir)
+            }
+        };
+        let blocked = |o: &Op| {
+            let sides: &[usize] = match o {
+                Op::LocalMkdir { .. } | Op::Placeholder { .. } | Op::LocalRename { .. } => &[0],
+                Op::RemoteMkdir { .. } | Op::Upload { .. } | Op::RemoteRename { .. } => &[1],
+                _ => &[],
+            };
+            sides.iter().any(|&i| {
+                let mut a = o.path().parent();
+                while let Some(d) = a.filter(|d| !d.is_root()) {
+                    if is_file(i, &d) && !gone.contains(&(i, d.clone())) {
+                        return true;
+                    }
+                    a = d.parent();
+                }
+                false
+            })
+        };
+        mkdirs.retain(|o| !blocked(o));
+        renames.retain(|o| !blocked(o));
+        main.retain(|o| !blocked(o));
+    }
+    // A change of kind: what is deleted on one side must go before what is made there at
+    // the same path or below it (a file that became a folder, a folder that became a file).
+    let early = {
+        let mut makes: [HashSet<RelPath>; 2] = Default::default();
+        let mut above: [HashSet<RelPath>; 2] = Default::default();
+        for o in mkdirs.iter().chain(&renames).chain(&main) {
+            let sides: &[usize] = match o {
+                Op::LocalMkdir { .. } | Op::Placeholder { .. } | Op::LocalRename { .. } => &[0],
+                Op::RemoteMkdir { .. } | Op::Upload { .. } | Op::RemoteRename { .. } => &[1],
+                Op::Resolve { .. } => &[0, 1],
+                _ => &[],
+            };
+            for &i in sides {
+                makes[i].insert(o.path().clone());
+                let mut a = o.path().parent();
+                while let Some(d) = a.filter(|d| !d.is_root()) {
+                    if !above[i].insert(d.clone()) {
+                        break;
+                    }
+                    a = d.parent();
+                }
+            }
+        }
+        move |o: &Op| {
+            let i = match o {
+                Op::LocalDelete { .. } => 0,
+                Op::RemoteDelete { .. } => 1,
+                _ => return false,
+            };
+            let p = o.path();
+            if above[i].contains(p) {
+                return true;
+            }
+            let mut a = Some(p.clone());
+            while let Some(d) = a.filter(|d| !d.is_root()) {
+                if makes[i].contains(&d) {
+                    return true;
+                }
+                a = d.parent();
+            }
+            false
+        }
+    };
+    let (first_files, deletes): (Vec<Op>, Vec<Op>) = deletes.into_iter().partition(&early);
+    let (first_dirs, dir_ops): (Vec<_>, Vec<_>) = dir_ops.into_iter().partition(|(_, o)| early(o));
+    // A folder made where a rename moves something away goes after that rename.
+    let (after_renames, mkdirs): (Vec<Op>, Vec<Op>) = mkdirs.into_iter().partition(|m| {
+        renames.iter().any(|r| match (m, r) {
+            (Op::LocalMkdir { .. }, Op::LocalRename { from, .. })
+            | (Op::RemoteMkdir { .. }, Op::RemoteRename { from, .. }) => m.path().starts_with(from),
+            _ => false,
+        })
+    });
     let mut ops = repairs;
+    ops.extend(first_files);
+    ops.extend(first_dirs.into_iter().map(|(_, o)| o));
     ops.extend(mkdirs);
     ops.extend(renames);
+    ops.extend(after_renames);
     ops.extend(main);
     ops.extend(deletes);
     ops.extend(dir_ops.into_iter().map(|(_, o)| o));
@@ -540,6 +700,31 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Siblings like `d (1)` and `d.txt` sort between `d` and `d/`: they neither end nor join
+    /// the walk below `d` (a folder deleted because it looked empty would lose files).
+    #[test]
+    fn below_skips_siblings_that_sort_inside_the_folder() {
+        let m: std::collections::BTreeMap<RelPath, ()> = [
+            "d",
+            "d (conflicted copy)",
+            "d.txt",
+            "d-2",
+            "d/a",
+            "d/b/c",
+            "e",
+            "d (x)/y",
+        ]
+        .iter()
+        .map(|p| (RelPath::parse(p).unwrap(), ()))
+        .collect();
+        let d = RelPath::parse("d").unwrap();
+        let got: Vec<&str> = below(&m, &d).map(|p| p.as_str()).collect();
+        assert_eq!(got, ["d/a", "d/b/c"]);
+        let root = RelPath::root();
+        let all: Vec<&str> = below(&m, &root).map(|p| p.as_str()).collect();
+        assert_eq!(all.len(), m.len());
+    }
     use crate::hsm::meta::{Fill, Pin};
     use crate::model::{RemoteEntry, Version};
     use crate::sync::{BaseEntry, LocalEntry, LocalRecord};

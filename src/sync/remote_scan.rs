@@ -19,7 +19,7 @@ pub struct Snapshot {
 }
 
 fn subtree(map: &RemoteMap, dir: &RelPath) -> Vec<(RelPath, RemoteEntry)> {
-    map.range(dir.clone()..)
+    map.range(dir.below_start()..)
         .skip_while(|(p, _)| *p == dir)
         .take_while(|(p, _)| p.starts_with(dir))
         .map(|(p, e)| (p.clone(), e.clone()))

@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# The tray app's end-to-end run, inside a private D-Bus session (run it under dbus-run-session):
-# an unlocked GNOME Keyring, Xvfb, tauri-driver with WebKitWebDriver, then WebdriverIO
+# The tray app's end-to-end run, inside a private D-Bus session (run it under dbus-run-session,
+# as the user the app runs as: tests/tray_e2e.rs runs it as root and as a throwaway user): an
+# unlocked GNOME Keyring, Xvfb, tauri-driver with WebKitWebDriver, then WebdriverIO
 # (ui/e2e/run.mjs) drives the real app against the real daemon and servers. Afterwards the
-# secrets must be in the keyring. Everything started here is stopped here.
-# Needs: SKYFILL_TRAY_APP, SKYFILL_SOCKET, TAURI_DRIVER, E2E_OUT, and the variables run.mjs reads.
+# secrets must be in this user's keyring. Everything started here is stopped here (by pid).
+# Needs: SKYFILL_TRAY_APP, SKYFILL_SOCKET, TAURI_DRIVER, E2E_OUT, E2E_DRIVER_PORT (tauri-driver's
+# port; WebKitWebDriver gets the next one), and the variables run.mjs reads.
 set -euo pipefail
-: "${SKYFILL_TRAY_APP:?}" "${SKYFILL_SOCKET:?}" "${TAURI_DRIVER:?}" "${E2E_OUT:?}"
+: "${SKYFILL_TRAY_APP:?}" "${SKYFILL_SOCKET:?}" "${TAURI_DRIVER:?}" "${E2E_OUT:?}" "${E2E_DRIVER_PORT:?}"
 cd "$(dirname "$0")/../.."
+for tool in gnome-keyring-daemon Xvfb node secret-tool WebKitWebDriver; do
+  command -v "$tool" >/dev/null || { echo "FATAL: $tool missing; .ci/install-deps installs it" >&2; exit 1; }
+done
 pids=()
+driver=
 cleanup() {
+  # WebKitWebDriver (and the app below it) are tauri-driver's children: stop them first.
+  if [ -n "$driver" ]; then pkill -TERM -P "$driver" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pkill -f "WebKitWebDriver --port=4445" 2>/dev/null || true
 }
 trap cleanup EXIT
 printf 'e2e-keyring-password' | gnome-keyring-daemon --unlock --components=secrets >"$E2E_OUT/keyring.env"
 exec 5>"$E2E_OUT/display"
 Xvfb -displayfd 5 -screen 0 1280x900x24 -nolisten tcp >"$E2E_OUT/xvfb.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do [ -s "$E2E_OUT/display" ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s "$E2E_OUT/display" ] && break; sleep 0.1; done
+[ -s "$E2E_OUT/display" ] || { echo "FATAL: Xvfb did not start within 30 s" >&2; cat "$E2E_OUT/xvfb.log" >&2; exit 1; }
 export DISPLAY=":$(head -1 "$E2E_OUT/display")"
-"$TAURI_DRIVER" --port 4444 --native-port 4445 >"$E2E_OUT/tauri-driver.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/4444) 2>/dev/null && break
+"$TAURI_DRIVER" --port "$E2E_DRIVER_PORT" --native-port "$((E2E_DRIVER_PORT + 1))" >"$E2E_OUT/tauri-driver.log" 2>&1 &
+driver=$!
+pids+=("$driver")
+up=
+for _ in $(seq 300); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$E2E_DRIVER_PORT") 2>/dev/null; then up=1; break; fi
   sleep 0.1
 done
+[ -n "$up" ] || { echo "FATAL: tauri-driver did not listen within 30 s" >&2; cat "$E2E_OUT/tauri-driver.log" >&2; exit 1; }
 node ui/e2e/run.mjs
 # The wizard's secrets are in the keyring (service "skyfill"), readable by the user's tools.
 for s in "$E2E_DAV_PASS" "$E2E_S3_SECRET"; do
@@ -36,4 +47,4 @@ for s in "$E2E_DAV_PASS" "$E2E_S3_SECRET"; do
     exit 1
   fi
 done
-echo "keyring holds both secrets"
+echo "keyring holds both secrets ($(id -un))"

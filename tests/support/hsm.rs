@@ -239,22 +239,7 @@ impl Daemon {
         if let Some(p) = worker {
             // SAFETY: killing the worker on purpose.
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(10) {
-                match std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                    Ok(s)
-                        if !s
-                            .rsplit(')')
-                            .next()
-                            .unwrap_or("")
-                            .trim_start()
-                            .starts_with('Z') =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    _ => break,
-                }
-            }
+            wait_dead(p);
         }
         let _ = std::fs::remove_file(self.state.join("worker.pid"));
     }
@@ -263,6 +248,173 @@ impl Daemon {
         self.stop();
         let _ = std::fs::remove_file(self.state.join("worker.pid"));
         self.spawn();
+    }
+}
+
+/// Plays systemd's part for the packaged unit (`Type=notify`, `FileDescriptorStoreMax=1`): a
+/// `NOTIFY_SOCKET` that receives the keeper's `READY=1` and the fanotify group it parks with
+/// `FDSTORE=1`, and, on the next start, that group handed back at fd 3 with `LISTEN_FDS`.
+pub struct FdStore {
+    notify: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    /// The group the keeper parked (what keeps readers waiting while no keeper runs).
+    pub fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl FdStore {
+    pub fn new() -> FdStore {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        FdStore {
+            notify,
+            path,
+            _dir: dir,
+            fd: None,
+        }
+    }
+
+    /// Starts `d`'s keeper as systemd would: with `NOTIFY_SOCKET`, and with the stored group
+    /// at fd 3 if there is one; returns once the keeper said `READY=1` and has stored a group.
+    pub fn spawn(&mut self, d: &mut Daemon) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let np = self.path.clone();
+        let raw = self.fd.as_ref().map(|f| f.as_raw_fd());
+        d.spawn_with(&move |c| {
+            let prog = c.get_program().to_owned();
+            let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                .arg(prog)
+                .args(args)
+                .env("NOTIFY_SOCKET", &np);
+            if let Some(raw) = raw {
+                sh.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "fanotify");
+                // SAFETY: dup2 between fork and exec.
+                unsafe {
+                    sh.pre_exec(move || {
+                        if libc::dup2(raw, 3) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            } else {
+                sh.env_remove("LISTEN_FDS");
+            }
+            sh
+        });
+        let mut ready = false;
+        let mut stored = false;
+        while !ready || (!stored && self.fd.is_none()) {
+            let (text, fds) = self.recv();
+            ready |= text.contains("READY=1");
+            if text.contains("FDSTORE=1") {
+                assert!(text.contains("FDNAME=fanotify"), "{text}");
+                assert_eq!(fds.len(), 1, "FDSTORE without exactly one descriptor");
+                self.fd = fds.into_iter().next();
+                stored = true;
+            }
+        }
+        let fd = self.fd.as_ref().unwrap();
+        assert_eq!(
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .unwrap()
+                .to_string_lossy(),
+            "anon_inode:[fanotify]",
+            "the keeper stored something other than a fanotify group"
+        );
+    }
+
+    fn recv(&self) -> (String, Vec<std::os::fd::OwnedFd>) {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut buf = [0u8; 256];
+        let mut cbuf = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            self.notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cbuf),
+            // Close-on-exec: a reader this test starts must not inherit the group (it would
+            // keep the group alive while blocked on it; see doc/SEMANTICS.md).
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .expect("no message from skyfilld on NOTIFY_SOCKET within 20 s");
+        let fds: Vec<std::os::fd::OwnedFd> = msg
+            .cmsgs()
+            .unwrap()
+            .flat_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::ScmRights(v) => v,
+                _ => vec![],
+            })
+            // SAFETY: received just now, owned by nobody else.
+            .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            .collect();
+        let n = msg.bytes;
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), fds)
+    }
+}
+
+/// Waits until process `pid` has really died: every thread gone and every descriptor closed
+/// (a zombie leader whose other threads still run keeps the socket and the group open). An
+/// orphan may stay a zombie here (pid 1 need not reap), so the test is on its descriptors.
+pub fn wait_dead(pid: u32) {
+    let t = Instant::now();
+    loop {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("Threads:")
+                        .map(|v| v.trim().parse::<u32>().unwrap_or(0))
+                })
+            })
+            .unwrap_or(0);
+        if open == 0 && threads <= 1 {
+            let zombie_or_gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with(['Z', 'X'])
+                })
+                .unwrap_or(true);
+            if zombie_or_gone {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "process {pid} still alive 30 s after SIGKILL ({threads} threads, {open} fds)"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until process `pid` is blocked in the kernel on a fanotify permission event (its
+/// kernel stack names fanotify): the access happened and is held, not answered.
+pub fn wait_blocked_in_fanotify(pid: u32, what: &str) {
+    let t = Instant::now();
+    loop {
+        let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+        if stack.contains("fanotify") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what}: never blocked on a fanotify event within 60 s; kernel stack:\n{stack}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,5 +1,6 @@
 //! A TCP proxy for fault tests: forwards to a real server, and on command drops connections,
-//! stalls, cuts responses after N bytes, answers 503 with Retry-After, or refuses connections.
+//! stalls, cuts responses after N bytes, throttles responses, answers 503 with Retry-After, or
+//! refuses connections.
 
 #![allow(dead_code)]
 
@@ -22,6 +23,9 @@ pub enum Mode {
     Error500,
     /// Close each connection at once (a reset before any answer).
     Drop,
+    /// Forward at most this many bytes a second each way on each connection (a slow link:
+    /// downloads and uploads take long enough to be interrupted).
+    Throttle(u64),
 }
 
 pub struct Proxy {
@@ -141,8 +145,14 @@ async fn handle(
     let (mut cr, mut cw) = c.into_split();
     let (mut sr, mut sw) = s.into_split();
     let ep2 = epoch.clone();
+    let rate = match mode {
+        Mode::Throttle(r) => Some(r.max(1)),
+        _ => None,
+    };
     let up = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; if rate.is_some() { 16 * 1024 } else { 64 * 1024 }];
+        let started = tokio::time::Instant::now();
+        let mut forwarded = 0u64;
         loop {
             let n = match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -155,6 +165,11 @@ async fn handle(
             if sw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
+            forwarded += n as u64;
+            if let Some(r) = rate {
+                let due = started + std::time::Duration::from_secs_f64(forwarded as f64 / r as f64);
+                tokio::time::sleep_until(due).await;
+            }
         }
         let _ = sw.shutdown().await;
     });
@@ -162,8 +177,9 @@ async fn handle(
         Mode::CutAfter(n) => n,
         _ => usize::MAX,
     };
+    let started = tokio::time::Instant::now();
     let mut sent = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; if rate.is_some() { 16 * 1024 } else { 64 * 1024 }];
     loop {
         let n = tokio::select! {
             r = sr.read(&mut buf) => match r {
@@ -183,6 +199,10 @@ async fn handle(
         sent += take;
         if sent >= limit {
             break;
+        }
+        if let Some(r) = rate {
+            let due = started + std::time::Duration::from_secs_f64(sent as f64 / r as f64);
+            tokio::time::sleep_until(due).await;
         }
     }
     up.abort();

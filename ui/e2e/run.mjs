@@ -2,7 +2,11 @@
 // daemon and real servers: the first-run wizard for WebDAV, the files listed online-only,
 // "Make available offline" on a folder (bytes checked on disk), "Free up space", a transfer
 // shown in Activity, a second account on S3, and the settings. Screenshots of each view go to
-// E2E_OUT. Run by tests/e2e/tray.sh inside a private D-Bus session.
+// E2E_OUT. Run by tests/e2e/tray.sh inside a private D-Bus session, as root or as a
+// throwaway user (tests/tray_e2e.rs runs both); E2E_FOREIGN_ROOTS names sync roots of other
+// users that the app must never show. Rows re-render on every daemon event, so no element
+// reference is ever held across WebDriver calls: clicks and reads resolve the selector inside
+// the page at the moment they act, and nothing is retried.
 import { remote } from "webdriverio";
 import { createHash } from "node:crypto";
 import { statSync, readFileSync, writeFileSync } from "node:fs";
@@ -41,7 +45,7 @@ const allocated = (p) => statSync(p).blocks * 512;
 
 const b = await remote({
   hostname: "127.0.0.1",
-  port: 4444,
+  port: Number(env("E2E_DRIVER_PORT")),
   logLevel: "warn",
   capabilities: { "tauri:options": { application: env("SKYFILL_TRAY_APP") } },
 });
@@ -51,22 +55,40 @@ async function shot(name) {
   log(`screenshot ${name}.png`);
 }
 const $ = (sel) => b.$(sel);
+// Clicks SEL as a user's click reaches it, resolved and clicked within one task of the page
+// (a re-render cannot slip between finding and clicking): it waits until the element is in
+// the page, displayed, enabled and the topmost element at its centre, then clicks it once.
 async function click(sel) {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const e = await $(sel);
-      await e.waitForClickable({ timeout: 20000 });
-      await e.click();
-      return;
-    } catch (err) {
-      // A live state event re-rendered the row between finding and clicking it: find it again.
-      if (attempt < 5 && /stale element/i.test(String(err))) {
-        await b.pause(200);
-        continue;
-      }
-      throw err;
-    }
-  }
+  let why = "";
+  const clicked = until(`${sel} to be clickable`, async () => {
+    why = await b.execute((s) => {
+      const e = document.querySelector(s);
+      if (!e) return "not in the page";
+      if (e.disabled) return "disabled";
+      e.scrollIntoView({ block: "center", inline: "center" });
+      const r = e.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) return "not displayed";
+      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      if (!hit || !(hit === e || e.contains(hit))) return `covered by ${hit ? hit.outerHTML.slice(0, 80) : "nothing"}`;
+      e.click();
+      return "";
+    }, sel);
+    return why === "";
+  }, 20);
+  await clicked.catch((e) => {
+    throw new Error(`${e.message} (${why})`);
+  });
+}
+// Selects VALUE in the <select> SEL the same way (the list is rebuilt when roots change).
+async function choose(sel, value) {
+  await until(`${value} to be chosen in ${sel}`, async () =>
+    b.execute((s, v) => {
+      const e = document.querySelector(s);
+      if (!e || e.disabled || ![...e.options].some((o) => o.value === v)) return false;
+      e.value = v;
+      e.dispatchEvent(new Event("change", { bubbles: true }));
+      return true;
+    }, sel, value), 20);
 }
 async function type(sel, text) {
   const e = await $(sel);
@@ -100,10 +122,12 @@ async function wizard({ kind, fill, folder }) {
 }
 
 async function rowState(path) {
-  const r = await $(`#file-rows tr[data-path="${path}"]`);
-  if (!(await r.isExisting())) return null;
-  return r.getAttribute("data-state");
+  return b.execute(
+    (p) => document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"]`)?.dataset.state ?? null,
+    path,
+  );
 }
+const exists = (sel) => b.execute((s) => document.querySelector(s) !== null, sel);
 
 try {
   const root1 = env("E2E_ROOT1");
@@ -130,6 +154,8 @@ try {
 
   // Make available offline on the folder: its files become local with the right bytes.
   await click(`#file-rows tr[data-path="${root1}/docs"] input[type=checkbox]`);
+  await until("docs selected", async () =>
+    (await text(`#file-rows tr[data-path="${root1}/docs"][aria-selected=true] td.name`)) === "docs/");
   await click("#act-offline");
   const docs = Object.keys(expected).filter((k) => k.startsWith("docs/"));
   await until("docs/ to be local on disk", async () =>
@@ -154,7 +180,7 @@ try {
   await click("#tab-activity");
   const reading = readFile(`${root1}/big.bin`);
   await until("a transfer with a progress bar", async () =>
-    (await $(`#transfers li[data-path="${root1}/big.bin"] progress`)).isExisting(), 30);
+    exists(`#transfers li[data-path="${root1}/big.bin"] progress`), 30);
   await shot("activity-transfer");
   const bytes = await reading;
   if (createHash("sha256").update(bytes).digest("hex") !== expected["big.bin"]) throw new Error("big.bin: wrong bytes");
@@ -179,16 +205,32 @@ try {
     },
   });
   await click("#tab-files");
-  await click("#root-select");
-  await (await $("#root-select")).selectByAttribute("value", env("E2E_ROOT2"));
+  await choose("#root-select", env("E2E_ROOT2"));
   await until("S3 files listed", async () => (await rowState(`${env("E2E_ROOT2")}/s3file.txt`)) === "online-only");
   await shot("files-s3");
   log("S3 account added, files listed online-only");
 
-  // The daemon's worker dies: the new one has no secret (it is only in the keyring), and the
-  // app hands it over again as soon as it reconnects; reads work again without the user.
-  const pid = Number(readFileSync(`${env("E2E_STATE")}/worker.pid`, "utf8").trim());
-  process.kill(pid, "SIGKILL");
+  // Only this user's accounts are shown, never another user's roots.
+  const shown = await b.execute(() => [...document.querySelectorAll("#root-select option")].map((o) => o.value));
+  const mine = [root1, env("E2E_ROOT2")];
+  if (shown.length !== 2 || !mine.every((r) => shown.includes(r))) throw new Error(`accounts shown: ${shown}`);
+  for (const r of (process.env.E2E_FOREIGN_ROOTS || "").split(",").filter(Boolean)) {
+    if ((await text("#accounts")).includes(r)) throw new Error(`another user's root ${r} is shown`);
+  }
+  log(`accounts shown: ${shown.join(", ")}`);
+
+  // The daemon's worker dies (tests/tray_e2e.rs kills it when asked, as root): the new one
+  // has no secret (it is only in the keyring), and the app hands it over again as soon as it
+  // reconnects; reads work again without the user.
+  writeFileSync(`${out}/kill-worker`, "");
+  await until("the test to kill the worker", async () => {
+    try {
+      return readFileSync(`${out}/worker-killed`, "utf8").trim() !== "";
+    } catch {
+      return false;
+    }
+  }, 60);
+  log(`worker ${readFileSync(`${out}/worker-killed`, "utf8").trim()} killed`);
   await until("the S3 folder readable again after the daemon restarted", async () => {
     try {
       return (await readFile(`${env("E2E_ROOT2")}/s3file.txt`, "utf8")) === "on s3\n";
