@@ -1067,6 +1067,25 @@ fn regressions() {
         incremental: false,
     };
     let cases: Vec<Vec<Step>> = vec![
+        // A server file replaced by a folder holding a new file.
+        vec![
+            RemoteWrite(2),
+            plain(None),
+            RemoteDelete(2),
+            RemoteWrite(3),
+        ],
+        // Two conflicts of one file within a second, the first copy deleted here meanwhile.
+        vec![
+            LocalWrite(4),
+            LocalWrite(0),
+            RemoteWrite(4),
+            LocalWrite(0),
+            plain(None),
+            LocalDelete(2),
+            LocalWrite(4),
+            RemoteWrite(4),
+            LocalWrite(0),
+        ],
         // A remote edit renamed while the local copy is edited; a crash; the new name
         // deleted here.
         vec![
