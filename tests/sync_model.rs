@@ -1068,12 +1068,7 @@ fn regressions() {
     };
     let cases: Vec<Vec<Step>> = vec![
         // A server file replaced by a folder holding a new file.
-        vec![
-            RemoteWrite(2),
-            plain(None),
-            RemoteDelete(2),
-            RemoteWrite(3),
-        ],
+        vec![RemoteWrite(2), plain(None), RemoteDelete(2), RemoteWrite(3)],
         // Two conflicts of one file within a second, the first copy deleted here meanwhile.
         vec![
             LocalWrite(4),

@@ -924,6 +924,51 @@ mod tests {
         );
     }
 
+    /// A change of kind: the file that goes is deleted before the folder at its name (and
+    /// what is below it) is made, on either side.
+    #[test]
+    fn a_file_replaced_by_a_folder_goes_first() {
+        let f = rfile("d", "1", 3);
+        let c = rfile("d/c", "2", 3);
+        let bm: BaseMap = [(p("d"), base(&f))].into();
+        // The server replaced file d by a folder with d/c; here d is still the synced file.
+        let l: LocalMap = [(p("d"), lfile("d", &f, false))].into();
+        let r: RemoteMap = [(p("d"), rdir("d")), (p("d/c"), c.clone())].into();
+        let ops = run(&bm, &l, &r).ops;
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(|o| want(o));
+        let del = at(&|o| matches!(o, Op::LocalDelete { path, .. } if *path == p("d")))
+            .expect("the local file goes");
+        let mk = at(&|o| matches!(o, Op::LocalMkdir { entry } if entry.path == p("d")));
+        let ph = at(&|o| matches!(o, Op::Placeholder { entry } if entry.path == p("d/c")))
+            .expect("its file arrives");
+        assert!(del < ph && mk.is_none_or(|m| del < m && m < ph), "{ops:?}");
+        // Here the synced file d became a folder with a new file: the server's file goes
+        // first, then the folder and the file go up.
+        let l: LocalMap = [
+            (
+                p("d"),
+                LocalEntry {
+                    kind: Kind::Dir,
+                    size: 0,
+                    mtime: (100, 0),
+                    record: None,
+                },
+            ),
+            (p("d/c"), new_local(3)),
+        ]
+        .into();
+        let r: RemoteMap = [(p("d"), f.clone())].into();
+        let ops = run(&bm, &l, &r).ops;
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(|o| want(o));
+        let del = at(&|o| matches!(o, Op::RemoteDelete { path, .. } if *path == p("d")))
+            .expect("the server's file goes");
+        let mk = at(&|o| matches!(o, Op::RemoteMkdir { path } if *path == p("d")))
+            .expect("the folder goes up");
+        let up = at(&|o| matches!(o, Op::Upload { path, .. } if *path == p("d/c")))
+            .expect("its file goes up");
+        assert!(del < mk && mk < up, "{ops:?}");
+    }
+
     #[test]
     fn folder_deletes_spare_unseen_children_and_writers_settle() {
         let a = rfile("d/a", "1", 3);
