@@ -935,7 +935,7 @@ mod tests {
         let l: LocalMap = [(p("d"), lfile("d", &f, false))].into();
         let r: RemoteMap = [(p("d"), rdir("d")), (p("d/c"), c.clone())].into();
         let ops = run(&bm, &l, &r).ops;
-        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(|o| want(o));
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(want);
         let del = at(&|o| matches!(o, Op::LocalDelete { path, .. } if *path == p("d")))
             .expect("the local file goes");
         let mk = at(&|o| matches!(o, Op::LocalMkdir { entry } if entry.path == p("d")));
@@ -959,7 +959,7 @@ mod tests {
         .into();
         let r: RemoteMap = [(p("d"), f.clone())].into();
         let ops = run(&bm, &l, &r).ops;
-        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(|o| want(o));
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(want);
         let del = at(&|o| matches!(o, Op::RemoteDelete { path, .. } if *path == p("d")))
             .expect("the server's file goes");
         let mk = at(&|o| matches!(o, Op::RemoteMkdir { path } if *path == p("d")))
