@@ -143,6 +143,78 @@ fn worker_killer(
     (stop, h)
 }
 
+/// What a non-root run needs from the checkout, linked (or copied) into a folder below
+/// /var/tmp that every user can reach: the app, tauri-driver, `tests/e2e/tray.sh`, and the
+/// WebdriverIO script with its modules. Removed on drop.
+struct Stage(tempfile::TempDir);
+
+impl Stage {
+    fn new(app: &Path, driver: &Path) -> Stage {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::Builder::new()
+            .prefix("skyfill-e2e-stage")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for d in ["tests", "ui"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let items: [(PathBuf, PathBuf); 6] = [
+            (app.to_path_buf(), t.path().join("skyfill-tray")),
+            (driver.to_path_buf(), t.path().join("tauri-driver")),
+            (repo.join("tests/e2e"), t.path().join("tests/e2e")),
+            (repo.join("ui/e2e"), t.path().join("ui/e2e")),
+            (
+                repo.join("ui/node_modules"),
+                t.path().join("ui/node_modules"),
+            ),
+            (
+                repo.join("ui/package.json"),
+                t.path().join("ui/package.json"),
+            ),
+        ];
+        for (from, to) in items {
+            // Hard links where the filesystem allows (fast; the files keep their modes),
+            // else a copy.
+            let linked = Command::new("cp")
+                .arg("-al")
+                .arg(&from)
+                .arg(&to)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            if !linked {
+                let _ = std::fs::remove_dir_all(&to);
+                let _ = std::fs::remove_file(&to);
+                let o = Command::new("cp")
+                    .arg("-a")
+                    .arg(&from)
+                    .arg(&to)
+                    .output()
+                    .unwrap();
+                assert!(
+                    o.status.success(),
+                    "staging {} for the user's run: {}",
+                    from.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+        Stage(t)
+    }
+    fn dir(&self) -> PathBuf {
+        self.0.path().to_path_buf()
+    }
+    fn app(&self) -> PathBuf {
+        self.0.path().join("skyfill-tray")
+    }
+    fn driver(&self) -> PathBuf {
+        self.0.path().join("tauri-driver")
+    }
+}
+
 /// One run of `tests/e2e/tray.sh` as `who` (root when `None`), with the sync roots `roots`
 /// (not created yet: the wizard creates them) and `foreign` roots it must never show.
 #[allow(clippy::too_many_arguments)]
@@ -157,10 +229,23 @@ fn run_app(
     port: u16,
 ) {
     let tag = who.map_or("root", |_| "user");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let keep = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/e2e-screenshots")
         .join(tag);
-    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&keep);
+    // A user may not reach the checkout (a clone under /root or a 0700 temporary folder):
+    // the user's run works from a copy of what it needs, in a folder anyone can reach.
+    let stage = who.map(|_| Stage::new(app, driver));
+    let (app, driver, workdir, out) = match &stage {
+        Some(s) => (s.app(), s.driver(), s.dir(), s.dir().join("out")),
+        None => (
+            app.to_path_buf(),
+            driver.to_path_buf(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            keep.clone(),
+        ),
+    };
+    let (app, driver) = (app.as_path(), driver.as_path());
     std::fs::create_dir_all(&out).unwrap();
     let home = tempfile::Builder::new()
         .prefix("skyfill-e2e-home")
@@ -191,7 +276,7 @@ fn run_app(
             c
         }
     };
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+    cmd.current_dir(&workdir)
         .env("HOME", home.path())
         .env("XDG_CONFIG_HOME", home.path().join(".config"))
         .env("XDG_DATA_HOME", home.path().join(".local/share"))
@@ -218,6 +303,17 @@ fn run_app(
     let status = cmd.status().unwrap();
     stop.send(()).unwrap();
     killer.join().expect("killing the worker failed");
+    if stage.is_some() {
+        // Screenshots and logs where the root run's are.
+        std::fs::create_dir_all(keep.parent().unwrap()).unwrap();
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(&out)
+            .arg(&keep)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "copying the user's screenshots: {o:?}");
+    }
     assert!(
         status.success(),
         "the tray end-to-end run as {tag} failed (screenshots and logs in {}); daemon log:\n{}",
