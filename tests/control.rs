@@ -1054,15 +1054,17 @@ fn second_user_is_confined() {
     );
     assert!(d.stats()["bytes_fetched"].as_u64().unwrap() > 0);
 
-    // A malformed frame and an oversized one close only that connection.
+    // A malformed frame and an oversized one close only that connection. (The daemon answers
+    // `bad_request` and closes; when it closes with the rest of the frame unread, the kernel
+    // may reset the connection before the client reads that answer: closed either way.)
     let py = format!(
         "import socket,json\n\
 s=socket.socket(socket.AF_UNIX); s.connect('{sock}'); f=s.makefile('rwb')\n\
 f.write(b'{{\"id\":1,\"op\":\"hello\",\"version\":1,\"client\":\"t\"}}\\n'); f.flush(); f.readline()\n\
 try:\n  s.sendall(b'x'*(2<<20)+b'\\n')\n\
 except (BrokenPipeError, ConnectionResetError):\n  pass\n\
-r=json.loads(f.readline()); assert r['error']['code']=='bad_request', r\n\
-print('closed' if f.readline()==b'' else 'open')\n"
+try:\n  r=json.loads(f.readline()); assert r['error']['code']=='bad_request', r\n  print('closed' if f.readline()==b'' else 'open')\n\
+except ConnectionResetError:\n  print('closed')\n"
     );
     let o = alice.run(&["/usr/bin/python3", "-c", &py]);
     assert!(o.status.success(), "{}", out(&o));
