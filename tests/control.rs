@@ -1052,7 +1052,22 @@ fn second_user_is_confined() {
         "0",
         "a pin setting leaked out of alice's root"
     );
-    assert!(d.stats()["bytes_fetched"].as_u64().unwrap() > 0);
+    // Alice's hydrate did its work: every file of her folder is complete (not just counted).
+    let mut n = 0;
+    for e in std::fs::read_dir(&d_real).unwrap() {
+        let f = e.unwrap().path();
+        if f.is_file() {
+            n += 1;
+            assert_eq!(
+                fill_of(&f),
+                "complete",
+                "{} not hydrated by alice's hydrate -r; daemon log:\n{}",
+                f.display(),
+                d.log()
+            );
+        }
+    }
+    assert!(n > 0, "alice's folder holds no files after the race");
 
     // A malformed frame and an oversized one close only that connection. (The daemon answers
     // `bad_request` and closes; when it closes with the rest of the frame unread, the kernel
