@@ -1235,6 +1235,17 @@ fn regressions() {
             RemoteRename(7, 6),
             LocalRename(7, 2),
         ],
+        // A folder renamed differently on both sides while the server refills its old
+        // name with a deeper folder; then the server's new name is deleted here.
+        vec![
+            RemoteWrite(5),
+            plain(None),
+            RemoteRename(2, 7),
+            RemoteWrite(6),
+            LocalRename(2, 0),
+            plain(None),
+            LocalDelete(7),
+        ],
         // Renamed differently on both sides, then renamed back remotely.
         vec![
             RemoteWrite(4),

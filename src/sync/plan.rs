@@ -676,11 +676,17 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     };
     let (first_files, deletes): (Vec<Op>, Vec<Op>) = deletes.into_iter().partition(&early);
     let (first_dirs, dir_ops): (Vec<_>, Vec<_>) = dir_ops.into_iter().partition(|(_, o)| early(o));
-    // A folder made where a rename moves something away goes after that rename.
+    // A folder made where a rename moves something away goes after that rename, and so
+    // does one made where a rename takes its base record from (the folder's record would
+    // be moved to the file's new name instead).
     let (after_renames, mkdirs): (Vec<Op>, Vec<Op>) = mkdirs.into_iter().partition(|m| {
         renames.iter().any(|r| match (m, r) {
             (Op::LocalMkdir { .. }, Op::LocalRename { from, .. })
             | (Op::RemoteMkdir { .. }, Op::RemoteRename { from, .. }) => m.path().starts_with(from),
+            _ => false,
+        } || match r {
+            Op::LocalRename { base, .. } => m.path() == base,
+            Op::Rebase { from, .. } => m.path() == from,
             _ => false,
         })
     });
