@@ -1,9 +1,10 @@
-//! Downloads one object through the `Remote` client (parallel aligned range requests) into a
-//! file and prints the throughput. Used by `bench/run.sh` to compare with curl.
-//! Usage: fetch REMOTE_URL PATH OUT [CHUNK_MIB] [PARALLEL]
+//! Downloads one object through the `Remote` client (parallel aligned range requests, split as
+//! hydration splits them) into a file and prints the throughput, to compare with curl.
+//! Usage: fetch REMOTE_URL PATH OUT [CHUNK_MIB] [PARALLEL] (default: the transfer defaults)
 
 use skyfill::model::RelPath;
-use skyfill::remote::{self, http::HttpConfig, RemoteSpec};
+use skyfill::remote::transfer::Transfer;
+use skyfill::remote::{self, http::HttpConfig, ReadRange, RemoteSpec};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,8 +13,20 @@ async fn main() -> anyhow::Result<()> {
         a.len() >= 4,
         "usage: fetch REMOTE_URL PATH OUT [CHUNK_MIB] [PARALLEL]"
     );
-    let chunk: u64 = a.get(4).map(|s| s.parse()).transpose()?.unwrap_or(8) << 20;
-    let par: usize = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or(4);
+    let d = Transfer::default();
+    let sizes = Transfer {
+        chunk: a
+            .get(4)
+            .map(|s| s.parse::<u64>())
+            .transpose()?
+            .map_or(d.chunk, |m| m << 20),
+        parallel: a
+            .get(5)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(d.parallel),
+        ..d
+    };
     let spec = RemoteSpec {
         url: a[1].clone(),
         ..Default::default()
@@ -35,7 +48,12 @@ async fn main() -> anyhow::Result<()> {
         .open(&a[3])?;
     out.set_len(e.size)?;
     let t = std::time::Instant::now();
-    let n = remote::transfer::download(&*r, &path, &e.version, 0, e.size, &out, chunk, par).await?;
+    let n = remote::transfer::download(
+        &*r,
+        ReadRange::new(&path, &e.version, 0, e.size, &out),
+        &sizes,
+    )
+    .await?;
     let s = t.elapsed().as_secs_f64();
     println!(
         "{} bytes in {s:.3} s = {:.1} MB/s ({n} requests)",

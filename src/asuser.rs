@@ -100,6 +100,7 @@ impl UserCreds {
 /// Supplementary groups of `uid` from the user database (`getgrouplist`), always with `gid`.
 fn group_list(uid: u32, gid: u32) -> Vec<u32> {
     let mut buf = vec![0u8; 4096];
+    // SAFETY: `passwd` is plain data (integers and pointers); all zeroes is a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: buffers are valid for the call; `out` is null or points into `pw`.
@@ -239,6 +240,7 @@ mod tests {
 
     #[cfg(feature = "integration")]
     fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() == 0 }
     }
 

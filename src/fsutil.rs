@@ -132,6 +132,7 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<libc::stat> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
+    // SAFETY: the call succeeded, so the kernel filled `st`.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -139,17 +140,20 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: as above.
     check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: the call succeeded, so the kernel filled `st`.
     Ok(unsafe { st.assume_init() })
 }
 
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
+    // SAFETY: a valid fd and a NUL-terminated name that outlives the call.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })
 }
 
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, is_dir: bool) -> io::Result<()> {
     let c = cstr(name)?;
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: a valid fd and a NUL-terminated name that outlives the call.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })
 }
 
@@ -163,6 +167,7 @@ pub fn rename_at(
 ) -> io::Result<()> {
     let (a, b) = (cstr(from)?, cstr(to)?);
     let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
+    // SAFETY: valid fds and NUL-terminated names that outlive the call.
     check(unsafe {
         libc::renameat2(
             from_dir.as_raw_fd(),
@@ -190,6 +195,7 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
             tv_nsec: ns,
         },
     ];
+    // SAFETY: a valid fd and a two-element timespec array that outlives the call.
     check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
 }
 

@@ -4,6 +4,8 @@
 //! - [`meta`]: the per-file xattr record (fill state, ranges, version, pin);
 //! - [`policy`]: the pure decision of what an access needs;
 //! - [`hydrate`]: fetching ranges through the event fd, single flight per file;
+//! - [`procinfo`]: who accesses a file (program, uid, writer);
+//! - [`stats`]: transfer counters;
 //! - [`pins`]: folder pin settings and their inheritance;
 //! - [`placeholder`]: populating a root from a listing (mark before visible);
 //! - [`evict`]: freeing space safely (write lease, mark before punch).
@@ -15,3 +17,5 @@ pub mod meta;
 pub mod pins;
 pub mod placeholder;
 pub mod policy;
+pub mod procinfo;
+pub mod stats;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub availability: String,
+    pub availability: crate::model::Availability,
     pub size: u64,
     pub version: String,
     /// Bytes of the file on disk.
@@ -175,12 +175,14 @@ impl Index for SledIndex {
 }
 
 /// In-memory index for unit tests.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
 pub struct MemoryIndex {
     m: Mutex<BTreeMap<(String, String), Record>>,
     base: Mutex<BTreeMap<(String, String), BaseEntry>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Index for MemoryIndex {
     fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError> {
         self.m
@@ -261,16 +263,17 @@ mod tests {
     use super::*;
 
     fn check(ix: &dyn Index) {
-        let r = |a: &str| Record {
-            availability: a.into(),
+        use crate::model::Availability;
+        let r = |a: Availability| Record {
+            availability: a,
             size: 1,
             version: "v".into(),
             local_bytes: 0,
         };
-        ix.put("r1", "a", &r("local")).unwrap();
-        ix.put("r1", "a/b", &r("online-only")).unwrap();
-        ix.put("r1", "ab", &r("local")).unwrap();
-        ix.put("r2", "a/c", &r("local")).unwrap();
+        ix.put("r1", "a", &r(Availability::Local)).unwrap();
+        ix.put("r1", "a/b", &r(Availability::OnlineOnly)).unwrap();
+        ix.put("r1", "ab", &r(Availability::Local)).unwrap();
+        ix.put("r2", "a/c", &r(Availability::Local)).unwrap();
         let below: Vec<String> = ix
             .below("r1", "a")
             .unwrap()
@@ -281,7 +284,7 @@ mod tests {
         assert_eq!(ix.below("r1", "").unwrap().len(), 3);
         assert_eq!(
             ix.get("r1", "a/b").unwrap().unwrap().availability,
-            "online-only"
+            Availability::OnlineOnly
         );
         ix.remove_root("r1").unwrap();
         assert!(ix.get("r1", "a").unwrap().is_none());

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod proto;
+#[cfg(feature = "daemon")]
 pub mod server;

@@ -16,17 +16,26 @@
 //! - [`daemon`]: keeper and worker processes, wiring everything; the only place that names
 //!   concrete types.
 //!
+//! Cargo features: `daemon` (default) adds `hsm`, `index`, `roots`, `sync`, `daemon` and the
+//! socket server; without it the crate is the client side that the tray app uses. `testing`
+//! adds the test doubles (in-memory and faulty remotes, in-memory root and index).
+//!
 //! Dependency direction: `model` <- `remote`, `index` <- `hsm` <- `daemon`; `ipc::proto` is
 //! shared by every peer.
 
 pub mod asuser;
 pub mod credentials;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod fsutil;
+#[cfg(feature = "daemon")]
 pub mod hsm;
+#[cfg(feature = "daemon")]
 pub mod index;
 pub mod ipc;
 pub mod model;
 pub mod remote;
+#[cfg(feature = "daemon")]
 pub mod roots;
+#[cfg(feature = "daemon")]
 pub mod sync;

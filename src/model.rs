@@ -313,6 +313,43 @@ pub enum PinSetting {
     OnlineOnly,
 }
 
+/// Where a file's bytes are, as users see it (a folder: the state of what is below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Availability {
+    /// A placeholder: every byte is on the server only.
+    OnlineOnly,
+    /// Some bytes are local.
+    Partial,
+    /// Every byte is local (and may be freed again).
+    Local,
+    /// Every byte is local and stays ("always keep on this device").
+    Pinned,
+}
+
+impl Availability {
+    /// The word on the wire, in xattrs and in the index.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::OnlineOnly => "online-only",
+            Availability::Partial => "partial",
+            Availability::Local => "local",
+            Availability::Pinned => "pinned",
+        }
+    }
+
+    /// Every byte is on this device.
+    pub fn is_local(self) -> bool {
+        matches!(self, Availability::Local | Availability::Pinned)
+    }
+}
+
+impl std::fmt::Display for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

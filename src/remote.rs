@@ -4,14 +4,17 @@
 //! obeys the same contract, checked by one conformance suite (`tests/remote_conformance.rs`):
 //! - paths are [`RelPath`]s relative to the remote's base; names from a server that are not
 //!   valid local names are dropped with a warning and never reach a caller;
-//! - `read_range` writes exactly the bytes `[offset, offset+len)` of the version asked for into
-//!   `dst` at `dst_offset`, streaming (never a whole object in memory), or fails;
+//! - `read_range` (one [`ReadRange`]) writes exactly the bytes `[offset, offset+len)` of the
+//!   version asked for into `dst` at `dst_offset`, streaming (never a whole object in memory),
+//!   or fails;
 //! - a version change seen during a read is [`RemoteError::VersionChanged`].
 
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod http;
 pub mod local;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod retry;
 pub mod s3;
@@ -207,6 +210,61 @@ pub struct WalkStats {
     pub rejected: u64,
 }
 
+/// One ranged read: bytes `[offset, offset+len)` of `path` at `version`, written into `dst` at
+/// `dst_offset`. `Copy`, so a retry or a split reuses it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRange<'a> {
+    pub path: &'a RelPath,
+    /// The version the bytes must come from; any other is [`RemoteError::VersionChanged`].
+    pub version: &'a Version,
+    pub offset: u64,
+    pub len: u64,
+    pub dst: &'a File,
+    pub dst_offset: u64,
+}
+
+impl<'a> ReadRange<'a> {
+    /// `[offset, offset+len)` of `path` at `version`, written into `dst` at the same offsets.
+    pub fn new(
+        path: &'a RelPath,
+        version: &'a Version,
+        offset: u64,
+        len: u64,
+        dst: &'a File,
+    ) -> Self {
+        ReadRange {
+            path,
+            version,
+            offset,
+            len,
+            dst,
+            dst_offset: offset,
+        }
+    }
+
+    /// The same bytes, written into `dst` at `dst_offset` instead.
+    pub fn to(self, dst_offset: u64) -> Self {
+        ReadRange { dst_offset, ..self }
+    }
+
+    /// One past the last byte asked for.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+
+    /// The part `[offset, offset+len)` of this range (which must lie inside it), written where
+    /// this range puts those bytes.
+    pub fn part(self, offset: u64, len: u64) -> Self {
+        debug_assert!(offset >= self.offset && offset + len <= self.end());
+        ReadRange {
+            offset,
+            len,
+            dst_offset: self.dst_offset + (offset - self.offset),
+            ..self
+        }
+    }
+}
+
 /// Receives the entries of a walk one at a time (bounded memory). Parents come before children.
 pub type Sink<'a> = &'a mut (dyn FnMut(RemoteEntry) -> Result<()> + Send);
 
@@ -225,17 +283,10 @@ pub trait Remote: Send + Sync {
     /// Every entry below `dir` (not `dir` itself), streamed to `sink`, parents first.
     async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats>;
 
-    /// Writes bytes `[offset, offset+len)` of `path` at `version` into `dst` at `dst_offset`.
-    /// The range must lie inside the object; a shorter object is a version change.
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()>;
+    /// Writes bytes `[offset, offset+len)` of `path` at `version` into `dst` at `dst_offset`
+    /// (all in `req`). The range must lie inside the object; a shorter object is a version
+    /// change.
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()>;
 
     /// Uploads the whole of `src` to `path`, streaming, and returns the new remote entry.
     async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry>;
@@ -264,18 +315,8 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
     async fn walk(&self, dir: &RelPath, sink: Sink<'_>) -> Result<WalkStats> {
         (**self).walk(dir, sink).await
     }
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
-        (**self)
-            .read_range(path, version, offset, len, dst, dst_offset)
-            .await
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        (**self).read_range(req).await
     }
     async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry> {
         (**self).upload(path, src, pre).await

@@ -13,6 +13,7 @@ pub mod conflict;
 pub mod execute;
 pub mod ignore;
 pub mod local;
+#[cfg(any(test, feature = "testing"))]
 pub mod memlocal;
 pub mod plan;
 pub mod remote_scan;

@@ -793,7 +793,7 @@ fn subscription_stream() {
                 progress = true;
             }
             Event::State { path, state: s, .. } if path == f.to_str().unwrap() => {
-                assert_eq!(s, "local");
+                assert_eq!(s, skyfill::model::Availability::Local);
                 state = true;
             }
             _ => {}

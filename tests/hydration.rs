@@ -367,7 +367,9 @@ async fn faults_give_an_errno_in_time_then_recover() {
     use proxy::{Mode, Proxy};
     let fs = LoopFs::new("ext4", 1024);
     let d = Daemon::start(Some(
-        serde_json::json!({"timeout_secs": 6, "retry_budget_secs": 4, "idle_timeout_secs": 2}),
+        // The retry budget is longer than the hydration timeout: the timeout ends a stalled
+        // read (each attempt gives up after 2 s idle and is retried until then).
+        serde_json::json!({"timeout_secs": 6, "retry_budget_secs": 10, "idle_timeout_secs": 2}),
     ));
     let mut files = BTreeMap::new();
     for m in ["stopped", "stalled", "e500", "midbody"] {

@@ -12,7 +12,7 @@ use skyfill::remote::http::HttpConfig;
 use skyfill::remote::retry::RetryPolicy;
 use skyfill::remote::s3::{S3Config, S3};
 use skyfill::remote::webdav::{WebDav, WebDavConfig};
-use skyfill::remote::{Remote, RemoteError};
+use skyfill::remote::{ReadRange, Remote, RemoteError};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,14 +231,21 @@ async fn servers_that_ignore_range_or_if_match() {
     let r = dav(&base, quick());
     let v1 = Version::from_etag("\"v1\"").unwrap();
     let f = tempfile::tempfile().unwrap();
-    r.read_range(&RelPath::parse("whole").unwrap(), &v1, 40_000, 1000, &f, 0)
+    let whole = RelPath::parse("whole").unwrap();
+    r.read_range(ReadRange::new(&whole, &v1, 40_000, 1000, &f).to(0))
         .await
         .unwrap();
     let mut got = vec![0u8; 1000];
     f.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, content[40_000..41_000]);
     let e = r
-        .read_range(&RelPath::parse("other").unwrap(), &v1, 0, 1000, &f, 0)
+        .read_range(ReadRange::new(
+            &RelPath::parse("other").unwrap(),
+            &v1,
+            0,
+            1000,
+            &f,
+        ))
         .await
         .unwrap_err();
     assert!(matches!(e, RemoteError::VersionChanged { .. }), "{e}");
@@ -293,7 +300,7 @@ async fn s3_listing_tokens_hostile_keys_and_200_ranges() {
     assert_eq!(rejected, 3);
     let a = &entries[0];
     let f = tempfile::tempfile().unwrap();
-    s3.read_range(&a.path, &a.version, 12_345, 20_000, &f, 0)
+    s3.read_range(ReadRange::new(&a.path, &a.version, 12_345, 20_000, &f).to(0))
         .await
         .unwrap();
     let mut got = vec![0u8; 20_000];

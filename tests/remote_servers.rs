@@ -14,7 +14,7 @@ use skyfill::remote::http::HttpConfig;
 use skyfill::remote::retry::RetryPolicy;
 use skyfill::remote::s3::{S3Config, S3};
 use skyfill::remote::webdav::{WebDav, WebDavConfig};
-use skyfill::remote::{Precondition, Remote, RemoteError};
+use skyfill::remote::{Precondition, ReadRange, Remote, RemoteError};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use suite::{data, file_with, p};
@@ -33,10 +33,7 @@ fn scratch() -> String {
 }
 
 fn http() -> HttpConfig {
-    HttpConfig {
-        chunk_size: 256 * 1024,
-        ..HttpConfig::default()
-    }
+    HttpConfig::default()
 }
 
 /// A WebDAV remote rooted in a fresh collection below `base` (created with MKCOL).
@@ -206,7 +203,7 @@ async fn multipart_resume(endpoint: &str) {
     .await;
     let state = tempfile::tempdir().unwrap();
     let mut cfg = http();
-    cfg.parallelism = 1;
+    cfg.transfer.parallel = 1;
     cfg.retry = RetryPolicy {
         max_attempts: 2,
         base_delay: Duration::from_millis(10),
@@ -270,7 +267,6 @@ fn fault_policy() -> HttpConfig {
             budget: Duration::from_secs(4),
             offline_hold: Duration::from_secs(2),
         },
-        chunk_size: 256 * 1024,
         ..HttpConfig::default()
     }
 }
@@ -325,7 +321,8 @@ async fn faults_through_a_proxy_never_give_wrong_bytes() {
         let e = e.clone();
         async move {
             let f = tempfile::tempfile().unwrap();
-            r.read_range(&e.path, &e.version, 0, e.size, &f, 0).await?;
+            r.read_range(ReadRange::new(&e.path, &e.version, 0, e.size, &f))
+                .await?;
             let mut v = vec![0u8; e.size as usize];
             std::os::unix::fs::FileExt::read_exact_at(&f, &mut v, 0).unwrap();
             Ok::<_, RemoteError>(v)

@@ -1,34 +1,20 @@
-//! The commands the window calls (`invoke`). Each opens a short connection to the daemon over
-//! the shared protocol, off the UI thread; errors come back as plain words.
+//! The commands the window calls (`invoke`, all from `ui/public/src/api.js`): each a thin
+//! wrapper over the request handle (`daemon.rs`), the wizard (`wizard.rs`) or the desktop
+//! (`desktop.rs`), run off the UI thread. Failures reach the window as `{code, message}`
+//! ([`ApiError`]).
 
-use crate::link::{self, client};
-use serde::{Deserialize, Serialize};
+use crate::daemon::{ApiError, Connection, Daemon, Res};
+use crate::desktop;
+use crate::wizard::{self, AppPassword, Form};
 use skyfill::ipc::proto::{
-    AddRootResult, BatchResult, ConfigResult, PathStatus, PinSetting, RemoveMode, RequestBody,
-    RootInfo,
+    AddRootResult, BatchResult, ConfigResult, PathStatus, RemoveMode, RemoveResult, RootInfo,
+    SyncResult,
 };
-use skyfill::remote::RemoteSpec;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tauri::async_runtime::spawn_blocking(f)
-        .await
-        .map_err(|e| e.to_string())?
-}
-
-fn call<T: serde::de::DeserializeOwned>(body: RequestBody) -> Result<T, String> {
-    let mut c = client()?;
-    let v = c.call(body).map_err(|e| match e {
-        skyfill::ipc::client::ClientError::Daemon { message, .. } => message,
-        other => link::explain(&other),
-    })?;
-    serde_json::from_value(v).map_err(|e| format!("unexpected answer from the daemon: {e}"))
-}
+use tauri::State;
 
 #[tauri::command]
-pub fn connection(state: tauri::State<'_, link::Shared>) -> link::Connection {
-    state.conn.lock().unwrap().clone()
+pub fn connection(d: State<'_, Daemon>) -> Connection {
+    d.connection()
 }
 
 #[tauri::command]
@@ -37,203 +23,85 @@ pub fn home_dir() -> String {
 }
 
 #[tauri::command]
-pub async fn roots() -> Result<Vec<RootInfo>, String> {
-    blocking(|| call(RequestBody::Roots)).await
+pub async fn roots(d: State<'_, Daemon>) -> Res<Vec<RootInfo>> {
+    d.run(|d| d.roots()).await
 }
 
 #[tauri::command]
-pub async fn list(path: String) -> Result<Vec<PathStatus>, String> {
-    blocking(move || call(RequestBody::List { path })).await
-}
-
-/// The request for one window action on one path.
-pub fn action_request(action: &str, path: String) -> Result<RequestBody, String> {
-    Ok(match action {
-        "offline" => RequestBody::Pin {
-            path,
-            setting: PinSetting::Pinned,
-            recursive: true,
-        },
-        "online-only" => RequestBody::Pin {
-            path,
-            setting: PinSetting::OnlineOnly,
-            recursive: true,
-        },
-        "free" => RequestBody::Free {
-            path,
-            recursive: true,
-        },
-        "download" => RequestBody::Hydrate {
-            path,
-            recursive: true,
-        },
-        other => return Err(format!("unknown action {other}")),
-    })
+pub async fn list(d: State<'_, Daemon>, path: String) -> Res<Vec<PathStatus>> {
+    d.run(move |d| d.list(&path)).await
 }
 
 /// Make available offline / Free up space / Online-only on many files and folders.
 #[tauri::command]
-pub async fn act(action: String, paths: Vec<String>) -> Result<BatchResult, String> {
-    blocking(move || {
-        let mut total = BatchResult::default();
-        for p in paths {
-            let r: BatchResult = call(action_request(&action, p)?)?;
-            total.files += r.files;
-            total.bytes += r.bytes;
-            total.settings += r.settings;
-            total.deferred |= r.deferred;
-            total.skipped.extend(r.skipped);
-        }
-        Ok(total)
-    })
-    .await
+pub async fn act(d: State<'_, Daemon>, action: String, paths: Vec<String>) -> Res<BatchResult> {
+    d.run(move |d| d.act(&action, &paths)).await
 }
 
 #[tauri::command]
-pub async fn set_paused(paused: bool) -> Result<Vec<RootInfo>, String> {
-    blocking(move || {
-        call(if paused {
-            RequestBody::Pause { local: None }
-        } else {
-            RequestBody::Resume { local: None }
-        })
-    })
-    .await
+pub async fn set_paused(d: State<'_, Daemon>, paused: bool) -> Res<Vec<RootInfo>> {
+    d.run(move |d| d.set_paused(paused)).await
 }
 
 #[tauri::command]
-pub async fn sync_now() -> Result<serde_json::Value, String> {
-    blocking(|| call(RequestBody::Sync { path: None })).await
+pub async fn sync_now(d: State<'_, Daemon>) -> Res<SyncResult> {
+    d.run(|d| d.sync()).await
 }
 
 #[tauri::command]
-pub async fn config_get() -> Result<ConfigResult, String> {
-    blocking(|| call(RequestBody::ConfigGet)).await
+pub async fn config_get(d: State<'_, Daemon>) -> Res<ConfigResult> {
+    d.run(|d| d.config_get()).await
 }
 
 /// A setting as typed (`5M`, `10%`, `none`, a list for never_download).
 #[tauri::command]
 pub async fn config_set(
+    d: State<'_, Daemon>,
     key: String,
     value: serde_json::Value,
     root: Option<String>,
-) -> Result<(), String> {
-    blocking(move || {
-        let (k, v) = match value {
-            serde_json::Value::String(s) => skyfill::ipc::client::setting_value(&key, &s)?,
-            other => (key.replace('-', "_"), other),
-        };
-        call::<serde_json::Value>(RequestBody::ConfigSet {
-            key: k,
-            value: v,
-            local: root,
-        })
-        .map(|_| ())
-    })
-    .await
+) -> Res<()> {
+    d.run(move |d| d.config_set(&key, value, root.as_deref()).map(|_| ()))
+        .await
 }
 
 #[tauri::command]
-pub async fn remove_root(local: String, mode: RemoveMode) -> Result<serde_json::Value, String> {
-    blocking(move || call(RequestBody::RemoveRoot { local, mode })).await
-}
-
-fn spawn_detached(cmd: &str, args: &[&str]) -> Result<(), String> {
-    std::process::Command::new(cmd)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(|_| ())
-        .map_err(|e| format!("cannot run {cmd}: {e}"))
+pub async fn remove_root(
+    d: State<'_, Daemon>,
+    local: String,
+    mode: RemoveMode,
+) -> Res<RemoveResult> {
+    d.run(move |d| d.remove_root(&local, mode)).await
 }
 
 #[tauri::command]
-pub async fn open_path(path: String) -> Result<(), String> {
-    spawn_detached("xdg-open", &[&path])
+pub async fn open_path(path: String) -> Res<()> {
+    desktop::open(&path)
 }
 
-/// Shows the file selected in the file manager (org.freedesktop.FileManager1), or opens its
-/// folder when no file manager offers that.
+/// Shows the file selected in the file manager, or opens its folder.
 #[tauri::command]
-pub async fn reveal(path: String) -> Result<(), String> {
-    let uri = url::Url::from_file_path(&path)
-        .map_err(|_| format!("{path} is not a full path"))?
-        .to_string();
-    let ok = std::process::Command::new("gdbus")
-        .args([
-            "call",
-            "--session",
-            "--dest",
-            "org.freedesktop.FileManager1",
-            "--object-path",
-            "/org/freedesktop/FileManager1",
-            "--method",
-            "org.freedesktop.FileManager1.ShowItems",
-            &format!("['{}']", uri.replace('\'', "%27")),
-            "",
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Ok(());
-    }
-    let parent = std::path::Path::new(&path)
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or(path);
-    spawn_detached("xdg-open", &[&parent])
+pub async fn reveal(path: String) -> Res<()> {
+    desktop::reveal(&path)
 }
 
 // ------------------------------------------------------------------ wizard
 
-/// What the wizard collected: the remote (as `add-root` takes it) and its secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Form {
-    pub kind: String,
-    #[serde(flatten)]
-    pub remote: RemoteSpec,
-    /// Password, or `ACCESS:SECRET` for S3.
-    #[serde(default)]
-    pub secret: Option<String>,
-}
-
-impl Form {
-    /// The remote, with empty fields left out.
-    pub fn spec(&self) -> RemoteSpec {
-        let keep = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        RemoteSpec {
-            url: self.remote.url.clone(),
-            user: keep(&self.remote.user),
-            endpoint: keep(&self.remote.endpoint),
-            region: keep(&self.remote.region),
-            path_style: self.remote.path_style,
-        }
-    }
+#[tauri::command]
+pub async fn test_connection(form: Form) -> Res<String> {
+    wizard::test_connection(&form).await
 }
 
 #[tauri::command]
-pub async fn test_connection(form: Form) -> Result<String, String> {
-    crate::wizard::test_connection(&form).await
+pub async fn add_account(d: State<'_, Daemon>, form: Form, local: String) -> Res<AddRootResult> {
+    d.run(move |d| wizard::add_account(d, &form, &local)).await
 }
 
 #[tauri::command]
-pub async fn add_account(form: Form, local: String) -> Result<AddRootResult, String> {
-    crate::wizard::add_account(form, local).await
-}
-
-#[tauri::command]
-pub async fn nextcloud_login(
-    app: tauri::AppHandle,
-    server: String,
-) -> Result<crate::wizard::AppPassword, String> {
-    crate::wizard::nextcloud_login(&server, |url| {
-        let _ = app;
-        spawn_detached("xdg-open", &[url])
-    })
-    .await
+pub async fn nextcloud_login(server: String) -> Res<AppPassword> {
+    wizard::nextcloud_login(&server, |url| desktop::open(url).map_err(|e| e.message))
+        .await
+        .map_err(ApiError::remote)
 }
 
 // ------------------------------------------------------------------ start at login
@@ -258,17 +126,19 @@ pub fn autostart_enabled() -> bool {
 }
 
 #[tauri::command]
-pub fn set_autostart(enabled: bool) -> Result<(), String> {
+pub fn set_autostart(enabled: bool) -> Res<()> {
     let f = autostart_file();
+    let failed =
+        |e: std::io::Error| ApiError::internal(format!("cannot change {}: {e}", f.display()));
     if enabled {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "skyfill-tray".into());
-        std::fs::create_dir_all(f.parent().unwrap()).map_err(|e| e.to_string())?;
-        std::fs::write(&f, autostart_entry(&exe)).map_err(|e| e.to_string())
+        std::fs::create_dir_all(f.parent().unwrap()).map_err(failed)?;
+        std::fs::write(&f, autostart_entry(&exe)).map_err(failed)
     } else {
         match std::fs::remove_file(&f) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
             _ => Ok(()),
         }
     }
@@ -277,33 +147,6 @@ pub fn set_autostart(enabled: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_map_to_protocol_requests() {
-        assert!(matches!(
-            action_request("offline", "/c/d".into()).unwrap(),
-            RequestBody::Pin {
-                setting: PinSetting::Pinned,
-                recursive: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            action_request("free", "/c/d".into()).unwrap(),
-            RequestBody::Free {
-                recursive: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            action_request("online-only", "/c".into()).unwrap(),
-            RequestBody::Pin {
-                setting: PinSetting::OnlineOnly,
-                ..
-            }
-        ));
-        assert!(action_request("explode", "/c".into()).is_err());
-    }
 
     #[test]
     fn forms_become_specs_and_autostart_entries_are_valid() {

@@ -1,93 +1,23 @@
-//! The app's link to skyfilld, over the shared protocol (`skyfill::ipc`): one long-lived
-//! subscription (events go to the window as "daemon" events and to the tray), and a short
-//! connection per command. On every (re)connection the secrets kept in the user's keyring are
-//! handed to the daemon for roots that need sign-in.
+//! The app's subscription to skyfilld's events, over the shared protocol (`skyfill::ipc`): one
+//! long-lived connection, made again whenever it ends. It only announces: each daemon event as
+//! the app event [`EVENTS`] and each change of the connection as [`CONNECTION`], which the
+//! window (`ui/public/src/api.js`), the tray (`tray.rs`) and the notifications (`notify.rs`)
+//! listen to; it tells the request handle ([`Daemon`]) whether the daemon is connected. On
+//! every (re)connection the secrets kept in the user's keyring are handed to the daemon for
+//! roots that need sign-in.
 //!
-//! Every connection has the client's default bounds (`skyfill::ipc::client::Timeouts`):
-//! connecting, the handshake and each request give up when the daemon stays silent, so a hung
-//! daemon never blocks a command for good. The subscription waits for events as long as it
-//! takes (they may be rare); after [`QUIET`] without one it only checks, on a second
-//! connection, that the daemon still answers.
+//! Connecting and the handshake have the client's default bounds
+//! (`skyfill::ipc::client::Timeouts`). The subscription waits for events as long as it takes
+//! (they may be rare); after [`QUIET`] without one it only checks, on a second connection,
+//! that the daemon still answers.
 
-use serde::Serialize;
+use crate::daemon::{self, Connection, Daemon, CONNECTION, EVENTS};
 use skyfill::credentials;
 use skyfill::ipc::client::{Client, ClientError};
-use skyfill::ipc::proto::{ErrorCode, Event, RequestBody, RootInfo, PROTOCOL_VERSION};
+use skyfill::ipc::proto::{Event, RootInfo};
 use skyfill::remote::RemoteSpec;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 use tauri::{AppHandle, Emitter, Manager};
-
-/// What the window shows about the daemon connection.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Connection {
-    pub connected: bool,
-    /// Plain words, with how to fix it, when not connected.
-    pub message: Option<String>,
-    pub daemon: Option<String>,
-}
-
-impl Default for Connection {
-    fn default() -> Self {
-        Connection {
-            connected: false,
-            message: Some("Connecting to the Skyfill daemon…".into()),
-            daemon: None,
-        }
-    }
-}
-
-#[derive(Default)]
-pub struct Shared {
-    pub conn: Mutex<Connection>,
-}
-
-/// The daemon's socket: `SKYFILL_SOCKET`, else the system one.
-pub fn socket() -> PathBuf {
-    std::env::var_os("SKYFILL_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/skyfill/skyfill.sock"))
-}
-
-/// What to tell the user when the daemon cannot be used.
-pub fn explain(e: &ClientError) -> String {
-    match e {
-        ClientError::Connect { source, .. } => match source.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                "The Skyfill daemon is not running. Start it with: sudo systemctl start skyfilld"
-                    .into()
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "You may not use the Skyfill daemon's socket. Check that it runs and that /run/skyfill is reachable.".into()
-            }
-            _ => format!("Cannot reach the Skyfill daemon: {source}"),
-        },
-        ClientError::Daemon {
-            code: ErrorCode::VersionMismatch,
-            message,
-        } => format!(
-            "The Skyfill daemon speaks another protocol version ({message}). Update Skyfill so the app and the daemon match."
-        ),
-        ClientError::Timeout(d) => format!(
-            "The Skyfill daemon did not answer within {} s. Restart it with: sudo systemctl restart skyfilld",
-            d.as_secs().max(1)
-        ),
-        other => format!("The Skyfill daemon: {other}"),
-    }
-}
-
-/// A connection for one command; errors in plain words.
-pub fn client() -> Result<Client, String> {
-    let c = Client::connect(&socket(), "skyfill-tray").map_err(|e| explain(&e))?;
-    if c.hello.version != PROTOCOL_VERSION {
-        return Err(format!(
-            "The Skyfill daemon speaks protocol {} and this app {}. Update Skyfill so they match.",
-            c.hello.version, PROTOCOL_VERSION
-        ));
-    }
-    Ok(c)
-}
 
 pub fn spec_of(r: &RootInfo) -> RemoteSpec {
     RemoteSpec {
@@ -101,18 +31,13 @@ pub fn spec_of(r: &RootInfo) -> RemoteSpec {
 
 /// Hands the keyring's secrets to the daemon for roots that need sign-in.
 fn resend_secrets(c: &mut Client) {
-    let Ok(v) = c.call(RequestBody::Roots) else {
+    let Ok(roots) = c.roots() else {
         return;
     };
-    let roots: Vec<RootInfo> = serde_json::from_value(v).unwrap_or_default();
     for r in roots.iter().filter(|r| !r.signed_in) {
         match credentials::load(&spec_of(r)) {
             Ok(Some(secret)) => {
-                let res = c.call(RequestBody::Login {
-                    local: r.local.clone(),
-                    secret,
-                    persist: r.secret_persisted,
-                });
+                let res = c.login(&r.local, &secret, r.secret_persisted);
                 tracing::info!(root = %r.local, ok = res.is_ok(), "secret from the keyring handed to the daemon");
             }
             Ok(None) => tracing::info!(root = %r.local, "no secret in the keyring"),
@@ -122,10 +47,8 @@ fn resend_secrets(c: &mut Client) {
 }
 
 fn set(app: &AppHandle, c: Connection) {
-    let st = app.state::<Shared>();
-    *st.conn.lock().unwrap() = c.clone();
-    let _ = app.emit("connection", &c);
-    crate::tray::refresh(app);
+    app.state::<Daemon>().set_connection(c.clone());
+    let _ = app.emit(CONNECTION, &c);
 }
 
 /// How long the subscription waits for an event before it checks that the daemon still
@@ -159,14 +82,14 @@ pub fn spawn(app: AppHandle) {
 }
 
 fn run_once(app: &AppHandle) {
-    let mut c = match client() {
+    let mut c = match daemon::connect(app.state::<Daemon>().socket()) {
         Ok(c) => c,
-        Err(message) => {
+        Err(e) => {
             set(
                 app,
                 Connection {
                     connected: false,
-                    message: Some(message),
+                    message: Some(daemon::explain(&e)),
                     daemon: None,
                 },
             );
@@ -219,9 +142,7 @@ fn run_once(app: &AppHandle) {
 }
 
 fn on_event(app: &AppHandle, ev: &Event) {
-    let _ = app.emit("daemon", ev);
-    crate::tray::on_event(app, ev);
-    crate::notify::on_event(app, ev);
+    let _ = app.emit(EVENTS, ev);
 }
 
 #[cfg(test)]
@@ -236,17 +157,5 @@ mod tests {
         assert_eq!(after_wait(&quiet, || true), Next::Wait);
         assert_eq!(after_wait(&quiet, || false), Next::End);
         assert_eq!(after_wait(&Err(ClientError::Closed), || true), Next::End);
-    }
-
-    #[test]
-    fn silent_and_mismatched_daemons_are_explained() {
-        let e = explain(&ClientError::Timeout(Duration::from_secs(30)));
-        assert!(e.contains("did not answer within 30 s"), "{e}");
-        assert!(e.contains("systemctl restart skyfilld"), "{e}");
-        let e = explain(&ClientError::Daemon {
-            code: ErrorCode::VersionMismatch,
-            message: "daemon speaks protocol 2, client 1".into(),
-        });
-        assert!(e.contains("another protocol version"), "{e}");
     }
 }

@@ -2,8 +2,15 @@
 //! web front end in `ui/public`) with Files, Activity and Settings views and the first-run
 //! wizard. It talks to `skyfilld` only through the shared protocol (`skyfill::ipc`).
 //! `--hidden` starts it in the tray only (XDG autostart).
+//!
+//! Modules, each using only those below it: `commands` (what the window may `invoke`) over
+//! `wizard` and `desktop`; `tray` and `notify`, which follow the app events; `link` (the
+//! subscription, which announces the daemon's events and the connection as app events); and
+//! `daemon` (the one request connection, typed calls, errors as `{code, message}`).
 
 mod commands;
+mod daemon;
+mod desktop;
 mod link;
 mod notify;
 mod tray;
@@ -21,7 +28,7 @@ fn main() {
     let hidden = std::env::args().any(|a| a == "--hidden");
     tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())
-        .manage(link::Shared::default())
+        .manage(daemon::Daemon::new(daemon::socket()))
         .invoke_handler(tauri::generate_handler![
             commands::connection,
             commands::home_dir,
@@ -43,6 +50,7 @@ fn main() {
         ])
         .setup(move |app| {
             tray::build(app.handle())?;
+            notify::listen(app.handle());
             if hidden {
                 if let Some(w) = app.get_webview_window("main") {
                     let _ = w.hide();

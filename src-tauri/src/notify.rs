@@ -1,12 +1,12 @@
 //! Desktop notifications (org.freedesktop.Notifications through the notification plugin):
 //! conflicts, sign-in needed, the disk budget reached, and "APP is downloading N files" with
-//! the way to block it.
+//! the way to block it. They follow the daemon events the subscription (`link.rs`) announces.
 
-use skyfill::ipc::proto::{ErrorCode, Event};
+use skyfill::ipc::proto::{Direction, ErrorCode, Event};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tauri::AppHandle;
+use tauri::{AppHandle, Listener};
 use tauri_plugin_notification::NotificationExt;
 
 /// Per application: when its current burst began, the files it downloads, whether told.
@@ -55,7 +55,7 @@ pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
             app: Some(who),
             direction,
             ..
-        } if direction == "down" => {
+        } if *direction == Direction::Down => {
             let mut g = DOWNLOADS.lock().unwrap();
             let m = g.get_or_insert_with(HashMap::new);
             let e = m
@@ -82,10 +82,20 @@ fn short(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-pub fn on_event(app: &AppHandle, ev: &Event) {
+fn on_event(app: &AppHandle, ev: &Event) {
     if let Some((t, b)) = message_for(ev, Instant::now()) {
         send(app, &t, &b);
     }
+}
+
+/// Notifies from now on about the daemon events that deserve it.
+pub fn listen(app: &AppHandle) {
+    let h = app.clone();
+    app.listen_any(crate::daemon::EVENTS, move |e| {
+        if let Ok(ev) = serde_json::from_str::<Event>(e.payload()) {
+            on_event(&h, &ev)
+        }
+    });
 }
 
 #[cfg(test)]
@@ -114,7 +124,7 @@ mod tests {
         for i in 0..12 {
             let p = Event::Progress {
                 path: format!("/c/f{i}"),
-                direction: "down".into(),
+                direction: Direction::Down,
                 done: 0,
                 total: 10,
                 pid: Some(7),
@@ -128,7 +138,7 @@ mod tests {
         assert_eq!(told, 1, "told once per burst");
         let ok = Event::Root {
             local: "/c".into(),
-            change: "online".into(),
+            change: skyfill::ipc::proto::RootChange::Online,
         };
         assert!(message_for(&ok, now).is_none());
     }

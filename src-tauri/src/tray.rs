@@ -1,14 +1,20 @@
 //! The tray icon (StatusNotifierItem; Tauri falls back to XEmbed) and its menu: open the sync
 //! folder, the current activity, pause/resume, free up space and make available offline for
 //! the whole root, open the window, quit. Icon and tooltip follow the overall state.
+//!
+//! The tray follows the app events the subscription (`link.rs`) announces: the connection,
+//! transfers (`progress`), and root changes and errors, after which it asks the daemon for the
+//! roots again (through the request handle, `daemon.rs`). Each root's state (offline, paused,
+//! needs sign-in, ...) is the daemon's word; the tray never reads error text.
 
-use crate::commands;
-use skyfill::ipc::proto::{Event, RootInfo};
+use crate::daemon::{self, ApiError, Connection, Daemon};
+use crate::desktop;
+use skyfill::ipc::proto::{Event, RootInfo, RootState};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
-use tauri::{AppHandle, Manager};
+use tauri::{AppHandle, Listener, Manager};
 
 /// The overall state shown by the tray (same order as the window's `overall()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,7 @@ impl Overall {
             Overall::SignIn => "Skyfill: sign-in needed".into(),
             Overall::Paused => "Skyfill: paused".into(),
             Overall::Offline => "Skyfill: offline; your changes are kept".into(),
+            Overall::Syncing(0) => "Skyfill: syncing".into(),
             Overall::Syncing(n) => {
                 format!("Skyfill: syncing {n} file{}", if n == 1 { "" } else { "s" })
             }
@@ -50,46 +57,84 @@ impl Overall {
     }
 }
 
-/// Computes the overall state from the connection, the roots and running transfers.
+/// Every root is paused (none: false).
+pub fn all_paused(roots: &[RootInfo]) -> bool {
+    !roots.is_empty()
+        && roots
+            .iter()
+            .all(|r| r.paused || r.state == RootState::Paused)
+}
+
+/// Computes the overall state from the connection, the roots (their state as the daemon
+/// says) and running transfers.
 pub fn overall(connected: bool, roots: &[RootInfo], active: usize) -> Overall {
+    let any = |s: RootState| roots.iter().any(|r| r.state == s);
     if !connected {
         return Overall::Error;
     }
     if roots.is_empty() {
         return Overall::Idle;
     }
-    if roots.iter().any(|r| !r.signed_in) {
+    if any(RootState::NeedsSignIn) || roots.iter().any(|r| !r.signed_in) {
         return Overall::SignIn;
     }
-    if roots.iter().all(|r| r.paused) {
+    if all_paused(roots) {
         return Overall::Paused;
     }
-    if roots.iter().any(|r| {
-        r.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("unreachable"))
-    }) {
+    if any(RootState::Offline) {
         return Overall::Offline;
     }
-    if active > 0 {
+    if active > 0 || any(RootState::Syncing) {
         return Overall::Syncing(active);
     }
-    if roots.iter().any(|r| r.last_error.is_some()) {
+    if any(RootState::Error) {
         return Overall::Error;
     }
     Overall::Ok
 }
 
+/// The menu's activity line: the first download in progress, and how many more.
+pub fn activity_line(transfers: &HashMap<String, Transfer>) -> String {
+    match transfers.iter().next() {
+        None => "Up to date".to_string(),
+        Some((p, (d, n, who))) => {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            let by = who
+                .as_deref()
+                .map(|w| format!(" for {w}"))
+                .unwrap_or_default();
+            let pct = if *n > 0 { d * 100 / n } else { 0 };
+            if transfers.len() > 1 {
+                format!(
+                    "Downloading {name}{by} ({pct} %) and {} more",
+                    transfers.len() - 1
+                )
+            } else {
+                format!("Downloading {name}{by} ({pct} %)")
+            }
+        }
+    }
+}
+
 /// A download in progress: bytes done, total, the program it is for.
 pub type Transfer = (u64, u64, Option<String>);
+
+/// What the tray knows, from the app events and the last `roots` answer.
+#[derive(Default)]
+pub struct View {
+    pub connected: bool,
+    pub roots: Vec<RootInfo>,
+    /// Downloads in progress: path -> (done, total, app).
+    pub transfers: HashMap<String, Transfer>,
+    /// The state the icon shows.
+    last: Option<Overall>,
+}
 
 pub struct TrayState {
     pub icon: TrayIcon,
     pub activity: MenuItem<tauri::Wry>,
     pub pause: MenuItem<tauri::Wry>,
-    /// Downloads in progress: path -> (done, total, app).
-    pub transfers: Mutex<HashMap<String, Transfer>>,
-    pub last: Mutex<Option<Overall>>,
+    pub view: Mutex<View>,
 }
 
 pub fn build(app: &AppHandle) -> tauri::Result<()> {
@@ -137,29 +182,42 @@ pub fn build(app: &AppHandle) -> tauri::Result<()> {
         icon,
         activity,
         pause,
-        transfers: Mutex::new(HashMap::new()),
-        last: Mutex::new(None),
+        view: Mutex::new(View::default()),
+    });
+    let h = app.clone();
+    app.listen_any(daemon::EVENTS, move |e| {
+        match serde_json::from_str::<Event>(e.payload()) {
+            Ok(ev) => on_event(&h, &ev),
+            Err(err) => tracing::debug!(error = %err, "unreadable daemon event"),
+        }
+    });
+    let h = app.clone();
+    app.listen_any(daemon::CONNECTION, move |e| {
+        if let Ok(c) = serde_json::from_str::<Connection>(e.payload()) {
+            on_connection(&h, &c)
+        }
     });
     Ok(())
 }
 
 async fn menu_action(app: &AppHandle, id: &str) {
-    let roots = commands::roots().await.unwrap_or_default();
-    let res: Result<(), String> = match id {
+    let d = app.state::<Daemon>().inner().clone();
+    let roots = d.run(|d| d.roots()).await.unwrap_or_default();
+    let res: Result<(), ApiError> = match id {
         "open-folder" => match roots.first() {
-            Some(r) => commands::open_path(r.local.clone()).await,
-            None => show_window(app),
+            Some(r) => desktop::open(&r.local),
+            None => show_window(app).map_err(ApiError::internal),
         },
         "pause" => {
-            let paused = !roots.is_empty() && roots.iter().all(|r| r.paused);
-            commands::set_paused(!paused).await.map(|_| ())
+            let paused = all_paused(&roots);
+            d.run(move |d| d.set_paused(!paused)).await.map(|_| ())
         }
         "free" | "offline" => {
             let action = if id == "free" { "free" } else { "offline" };
             let paths: Vec<String> = roots.iter().map(|r| r.local.clone()).collect();
-            commands::act(action.into(), paths).await.map(|_| ())
+            d.run(move |d| d.act(action, &paths)).await.map(|_| ())
         }
-        "window" => show_window(app),
+        "window" => show_window(app).map_err(ApiError::internal),
         "quit" => {
             app.exit(0);
             Ok(())
@@ -167,9 +225,9 @@ async fn menu_action(app: &AppHandle, id: &str) {
         _ => Ok(()),
     };
     if let Err(e) = res {
-        crate::notify::send(app, "Skyfill", &e);
+        crate::notify::send(app, "Skyfill", &e.message);
     }
-    refresh(app);
+    reload(app);
 }
 
 pub fn show_window(app: &AppHandle) -> Result<(), String> {
@@ -181,86 +239,93 @@ pub fn show_window(app: &AppHandle) -> Result<(), String> {
     w.set_focus().map_err(|e| e.to_string())
 }
 
-/// Re-reads the roots and updates icon, tooltip and menu words.
-pub fn refresh(app: &AppHandle) {
+/// Asks the daemon for the roots again (when connected), then shows them.
+pub fn reload(app: &AppHandle) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        let connected = app
-            .state::<crate::link::Shared>()
-            .conn
-            .lock()
-            .unwrap()
-            .connected;
-        let roots = if connected {
-            commands::roots().await.unwrap_or_default()
-        } else {
-            vec![]
-        };
         let Some(t) = app.try_state::<TrayState>() else {
             return;
         };
-        let (active, line) = {
-            let tr = t.transfers.lock().unwrap();
-            let line = match tr.iter().next() {
-                None => "Up to date".to_string(),
-                Some((p, (d, n, who))) => {
-                    let name = p.rsplit('/').next().unwrap_or(p);
-                    let by = who
-                        .as_deref()
-                        .map(|w| format!(" for {w}"))
-                        .unwrap_or_default();
-                    let pct = if *n > 0 { d * 100 / n } else { 0 };
-                    if tr.len() > 1 {
-                        format!("Downloading {name}{by} ({pct} %) and {} more", tr.len() - 1)
-                    } else {
-                        format!("Downloading {name}{by} ({pct} %)")
-                    }
-                }
-            };
-            (tr.len(), line)
-        };
-        let o = overall(connected, &roots, active);
-        let _ = t.activity.set_text(line);
-        let paused = !roots.is_empty() && roots.iter().all(|r| r.paused);
-        let _ = t.pause.set_text(if paused {
-            "Resume syncing"
-        } else {
-            "Pause syncing"
-        });
-        let mut last = t.last.lock().unwrap();
-        if *last != Some(o) {
-            if let Ok(img) = tauri::image::Image::from_bytes(o.icon()) {
-                let _ = t.icon.set_icon(Some(img));
-            }
-            let _ = t.icon.set_tooltip(Some(o.tooltip()));
-            *last = Some(o);
+        if !t.view.lock().unwrap().connected {
+            return;
         }
+        let d = app.state::<Daemon>().inner().clone();
+        let roots = d.run(|d| d.roots()).await.unwrap_or_default();
+        t.view.lock().unwrap().roots = roots;
+        render(&t);
     });
 }
 
-pub fn on_event(app: &AppHandle, ev: &Event) {
-    if let Some(t) = app.try_state::<TrayState>() {
-        if let Event::Progress {
+/// Updates icon, tooltip and menu words from what the tray knows (the view is not locked
+/// while the tray is changed: that may wait for the main thread).
+fn render(t: &TrayState) {
+    let (o, line, paused, changed) = {
+        let mut v = t.view.lock().unwrap();
+        let o = overall(v.connected, &v.roots, v.transfers.len());
+        let changed = v.last != Some(o);
+        v.last = Some(o);
+        (
+            o,
+            activity_line(&v.transfers),
+            all_paused(&v.roots),
+            changed,
+        )
+    };
+    let _ = t.activity.set_text(line);
+    let _ = t.pause.set_text(if paused {
+        "Resume syncing"
+    } else {
+        "Pause syncing"
+    });
+    if changed {
+        if let Ok(img) = tauri::image::Image::from_bytes(o.icon()) {
+            let _ = t.icon.set_icon(Some(img));
+        }
+        let _ = t.icon.set_tooltip(Some(o.tooltip()));
+    }
+}
+
+fn on_connection(app: &AppHandle, c: &Connection) {
+    let Some(t) = app.try_state::<TrayState>() else {
+        return;
+    };
+    {
+        let mut v = t.view.lock().unwrap();
+        v.connected = c.connected;
+        if !c.connected {
+            v.roots.clear();
+            v.transfers.clear();
+        }
+    }
+    render(&t);
+    reload(app);
+}
+
+fn on_event(app: &AppHandle, ev: &Event) {
+    let Some(t) = app.try_state::<TrayState>() else {
+        return;
+    };
+    match ev {
+        Event::Progress {
             path,
             done,
             total,
             app: who,
             ..
-        } = ev
-        {
-            let mut tr = t.transfers.lock().unwrap();
-            if done >= total {
-                tr.remove(path);
-            } else {
-                tr.insert(path.clone(), (*done, *total, who.clone()));
+        } => {
+            {
+                let mut v = t.view.lock().unwrap();
+                if done >= total {
+                    v.transfers.remove(path);
+                } else {
+                    v.transfers
+                        .insert(path.clone(), (*done, *total, who.clone()));
+                }
             }
+            render(&t);
         }
-    }
-    if matches!(
-        ev,
-        Event::Progress { .. } | Event::Root { .. } | Event::Error { .. }
-    ) {
-        refresh(app);
+        Event::Root { .. } | Event::Error { .. } | Event::Lagged { .. } => reload(app),
+        _ => {}
     }
 }
 
@@ -268,50 +333,89 @@ pub fn on_event(app: &AppHandle, ev: &Event) {
 mod tests {
     use super::*;
 
-    fn root(signed_in: bool, paused: bool, err: Option<&str>) -> RootInfo {
+    /// A root in `state` as the daemon reports it (signed in and paused to match).
+    fn root(state: RootState, err: Option<&str>) -> RootInfo {
         RootInfo {
             id: "1".into(),
             local: "/c".into(),
             remote: "dav://x/".into(),
             user: None,
             owner: 0,
-            paused,
-            signed_in,
+            paused: state == RootState::Paused,
+            signed_in: state != RootState::NeedsSignIn,
             secret_persisted: true,
             budget: None,
             last_error: err.map(str::to_string),
+            state,
         }
     }
 
     #[test]
     fn overall_state_in_order_of_what_matters() {
+        use RootState::*;
         assert_eq!(overall(false, &[], 0), Overall::Error);
         assert_eq!(overall(true, &[], 0), Overall::Idle);
         assert_eq!(
-            overall(true, &[root(false, false, None)], 0),
+            overall(true, &[root(NeedsSignIn, None)], 0),
             Overall::SignIn
         );
-        assert_eq!(overall(true, &[root(true, true, None)], 0), Overall::Paused);
+        assert_eq!(overall(true, &[root(Paused, None)], 0), Overall::Paused);
         assert_eq!(
             overall(
                 true,
-                &[root(true, false, Some("server unreachable; ..."))],
+                &[
+                    root(Offline, Some("server unreachable; ...")),
+                    root(UpToDate, None)
+                ],
                 3
             ),
             Overall::Offline
         );
         assert_eq!(
-            overall(true, &[root(true, false, None)], 2),
+            overall(true, &[root(UpToDate, None)], 2),
             Overall::Syncing(2)
         );
         assert_eq!(
-            overall(true, &[root(true, false, Some("HTTP 500"))], 0),
+            overall(true, &[root(Syncing, None)], 0),
+            Overall::Syncing(0)
+        );
+        assert_eq!(
+            overall(true, &[root(Error, Some("HTTP 500"))], 0),
             Overall::Error
         );
-        assert_eq!(overall(true, &[root(true, false, None)], 0), Overall::Ok);
+        assert_eq!(overall(true, &[root(UpToDate, None)], 0), Overall::Ok);
         assert_eq!(Overall::Syncing(1).tooltip(), "Skyfill: syncing 1 file");
+        assert_eq!(Overall::Syncing(0).tooltip(), "Skyfill: syncing");
         for o in [Overall::Error, Overall::Ok, Overall::Paused] {
             assert!(tauri::image::Image::from_bytes(o.icon()).is_ok());
         }
+    }
+
+    #[test]
+    fn the_daemon_decides_the_state_not_the_error_text() {
+        use RootState::*;
+        // Error text alone says nothing: the daemon's state does.
+        let r = root(Error, Some("server unreachable; retrying"));
+        assert_eq!(overall(true, &[r], 0), Overall::Error);
+        let r = root(UpToDate, Some("server unreachable (an old failure)"));
+        assert_eq!(overall(true, &[r], 0), Overall::Ok);
+        // Paused only when every root is.
+        let both = [root(Paused, None), root(UpToDate, None)];
+        assert!(!all_paused(&both));
+        assert_eq!(overall(true, &both, 0), Overall::Ok);
+        assert!(!all_paused(&[]));
+    }
+
+    #[test]
+    fn the_activity_line_names_the_download() {
+        let mut t = HashMap::new();
+        assert_eq!(activity_line(&t), "Up to date");
+        t.insert(
+            "/c/a/big.bin".to_string(),
+            (25, 100, Some("cat".to_string())),
+        );
+        assert_eq!(activity_line(&t), "Downloading big.bin for cat (25 %)");
+        t.insert("/c/b".to_string(), (0, 0, None));
+        assert!(activity_line(&t).ends_with(" and 1 more"));
     }
 }

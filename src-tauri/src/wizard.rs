@@ -3,14 +3,38 @@
 //! account (secret into the user's keyring, then handed to the daemon); Nextcloud's browser
 //! login flow (Login Flow v2), which yields an app password.
 
-use crate::commands::Form;
-use crate::link::client;
+use crate::daemon::{ApiError, Daemon, Res};
 use serde::{Deserialize, Serialize};
 use skyfill::credentials;
-use skyfill::ipc::proto::{AddRootResult, RequestBody};
+use skyfill::ipc::proto::{AddRootResult, ErrorCode};
 use skyfill::model::RelPath;
-use skyfill::remote::{http::HttpConfig, open_remote, RemoteError};
+use skyfill::remote::{http::HttpConfig, open_remote, RemoteError, RemoteSpec};
 use std::time::Duration;
+
+/// What the wizard collected: the remote (as `add-root` takes it) and its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Form {
+    pub kind: String,
+    #[serde(flatten)]
+    pub remote: RemoteSpec,
+    /// Password, or `ACCESS:SECRET` for S3.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl Form {
+    /// The remote, with empty fields left out.
+    pub fn spec(&self) -> RemoteSpec {
+        let keep = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        RemoteSpec {
+            url: self.remote.url.clone(),
+            user: keep(&self.remote.user),
+            endpoint: keep(&self.remote.endpoint),
+            region: keep(&self.remote.region),
+            path_style: self.remote.path_style,
+        }
+    }
+}
 
 /// Plain words for a failed test request.
 pub fn explain(e: &RemoteError, host: &str) -> String {
@@ -67,8 +91,17 @@ fn host_of(form: &Form) -> String {
         .unwrap_or(u)
 }
 
+/// The code a failed test request reports: `auth` for refused credentials, else `remote`.
+fn code_of(e: &RemoteError) -> ErrorCode {
+    match e {
+        RemoteError::Exhausted { last, .. } => code_of(last),
+        RemoteError::Auth { .. } => ErrorCode::Auth,
+        _ => ErrorCode::Remote,
+    }
+}
+
 /// A real request to the server: the folder (or bucket) must exist and the credentials work.
-pub async fn test_connection(form: &Form) -> Result<String, String> {
+pub async fn test_connection(form: &Form) -> Res<String> {
     let spec = form.spec();
     let host = host_of(form);
     let mut http = HttpConfig {
@@ -85,50 +118,35 @@ pub async fn test_connection(form: &Form) -> Result<String, String> {
         None,
         skyfill::asuser::UserCreds::current(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let res = r.stat(&RelPath::root()).await;
     let skew = skyfill::remote::config::clock_skew(&spec).await;
     if let Some(s) = skew.filter(|s| s.abs() > 300) {
-        return Err(format!(
+        return Err(ApiError::remote(format!(
             "This computer's clock is {} minutes {} the server's; set the clock (enable NTP) and try again.",
             s.abs() / 60,
             if s > 0 { "ahead of" } else { "behind" }
-        ));
+        )));
     }
     match res {
         Ok(_) => Ok(format!(
             "Connected to {host}: the folder is there and the sign-in works."
         )),
-        Err(e) => Err(explain(&e, &host)),
+        Err(e) => Err(ApiError::new(code_of(&e), explain(&e, &host))),
     }
 }
 
-/// Stores the secret in the keyring and adds the root (the daemon populates it at once).
-pub async fn add_account(form: Form, local: String) -> Result<AddRootResult, String> {
-    tauri::async_runtime::spawn_blocking(move || {
-        let spec = form.spec();
-        if let Some(s) = &form.secret {
-            credentials::store(&spec, s).map_err(|e| {
-                format!("Cannot store the password in your keyring: {e}. Is a keyring (GNOME Keyring, KWallet) running and unlocked?")
-            })?;
-        }
-        let mut c = client()?;
-        let v = c
-            .call(RequestBody::AddRoot {
-                local,
-                remote: spec,
-                secret: form.secret.clone(),
-                // Only in the keyring: the app hands it over again on every reconnection.
-                persist_secret: false,
-            })
-            .map_err(|e| match e {
-                skyfill::ipc::client::ClientError::Daemon { message, .. } => message,
-                other => crate::link::explain(&other),
-            })?;
-        serde_json::from_value(v).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+/// Stores the secret in the keyring and adds the root (the daemon populates it at once; it
+/// keeps the secret only in memory and the app hands it over again on every reconnection).
+/// Blocks.
+pub fn add_account(d: &Daemon, form: &Form, local: &str) -> Res<AddRootResult> {
+    let spec = form.spec();
+    if let Some(s) = &form.secret {
+        credentials::store(&spec, s).map_err(|e| {
+            ApiError::internal(format!("Cannot store the password in your keyring: {e}. Is a keyring (GNOME Keyring, KWallet) running and unlocked?"))
+        })?;
+    }
+    d.add_root(local, &spec, form.secret.as_deref())
 }
 
 /// What Nextcloud's login flow yields.

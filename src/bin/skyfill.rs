@@ -339,7 +339,7 @@ impl Cli {
         Ok(Client::connect(&self.socket, "skyfill-cli")?)
     }
 
-    fn print(&self, v: &serde_json::Value) {
+    fn print(&self, v: &impl serde::Serialize) {
         println!(
             "{}",
             if self.json {
@@ -351,11 +351,20 @@ impl Cli {
         );
     }
 
+    /// One JSON line of a typed result.
+    fn line(v: &impl serde::Serialize) -> String {
+        serde_json::to_string(v).unwrap_or_default()
+    }
+
     /// Runs a request that may report `job` progress, with a progress bar on a terminal.
-    fn call_job(&self, c: &mut Client, body: RequestBody) -> Res<serde_json::Value> {
+    fn call_job<T: serde::de::DeserializeOwned>(
+        &self,
+        c: &mut Client,
+        body: RequestBody,
+    ) -> Res<T> {
         let mut bar: Option<indicatif::ProgressBar> = None;
         let show = !self.json && std::io::stderr().is_terminal();
-        let v = c.call_with(body, &mut |e| {
+        let v = c.request_with(body, &mut |e| {
             if let (
                 Event::Job {
                     bytes_done,
@@ -400,12 +409,10 @@ impl Cli {
         let mut code = 0u8;
         for p in paths {
             let path = abs(p)?;
-            match self.call_job(&mut c, make(path.clone())) {
-                Ok(v) => {
-                    let r: BatchResult = serde_json::from_value(v.clone())
-                        .map_err(|e| Fail(1, anyhow!("unexpected answer from the daemon: {e}")))?;
+            match self.call_job::<BatchResult>(&mut c, make(path.clone())) {
+                Ok(r) => {
                     if self.json {
-                        let mut v = v;
+                        let mut v = serde_json::to_value(&r).unwrap_or_default();
                         v["path"] = path.clone().into();
                         println!("{v}");
                     } else {
@@ -445,17 +452,12 @@ impl Cli {
         let mut rows: Vec<PathStatus> = Vec::new();
         let mut code = 0;
         if paths.is_empty() {
-            let v = c.call(RequestBody::Status { path: None })?;
-            rows = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+            rows = c.status_all()?;
         }
         for p in paths {
             let path = abs(p)?;
-            match c.call(RequestBody::Status {
-                path: Some(path.clone()),
-            }) {
-                Ok(v) => {
-                    rows.push(serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?)
-                }
+            match c.status(&path) {
+                Ok(s) => rows.push(s),
                 Err(e) => {
                     let Fail(k, e) = Fail::from(e);
                     eprintln!("skyfill: {path}: {e:#}");
@@ -477,7 +479,7 @@ impl Cli {
             } else {
                 let state = match s.percent {
                     Some(p) => format!("{} {p:.0}%", s.state),
-                    None => s.state.clone(),
+                    None => s.state.to_string(),
                 };
                 println!(
                     "{:<14} {:<9} {:>10} {:>10}  {}",
@@ -496,8 +498,7 @@ impl Cli {
     }
 
     fn roots(&self) -> Res<Vec<RootInfo>> {
-        let v = self.connect()?.call(RequestBody::Roots)?;
-        Ok(serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?)
+        Ok(self.connect()?.roots()?)
     }
 
     fn login(&self, local: Option<&Path>, secret_stdin: bool, keyring_only: bool) -> Res {
@@ -527,11 +528,7 @@ impl Cli {
                         anyhow!("no terminal to ask for the secret; use --secret-stdin").into(),
                     );
                 };
-                c.call(RequestBody::Login {
-                    local: r.local.clone(),
-                    secret: secret.clone(),
-                    persist: !keyring_only,
-                })?;
+                c.login(&r.local, &secret, !keyring_only)?;
                 match credentials::store(&spec_of(r), &secret) {
                     Ok(()) => println!("signed in to {}; secret stored in your keyring", r.remote),
                     Err(e) => println!(
@@ -551,11 +548,7 @@ impl Cli {
                             if let Some(w) = plaintext_secret_warning(&r.remote) {
                                 eprintln!("warning: {}: {w}", r.local);
                             }
-                            match c.call(RequestBody::Login {
-                                local: r.local.clone(),
-                                secret,
-                                persist: r.secret_persisted,
-                            }) {
+                            match c.login(&r.local, &secret, r.secret_persisted) {
                                 Ok(_) => {
                                     n += 1;
                                     println!("signed in: {}", r.local);
@@ -647,10 +640,9 @@ impl Cli {
             ),
             "",
         );
-        let v = c.call(RequestBody::Doctor)?;
-        let d: DoctorResult = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
+        let d = c.doctor()?;
         for k in &d.checks {
-            line(&k.level, &k.what, &k.fix);
+            line(k.level.as_str(), &k.what, &k.fix);
         }
         if let Ok(roots) = self.roots() {
             for r in roots
@@ -682,14 +674,10 @@ impl Cli {
     fn config(&self, action: Option<ConfigCmd>) -> Res {
         let mut c = self.connect()?;
         let set = |c: &mut Client, key: &str, value: serde_json::Value, local: Option<String>| {
-            c.call(RequestBody::ConfigSet {
-                key: key.into(),
-                value,
-                local,
-            })
+            c.config_set(key, value, local.as_deref())
         };
-        let v = match action {
-            None | Some(ConfigCmd::Get) => c.call(RequestBody::ConfigGet)?,
+        let r = match action {
+            None | Some(ConfigCmd::Get) => c.config_get()?,
             Some(ConfigCmd::Set { key, value, root }) => {
                 let (k, v) =
                     skyfill::ipc::client::setting_value(&key, &value).map_err(|e| anyhow!(e))?;
@@ -702,8 +690,7 @@ impl Cli {
                 return Err(anyhow!("give a program name, not a path").into())
             }
             Some(cmd @ (ConfigCmd::Block { .. } | ConfigCmd::Unblock { .. })) => {
-                let cur: ConfigResult = serde_json::from_value(c.call(RequestBody::ConfigGet)?)
-                    .map_err(|e| anyhow!("bad answer: {e}"))?;
+                let cur = c.config_get()?;
                 let mut list = cur.settings.never_download;
                 match cmd {
                     ConfigCmd::Block { program } => {
@@ -718,10 +705,9 @@ impl Cli {
             }
         };
         if self.json {
-            println!("{v}");
+            println!("{}", Self::line(&r));
             return Ok(());
         }
-        let r: ConfigResult = serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
         let s = &r.settings;
         let rate = |n: u64| {
             if n == 0 {
@@ -786,17 +772,15 @@ impl Cli {
                     }
                 }
                 let mut c = self.connect()?;
-                let v = c.call(RequestBody::AddRoot {
+                let r: AddRootResult = c.request(RequestBody::AddRoot {
                     local: abs(&local)?,
                     remote: spec,
                     secret,
                     persist_secret: !keyring_only,
                 })?;
                 if self.json {
-                    println!("{v}");
+                    println!("{}", Self::line(&r));
                 } else {
-                    let r: AddRootResult =
-                        serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
                     println!(
                         "added {}: {} files and {} folders, online-only, in {:.2} s{}",
                         local.display(),
@@ -828,7 +812,7 @@ impl Cli {
                     RemoveMode::Refuse
                 };
                 let mut c = self.connect()?;
-                let v = self.call_job(
+                let r: RemoveResult = self.call_job(
                     &mut c,
                     RequestBody::RemoveRoot {
                         local: abs(&local)?,
@@ -836,10 +820,8 @@ impl Cli {
                     },
                 )?;
                 if self.json {
-                    println!("{v}");
+                    println!("{}", Self::line(&r));
                 } else {
-                    let r: RemoveResult =
-                        serde_json::from_value(v).map_err(|e| anyhow!("bad answer: {e}"))?;
                     println!(
                         "removed the sync root {}: {} files kept as ordinary files, {} online-only files removed",
                         local.display(),
@@ -919,29 +901,25 @@ impl Cli {
                 keyring_only,
             } => self.login(local.as_deref(), secret_stdin, keyring_only),
             Cmd::Pause { local } => {
-                let v = self.connect()?.call(RequestBody::Pause {
-                    local: local.as_deref().map(abs).transpose()?,
-                })?;
+                let local = local.as_deref().map(abs).transpose()?;
+                let v = self.connect()?.pause(local.as_deref())?;
                 self.print_paused(&v, "paused")
             }
             Cmd::Resume { local } => {
-                let v = self.connect()?.call(RequestBody::Resume {
-                    local: local.as_deref().map(abs).transpose()?,
-                })?;
+                let local = local.as_deref().map(abs).transpose()?;
+                let v = self.connect()?.resume(local.as_deref())?;
                 self.print_paused(&v, "resumed")
             }
             Cmd::Sync { path } => {
                 let mut c = self.connect()?;
-                let v = self.call_job(
+                let r: SyncResult = self.call_job(
                     &mut c,
                     RequestBody::Sync {
                         path: path.as_deref().map(abs).transpose()?,
                     },
                 )?;
-                let r: SyncResult =
-                    serde_json::from_value(v.clone()).map_err(|e| anyhow!("bad answer: {e}"))?;
                 if self.json {
-                    println!("{v}");
+                    println!("{}", Self::line(&r));
                 } else {
                     println!(
                         "synced {} root(s): {} uploaded, {} new from the server, {} downloaded for pinned folders, {} renamed, deleted or refreshed, {} conflict(s) kept as copies",
@@ -965,7 +943,7 @@ impl Cli {
             Cmd::Config { action } => self.config(action),
             Cmd::Doctor => self.doctor(),
             Cmd::Stats => {
-                let v = self.connect()?.call(RequestBody::Stats)?;
+                let v = self.connect()?.stats()?;
                 self.print(&v);
                 Ok(())
             }
@@ -1026,13 +1004,11 @@ impl Cli {
         }
     }
 
-    fn print_paused(&self, v: &serde_json::Value, what: &str) -> Res {
+    fn print_paused(&self, roots: &[RootInfo], what: &str) -> Res {
         if self.json {
-            println!("{v}");
+            println!("{}", Self::line(&roots));
             return Ok(());
         }
-        let roots: Vec<RootInfo> =
-            serde_json::from_value(v.clone()).map_err(|e| anyhow!("bad answer: {e}"))?;
         for r in roots {
             println!("{what}: {}", r.local);
         }

@@ -3,19 +3,19 @@
 //! server is unreachable; after a pass, pinned files download and the disk budget is kept.
 //! One pass at a time per root; the pass itself is `sync::Pass` (scan, plan, execute).
 
+use super::core::{Core, RootError};
+use super::error::{Error, Result};
 use super::rootfs::RootFs;
-use super::Daemon;
-use crate::hsm::evict;
-use crate::hsm::hydrate::Note;
-use crate::hsm::meta::Pin;
+use crate::fsutil;
+use crate::hsm::hydrate::Notice;
 use crate::hsm::placeholder::Owner;
-use crate::ipc::proto::{ErrorCode, Event};
-use crate::ipc::server::{fail, Fail};
+use crate::ipc::proto::{ErrorCode, Event, Skipped, SyncResult};
+use crate::ipc::server::Peer;
 use crate::model::RelPath;
 use crate::roots::RootRecord;
 use crate::sync::remote_scan::Snapshot;
 use crate::sync::watch::{DirKey, Watcher};
-use crate::sync::{budget, conflict, ignore::Ignore, Pass};
+use crate::sync::{conflict, ignore::Ignore, Pass};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
@@ -130,13 +130,24 @@ impl SyncCtl {
     }
 }
 
-impl Daemon {
+/// Sync passes: a view of the daemon's state with this one job.
+pub struct Passes<'a>(pub &'a Core);
+
+impl std::ops::Deref for Passes<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        self.0
+    }
+}
+
+impl Passes<'_> {
     /// Runs one sync pass of `r` now (waiting for a running one), then downloads pinned
     /// files and keeps the disk budget.
-    pub(super) async fn sync_root(&self, r: &RootRecord) -> Result<Done, Fail> {
+    pub async fn sync_root(&self, r: &RootRecord) -> Result<Done> {
         let deadline = Duration::from_secs(self.limits.pass_deadline_secs);
         // A pass stopped at an await point is like a crash there: the executor's order keeps
         // both sides consistent, and the next pass starts over.
+        self.set_syncing(r, true);
         let done = match tokio::time::timeout(deadline, self.sync_root_once(r)).await {
             Ok(d) => d,
             Err(_) => {
@@ -144,9 +155,10 @@ impl Daemon {
                     "sync pass gave up after {deadline:?} (pass_deadline_secs in limits.json); the next pass starts over"
                 );
                 tracing::warn!(root = %r.local.display(), "{msg}");
-                Err(self.pass_failed(r, msg))
+                Err(self.pass_failed(r, msg, false))
             }
         };
+        self.set_syncing(r, false);
         // A pass over a large root allocates its trees at once; hand the memory back to the
         // system rather than keeping the peak for the daemon's whole life.
         // SAFETY: plain glibc call.
@@ -155,8 +167,14 @@ impl Daemon {
     }
 
     /// A pass that did not finish: the root's error, and another try after a while.
-    fn pass_failed(&self, r: &RootRecord, msg: String) -> Fail {
-        self.set_error(r, Some(msg.clone()));
+    fn pass_failed(&self, r: &RootRecord, msg: String, offline: bool) -> Error {
+        self.set_error(
+            r,
+            Some(RootError {
+                message: msg.clone(),
+                offline,
+            }),
+        );
         self.sync
             .roots
             .lock()
@@ -164,12 +182,12 @@ impl Daemon {
             .entry(r.id.clone())
             .or_default()
             .retry_at = Some(Instant::now() + OFFLINE_RETRY);
-        fail(ErrorCode::Remote, msg)
+        Error::new(ErrorCode::Remote, msg)
     }
 
-    async fn sync_root_once(&self, r: &RootRecord) -> Result<Done, Fail> {
+    async fn sync_root_once(&self, r: &RootRecord) -> Result<Done> {
         let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
-            fail(
+            Error::new(
                 ErrorCode::Auth,
                 format!(
                     "{}: not signed in; run `skyfill login {}`",
@@ -225,7 +243,7 @@ impl Daemon {
             self.sync.keys.lock().unwrap().insert(k, r.id.clone());
         }
         for m in fs.touched.lock().unwrap().drain(..) {
-            self.on_note(Note::Changed(&m));
+            self.note(Notice::changed(&m));
         }
         let out = match res {
             Ok(o) => o,
@@ -237,7 +255,7 @@ impl Daemon {
                     e.to_string()
                 };
                 tracing::warn!(root = %r.local.display(), error = %e, "sync pass failed");
-                return Err(self.pass_failed(r, msg));
+                return Err(self.pass_failed(r, msg, offline));
             }
         };
         let rep = &out.report;
@@ -252,8 +270,8 @@ impl Daemon {
             self.emit(
                 r.uid,
                 Event::Conflict {
-                    path: Self::abs(r, p.as_str()),
-                    copy: Self::abs(r, copy.as_str()),
+                    path: Core::abs(r, p.as_str()),
+                    copy: Core::abs(r, copy.as_str()),
                 },
             );
         }
@@ -272,31 +290,37 @@ impl Daemon {
         if rep.offline {
             self.set_error(
                 r,
-                Some(
-                    "server unreachable; local changes are kept and sync resumes by itself".into(),
-                ),
+                Some(RootError {
+                    message:
+                        "server unreachable; local changes are kept and sync resumes by itself"
+                            .into(),
+                    offline: true,
+                }),
             );
         } else if let Some((p, e)) = rep.errors.first() {
             self.set_error(
                 r,
-                Some(format!(
-                    "{} item(s) not synced yet; first: {p}: {e}",
-                    rep.errors.len()
-                )),
+                Some(RootError {
+                    message: format!(
+                        "{} item(s) not synced yet; first: {p}: {e}",
+                        rep.errors.len()
+                    ),
+                    offline: false,
+                }),
             );
         } else {
             self.set_error(r, None);
         }
         *prev = Some(out.snapshot);
         drop(prev);
-        let got = match self.reconcile(r, &RelPath::root()).await {
+        let got = match self.files().reconcile(r, &RelPath::root()).await {
             Ok(b) => b.files,
-            Err((_, m)) => {
-                tracing::warn!(root = %r.local.display(), error = %m, "pinned files not downloaded");
+            Err(e) => {
+                tracing::warn!(root = %r.local.display(), error = %e, "pinned files not downloaded");
                 0
             }
         };
-        self.keep_budget(r, 0);
+        super::events::keep_budget(self.0, r, 0);
         Ok(Done {
             added: rep.placeholders,
             uploaded: rep.uploaded,
@@ -312,91 +336,61 @@ impl Daemon {
         })
     }
 
-    /// Evicts least recently used local files of `r` until `incoming` more bytes fit in its
-    /// budget. Pinned files, files with changes not uploaded and files in use stay.
-    pub(super) fn keep_budget(&self, r: &RootRecord, incoming: u64) {
-        let Some(b) = r.budget else { return };
-        let Ok(records) = self.index.below(&r.id, "") else {
-            return;
+    /// Looks for changes now (in `path`'s root, or in all of the caller's roots) and
+    /// downloads pinned files.
+    pub async fn sync_now(&self, peer: Peer, path: Option<&str>) -> Result<SyncResult> {
+        let targets: Vec<(RootRecord, RelPath)> = match path {
+            Some(p) => {
+                let (r, rel) = self.resolve(peer, p)?;
+                let root = self.open_root(&r)?;
+                // A file: look at its folder.
+                let is_dir = fsutil::open_beneath(root.as_fd(), &rel, libc::O_PATH, 0)
+                    .and_then(|fd| fsutil::fstat(fd.as_fd()))
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(false);
+                let rel = if is_dir {
+                    rel
+                } else {
+                    rel.parent().unwrap_or_default()
+                };
+                vec![(r, rel)]
+            }
+            None => self
+                .mine(peer)
+                .into_iter()
+                .map(|r| (r, RelPath::root()))
+                .collect(),
         };
-        let used: u64 = records.iter().map(|(_, rec)| rec.local_bytes).sum();
-        let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
-            Ok(v) => (
-                v.blocks() * v.fragment_size(),
-                v.blocks_available() * v.fragment_size(),
-            ),
-            Err(_) => (0, 0),
-        };
-        let limit = budget::limit(&b, used, total, avail);
-        if used + incoming <= limit {
-            return;
-        }
-        let Ok(root) = self.open_root(r) else { return };
-        let Ok(q) = self.quiet(&root) else { return };
-        let cands: Vec<budget::Candidate> = records
-            .iter()
-            .filter(|(_, rec)| rec.availability == "local" && rec.local_bytes > 0)
-            .filter_map(|(p, rec)| {
-                let path = RelPath::parse(p).ok()?;
-                let (pfd, name) = crate::fsutil::open_parent(q.as_fd(), &path).ok()?;
-                let st = crate::fsutil::stat_at(pfd.as_fd(), name).ok()?;
-                let m = evict::meta_at(pfd.as_fd(), name).ok()??;
-                let dirty = (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32))
-                    != (m.size, m.mtime)
-                    || m.version.is_empty();
-                Some(budget::Candidate {
-                    path,
-                    bytes: rec.local_bytes,
-                    atime: st.st_atime.max(st.st_ctime),
-                    pinned: m.pin == Pin::Pinned,
-                    dirty,
-                })
-            })
-            .collect();
-        let victims = budget::choose(&cands, used, incoming, limit);
-        let mut freed = 0u64;
-        for v in &victims {
-            match evict::evict(q.as_fd(), v, &self.group, true) {
-                Ok(n) => {
-                    freed += n;
-                    if let Ok((pfd, name)) = crate::fsutil::open_parent(q.as_fd(), v) {
-                        if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
-                            self.on_note(Note::Changed(&m));
-                        }
+        let mut out = SyncResult::default();
+        for (r, rel) in targets {
+            out.roots += 1;
+            match self.sync_root(&r).await {
+                Ok(done) => {
+                    out.added += done.added;
+                    out.downloaded += done.downloaded;
+                    out.uploaded += done.uploaded;
+                    out.conflicts += done.conflicts;
+                    out.changed += done.changed;
+                    out.waiting += done.waiting;
+                    for e in done.errors {
+                        out.errors.push(Skipped {
+                            path: Core::abs(&r, rel.as_str()),
+                            reason: e,
+                        });
                     }
                 }
-                Err(e) => tracing::debug!(path = %v, error = %e, "not evicted for the budget"),
+                Err(e) => out.errors.push(Skipped {
+                    path: Core::abs(&r, rel.as_str()),
+                    reason: e.message,
+                }),
             }
         }
-        tracing::info!(root = %r.local.display(), used, limit, incoming, freed, files = victims.len(), "disk budget kept");
-        if used + incoming > limit + freed {
-            self.emit(
-                r.uid,
-                Event::Error {
-                    path: Some(r.local.display().to_string()),
-                    code: ErrorCode::Remote,
-                    message: format!(
-                        "disk budget reached: {} of {} bytes used by pinned, changed or open files",
-                        used + incoming - freed,
-                        limit
-                    ),
-                },
-            );
-        }
-    }
-
-    /// The budget hook of the hydrator (root id, bytes about to be downloaded).
-    pub(super) fn budget_hook(&self, id: &str, bytes: u64) {
-        if let Some(r) = self.root_by_id(id) {
-            if r.budget.is_some() {
-                self.keep_budget(&r, bytes);
-            }
-        }
+        Ok(out)
     }
 }
 
 /// Folder events -> roots to sync. Events the daemon caused itself are dropped.
-pub(super) async fn watch_loop(d: Arc<Daemon>) {
+pub(super) async fn watch_loop(d: Arc<Core>) {
     let Some(w) = d.sync.watcher.as_ref() else {
         return;
     };
@@ -466,7 +460,7 @@ pub(super) async fn watch_loop(d: Arc<Daemon>) {
 /// Startup pass of every root, then passes when due.
 /// Starts due passes. Each root's pass is a task of its own (with the pass deadline), so a
 /// slow or endless server delays only its own root, never another user's.
-pub(super) async fn background(d: Arc<Daemon>) {
+pub(super) async fn background(d: Arc<Core>) {
     let running: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
     loop {
         let roots: Vec<RootRecord> = d.roots.read().unwrap().clone();
@@ -487,7 +481,7 @@ pub(super) async fn background(d: Arc<Daemon>) {
                 let (d, running) = (d.clone(), running.clone());
                 tokio::spawn(async move {
                     let span = tracing::info_span!("sync", root = %r.local.display());
-                    let _ = d.sync_root(&r).instrument(span).await;
+                    let _ = d.passes().sync_root(&r).instrument(span).await;
                     running.lock().unwrap().remove(&r.id);
                 });
             }

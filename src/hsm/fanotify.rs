@@ -1,35 +1,31 @@
-//! Thin adapter over the kernel's fanotify pre-content API (Linux >= 6.14): create the group,
-//! add and remove inode marks, parse events, write responses. No policy lives here; the
-//! constants newer than the system headers are defined locally (values checked against
-//! `include/uapi/linux/fanotify.h`, see `../shared/kernel-facts.md` section 1).
+//! The one adapter over the kernel's fanotify API, for both groups the daemon creates:
+//! - the pre-content group ([`Group`], Linux >= 6.14): placeholder marks, permission events
+//!   ([`Event`]) and their replies ([`Reply`]);
+//! - the folder watcher's notification group (`sync::watch`, file-handle mode), which drives a
+//!   [`Fanotify`] with its own flags and mask and reads the directory handle and name of each
+//!   event ([`RawEvent::dir_fid`]).
+//!
+//! It owns every fanotify syscall (init, mark, read, reply), the walk over a read buffer
+//! ([`RawEvents`]: metadata length, info records, ownership of event descriptors), the
+//! decoding of info records and of file handles. It translates kernel events into values and
+//! replies into writes; no policy lives here. Constants come from the `libc` crate; the two
+//! newer than it are defined here (values checked against `include/uapi/linux/fanotify.h`,
+//! see `../shared/kernel-facts.md` section 1).
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-pub const FAN_OPEN_PERM: u64 = 0x0001_0000;
-pub const FAN_ACCESS_PERM: u64 = 0x0002_0000;
-pub const FAN_OPEN_EXEC_PERM: u64 = 0x0004_0000;
+pub use libc::{FAN_ACCESS_PERM, FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, FAN_Q_OVERFLOW};
+
+/// The pre-content access event (Linux 6.14; not in `libc` yet).
 pub const FAN_PRE_ACCESS: u64 = 0x0010_0000;
-pub const FAN_Q_OVERFLOW: u64 = 0x0000_4000;
-
-const FAN_CLOEXEC: u32 = 0x01;
-const FAN_NONBLOCK: u32 = 0x02;
-const FAN_CLASS_PRE_CONTENT: u32 = 0x08;
-const FAN_UNLIMITED_QUEUE: u32 = 0x10;
-const FAN_UNLIMITED_MARKS: u32 = 0x20;
-
-const FAN_MARK_ADD: u32 = 0x01;
-const FAN_MARK_REMOVE: u32 = 0x02;
-const FAN_MARK_MOUNT: u32 = 0x10;
-const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x40;
-const FAN_MARK_IGNORE: u32 = 0x400;
-const SYS_OPEN_TREE: libc::c_long = 428;
-const OPEN_TREE_CLONE: u32 = 1;
-
-const FAN_ALLOW: u32 = 0x01;
-const FAN_DENY: u32 = 0x02;
+/// The info record holding a pre-content event's range (Linux 6.14; not in `libc` yet).
 const FAN_EVENT_INFO_TYPE_RANGE: u8 = 6;
-const FAN_NOFD: i32 = -1;
+
+/// The size of the buffer one read fills: many events at once, and always room for the
+/// largest single event (metadata, a file handle of `MAX_HANDLE_SZ` bytes and a name).
+pub const READ_BUF: usize = 64 * 1024;
 
 /// The events a placeholder's mark asks for.
 pub const PLACEHOLDER_MASK: u64 = FAN_PRE_ACCESS | FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
@@ -73,9 +69,22 @@ pub enum Reply {
     Deny(i32),
 }
 
-/// A pre-content fanotify group.
-pub struct Group {
-    fd: OwnedFd,
+impl Reply {
+    /// The `response` word of `struct fanotify_response`: a deny carries its errno in the top
+    /// byte; an errno the kernel would refuse (leaving the reader blocked) becomes EIO.
+    fn response(self) -> u32 {
+        match self {
+            Reply::Allow => libc::FAN_ALLOW,
+            Reply::Deny(e) => {
+                let e = if DENY_ERRNOS.contains(&e) {
+                    e
+                } else {
+                    libc::EIO
+                };
+                libc::FAN_DENY | ((e as u32 & 0xff) << 24)
+            }
+        }
+    }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -86,138 +95,80 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-impl Group {
-    /// A new group: unlimited queue (a full queue would silently allow access), unlimited
-    /// marks, event fds opened read-write so fills can be written through them.
-    pub fn new() -> io::Result<Group> {
-        let flags = FAN_CLASS_PRE_CONTENT
-            | FAN_CLOEXEC
-            | FAN_NONBLOCK
-            | FAN_UNLIMITED_QUEUE
-            | FAN_UNLIMITED_MARKS;
-        let ev_flags = (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
-        // SAFETY: plain syscall.
-        let fd = cvt(unsafe { libc::fanotify_init(flags, ev_flags) })?;
-        Ok(Group {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+/// A fanotify group descriptor of either class: the syscalls both groups share.
+#[derive(Debug)]
+pub struct Fanotify {
+    fd: OwnedFd,
+}
+
+impl Fanotify {
+    /// `fanotify_init(2)`: `flags` (class, `FAN_REPORT_*`, queue and mark limits) and the
+    /// open flags of the descriptors events carry.
+    pub fn init(flags: u32, event_f_flags: u32) -> io::Result<Fanotify> {
+        // SAFETY: fanotify_init takes two integers and touches no memory of ours.
+        let fd = cvt(unsafe { libc::fanotify_init(flags, event_f_flags) })?;
+        // SAFETY: `fd` is a descriptor the kernel has just opened for us; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Fanotify { fd })
     }
 
-    /// Wraps an inherited group descriptor (the keeper passes it to the worker).
+    /// Wraps an inherited group descriptor.
     ///
     /// # Safety
-    /// `fd` must be an open fanotify group descriptor owned by the caller.
-    pub unsafe fn from_raw(fd: RawFd) -> Group {
-        Group {
-            fd: OwnedFd::from_raw_fd(fd),
-        }
+    /// `fd` must be an open fanotify group descriptor that the caller owns and hands over.
+    pub unsafe fn from_raw(fd: RawFd) -> Fanotify {
+        // SAFETY: the caller hands over an open descriptor it owns (this function's contract).
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Fanotify { fd }
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.fd)
+        self.fd.as_fd()
     }
 
-    fn mark(
+    /// `fanotify_mark(2)` on the object behind `dir` (`path` `None`) or on `path` relative
+    /// to it.
+    pub fn mark(
         &self,
         flags: u32,
         mask: u64,
-        dirfd: RawFd,
-        path: Option<&std::ffi::CStr>,
+        dir: BorrowedFd<'_>,
+        path: Option<&CStr>,
     ) -> io::Result<()> {
-        let p = path.map(|p| p.as_ptr()).unwrap_or(std::ptr::null());
-        // SAFETY: valid descriptors and a NUL-terminated path or NULL.
-        cvt(unsafe { libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, dirfd, p) }).map(|_| ())
+        let p = path.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: both descriptors are open for the call (`self.fd` is owned, `dir` borrowed)
+        // and `p` is NULL or a NUL-terminated string borrowed for the call.
+        let r =
+            unsafe { libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, dir.as_raw_fd(), p) };
+        cvt(r).map(|_| ())
     }
 
-    /// Marks the inode behind `fd` (any open descriptor, O_PATH included).
-    pub fn mark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        self.mark(FAN_MARK_ADD, PLACEHOLDER_MASK, fd.as_raw_fd(), None)
-    }
-
-    /// Marks `name` in directory `dir` without opening it (no event to ourselves).
-    pub fn mark_at(&self, dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
-        self.mark(
-            FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
-            PLACEHOLDER_MASK,
-            dir.as_raw_fd(),
-            Some(name),
-        )
-    }
-
-    /// Removes our mark from the inode behind `fd`; a missing mark is not an error.
-    pub fn unmark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        match self.mark(FAN_MARK_REMOVE, PLACEHOLDER_MASK, fd.as_raw_fd(), None) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            r => r,
-        }
-    }
-
-    /// A private, detached clone of the mount holding `dir` whose accesses this group ignores:
-    /// the daemon can open marked files through it without raising events to itself.
-    pub fn private_mount(&self, dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-        let empty = std::ffi::CString::new("").unwrap();
-        // SAFETY: open_tree(2) on a valid directory fd with an empty path.
-        let fd = unsafe {
-            libc::syscall(
-                SYS_OPEN_TREE,
-                dir.as_raw_fd(),
-                empty.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor from the kernel.
-        let m = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let dot = std::ffi::CString::new(".").unwrap();
-        self.mark(
-            FAN_MARK_ADD | FAN_MARK_MOUNT | FAN_MARK_IGNORE | FAN_MARK_IGNORED_SURV_MODIFY,
-            PLACEHOLDER_MASK,
-            m.as_raw_fd(),
-            Some(&dot),
-        )?;
-        Ok(m)
-    }
-
-    /// Checks that the filesystem holding `dir` delivers pre-content events (ext4, xfs, btrfs
-    /// on Linux >= 6.14), by adding and removing a mark.
-    pub fn probe(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
-        self.mark(FAN_MARK_ADD, FAN_PRE_ACCESS, dir.as_raw_fd(), None)?;
-        let _ = self.mark(FAN_MARK_REMOVE, FAN_PRE_ACCESS, dir.as_raw_fd(), None);
-        Ok(())
-    }
-
-    /// Reads the events available now (non-blocking; empty when none).
-    pub fn read_events(&self) -> io::Result<Vec<Event>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        // SAFETY: buf is writable for its length.
+    /// Reads the events queued now into `buf` (the groups are non-blocking: nothing queued
+    /// reads as no events) and walks them. `buf` should hold [`READ_BUF`] bytes.
+    pub fn read<'b>(&self, buf: &'b mut [u8]) -> io::Result<RawEvents<'b>> {
+        // SAFETY: `buf` is writable for `buf.len()` bytes and exclusively borrowed for the call.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(Vec::new()),
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(RawEvents { buf: &[] }),
                 _ => Err(e),
             };
         }
-        Ok(parse_events(&buf[..n as usize]))
+        let buf: &'b [u8] = buf;
+        // SAFETY: the kernel has just written these bytes for this read, so every descriptor
+        // in them was installed for us and nothing owns it yet; this is the one walk of them.
+        Ok(unsafe { RawEvents::new(&buf[..n as usize]) })
     }
 
-    /// Answers a permission event by the number of its fd.
-    pub fn respond_raw(&self, fd: RawFd, reply: Reply) -> io::Result<()> {
-        let response = match reply {
-            Reply::Allow => FAN_ALLOW,
-            Reply::Deny(e) => {
-                let e = if DENY_ERRNOS.contains(&e) {
-                    e
-                } else {
-                    libc::EIO
-                };
-                FAN_DENY | ((e as u32 & 0xff) << 24)
-            }
+    /// Answers the permission event whose descriptor has number `fd`.
+    pub fn respond(&self, fd: RawFd, reply: Reply) -> io::Result<()> {
+        let r = libc::fanotify_response {
+            fd,
+            response: reply.response(),
         };
-        let r = libc::fanotify_response { fd, response };
-        // SAFETY: writes a plain struct.
+        // SAFETY: `r` is a live, initialised `fanotify_response` and we write exactly its size
+        // from its address.
         let n = unsafe {
             libc::write(
                 self.fd.as_raw_fd(),
@@ -230,34 +181,374 @@ impl Group {
         }
         Ok(())
     }
+}
+
+/// One event of a read buffer, as the kernel wrote it.
+#[derive(Debug)]
+pub struct RawEvent<'b> {
+    pub mask: u64,
+    pub pid: i32,
+    /// The event's descriptor, owned from here on (closed on drop unless taken); `None` for
+    /// `FAN_NOFD` (queue overflow, and every event of a file-handle group).
+    pub fd: Option<OwnedFd>,
+    /// The info records after the metadata.
+    info: &'b [u8],
+}
+
+impl<'b> RawEvent<'b> {
+    /// The info records of the event, in order.
+    pub fn info(&self) -> Infos<'b> {
+        Infos { buf: self.info }
+    }
+
+    /// The range of a pre-content event (the last range record).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        self.info().filter_map(|i| i.range()).last()
+    }
+
+    /// The directory of a file-handle event (the first well-formed DFID or DFID_NAME record).
+    pub fn dir_fid(&self) -> Option<DirFid<'b>> {
+        self.info().find_map(|i| i.dir_fid())
+    }
+}
+
+/// The events of one read buffer, in order. Each event's descriptor is owned by the
+/// [`RawEvent`] that yields it; events not walked are walked on drop, so no descriptor leaks
+/// (a permission event must still be answered: walk them all).
+#[derive(Debug)]
+pub struct RawEvents<'b> {
+    buf: &'b [u8],
+}
+
+impl<'b> RawEvents<'b> {
+    /// The walk of `buf`, a buffer of events (metadata, then info records, per event).
+    ///
+    /// # Safety
+    /// Every descriptor in `buf` that is not `FAN_NOFD` (or negative) must be open and owned
+    /// by nobody else: `buf` was just read from a group and is walked once (the walk takes
+    /// ownership of them).
+    pub unsafe fn new(buf: &'b [u8]) -> RawEvents<'b> {
+        RawEvents { buf }
+    }
+}
+
+impl<'b> Iterator for RawEvents<'b> {
+    type Item = RawEvent<'b>;
+
+    fn next(&mut self) -> Option<RawEvent<'b>> {
+        const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+        if self.buf.len() < META {
+            return None;
+        }
+        // SAFETY: `META` bytes are in bounds; `read_unaligned` copes with any alignment and
+        // the struct is plain integers, valid for every bit pattern.
+        let m: libc::fanotify_event_metadata =
+            unsafe { std::ptr::read_unaligned(self.buf.as_ptr().cast()) };
+        let len = m.event_len as usize;
+        if len < META || len > self.buf.len() {
+            self.buf = &[];
+            return None;
+        }
+        let (ev, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        let fd = (m.fd >= 0).then(|| {
+            // SAFETY: by the contract of `RawEvents::new`, the kernel installed this
+            // descriptor for us, nothing else owns it, and this walk visits each event once.
+            unsafe { OwnedFd::from_raw_fd(m.fd) }
+        });
+        Some(RawEvent {
+            mask: m.mask,
+            pid: m.pid,
+            fd,
+            info: ev.get(m.metadata_len as usize..).unwrap_or(&[]),
+        })
+    }
+}
+
+impl Drop for RawEvents<'_> {
+    fn drop(&mut self) {
+        self.by_ref().for_each(drop);
+    }
+}
+
+/// One info record of an event: its type and its bytes, header included.
+#[derive(Debug, Clone, Copy)]
+pub struct Info<'b> {
+    pub kind: u8,
+    pub bytes: &'b [u8],
+}
+
+/// A directory's file handle and, from a DFID_NAME record, the entry's name (without NUL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirFid<'b> {
+    pub handle_type: i32,
+    pub handle: &'b [u8],
+    pub name: Option<&'b [u8]>,
+}
+
+fn ne_u32(b: &[u8]) -> u32 {
+    u32::from_ne_bytes(b.try_into().unwrap())
+}
+
+fn ne_u64(b: &[u8]) -> u64 {
+    u64::from_ne_bytes(b.try_into().unwrap())
+}
+
+impl<'b> Info<'b> {
+    /// `fanotify_event_info_range`: header(4), padding(4), offset(8), count(8).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        if self.kind != FAN_EVENT_INFO_TYPE_RANGE || self.bytes.len() < 24 {
+            return None;
+        }
+        Some((ne_u64(&self.bytes[8..16]), ne_u64(&self.bytes[16..24])))
+    }
+
+    /// `fanotify_event_info_fid` of a DFID or DFID_NAME record: header(4), fsid(8),
+    /// `file_handle { handle_bytes: u32, handle_type: i32, f_handle[handle_bytes] }`, then
+    /// for DFID_NAME the name up to its NUL.
+    pub fn dir_fid(&self) -> Option<DirFid<'b>> {
+        let named = self.kind == libc::FAN_EVENT_INFO_TYPE_DFID_NAME;
+        if !(named || self.kind == libc::FAN_EVENT_INFO_TYPE_DFID) || self.bytes.len() < 20 {
+            return None;
+        }
+        let b = self.bytes;
+        let hb = ne_u32(&b[12..16]) as usize;
+        let handle_type = ne_u32(&b[16..20]) as i32;
+        let end = 20usize.checked_add(hb)?;
+        let handle = b.get(20..end)?;
+        let name = named.then(|| {
+            let rest = &b[end..];
+            &rest[..rest.iter().position(|&c| c == 0).unwrap_or(rest.len())]
+        });
+        Some(DirFid {
+            handle_type,
+            handle,
+            name,
+        })
+    }
+}
+
+/// The info records of one event, in order; a malformed record ends the walk.
+#[derive(Debug, Clone)]
+pub struct Infos<'b> {
+    buf: &'b [u8],
+}
+
+impl<'b> Iterator for Infos<'b> {
+    type Item = Info<'b>;
+
+    fn next(&mut self) -> Option<Info<'b>> {
+        // header: info_type(1), pad(1), len(2)
+        if self.buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([self.buf[2], self.buf[3]]) as usize;
+        if len < 4 || len > self.buf.len() {
+            self.buf = &[];
+            return None;
+        }
+        let (rec, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(Info {
+            kind: rec[0],
+            bytes: rec,
+        })
+    }
+}
+
+/// A pre-content fanotify group.
+pub struct Group {
+    raw: Fanotify,
+}
+
+impl Group {
+    /// A new group: unlimited queue (a full queue would silently allow access), unlimited
+    /// marks, event fds opened read-write so fills can be written through them.
+    pub fn new() -> io::Result<Group> {
+        let flags = libc::FAN_CLASS_PRE_CONTENT
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_UNLIMITED_QUEUE
+            | libc::FAN_UNLIMITED_MARKS;
+        let ev_flags = (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        Ok(Group {
+            raw: Fanotify::init(flags, ev_flags)?,
+        })
+    }
+
+    /// Wraps an inherited group descriptor (the keeper passes it to the worker).
+    ///
+    /// # Safety
+    /// `fd` must be an open fanotify group descriptor owned by the caller.
+    pub unsafe fn from_raw(fd: RawFd) -> Group {
+        // SAFETY: the caller's guarantee (this function's contract) is `Fanotify::from_raw`'s.
+        let raw = unsafe { Fanotify::from_raw(fd) };
+        Group { raw }
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.raw.as_fd()
+    }
+
+    /// Marks the inode behind `fd` (any open descriptor, O_PATH included).
+    pub fn mark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw
+            .mark(libc::FAN_MARK_ADD, PLACEHOLDER_MASK, fd, None)
+    }
+
+    /// Marks `name` in directory `dir` without opening it (no event to ourselves).
+    pub fn mark_at(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        self.raw.mark(
+            libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
+            PLACEHOLDER_MASK,
+            dir,
+            Some(name),
+        )
+    }
+
+    /// Removes our mark from the inode behind `fd`; a missing mark is not an error.
+    pub fn unmark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match self
+            .raw
+            .mark(libc::FAN_MARK_REMOVE, PLACEHOLDER_MASK, fd, None)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// A private, detached clone of the mount holding `dir` whose accesses this group ignores:
+    /// the daemon can open marked files through it without raising events to itself.
+    pub fn private_mount(&self, dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        // SAFETY: open_tree(2) reads a directory descriptor that is open for the call, a
+        // NUL-terminated (empty) path and integer flags; it writes no memory of ours.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                dir.as_raw_fd(),
+                c"".as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor the kernel has just opened for us; nothing else owns it.
+        let m = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        self.raw.mark(
+            libc::FAN_MARK_ADD
+                | libc::FAN_MARK_MOUNT
+                | libc::FAN_MARK_IGNORE
+                | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+            PLACEHOLDER_MASK,
+            m.as_fd(),
+            Some(c"."),
+        )?;
+        Ok(m)
+    }
+
+    /// Checks that the filesystem holding `dir` delivers pre-content events (ext4, xfs, btrfs
+    /// on Linux >= 6.14), by adding and removing a mark.
+    pub fn probe(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw
+            .mark(libc::FAN_MARK_ADD, FAN_PRE_ACCESS, dir, None)?;
+        let _ = self
+            .raw
+            .mark(libc::FAN_MARK_REMOVE, FAN_PRE_ACCESS, dir, None);
+        Ok(())
+    }
+
+    /// Reads the events available now (non-blocking; empty when none). Events without an fd
+    /// (queue overflow) are dropped with a log line: with an unlimited queue they do not
+    /// happen.
+    pub fn read_events(&self) -> io::Result<Vec<Event>> {
+        let mut buf = vec![0u8; READ_BUF];
+        let events = self.raw.read(&mut buf)?;
+        Ok(events.filter_map(permission_event).collect())
+    }
+
+    /// Answers a permission event by the number of its fd.
+    pub fn respond_raw(&self, fd: RawFd, reply: Reply) -> io::Result<()> {
+        self.raw.respond(fd, reply)
+    }
 
     pub fn respond(&self, ev: &Event, reply: Reply) -> io::Result<()> {
         self.respond_raw(ev.fd.as_raw_fd(), reply)
     }
 }
 
+/// What a pre-content group's event asks for.
+fn access(ev: &RawEvent<'_>) -> Access {
+    let base = if ev.mask & FAN_OPEN_EXEC_PERM != 0 {
+        Access::OpenExec
+    } else if ev.mask & FAN_OPEN_PERM != 0 {
+        Access::Open
+    } else {
+        Access::Pre {
+            offset: 0,
+            count: 0,
+        }
+    };
+    match ev.range() {
+        Some((offset, count)) if ev.mask & FAN_PRE_ACCESS != 0 => Access::Pre { offset, count },
+        _ => base,
+    }
+}
+
+/// A pre-content group's event as the hydrator takes it; `None` (logged) without an fd.
+fn permission_event(mut ev: RawEvent<'_>) -> Option<Event> {
+    let access = access(&ev);
+    let Some(fd) = ev.fd.take() else {
+        tracing::error!(
+            mask = ev.mask,
+            "fanotify event without fd (queue overflow?)"
+        );
+        return None;
+    };
+    Some(Event {
+        access,
+        fd,
+        pid: ev.pid,
+    })
+}
+
+/// `struct file_handle` with room for the largest handle, aligned as the kernel expects.
+#[repr(C)]
+struct HandleBuf {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; libc::MAX_HANDLE_SZ as usize],
+}
+
+impl HandleBuf {
+    fn new() -> HandleBuf {
+        HandleBuf {
+            handle_bytes: libc::MAX_HANDLE_SZ as u32,
+            handle_type: 0,
+            f_handle: [0; libc::MAX_HANDLE_SZ as usize],
+        }
+    }
+}
+
 /// A file handle (`name_to_handle_at`), to find a file again after a restart.
 pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<(i32, Vec<u8>)> {
-    let mut buf = vec![0u8; 8 + 128];
-    // SAFETY: file_handle header then 128 bytes of room.
-    unsafe {
-        let fh = buf.as_mut_ptr() as *mut libc::file_handle;
-        (*fh).handle_bytes = 128;
-        let mut mnt = 0;
-        let empty = std::ffi::CString::new("").unwrap();
-        if libc::name_to_handle_at(
+    let mut h = HandleBuf::new();
+    let mut mnt = 0;
+    // SAFETY: `h` is a `repr(C)` `struct file_handle` (same leading fields, same alignment)
+    // with `handle_bytes` bytes of room after its header; the path is an empty NUL-terminated
+    // string; `mnt` is a writable int; `fd` is open for the call.
+    let r = unsafe {
+        libc::name_to_handle_at(
             fd.as_raw_fd(),
-            empty.as_ptr(),
-            fh,
+            c"".as_ptr(),
+            (&mut h as *mut HandleBuf).cast(),
             &mut mnt,
             libc::AT_EMPTY_PATH,
-        ) < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        let n = (*fh).handle_bytes as usize;
-        Ok(((*fh).handle_type, buf[8..8 + n].to_vec()))
-    }
+        )
+    };
+    cvt(r)?;
+    let n = (h.handle_bytes as usize).min(h.f_handle.len());
+    Ok((h.handle_type, h.f_handle[..n].to_vec()))
 }
 
 /// Opens a file by handle relative to `mount` (the private mount, so no event is raised).
@@ -267,73 +558,274 @@ pub fn open_by_handle(
     bytes: &[u8],
     flags: i32,
 ) -> io::Result<OwnedFd> {
-    let mut buf = vec![0u8; 8 + bytes.len()];
-    buf[8..].copy_from_slice(bytes);
-    // SAFETY: a well-formed file_handle in buf.
-    unsafe {
-        let fh = buf.as_mut_ptr() as *mut libc::file_handle;
-        (*fh).handle_bytes = bytes.len() as u32;
-        (*fh).handle_type = htype;
-        let fd = libc::open_by_handle_at(mount.as_raw_fd(), fh, flags | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+    let mut h = HandleBuf::new();
+    // Longer than any handle: the kernel would say EINVAL too.
+    let Some(room) = h.f_handle.get_mut(..bytes.len()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    room.copy_from_slice(bytes);
+    h.handle_bytes = bytes.len() as u32;
+    h.handle_type = htype;
+    // SAFETY: `h` is a well-formed `struct file_handle` (`repr(C)`, aligned, `handle_bytes`
+    // bytes of handle after its header); `mount` is open for the call.
+    let fd = cvt(unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut h as *mut HandleBuf).cast(),
+            flags | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` is a descriptor the kernel has just opened for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Builders of read buffers in the kernel's layout, for the decoder tests here and in
+/// `sync::watch`.
+#[cfg(test)]
+pub(crate) mod test_buf {
+    /// One event: metadata (24 bytes) carrying `fd`, then the given info records.
+    pub fn event_fd(mask: u64, fd: i32, pid: i32, infos: &[Vec<u8>]) -> Vec<u8> {
+        let len = 24 + infos.iter().map(Vec::len).sum::<usize>();
+        let mut b = Vec::with_capacity(len);
+        b.extend_from_slice(&(len as u32).to_ne_bytes());
+        b.push(3); // FANOTIFY_METADATA_VERSION
+        b.push(0);
+        b.extend_from_slice(&24u16.to_ne_bytes());
+        b.extend_from_slice(&mask.to_ne_bytes());
+        b.extend_from_slice(&fd.to_ne_bytes());
+        b.extend_from_slice(&pid.to_ne_bytes());
+        for i in infos {
+            b.extend_from_slice(i);
         }
-        Ok(OwnedFd::from_raw_fd(fd))
+        b
+    }
+
+    /// One event without a descriptor (`FAN_NOFD`).
+    pub fn event(mask: u64, pid: i32, infos: &[Vec<u8>]) -> Vec<u8> {
+        event_fd(mask, libc::FAN_NOFD, pid, infos)
+    }
+
+    fn header(kind: u8, len: usize) -> Vec<u8> {
+        let mut b = vec![kind, 0];
+        b.extend_from_slice(&(len as u16).to_ne_bytes());
+        b
+    }
+
+    /// A pre-content range record.
+    pub fn range(offset: u64, count: u64) -> Vec<u8> {
+        let mut b = header(super::FAN_EVENT_INFO_TYPE_RANGE, 24);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&offset.to_ne_bytes());
+        b.extend_from_slice(&count.to_ne_bytes());
+        b
+    }
+
+    /// A DFID (`name` `None`) or DFID_NAME record, padded to 4 bytes as the kernel does.
+    pub fn dfid(htype: i32, handle: &[u8], name: Option<&str>) -> Vec<u8> {
+        let mut body = vec![0u8; 8]; // fsid
+        body.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+        body.extend_from_slice(&htype.to_ne_bytes());
+        body.extend_from_slice(handle);
+        let kind = match name {
+            Some(n) => {
+                body.extend_from_slice(n.as_bytes());
+                body.push(0);
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME
+            }
+            None => libc::FAN_EVENT_INFO_TYPE_DFID,
+        };
+        while (4 + body.len()) % 4 != 0 {
+            body.push(0);
+        }
+        let mut b = header(kind, 4 + body.len());
+        b.extend_from_slice(&body);
+        b
+    }
+
+    /// A record of another type (`len` bytes, header included).
+    pub fn other(kind: u8, len: usize) -> Vec<u8> {
+        let mut b = header(kind, len);
+        b.resize(len.max(4), 0);
+        b
     }
 }
 
-/// Parses a buffer of events (metadata plus info records). Events without an fd (queue
-/// overflow) are dropped with a log line: with an unlimited queue they do not happen.
-pub fn parse_events(buf: &[u8]) -> Vec<Event> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    let meta_len = std::mem::size_of::<libc::fanotify_event_metadata>();
-    while off + meta_len <= buf.len() {
-        // SAFETY: bounds checked; read_unaligned copes with alignment.
-        let m: libc::fanotify_event_metadata =
-            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
-        let ev_len = m.event_len as usize;
-        if ev_len < meta_len || off + ev_len > buf.len() {
-            break;
-        }
-        let mut access = if m.mask & FAN_OPEN_EXEC_PERM != 0 {
-            Access::OpenExec
-        } else if m.mask & FAN_OPEN_PERM != 0 {
-            Access::Open
-        } else {
-            Access::Pre {
-                offset: 0,
-                count: 0,
-            }
-        };
-        let mut i = off + m.metadata_len as usize;
-        while i + 4 <= off + ev_len {
-            let info_type = buf[i];
-            let len = u16::from_ne_bytes([buf[i + 2], buf[i + 3]]) as usize;
-            if len < 4 || i + len > off + ev_len {
-                break;
-            }
-            if info_type == FAN_EVENT_INFO_TYPE_RANGE && len >= 24 && m.mask & FAN_PRE_ACCESS != 0 {
-                let o = u64::from_ne_bytes(buf[i + 8..i + 16].try_into().unwrap());
-                let c = u64::from_ne_bytes(buf[i + 16..i + 24].try_into().unwrap());
-                access = Access::Pre {
-                    offset: o,
-                    count: c,
-                };
-            }
-            i += len;
-        }
-        if m.fd == FAN_NOFD || m.fd < 0 {
-            tracing::error!(mask = m.mask, "fanotify event without fd (queue overflow?)");
-        } else {
-            out.push(Event {
-                access,
-                // SAFETY: the kernel installed this fd for us.
-                fd: unsafe { OwnedFd::from_raw_fd(m.fd) },
-                pid: m.pid,
-            });
-        }
-        off += ev_len;
+#[cfg(test)]
+mod tests {
+    use super::test_buf::{dfid, event, event_fd, other, range};
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    /// Mask, pid and range of each event.
+    type Walked = (u64, i32, Option<(u64, u64)>);
+
+    fn walk(buf: &[u8]) -> Vec<Walked> {
+        // SAFETY: the test buffers carry no descriptor (FAN_NOFD).
+        unsafe { RawEvents::new(buf) }
+            .map(|e| (e.mask, e.pid, e.range()))
+            .collect()
     }
-    out
+
+    fn accesses(buf: &[u8]) -> Vec<Access> {
+        // SAFETY: the test buffers carry no descriptor (FAN_NOFD).
+        unsafe { RawEvents::new(buf) }.map(|e| access(&e)).collect()
+    }
+
+    #[test]
+    fn access_of_each_permission_event() {
+        let mut buf = event(FAN_PRE_ACCESS, 1, &[range(4096, 8192)]);
+        buf.extend(event(FAN_OPEN_PERM, 2, &[]));
+        buf.extend(event(FAN_OPEN_EXEC_PERM | FAN_OPEN_PERM, 3, &[]));
+        buf.extend(event(FAN_PRE_ACCESS, 4, &[]));
+        buf.extend(event(FAN_PRE_ACCESS, 5, &[range(1, 2), range(7, 0)]));
+        // A range on anything but a pre-content event is not a range.
+        buf.extend(event(FAN_OPEN_PERM, 6, &[range(1, 2)]));
+        assert_eq!(
+            accesses(&buf),
+            vec![
+                Access::Pre {
+                    offset: 4096,
+                    count: 8192
+                },
+                Access::Open,
+                Access::OpenExec,
+                Access::Pre {
+                    offset: 0,
+                    count: 0
+                },
+                Access::Pre {
+                    offset: 7,
+                    count: 0
+                },
+                Access::Open,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_walk_stops_at_a_malformed_or_cut_event() {
+        let mut buf = event(FAN_OPEN_PERM, 1, &[]);
+        let mut short = event(FAN_OPEN_PERM, 2, &[]);
+        short[..4].copy_from_slice(&10u32.to_ne_bytes()); // shorter than the metadata
+        buf.extend(short);
+        buf.extend(event(FAN_OPEN_PERM, 3, &[]));
+        assert_eq!(walk(&buf), vec![(FAN_OPEN_PERM, 1, None)]);
+
+        let mut buf = event(FAN_OPEN_PERM, 1, &[]);
+        let cut = event(FAN_PRE_ACCESS, 2, &[range(0, 1)]);
+        buf.extend_from_slice(&cut[..cut.len() - 1]);
+        assert_eq!(walk(&buf), vec![(FAN_OPEN_PERM, 1, None)]);
+        assert!(walk(&buf[..23]).is_empty());
+    }
+
+    #[test]
+    fn info_records_are_walked_by_their_length() {
+        // An unknown record is skipped; a record with a bad length ends the info walk only.
+        let buf = event(
+            FAN_PRE_ACCESS,
+            1,
+            &[other(99, 12), range(5, 6), other(1, 2), range(8, 9)],
+        );
+        let mut two = buf.clone();
+        two.extend(event(FAN_OPEN_PERM, 2, &[]));
+        assert_eq!(
+            walk(&two),
+            vec![(FAN_PRE_ACCESS, 1, Some((5, 6))), (FAN_OPEN_PERM, 2, None)]
+        );
+        // A record longer than what is left of its event ends the info walk too.
+        let mut long = range(5, 6);
+        long[2..4].copy_from_slice(&40u16.to_ne_bytes());
+        assert_eq!(
+            walk(&event(FAN_PRE_ACCESS, 1, &[long])),
+            vec![(FAN_PRE_ACCESS, 1, None)]
+        );
+    }
+
+    #[test]
+    fn directory_records_give_handle_and_name() {
+        let mut bad = dfid(1, &[9; 4], Some("x"));
+        bad[12..16].copy_from_slice(&100u32.to_ne_bytes()); // handle longer than the record
+        let buf = event(
+            libc::FAN_CREATE,
+            7,
+            &[
+                bad,
+                dfid(1, &[1, 2, 3, 4, 5, 6, 7, 8], Some("a.txt")),
+                dfid(2, &[1], None),
+            ],
+        );
+        // SAFETY: no descriptor in the buffer (FAN_NOFD).
+        let ev = unsafe { RawEvents::new(&buf) }.next().unwrap();
+        assert_eq!(
+            ev.dir_fid(),
+            Some(DirFid {
+                handle_type: 1,
+                handle: &[1, 2, 3, 4, 5, 6, 7, 8],
+                name: Some(b"a.txt"),
+            })
+        );
+        let buf = event(libc::FAN_DELETE_SELF, 7, &[dfid(2, &[1, 2], None)]);
+        // SAFETY: no descriptor in the buffer (FAN_NOFD).
+        let ev = unsafe { RawEvents::new(&buf) }.next().unwrap();
+        assert_eq!(ev.dir_fid().unwrap().name, None);
+        assert_eq!(ev.dir_fid().unwrap().handle, &[1, 2]);
+    }
+
+    /// A pipe whose write end goes into an event: the read end (non-blocking) reads EOF once
+    /// the walk has closed it, EAGAIN while it is open.
+    fn pipe() -> (std::fs::File, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(r, 0);
+        // SAFETY: the read end was just opened for us; nothing else owns it.
+        (unsafe { std::fs::File::from_raw_fd(fds[0]) }, fds[1])
+    }
+
+    fn write_end_closed(r: &std::fs::File) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        matches!((&*r).read(&mut b), Ok(0))
+    }
+
+    #[test]
+    fn the_walk_owns_event_descriptors() {
+        // Taken by the hydrator's event.
+        let (r, w) = pipe();
+        let buf = event_fd(FAN_OPEN_PERM, w, 1, &[]);
+        // SAFETY: `w` is ours and appears once in the buffer; the walk owns it from here on.
+        let evs: Vec<Event> = unsafe { RawEvents::new(&buf) }
+            .filter_map(permission_event)
+            .collect();
+        assert_eq!(evs.len(), 1);
+        assert!(!write_end_closed(&r));
+        assert_eq!(evs.into_iter().next().unwrap().fd.into_raw_fd(), w);
+        // SAFETY: `w` is open and ours again (taken out of the event above).
+        drop(unsafe { OwnedFd::from_raw_fd(w) });
+        assert!(write_end_closed(&r));
+
+        // Not walked: closed when the walk is dropped.
+        let (r, w) = pipe();
+        let mut buf = event(FAN_Q_OVERFLOW, 1, &[]);
+        buf.extend(event_fd(FAN_OPEN_PERM, w, 1, &[]));
+        // SAFETY: `w` is ours and appears once in the buffer; the walk owns it from here on.
+        let mut evs = unsafe { RawEvents::new(&buf) };
+        assert!(evs.next().unwrap().fd.is_none());
+        assert!(!write_end_closed(&r));
+        drop(evs);
+        assert!(write_end_closed(&r));
+    }
+
+    #[test]
+    fn deny_errnos_the_kernel_refuses_become_eio() {
+        assert_eq!(Reply::Allow.response(), libc::FAN_ALLOW);
+        assert_eq!(
+            Reply::Deny(libc::ENOSPC).response(),
+            libc::FAN_DENY | ((libc::ENOSPC as u32) << 24)
+        );
+        assert_eq!(
+            Reply::Deny(libc::ENOENT).response(),
+            libc::FAN_DENY | ((libc::EIO as u32) << 24)
+        );
+    }
 }

@@ -7,106 +7,19 @@
 use super::fanotify::{Access, Group, Reply};
 use super::meta::{self, FileMeta, Fill};
 use super::policy::{self, Decision, Policy, Proc};
+use super::procinfo::proc_info_for;
+pub use super::stats::{RootStats, Stats};
 use crate::fsutil;
 use crate::model::{RelPath, Version};
-use crate::remote::{Remote, RemoteError};
-use futures_util::stream::{self, StreamExt};
+use crate::remote::{transfer, ReadRange, Remote, RemoteError};
+use futures_util::stream::StreamExt;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
-
-/// One set of counters (atomics: counting never takes a lock).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub bytes_fetched: AtomicU64,
-    pub requests: AtomicU64,
-    pub completed: AtomicU64,
-    pub denied: AtomicU64,
-    pub events: AtomicU64,
-}
-
-/// A snapshot of [`Counters`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RootStats {
-    pub bytes_fetched: u64,
-    pub requests: u64,
-    pub completed: u64,
-    pub denied: u64,
-    pub events: u64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> RootStats {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        RootStats {
-            bytes_fetched: l(&self.bytes_fetched),
-            requests: l(&self.requests),
-            completed: l(&self.completed),
-            denied: l(&self.denied),
-            events: l(&self.events),
-        }
-    }
-}
-
-impl std::ops::Add for RootStats {
-    type Output = RootStats;
-    fn add(self, o: RootStats) -> RootStats {
-        RootStats {
-            bytes_fetched: self.bytes_fetched + o.bytes_fetched,
-            requests: self.requests + o.requests,
-            completed: self.completed + o.completed,
-            denied: self.denied + o.denied,
-            events: self.events + o.events,
-        }
-    }
-}
-
-/// Counters the daemon reports (`skyfill stats`) and tests check: daemon-wide (root sees
-/// them) and per sync root (a user sees the sums over their own roots).
-#[derive(Debug, Default)]
-pub struct Stats {
-    total: Counters,
-    per_root: RwLock<HashMap<String, Arc<Counters>>>,
-}
-
-impl Stats {
-    fn of(&self, root: &str) -> Arc<Counters> {
-        if let Some(c) = self.per_root.read().unwrap().get(root) {
-            return c.clone();
-        }
-        self.per_root
-            .write()
-            .unwrap()
-            .entry(root.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// Adds `n` to one counter, daemon-wide and for `root`.
-    fn add(&self, root: &str, field: fn(&Counters) -> &AtomicU64, n: u64) {
-        field(&self.total).fetch_add(n, Ordering::Relaxed);
-        field(&self.of(root)).fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The daemon-wide counters.
-    pub fn total(&self) -> RootStats {
-        self.total.snapshot()
-    }
-
-    /// The counters of one root (zeros for a root that saw nothing).
-    pub fn of_root(&self, root: &str) -> RootStats {
-        self.per_root
-            .read()
-            .unwrap()
-            .get(root)
-            .map(|c| c.snapshot())
-            .unwrap_or_default()
-    }
-}
 
 /// (st_dev, st_ino) of a file.
 type FileKey = (u64, u64);
@@ -119,24 +32,53 @@ struct Slot {
     ahead: u64,
 }
 
-/// What the hydrator tells the daemon (which updates its index and tells subscribers).
-pub enum Note<'a> {
-    /// A file's record changed (more bytes local, or complete).
-    Changed(&'a FileMeta),
+/// What happened to a managed file, as a typed event: the hydrator, eviction and the sync
+/// executor send these on one channel, and one task of the daemon applies them (index,
+/// subscribers, disk budget). Sending never waits, so nothing on the per-file hot path calls
+/// back into the daemon.
+#[derive(Debug)]
+pub enum Notice {
+    /// A file's record changed (more bytes local, complete, freed, pinned).
+    Changed(Box<FileMeta>),
     /// Bytes of a file arrived: `done` of `total` are local; `app` started it, if a process did.
     Progress {
-        meta: &'a FileMeta,
+        root: String,
+        path: String,
         done: u64,
         total: u64,
         app: Option<(i32, String)>,
     },
     /// A fetch failed with this errno.
-    Failed { meta: &'a FileMeta, errno: i32 },
+    Failed {
+        root: String,
+        path: String,
+        errno: i32,
+    },
+    /// `bytes` are about to be downloaded into a root with a disk budget: the consumer makes
+    /// room and then answers on `room` (the download waits for that answer, boundedly).
+    Fetching {
+        root: String,
+        bytes: u64,
+        room: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
-pub type OnNote = Box<dyn Fn(Note<'_>) + Send + Sync>;
-/// Called with (root id, bytes) before a download, to make room within a disk budget.
-pub type BeforeFetch = Box<dyn Fn(&str, u64) + Send + Sync>;
+/// The sending end of the notice channel.
+pub type Notices = tokio::sync::mpsc::UnboundedSender<Notice>;
+
+impl Notice {
+    pub fn changed(m: &FileMeta) -> Notice {
+        Notice::Changed(Box::new(m.clone()))
+    }
+
+    pub fn failed(m: &FileMeta, errno: i32) -> Notice {
+        Notice::Failed {
+            root: m.root.clone(),
+            path: m.path.clone(),
+            errno,
+        }
+    }
+}
 
 tokio::task_local! {
     /// The process whose access is being served (pid, executable name), when it may be
@@ -177,18 +119,21 @@ pub struct RootPolicy {
     /// Extra programs that never trigger downloads in this root.
     pub never_download: Vec<String>,
     pub download_limit: Option<Arc<Bucket>>,
+    /// The root has a disk budget: room is made before each download.
+    pub budget: bool,
 }
+
+/// How long a download waits for room to be made within a disk budget.
+const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Hydrator {
     pub policy: Policy,
-    on_note: std::sync::OnceLock<OnNote>,
-    before_fetch: std::sync::OnceLock<BeforeFetch>,
+    notices: Notices,
     group: Arc<Group>,
     root_policy: RwLock<HashMap<String, RootPolicy>>,
     remotes: RwLock<HashMap<String, Arc<dyn Remote>>>,
     files: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<Slot>>>>,
     pub stats: Stats,
-    parallel: usize,
     /// The free-space floor: (bytes, percent of the filesystem); the larger one counts.
     free_floor: std::sync::RwLock<(u64, u8)>,
 }
@@ -224,128 +169,21 @@ pub fn errno_for(e: &RemoteError) -> i32 {
     }
 }
 
-/// Most fds of one process whose fdinfo is read to find a writer.
-const MAX_FDS_SCANNED: usize = 65_536;
-
-/// [`proc_info`] for an access: the executable name alone is one cheap `readlink` and is read
-/// here; the writer scan (one file per fd of the process) runs on a blocking thread, so it
-/// never holds up the threads that answer the kernel.
-async fn proc_info_for(pid: i32, ino: u64, want_writer: bool) -> Proc {
-    if !want_writer {
-        return proc_info(pid, ino, false);
-    }
-    tokio::task::spawn_blocking(move || proc_info(pid, ino, true))
-        .await
-        .unwrap_or(Proc {
-            writer: true,
-            ..Proc::default()
-        })
-}
-
-/// Executable name, uid, and whether `pid` holds inode `ino` open for writing. `/proc/PID`
-/// is opened once; everything else is read beneath that fd.
-pub fn proc_info(pid: i32, ino: u64, want_writer: bool) -> Proc {
-    let is_daemon = pid as u32 == std::process::id();
-    let Ok(dir) = std::fs::File::open(format!("/proc/{pid}")) else {
-        return Proc {
-            is_daemon,
-            ..Proc::default()
-        };
-    };
-    let dfd = dir.as_fd();
-    let uid = fsutil::fstat(dfd).ok().map(|st| st.st_uid);
-    let mut buf = [0u8; 4096];
-    // SAFETY: valid fd, NUL-terminated name, and a buffer of the given length.
-    let n = unsafe {
-        libc::readlinkat(
-            dfd.as_raw_fd(),
-            c"exe".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    let exe = if n > 0 {
-        let target = &buf[..n as usize];
-        let name = target.rsplit(|&b| b == b'/').next().unwrap_or(target);
-        String::from_utf8_lossy(name).into_owned()
-    } else {
-        String::new()
-    };
-    let mut writer = false;
-    if want_writer && !is_daemon {
-        writer = holds_for_writing(dfd, ino);
-    }
-    Proc {
-        exe,
-        writer,
-        is_daemon,
-        uid,
-    }
-}
-
-/// Whether any fd in `/proc/PID/fdinfo` (beneath `proc_dir`) is inode `ino` opened for writing.
-/// A process with more than [`MAX_FDS_SCANNED`] fds counts as a writer: it gets the whole file
-/// (always correct), and nobody can make the daemon scan without end.
-fn holds_for_writing(proc_dir: BorrowedFd<'_>, ino: u64) -> bool {
-    let Ok(rel) = RelPath::parse("fdinfo") else {
-        return false;
-    };
-    let Ok(fdinfo) = fsutil::open_beneath(proc_dir, &rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-    else {
-        return false;
-    };
-    let Ok(names) = fsutil::read_dir_names(fdinfo.as_fd()) else {
-        return false;
-    };
-    if names.len() > MAX_FDS_SCANNED {
-        return true;
-    }
-    for raw in names {
-        let Ok(name) = std::str::from_utf8(&raw) else {
-            continue;
-        };
-        let Ok(p) = RelPath::parse(name) else {
-            continue;
-        };
-        let Ok(fd) = fsutil::open_beneath(fdinfo.as_fd(), &p, libc::O_RDONLY, 0) else {
-            continue;
-        };
-        let mut info = String::new();
-        if std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut info).is_err() {
-            continue;
-        }
-        let mut flags = 0u32;
-        let mut this = false;
-        for l in info.lines() {
-            if let Some(v) = l.strip_prefix("flags:") {
-                flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
-            } else if let Some(v) = l.strip_prefix("ino:") {
-                this = v.trim().parse::<u64>().ok() == Some(ino);
-            }
-        }
-        if this && (flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
-            return true;
-        }
-    }
-    false
-}
-
 fn mtime_of(m: &FileMeta) -> SystemTime {
     crate::model::from_unix_secs(m.mtime.0) + Duration::from_nanos(m.mtime.1 as u64)
 }
 
 impl Hydrator {
-    pub fn new(policy: Policy, group: Arc<Group>) -> Self {
+    /// A hydrator that reports what happens to files on `notices`.
+    pub fn new(policy: Policy, group: Arc<Group>, notices: Notices) -> Self {
         Hydrator {
             policy,
-            on_note: std::sync::OnceLock::new(),
-            before_fetch: std::sync::OnceLock::new(),
+            notices,
             group,
             root_policy: RwLock::new(HashMap::new()),
             remotes: RwLock::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             stats: Stats::default(),
-            parallel: 4,
             free_floor: std::sync::RwLock::new((32 << 20, 1)),
         }
     }
@@ -356,18 +194,9 @@ impl Hydrator {
         *self.free_floor.write().unwrap() = (bytes, percent);
     }
 
-    pub fn set_on_note(&self, f: OnNote) {
-        let _ = self.on_note.set(f);
-    }
-
-    pub fn set_before_fetch(&self, f: BeforeFetch) {
-        let _ = self.before_fetch.set(f);
-    }
-
-    fn note(&self, n: Note<'_>) {
-        if let Some(f) = self.on_note.get() {
-            f(n);
-        }
+    /// Sends a notice (a closed channel means the daemon is stopping: nothing to tell).
+    pub fn note(&self, n: Notice) {
+        let _ = self.notices.send(n);
     }
 
     pub fn set_root_policy(&self, root: &str, p: RootPolicy) {
@@ -384,6 +213,14 @@ impl Hydrator {
             .unwrap()
             .get(root)
             .is_some_and(|p| p.never_download.iter().any(|x| x == exe))
+    }
+
+    fn budgeted(&self, root: &str) -> bool {
+        self.root_policy
+            .read()
+            .unwrap()
+            .get(root)
+            .is_some_and(|p| p.budget)
     }
 
     fn download_limit(&self, root: &str) -> Option<Arc<Bucket>> {
@@ -408,7 +245,7 @@ impl Hydrator {
         };
         f(&mut m);
         meta::write_fd(file.as_fd(), &m)?;
-        self.note(Note::Changed(&m));
+        self.note(Notice::changed(&m));
         Ok(Some(m))
     }
 
@@ -498,22 +335,52 @@ impl Hydrator {
                 tracing::info!(errno = e, "download refused for this program by policy");
                 Reply::Deny(e)
             }
-            Decision::Fetch(s, e) => {
-                let bound = Duration::from_secs(self.policy.timeout_secs);
-                let key = (st.st_dev, st.st_ino);
-                match tokio::time::timeout(bound, self.fetch(file, key, s, e)).await {
-                    Ok(Ok(())) => Reply::Allow,
-                    Ok(Err(errno)) => {
-                        self.stats.add(&meta.root, |c| &c.denied, 1);
-                        Reply::Deny(errno)
-                    }
-                    Err(_) => {
-                        self.stats.add(&meta.root, |c| &c.denied, 1);
-                        tracing::warn!(?bound, "hydration timed out");
-                        Reply::Deny(libc::EIO)
-                    }
+            Decision::Fetch(s, e) => match self.fetch_within(file, st, s, e).await {
+                Ok(()) => Reply::Allow,
+                Err(errno) => {
+                    self.stats.add(&meta.root, |c| &c.denied, 1);
+                    Reply::Deny(errno)
                 }
+            },
+        }
+    }
+
+    /// [`Hydrator::fetch`] bounded by the policy's timeout (EIO when it passes).
+    async fn fetch_within(
+        &self,
+        file: &Arc<File>,
+        st: &libc::stat,
+        start: u64,
+        end: u64,
+    ) -> Result<(), i32> {
+        let bound = Duration::from_secs(self.policy.timeout_secs);
+        let key = (st.st_dev, st.st_ino);
+        match tokio::time::timeout(bound, self.fetch(file, key, start, end)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(?bound, "hydration timed out");
+                Err(libc::EIO)
             }
+        }
+    }
+
+    /// Finishes an access whose reader is not known any more (an event a killed worker had
+    /// taken, reopened by handle): the bytes that access needs, within the timeout. No
+    /// program policy applies: the event was already let through to a fetch once.
+    pub async fn finish(&self, access: Access, file: &Arc<File>) -> Reply {
+        let st = match fsutil::fstat(file.as_fd()) {
+            Ok(s) => s,
+            Err(_) => return Reply::Deny(libc::EIO),
+        };
+        let m = match meta::read_fd(file.as_fd()) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Reply::Allow, // not ours (any more): nothing to fill
+            Err(_) => return Reply::Deny(libc::EIO),
+        };
+        let (s, e) = policy::range_of(access, m.size.min(st.st_size as u64));
+        match self.fetch_within(file, &st, s, e).await {
+            Ok(()) => Reply::Allow,
+            Err(errno) => Reply::Deny(errno),
         }
     }
 
@@ -556,16 +423,21 @@ impl Hydrator {
         }
         g.ahead = ahead.unwrap_or(0);
         let want: u64 = missing.iter().map(|(a, b)| b - a).sum();
-        if let Some(f) = self.before_fetch.get() {
-            f(&meta.root, want);
+        if self.budgeted(&meta.root) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.note(Notice::Fetching {
+                root: meta.root.clone(),
+                bytes: want,
+                room: Some(tx),
+            });
+            if tokio::time::timeout(ROOM_WAIT, rx).await.is_err() {
+                tracing::warn!(root = %meta.root, "no room made within the budget in time; downloading anyway");
+            }
         }
         if below_floor(file, want, *self.free_floor.read().unwrap()) {
             tracing::warn!(root = %meta.root, path = %meta.path, bytes = want,
                 "not downloading: the filesystem is at the free-space floor (limits.json)");
-            self.note(Note::Failed {
-                meta: &meta,
-                errno: libc::ENOSPC,
-            });
+            self.note(Notice::failed(&meta, libc::ENOSPC));
             return Err(libc::ENOSPC);
         }
         let Some(remote) = self.remote(&meta.root) else {
@@ -578,45 +450,36 @@ impl Hydrator {
         ) else {
             return Err(libc::EIO);
         };
-        // Pieces fetched in parallel, each recorded as it lands: chunk-sized, or for a large
-        // window one piece per connection (fewer requests, each streaming longer).
-        let total: u64 = missing.iter().map(|(a, b)| b - a).sum();
-        let base = self.policy.chunk.max(4096);
-        let chunk = (total / self.parallel.max(1) as u64).div_ceil(base).max(1) * base;
-        let mut pieces = Vec::new();
-        for (a, b) in missing {
-            let mut o = a;
-            while o < b {
-                let n = (o / chunk + 1) * chunk;
-                pieces.push((o, n.min(b)));
-                o = n.min(b);
-            }
-        }
+        // Pieces fetched in parallel as the policy's transfer sizes say (remote/transfer.rs),
+        // each recorded as it lands.
+        let t = &self.policy.transfer;
+        let pieces = t.split(&missing);
         let mut first_err: Option<RemoteError> = None;
         let limit = self.download_limit(&meta.root);
         let app = APP.try_with(|a| a.clone()).ok().flatten();
         let root_id = meta.root.clone();
-        let mut results = stream::iter(pieces)
-            .map(|(a, b)| {
-                let (remote, path, version, limit) = (&remote, &path, &version, &limit);
-                let root_id = &root_id;
-                async move {
-                    if let Some(l) = limit {
-                        l.take(b - a).await;
-                    }
-                    self.stats.add(root_id, |c| &c.requests, 1);
-                    let r = remote.read_range(path, version, a, b - a, file, a).await;
-                    (a, b, r)
+        let (limit, root_id) = (&limit, &root_id);
+        let whole = ReadRange::new(&path, &version, 0, size, file);
+        let mut results = Box::pin(transfer::fetch(
+            &*remote,
+            whole,
+            pieces,
+            t.parallel,
+            |a, b| async move {
+                if let Some(l) = limit {
+                    l.take(b - a).await;
                 }
-            })
-            .buffer_unordered(self.parallel);
+                self.stats.add(root_id, |c| &c.requests, 1);
+            },
+        ));
         while let Some((a, b, r)) = results.next().await {
             match r {
                 Ok(()) => {
                     self.stats.add(&meta.root, |c| &c.bytes_fetched, b - a);
                     meta.ranges.insert(a, b);
-                    self.note(Note::Progress {
-                        meta: &meta,
+                    self.note(Notice::Progress {
+                        root: meta.root.clone(),
+                        path: meta.path.clone(),
                         done: meta.ranges.bytes(),
                         total: size,
                         app: app.clone(),
@@ -650,7 +513,7 @@ impl Hydrator {
             return Err(libc::EIO);
         }
         let _ = fsutil::set_mtime(file.as_fd(), mtime_of(&meta));
-        self.note(Note::Changed(&meta));
+        self.note(Notice::changed(&meta));
         if complete {
             let _ = self.group.unmark_inode(file.as_fd());
             self.stats.add(&meta.root, |c| &c.completed, 1);
@@ -661,7 +524,7 @@ impl Hydrator {
         match first_err {
             Some(e) if !(complete || meta.ranges.covers(start.min(size), end.min(size))) => {
                 let errno = errno_for(&e);
-                self.note(Note::Failed { meta: &meta, errno });
+                self.note(Notice::failed(&meta, errno));
                 Err(errno)
             }
             Some(e) => {

@@ -2,6 +2,7 @@
 //! user-readable `user.skyfill.state` for file managers. `trusted.*` is root-only, so users
 //! cannot forge it; it moves with the inode (mv, ln) and survives a lost index.
 
+pub use crate::model::Availability;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
@@ -118,12 +119,12 @@ impl FileMeta {
     }
 
     /// The label users see.
-    pub fn availability(&self) -> &'static str {
+    pub fn availability(&self) -> Availability {
         match (self.fill, self.pin) {
-            (Fill::Complete, Pin::Pinned) => "pinned",
-            (Fill::Complete, _) => "local",
-            (Fill::Partial, _) => "partial",
-            (Fill::Placeholder, _) => "online-only",
+            (Fill::Complete, Pin::Pinned) => Availability::Pinned,
+            (Fill::Complete, _) => Availability::Local,
+            (Fill::Partial, _) => Availability::Partial,
+            (Fill::Placeholder, _) => Availability::OnlineOnly,
         }
     }
 }
@@ -203,7 +204,7 @@ pub fn write_fd(fd: BorrowedFd<'_>, m: &FileMeta) -> io::Result<()> {
     let v = serde_json::to_vec(&m).expect("serializable");
     crate::fsutil::set_xattr(fd, META_XATTR, &v)?;
     // Best effort: some filesystems refuse user xattrs on special mounts.
-    let _ = crate::fsutil::set_xattr(fd, USER_XATTR, m.availability().as_bytes());
+    let _ = crate::fsutil::set_xattr(fd, USER_XATTR, m.availability().as_str().as_bytes());
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 use super::fanotify::Group;
 use super::meta::{self, FileMeta, Fill, Pin};
 use crate::fsutil;
-use crate::model::{Kind, RelPath, RemoteEntry};
+use crate::index::{Index, Record};
+use crate::model::{Availability, Kind, RelPath, RemoteEntry};
+use crate::remote::{self, Remote, RemoteError};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -211,6 +213,7 @@ impl<'a> Populator<'a> {
         // SAFETY: plain syscalls on our own fd.
         cvt(unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) })?;
         // Never setuid/setgid: a server's mode bits do not make a privileged program.
+        // SAFETY: a plain syscall on our own open fd.
         cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode & 0o1777) })?;
         meta::write_fd(file.as_fd(), &record)?;
         fsutil::set_mtime(file.as_fd(), e.mtime)?;
@@ -255,4 +258,111 @@ impl<'a> Populator<'a> {
         self.stats.files += 1;
         Ok(())
     }
+}
+/// Creates placeholders for everything the remote lists below `below`, in a root that
+/// started empty, and records each new file in the index. Returns what was made and how
+/// many entries the listing rejected (hostile names).
+///
+/// Listing and creating overlap: the walk runs on the caller's runtime while creator threads
+/// make the placeholders as entries arrive (bounded queues), so adding a large root takes
+/// about as long as the slowest part rather than the sum. Entries are spread over the
+/// creators by folder (a file goes where its folder is made), so each folder is filled by
+/// one thread. More than `max_entries` entries stop the walk.
+#[allow(clippy::too_many_arguments)]
+pub fn populate(
+    root: BorrowedFd<'_>,
+    id: &str,
+    owner: Owner,
+    group: &Group,
+    index: &dyn Index,
+    rem: &dyn Remote,
+    below: &RelPath,
+    max_entries: u64,
+) -> Result<(PopulateStats, u64), RemoteError> {
+    use std::hash::{Hash, Hasher};
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let rt = tokio::runtime::Handle::current();
+    let (created, walked) = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let mut senders = Vec::new();
+            let mut creators = Vec::new();
+            for _ in 0..threads {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<RemoteEntry>(2048);
+                senders.push(tx);
+                creators.push(s.spawn(move || -> remote::Result<_> {
+                    let mut pop = Populator::new(root.as_fd(), id, owner, group).fresh();
+                    for e in rx {
+                        let before = pop.stats.files;
+                        pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
+                        if e.kind == Kind::File && pop.stats.files > before {
+                            let avail = if e.size == 0 {
+                                Availability::Local
+                            } else {
+                                Availability::OnlineOnly
+                            };
+                            let _ = index.put(
+                                id,
+                                e.path.as_str(),
+                                &Record {
+                                    availability: avail,
+                                    size: e.size,
+                                    version: e.version.token(),
+                                    local_bytes: 0,
+                                },
+                            );
+                        }
+                    }
+                    Ok(pop.stats)
+                }));
+            }
+            let mut seen = 0u64;
+            let mut sink = |e: RemoteEntry| -> remote::Result<()> {
+                seen += 1;
+                if seen > max_entries {
+                    return Err(RemoteError::TooMany {
+                        path: RelPath::root(),
+                        limit: max_entries,
+                        what: "entries in the sync root",
+                    });
+                }
+                let folder = match e.kind {
+                    Kind::Dir => e.path.clone(),
+                    Kind::File => e.path.parent().unwrap_or_default(),
+                };
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                folder.as_str().hash(&mut h);
+                senders[(h.finish() % senders.len() as u64) as usize]
+                    .send(e)
+                    .map_err(|_| RemoteError::Config("placeholder creation stopped".into()))
+            };
+            let walked = rt.block_on(rem.walk(below, &mut sink));
+            drop(senders);
+            let mut total = PopulateStats::default();
+            let mut first_err = None;
+            for c in creators {
+                match c.join() {
+                    Ok(Ok(st)) => {
+                        total.files += st.files;
+                        total.dirs += st.dirs;
+                        total.skipped += st.skipped;
+                    }
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_err.get_or_insert(RemoteError::Config(
+                            "placeholder thread panicked".into(),
+                        ));
+                    }
+                }
+            }
+            (first_err.map_or(Ok(total), Err), walked)
+        })
+    });
+    // A creator's error explains a walk stopped by it; report that one first.
+    let stats = created?;
+    Ok((stats, walked?.rejected))
 }

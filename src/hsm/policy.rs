@@ -5,26 +5,34 @@
 
 use super::fanotify::Access;
 use super::meta::{FileMeta, Fill, Pin};
+use crate::remote::http::HttpConfig;
+use crate::remote::retry::RetryPolicy;
+use crate::remote::transfer::Transfer;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Policy {
     /// Files up to this size are hydrated whole when opened (hole-aware copies see no event).
     pub whole_file_below: u64,
-    /// Fetch granularity; ranges are aligned to it.
-    pub chunk: u64,
-    /// Extra bytes fetched ahead of a sequential reader.
-    pub readahead: u64,
+    /// Transfer sizes (keys `chunk`, `parallel`, `readahead`, `max_readahead` at the top level
+    /// of `policy.json`): hydration splits and aligns by them, and the remotes get them through
+    /// [`Policy::http`].
+    #[serde(flatten)]
+    pub transfer: Transfer,
     /// Executables (by name) that look for holes instead of reading: hydrated whole at open.
     pub hole_aware: Vec<String>,
     /// Executables (by name) that never trigger downloads; they get EIO.
     pub never_download: Vec<String>,
     /// Seconds before an access that waits for the network gets an errno.
     pub timeout_secs: u64,
-    /// Total time the remote client keeps retrying one request (below `timeout_secs`).
+    /// Total time the remote client keeps retrying one request: the remotes' retry budget,
+    /// through [`Policy::http`]. Below `timeout_secs` (the default), a reader gets the
+    /// server's own failure; above it, the timeout ends every stalled read.
     pub retry_budget_secs: u64,
-    /// Longest silence from a server before a request counts as stalled.
+    /// Longest silence from a server before a request counts as stalled; the remotes' idle
+    /// timeout, through [`Policy::http`].
     pub idle_timeout_secs: u64,
 }
 
@@ -33,8 +41,7 @@ impl Default for Policy {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
         Policy {
             whole_file_below: 16 << 20,
-            chunk: 1 << 20,
-            readahead: 4 << 20,
+            transfer: Transfer::default(),
             hole_aware: s(&[
                 "cp",
                 "mv",
@@ -80,6 +87,24 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The HTTP settings of the remotes under this policy: its idle timeout, retry budget and
+    /// transfer sizes; everything else default. (Zero seconds count as one: a zero idle
+    /// timeout or budget would fail every request.)
+    pub fn http(&self) -> HttpConfig {
+        let d = HttpConfig::default();
+        HttpConfig {
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            retry: RetryPolicy {
+                budget: Duration::from_secs(self.retry_budget_secs.max(1)),
+                ..d.retry
+            },
+            transfer: self.transfer,
+            ..d
+        }
+    }
+}
+
 /// Facts about the process behind an event.
 #[derive(Debug, Clone, Default)]
 pub struct Proc {
@@ -99,6 +124,18 @@ pub enum Decision {
     Deny(i32),
     /// Fetch these byte ranges (not yet aligned or clamped) before allowing.
     Fetch(u64, u64),
+}
+
+/// The bytes an access needs, within a file of `end` bytes: a read its range, an open
+/// (or exec) the whole file.
+pub fn range_of(access: Access, end: u64) -> (u64, u64) {
+    match access {
+        Access::Pre { offset, count } if count > 0 => {
+            (offset.min(end), offset.saturating_add(count).min(end))
+        }
+        Access::Pre { offset, .. } => (offset.min(end), end),
+        Access::Open | Access::OpenExec => (0, end),
+    }
 }
 
 /// `local_size`: the file's current size (a truncated or extended file is never filled
@@ -151,13 +188,10 @@ pub fn decide(
     }
 }
 
-/// Largest read-ahead window for a sequential reader.
-pub const MAX_READAHEAD: u64 = 64 << 20;
-
 /// Aligns `[start, end)` to chunks, adds `ahead` bytes of read-ahead for a sequential reader,
 /// clamps to `size`.
 pub fn plan(p: &Policy, start: u64, end: u64, size: u64, ahead: Option<u64>) -> (u64, u64) {
-    let chunk = p.chunk.max(4096);
+    let chunk = p.transfer.chunk.max(4096);
     let s = start / chunk * chunk;
     let mut e = end.div_ceil(chunk) * chunk;
     if let Some(a) = ahead {
@@ -167,12 +201,13 @@ pub fn plan(p: &Policy, start: u64, end: u64, size: u64, ahead: Option<u64>) -> 
 }
 
 /// The next read-ahead window of a sequential reader: it doubles from the policy's
-/// `readahead` with every fetch, up to `MAX_READAHEAD` (as the kernel's own read-ahead does),
+/// `readahead` with every fetch, up to `max_readahead` (as the kernel's own read-ahead does),
 /// so a long sequential read costs few round trips while a short one fetches little.
 pub fn next_ahead(p: &Policy, previous: u64) -> u64 {
+    let t = &p.transfer;
     previous
         .saturating_mul(2)
-        .clamp(p.readahead, MAX_READAHEAD.max(p.readahead))
+        .clamp(t.readahead, t.max_readahead.max(t.readahead))
 }
 
 #[cfg(test)]
@@ -293,6 +328,39 @@ mod tests {
             (500 * mib, 505 * mib)
         );
         assert_eq!(plan(&p, 0, 10, 10, Some(4 * mib)), (0, 10));
+    }
+
+    #[test]
+    fn every_key_reaches_hydration_or_the_remotes() {
+        let p: Policy = serde_json::from_str(
+            r#"{"timeout_secs": 6, "retry_budget_secs": 4, "idle_timeout_secs": 2,
+                "chunk": 65536, "parallel": 2, "readahead": 131072, "max_readahead": 262144}"#,
+        )
+        .unwrap();
+        assert_eq!(p.timeout_secs, 6);
+        assert_eq!(
+            p.transfer,
+            Transfer {
+                chunk: 65536,
+                parallel: 2,
+                readahead: 128 << 10,
+                max_readahead: 256 << 10,
+            }
+        );
+        let h = p.http();
+        assert_eq!(h.idle_timeout, Duration::from_secs(2));
+        assert_eq!(h.retry.budget, Duration::from_secs(4));
+        assert_eq!(h.transfer, p.transfer);
+        // The defaults are the remotes' own defaults, but for the budget (below the timeout).
+        let (d, h) = (Policy::default(), HttpConfig::default());
+        assert_eq!(d.transfer, h.transfer);
+        assert_eq!(d.http().idle_timeout, h.idle_timeout);
+        assert!(d.http().retry.budget < Duration::from_secs(d.timeout_secs));
+        // Unknown keys are ignored, missing ones default.
+        let p: Policy = serde_json::from_str(r#"{"chunk": 8192, "nonsense": 1}"#).unwrap();
+        assert_eq!(p.transfer.chunk, 8192);
+        assert_eq!(p.transfer.parallel, 4);
+        assert_eq!(p.whole_file_below, 16 << 20);
     }
 
     #[test]

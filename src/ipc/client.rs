@@ -9,7 +9,8 @@
 //! wait for events as long as it takes by default (events may be rare).
 
 use super::proto::{
-    decode_incoming, Event, HelloResult, Incoming, Request, RequestBody, PROTOCOL_VERSION,
+    decode_incoming, BatchResult, ConfigResult, DoctorResult, Event, HelloResult, Incoming,
+    PathStatus, Request, RequestBody, RootInfo, StatsBody, SyncResult, PROTOCOL_VERSION,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -206,6 +207,111 @@ impl Client {
     /// Sends one request and returns its result value.
     pub fn call(&mut self, body: RequestBody) -> Result<serde_json::Value, ClientError> {
         self.call_with(body, &mut |_| {})
+    }
+
+    /// Sends one request and decodes its result as `T` (see the typed methods below: each
+    /// request's result type is fixed by the protocol).
+    pub fn request<T: serde::de::DeserializeOwned>(
+        &mut self,
+        body: RequestBody,
+    ) -> Result<T, ClientError> {
+        self.request_with(body, &mut |_| {})
+    }
+
+    /// [`Client::request`], passing events that arrive meanwhile to `on_event`.
+    pub fn request_with<T: serde::de::DeserializeOwned>(
+        &mut self,
+        body: RequestBody,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<T, ClientError> {
+        Ok(serde_json::from_value(self.call_with(body, on_event)?)?)
+    }
+
+    /// The caller's sync roots.
+    pub fn roots(&mut self) -> Result<Vec<RootInfo>, ClientError> {
+        self.request(RequestBody::Roots)
+    }
+
+    /// State of one path.
+    pub fn status(&mut self, path: &str) -> Result<PathStatus, ClientError> {
+        self.request(RequestBody::Status {
+            path: Some(path.into()),
+        })
+    }
+
+    /// State of every root of the caller.
+    pub fn status_all(&mut self) -> Result<Vec<PathStatus>, ClientError> {
+        self.request(RequestBody::Status { path: None })
+    }
+
+    /// The entries of a folder.
+    pub fn list(&mut self, path: &str) -> Result<Vec<PathStatus>, ClientError> {
+        self.request(RequestBody::List { path: path.into() })
+    }
+
+    /// `pin`, `free` or `hydrate` (the body says which), with job events to `on_event`.
+    pub fn batch(
+        &mut self,
+        body: RequestBody,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<BatchResult, ClientError> {
+        self.request_with(body, on_event)
+    }
+
+    pub fn pause(&mut self, local: Option<&str>) -> Result<Vec<RootInfo>, ClientError> {
+        self.request(RequestBody::Pause {
+            local: local.map(Into::into),
+        })
+    }
+
+    pub fn resume(&mut self, local: Option<&str>) -> Result<Vec<RootInfo>, ClientError> {
+        self.request(RequestBody::Resume {
+            local: local.map(Into::into),
+        })
+    }
+
+    pub fn sync(&mut self, path: Option<&str>) -> Result<SyncResult, ClientError> {
+        self.request(RequestBody::Sync {
+            path: path.map(Into::into),
+        })
+    }
+
+    pub fn login(
+        &mut self,
+        local: &str,
+        secret: &str,
+        persist: bool,
+    ) -> Result<RootInfo, ClientError> {
+        self.request(RequestBody::Login {
+            local: local.into(),
+            secret: secret.into(),
+            persist,
+        })
+    }
+
+    pub fn config_get(&mut self) -> Result<ConfigResult, ClientError> {
+        self.request(RequestBody::ConfigGet)
+    }
+
+    pub fn config_set(
+        &mut self,
+        key: &str,
+        value: serde_json::Value,
+        local: Option<&str>,
+    ) -> Result<ConfigResult, ClientError> {
+        self.request(RequestBody::ConfigSet {
+            key: key.into(),
+            value,
+            local: local.map(Into::into),
+        })
+    }
+
+    pub fn doctor(&mut self) -> Result<DoctorResult, ClientError> {
+        self.request(RequestBody::Doctor)
+    }
+
+    pub fn stats(&mut self) -> Result<StatsBody, ClientError> {
+        self.request(RequestBody::Stats)
     }
 
     /// Sends one request, passing events that arrive before its answer (its own `job`
@@ -676,7 +782,7 @@ mod timeout_tests {
             c.next_event().unwrap(),
             Event::Root {
                 local: "/c".into(),
-                change: "paused".into()
+                change: super::super::proto::RootChange::Paused
             }
         );
     }

@@ -7,7 +7,7 @@
 //! remove_root with download) send `job` events tagged with their request id before their
 //! response. See `doc/IPC.md` for an example of every message.
 
-pub use crate::model::PinSetting;
+pub use crate::model::{Availability, Kind, PinSetting};
 use crate::remote::RemoteSpec;
 use serde::{Deserialize, Serialize};
 
@@ -213,18 +213,119 @@ pub struct RootInfo {
     /// Last error talking to the server, if the last attempt failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// What the root is doing, decided by the daemon (clients never read error text).
+    #[serde(default)]
+    pub state: RootState,
+}
+
+/// What a sync root is doing, as the tray and the CLI show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootState {
+    #[default]
+    UpToDate,
+    /// A sync pass is running.
+    Syncing,
+    /// The server cannot be reached; local changes wait and sync resumes by itself.
+    Offline,
+    Paused,
+    /// No usable credentials: sign in again.
+    NeedsSignIn,
+    /// The last pass failed for another reason (`last_error` says which).
+    Error,
+}
+
+/// Whether a path's changes are on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncState {
+    Synced,
+    /// Local changes not on the server yet.
+    Pending,
+    Uploading,
+    Conflict,
+    Error,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "synced",
+            SyncState::Pending => "pending",
+            SyncState::Uploading => "uploading",
+            SyncState::Conflict => "conflict",
+            SyncState::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Which way bytes move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Down,
+    Up,
+}
+
+/// Which long request a `job` event reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Pin,
+    Free,
+    Hydrate,
+    /// `remove_root` downloading before it lets go.
+    Download,
+}
+
+/// What happened to a sync root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootChange {
+    Added,
+    Removed,
+    Paused,
+    Resumed,
+    SignedIn,
+    /// The server answers again after failures.
+    Online,
+    /// `state` changed (offline, syncing, up to date, ...): re-query `roots`.
+    State,
+}
+
+/// How bad a `doctor` finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        }
+    }
 }
 
 /// State of one path as users see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathStatus {
     pub path: String,
-    /// `file` or `dir`.
-    pub kind: String,
-    /// `online-only`, `partial`, `local` or `pinned` (directories: the state of what is below).
-    pub state: String,
-    /// `synced`, `pending`, `uploading`, `conflict` or `error`.
-    pub sync: String,
+    pub kind: Kind,
+    /// Directories: the state of what is below.
+    pub state: Availability,
+    pub sync: SyncState,
     /// Size (directories: total of the files below).
     pub size: u64,
     /// Bytes on disk.
@@ -343,8 +444,7 @@ pub struct ConfigResult {
 /// One finding of `doctor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
-    /// `ok`, `warn` or `fail`.
-    pub level: String,
+    pub level: Level,
     pub what: String,
     /// What to do about it (empty for `ok`).
     #[serde(default)]
@@ -368,6 +468,30 @@ pub struct StatsBody {
     pub events: u64,
 }
 
+/// The typed result of each request: the daemon's handler returns one, and the wire carries
+/// its value as `result`. Which variant answers which request is fixed here and in the
+/// client's typed methods (`ipc::client::Client::roots` and the rest).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    AddRoot(AddRootResult),
+    RemoveRoot(RemoveResult),
+    /// `roots`, and `pause`/`resume` (the roots they changed).
+    Roots(Vec<RootInfo>),
+    /// `status` of one path.
+    Status(PathStatus),
+    /// `status` of every root, and `list`.
+    Statuses(Vec<PathStatus>),
+    /// `pin`, `free`, `hydrate`.
+    Batch(BatchResult),
+    /// `login`.
+    Root(RootInfo),
+    Sync(SyncResult),
+    Config(ConfigResult),
+    Doctor(DoctorResult),
+    Stats(StatsBody),
+}
+
 /// An event line (after `subscribe`, or `job` lines of the caller's own long requests).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -375,15 +499,15 @@ pub enum Event {
     /// A file's state changed.
     State {
         path: String,
-        state: String,
-        sync: String,
+        state: Availability,
+        sync: SyncState,
         size: u64,
         local_bytes: u64,
     },
-    /// Bytes of one file arriving (`direction` is `down` or `up`).
+    /// Bytes of one file moving.
     Progress {
         path: String,
-        direction: String,
+        direction: Direction,
         done: u64,
         total: u64,
         /// The process whose access started the download, when one did.
@@ -395,7 +519,7 @@ pub enum Event {
     /// Progress of a long request (`request` is its id on the connection that sent it).
     Job {
         request: u64,
-        job: String,
+        job: JobKind,
         path: String,
         files_done: u64,
         files_total: u64,
@@ -413,7 +537,7 @@ pub enum Event {
     /// Both sides changed a file; the local version was kept as `copy`.
     Conflict { path: String, copy: String },
     /// A root was added, removed, paused or resumed, or its sign-in state changed.
-    Root { local: String, change: String },
+    Root { local: String, change: RootChange },
     /// Events were dropped because this subscriber read too slowly; re-query what you show.
     Lagged { missed: u64 },
 }
@@ -487,6 +611,81 @@ pub fn decode_incoming(line: &str) -> Result<Incoming, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file-manager extension keeps its own small Python client; it is checked against
+    /// this schema here: its protocol version, every request op it sends, every state word
+    /// it maps to an emblem and every event kind it reads.
+    #[test]
+    fn the_file_manager_extension_speaks_this_protocol() {
+        let py = include_str!("../../packaging/filemanagers/skyfill_nautilus.py");
+        assert!(
+            py.contains(&format!("PROTOCOL_VERSION = {PROTOCOL_VERSION}\n")),
+            "the extension's PROTOCOL_VERSION differs from {PROTOCOL_VERSION}"
+        );
+        // Ops: `call("op"` and the menu actions' `("op", {`.
+        let mut ops = Vec::new();
+        for pat in ["call(\"", "(\""] {
+            for (i, _) in py.match_indices(pat) {
+                let rest = &py[i + pat.len()..];
+                let Some(end) = rest.find('"') else { continue };
+                let op = &rest[..end];
+                let follows = &rest[end + 1..];
+                let is_call = pat.starts_with("call");
+                if is_call || follows.starts_with(", {") {
+                    ops.push(op.to_string());
+                }
+            }
+        }
+        for must in [
+            "hello",
+            "subscribe",
+            "roots",
+            "list",
+            "status",
+            "pin",
+            "free",
+            "hydrate",
+        ] {
+            assert!(ops.iter().any(|o| o == must), "{must} not found in {ops:?}");
+        }
+        for op in &ops {
+            let e = decode_request(format!("{{\"id\":1,\"op\":\"{op}\"}}").as_bytes())
+                .err()
+                .map(|e| e.message)
+                .unwrap_or_default();
+            assert!(!e.contains("unknown variant"), "{op}: {e}");
+        }
+        // State words of the emblem tables: availability, and sync state.
+        let words = |table: &str| -> Vec<String> {
+            let t = &py[py.find(&format!("{table} = {{")).expect(table)..];
+            let t = &t[..t.find('}').unwrap()];
+            t.lines()
+                .skip(1)
+                .filter_map(|l| l.trim().strip_prefix('"')?.split('"').next())
+                .map(|w| format!("\"{w}\""))
+                .collect()
+        };
+        let avail = words("EMBLEMS");
+        assert_eq!(avail.len(), 4, "{avail:?}");
+        for w in &avail {
+            assert!(serde_json::from_str::<Availability>(w).is_ok(), "EMBLEMS: {w}");
+        }
+        let sync = words("SYNC_EMBLEMS");
+        assert!(sync.len() >= 4, "{sync:?}");
+        for w in &sync {
+            assert!(serde_json::from_str::<SyncState>(w).is_ok(), "SYNC_EMBLEMS: {w}");
+        }
+        // Event kinds it reads.
+        for (i, _) in py.match_indices("kind == \"") {
+            let rest = &py[i + 9..];
+            let kind = &rest[..rest.find('"').unwrap()];
+            let e = serde_json::from_str::<Event>(&format!("{{\"event\":\"{kind}\"}}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.contains("unknown variant"), "event {kind}: {e}");
+        }
+    }
 
     fn round_trip(r: &Request) {
         let s = serde_json::to_string(r).unwrap();
@@ -570,14 +769,14 @@ mod tests {
         let evs = vec![
             Event::State {
                 path: "/l/a".into(),
-                state: "local".into(),
-                sync: "synced".into(),
+                state: Availability::Local,
+                sync: SyncState::Synced,
                 size: 3,
                 local_bytes: 3,
             },
             Event::Progress {
                 path: "/l/a".into(),
-                direction: "down".into(),
+                direction: Direction::Down,
                 done: 1,
                 total: 3,
                 pid: Some(5),
@@ -585,7 +784,7 @@ mod tests {
             },
             Event::Job {
                 request: 4,
-                job: "pin".into(),
+                job: JobKind::Pin,
                 path: "/l".into(),
                 files_done: 1,
                 files_total: 2,
@@ -604,7 +803,7 @@ mod tests {
             },
             Event::Root {
                 local: "/l".into(),
-                change: "paused".into(),
+                change: RootChange::Paused,
             },
             Event::Lagged { missed: 3 },
         ];

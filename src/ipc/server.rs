@@ -31,12 +31,8 @@ pub struct Envelope {
     pub event: Event,
 }
 
-/// A refused or failed request.
-pub type Fail = (ErrorCode, String);
-
-pub fn fail(c: ErrorCode, m: impl Into<String>) -> Fail {
-    (c, m.into())
-}
+/// A refused or failed request, as the client is told.
+pub type Fail = ErrorBody;
 
 /// Where a long request reports its progress: `job` events on the requesting connection.
 #[derive(Clone)]
@@ -57,7 +53,7 @@ impl JobSink {
     #[allow(clippy::too_many_arguments)]
     pub fn report(
         &self,
-        job: &str,
+        job: JobKind,
         path: &str,
         files_done: u64,
         files_total: u64,
@@ -68,7 +64,7 @@ impl JobSink {
         if let Some(tx) = &self.tx {
             let e = Event::Job {
                 request: self.request,
-                job: job.into(),
+                job,
                 path: path.into(),
                 files_done,
                 files_total,
@@ -87,12 +83,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Name and version reported in the handshake.
     fn daemon_name(&self) -> String;
     /// Carries out one request (after the handshake) for `peer`.
-    async fn handle(
-        &self,
-        peer: Peer,
-        body: RequestBody,
-        jobs: JobSink,
-    ) -> Result<serde_json::Value, Fail>;
+    async fn handle(&self, peer: Peer, body: RequestBody, jobs: JobSink) -> Result<Reply, Fail>;
     /// A receiver of the events `peer` may see (their own; root: all). The server filters
     /// by uid again.
     fn events(&self, peer: Peer) -> broadcast::Receiver<Envelope>;
@@ -399,15 +390,10 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 tokio::spawn(
                     async move {
                         let r = match h.handle(peer, body, jobs).await {
-                            Ok(v) => Response {
-                                id,
-                                ok: true,
-                                result: Some(v),
-                                error: None,
-                            },
-                            Err((c, m)) => {
-                                tracing::info!(code = ?c, message = %m, "request refused");
-                                Response::err(id, c, m)
+                            Ok(v) => Response::ok(id, v),
+                            Err(e) => {
+                                tracing::info!(code = ?e.code, message = %e.message, "request refused");
+                                Response::err(id, e.code, e.message)
                             }
                         };
                         let _ = tx
@@ -447,14 +433,20 @@ mod tests {
             peer: Peer,
             body: RequestBody,
             jobs: JobSink,
-        ) -> Result<serde_json::Value, Fail> {
+        ) -> Result<Reply, Fail> {
             match body {
-                RequestBody::Stats => Ok(serde_json::json!({"uid": peer.uid})),
+                RequestBody::Stats => Ok(Reply::Stats(StatsBody {
+                    requests: peer.uid.into(),
+                    ..Default::default()
+                })),
                 RequestBody::Hydrate { path, .. } => {
-                    jobs.report("hydrate", &path, 1, 2, 3, 4, true);
-                    Ok(serde_json::json!(null))
+                    jobs.report(JobKind::Hydrate, &path, 1, 2, 3, 4, true);
+                    Ok(Reply::Batch(BatchResult::default()))
                 }
-                _ => Err(fail(ErrorCode::NotFound, "nope")),
+                _ => Err(ErrorBody {
+                    code: ErrorCode::NotFound,
+                    message: "nope".into(),
+                }),
             }
         }
         fn events(&self, _peer: Peer) -> broadcast::Receiver<Envelope> {
@@ -510,7 +502,7 @@ mod tests {
         w.write_all(b"{\"id\":4,\"op\":\"stats\"}\n").await.unwrap();
         let v = line(&mut r).await;
         assert_eq!(v["id"], 4);
-        assert_eq!(v["result"]["uid"], nix::unistd::getuid().as_raw());
+        assert_eq!(v["result"]["requests"], nix::unistd::getuid().as_raw());
         w.write_all(b"{\"id\":5,\"op\":\"hydrate\",\"path\":\"/x\"}\n")
             .await
             .unwrap();
@@ -553,7 +545,7 @@ mod tests {
             uid: 1000,
             event: Event::Root {
                 local: "/l".into(),
-                change: "paused".into(),
+                change: RootChange::Paused,
             },
         })
         .unwrap();

@@ -6,8 +6,8 @@
 //! `Retrying<Faulty<Memory>>` to show that faults never turn into wrong bytes.
 
 use super::retry::{retry, Breaker, RetryPolicy};
-use super::{Precondition, Remote, RemoteError, Result, Sink, WalkStats};
-use crate::model::{Kind, RelPath, RemoteEntry, Version};
+use super::{Precondition, ReadRange, Remote, RemoteError, Result, Sink, WalkStats};
+use crate::model::{Kind, RelPath, RemoteEntry};
 use async_trait::async_trait;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,27 +75,20 @@ impl<R: Remote> Remote for Faulty<R> {
         self.fault(dir)?;
         self.inner.walk(dir, sink).await
     }
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
-        if let Err(e) = self.fault(path) {
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        if let Err(e) = self.fault(req.path) {
             // Like a connection reset mid-body: half the range arrives, then the error.
-            if len > 1 {
+            if req.len > 1 {
                 self.inner
-                    .read_range(path, version, offset, len / 2, dst, dst_offset)
+                    .read_range(ReadRange {
+                        len: req.len / 2,
+                        ..req
+                    })
                     .await?;
             }
             return Err(e);
         }
-        self.inner
-            .read_range(path, version, offset, len, dst, dst_offset)
-            .await
+        self.inner.read_range(req).await
     }
     async fn upload(&self, path: &RelPath, src: &File, pre: &Precondition) -> Result<RemoteEntry> {
         self.fault(path)?;
@@ -175,18 +168,9 @@ impl<R: Remote> Remote for Retrying<R> {
             }
         }
     }
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
-        retry(&self.policy, &self.breaker, "read", path, |_| {
-            self.inner
-                .read_range(path, version, offset, len, dst, dst_offset)
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        retry(&self.policy, &self.breaker, "read", req.path, |_| {
+            self.inner.read_range(req)
         })
         .await
     }

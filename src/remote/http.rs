@@ -3,7 +3,8 @@
 //! at an offset with an idle timeout (never buffering a whole object).
 
 use super::retry::RetryPolicy;
-use super::{RemoteError, Result};
+use super::transfer::Transfer;
+use super::{ReadRange, RemoteError, Result};
 use crate::model::{RelPath, Version};
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
@@ -20,10 +21,9 @@ pub struct HttpConfig {
     /// Longest wait for the next bytes of a response (headers or body).
     pub idle_timeout: Duration,
     pub retry: RetryPolicy,
-    /// Size of each range request when a large read is split.
-    pub chunk_size: u64,
-    /// Range requests in flight at once for one large read.
-    pub parallelism: usize,
+    /// Transfer sizes; a remote itself uses `parallel` (parts of one multipart upload in
+    /// flight at once).
+    pub transfer: Transfer,
     /// Largest XML response accepted (PROPFIND, list pages).
     pub max_xml_bytes: u64,
     /// Most entries one listing (a PROPFIND answer, one folder of S3) may hold: a hostile or
@@ -42,8 +42,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
-            chunk_size: 8 << 20,
-            parallelism: 4,
+            transfer: Transfer::default(),
             max_xml_bytes: 1 << 30,
             max_listing_entries: 1_000_000,
             listing_deadline: Duration::from_secs(600),
@@ -338,23 +337,25 @@ pub fn file_body(file: Arc<File>, start: u64, len: u64) -> reqwest::Body {
 /// (rclone serve s3), a 200 with the whole body (skipped to the offset), 412 from servers whose
 /// ETag is still weak (retried without If-Match; the response ETag is still checked), 416,
 /// resets and truncated bodies (resumed from the last byte written).
-#[allow(clippy::too_many_arguments)]
 pub async fn ranged_get<F>(
     client: &reqwest::Client,
     cfg: &HttpConfig,
     breaker: &super::retry::Breaker,
-    path: &RelPath,
-    version: &Version,
-    offset: u64,
-    len: u64,
-    dst: &File,
-    dst_offset: u64,
+    req: ReadRange<'_>,
     make: F,
 ) -> Result<()>
 where
     F: Fn(u64, u64, Option<&str>) -> Result<reqwest::Request>,
 {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let ReadRange {
+        path,
+        version,
+        offset,
+        len,
+        dst,
+        dst_offset,
+    } = req;
     if len == 0 {
         return Ok(());
     }

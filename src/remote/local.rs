@@ -12,7 +12,7 @@
 //! directory the user owns; every re-open (restart, login) checks that again. Opens of
 //! files use `O_NONBLOCK` and are type-checked, so a FIFO swapped in never blocks a thread.
 
-use super::{reject, Precondition, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::asuser::{self, UserCreds};
 use crate::fsutil;
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
@@ -246,15 +246,15 @@ impl super::Remote for LocalDir {
         Ok(stats)
     }
 
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        let ReadRange {
+            path,
+            version,
+            offset,
+            len,
+            dst,
+            dst_offset,
+        } = req;
         let dst = dst.try_clone().map_err(|e| RemoteError::io(path, e))?;
         let (p, version) = (path.clone(), version.clone());
         self.blocking(path, move |root| -> Result<()> {

@@ -1,7 +1,7 @@
 //! In-memory remote for unit tests and the conformance suite's reference model.
 //! Versions are strong ETags from a counter, so every write is a new version.
 
-use super::{Precondition, RemoteError, Result, Sink, WalkStats};
+use super::{Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -221,15 +221,15 @@ impl super::Remote for Memory {
         Ok(stats)
     }
 
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        let ReadRange {
+            path,
+            version,
+            offset,
+            len,
+            dst,
+            dst_offset,
+        } = req;
         let data = {
             let g = self.state.lock().unwrap();
             let n =

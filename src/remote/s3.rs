@@ -8,7 +8,7 @@ pub mod listing;
 
 use super::http::{self, HttpConfig};
 use super::retry::{retry, Breaker};
-use super::{reject, Precondition, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
@@ -664,7 +664,7 @@ impl S3 {
                     Ok::<(), RemoteError>(())
                 }
             })
-            .buffer_unordered(self.cfg.http.parallelism.max(1))
+            .buffer_unordered(self.cfg.http.transfer.parallel.max(1))
             .try_collect::<Vec<()>>()
             .await;
         if let Err(e) = result {
@@ -917,27 +917,16 @@ impl super::Remote for S3 {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip(self, dst), fields(remote = "s3"))]
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
+    #[tracing::instrument(level = "debug", skip_all, fields(remote = "s3", path = %req.path,
+        version = ?req.version, offset = req.offset, len = req.len, dst_offset = req.dst_offset))]
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        let path = req.path;
         let url = self.object_url(&self.key(path), &[]);
         http::ranged_get(
             &self.client,
             &self.cfg.http,
             &self.breaker,
-            path,
-            version,
-            offset,
-            len,
-            dst,
-            dst_offset,
+            req,
             |s, e, im| {
                 let mut h = vec![("Range", format!("bytes={s}-{e}"))];
                 if let Some(im) = im {

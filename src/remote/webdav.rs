@@ -9,7 +9,7 @@ pub mod propfind;
 
 use super::http::{self, HttpConfig};
 use super::retry::{retry, Breaker};
-use super::{reject, Precondition, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -428,27 +428,16 @@ impl super::Remote for WebDav {
         Ok(stats)
     }
 
-    #[tracing::instrument(level = "debug", skip(self, dst), fields(remote = "webdav"))]
-    async fn read_range(
-        &self,
-        path: &RelPath,
-        version: &Version,
-        offset: u64,
-        len: u64,
-        dst: &File,
-        dst_offset: u64,
-    ) -> Result<()> {
+    #[tracing::instrument(level = "debug", skip_all, fields(remote = "webdav", path = %req.path,
+        version = ?req.version, offset = req.offset, len = req.len, dst_offset = req.dst_offset))]
+    async fn read_range(&self, req: ReadRange<'_>) -> Result<()> {
+        let path = req.path;
         let url = self.url_for(path, false);
         http::ranged_get(
             &self.client,
             &self.cfg.http,
             &self.breaker,
-            path,
-            version,
-            offset,
-            len,
-            dst,
-            dst_offset,
+            req,
             |s, e, im| {
                 let mut rb = self
                     .request(Method::GET, url.clone())

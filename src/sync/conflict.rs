@@ -40,6 +40,7 @@ pub fn local_stamp(t: std::time::SystemTime) -> String {
     let secs = crate::model::unix_secs(t) as libc::time_t;
     // SAFETY: localtime_r fills the struct we own.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to locals that outlive the call.
     if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
         return "1970-01-01 000000".into();
     }

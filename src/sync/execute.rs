@@ -94,8 +94,6 @@ pub fn scratch() -> io::Result<File> {
     Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-const CHUNK: u64 = 1 << 20;
-
 /// A fresh staging name next to `p` (ignored by sync: `.~skyfill-*`).
 fn temp_beside(p: &RelPath) -> Result<RelPath, ExecError> {
     p.parent()
@@ -571,13 +569,15 @@ impl Executor<'_> {
             return Ok(false);
         }
         let buf = scratch().map_err(io_at(path))?;
-        let mut a = vec![0u8; CHUNK as usize];
-        let mut b = vec![0u8; CHUNK as usize];
+        // Compared one transfer-sized piece at a time.
+        let chunk = crate::remote::transfer::Transfer::default().chunk;
+        let mut a = vec![0u8; chunk as usize];
+        let mut b = vec![0u8; chunk as usize];
         let mut off = 0;
         while off < size {
-            let n = CHUNK.min(size - off);
+            let n = chunk.min(size - off);
             self.remote
-                .read_range(path, &entry.version, off, n, &buf, 0)
+                .read_range(crate::remote::ReadRange::new(path, &entry.version, off, n, &buf).to(0))
                 .await?;
             buf.read_exact_at(&mut a[..n as usize], 0)
                 .map_err(io_at(path))?;

@@ -160,16 +160,8 @@ mod tests {
         async fn walk(&self, _dir: &RelPath, _sink: Sink<'_>) -> crate::remote::Result<WalkStats> {
             unreachable!("a propagating server is listed folder by folder")
         }
-        async fn read_range(
-            &self,
-            p: &RelPath,
-            v: &Version,
-            o: u64,
-            l: u64,
-            d: &File,
-            x: u64,
-        ) -> crate::remote::Result<()> {
-            self.0.read_range(p, v, o, l, d, x).await
+        async fn read_range(&self, r: crate::remote::ReadRange<'_>) -> crate::remote::Result<()> {
+            self.0.read_range(r).await
         }
         async fn upload(
             &self,

@@ -3,47 +3,25 @@
 //! folder of every root, reporting creates, deletes, moves, close-after-write and attribute
 //! changes of each folder's children. No inotify watch limits apply. This adapter only says
 //! *which folder changed* (by its file handle) and who changed it; a sync pass rescans and
-//! the planner decides. Events the daemon caused itself are recognised by pid.
+//! the planner decides. Events the daemon caused itself are recognised by pid. What is
+//! specific to watching lives here (the group's flags, the folder mask, what a change is);
+//! the syscalls and the event decoding are the fanotify adapter's ([`crate::hsm::fanotify`]).
 
+use crate::hsm::fanotify::{self, Fanotify, RawEvent};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-
-const FAN_CLOEXEC: u32 = 0x01;
-const FAN_NONBLOCK: u32 = 0x02;
-const FAN_CLASS_NOTIF: u32 = 0x00;
-const FAN_UNLIMITED_QUEUE: u32 = 0x10;
-const FAN_UNLIMITED_MARKS: u32 = 0x20;
-const FAN_REPORT_FID: u32 = 0x200;
-const FAN_REPORT_DIR_FID: u32 = 0x400;
-const FAN_REPORT_NAME: u32 = 0x800;
-const FAN_MARK_ADD: u32 = 0x01;
-
-const FAN_ATTRIB: u64 = 0x04;
-const FAN_CLOSE_WRITE: u64 = 0x08;
-const FAN_MOVED_FROM: u64 = 0x40;
-const FAN_MOVED_TO: u64 = 0x80;
-const FAN_CREATE: u64 = 0x100;
-const FAN_DELETE: u64 = 0x200;
-const FAN_DELETE_SELF: u64 = 0x400;
-const FAN_MOVE_SELF: u64 = 0x800;
-pub const FAN_Q_OVERFLOW: u64 = 0x4000;
-const FAN_ONDIR: u64 = 0x4000_0000;
-const FAN_EVENT_ON_CHILD: u64 = 0x0800_0000;
-
-const INFO_DFID_NAME: u8 = 2;
-const INFO_DFID: u8 = 3;
+use std::os::fd::BorrowedFd;
 
 /// What a folder mark asks for.
-const MASK: u64 = FAN_CREATE
-    | FAN_DELETE
-    | FAN_MOVED_FROM
-    | FAN_MOVED_TO
-    | FAN_CLOSE_WRITE
-    | FAN_ATTRIB
-    | FAN_DELETE_SELF
-    | FAN_MOVE_SELF
-    | FAN_ONDIR
-    | FAN_EVENT_ON_CHILD;
+const MASK: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_MOVED_FROM
+    | libc::FAN_MOVED_TO
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_ATTRIB
+    | libc::FAN_DELETE_SELF
+    | libc::FAN_MOVE_SELF
+    | libc::FAN_ONDIR
+    | libc::FAN_EVENT_ON_CHILD;
 
 /// A folder's identity in events: file handle type and bytes (fsid left out: one daemon
 /// sees each folder through one filesystem).
@@ -61,123 +39,142 @@ pub struct Change {
 impl Change {
     /// The queue overflowed: everything must be rescanned.
     pub fn overflow(&self) -> bool {
-        self.mask & FAN_Q_OVERFLOW != 0
+        self.mask & libc::FAN_Q_OVERFLOW != 0
+    }
+
+    /// The change one event reports: its folder is the first directory record's. An event
+    /// descriptor (not expected in file-handle mode) is closed with the event.
+    fn from_event(ev: RawEvent<'_>) -> Change {
+        let dir = ev.dir_fid();
+        Change {
+            pid: ev.pid,
+            mask: ev.mask,
+            dir: dir.map(|d| (d.handle_type, d.handle.to_vec())),
+            name: dir
+                .and_then(|d| d.name)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .map(str::to_string),
+        }
     }
 }
 
+/// The folder watcher's notification group.
 pub struct Watcher {
-    fd: OwnedFd,
+    group: Fanotify,
 }
 
 impl Watcher {
+    /// A notification group in file-handle mode reporting each event's folder and name,
+    /// with unlimited queue and marks (an overflow still reads as [`Change::overflow`]).
     pub fn new() -> io::Result<Watcher> {
-        let flags = FAN_CLASS_NOTIF
-            | FAN_CLOEXEC
-            | FAN_NONBLOCK
-            | FAN_UNLIMITED_QUEUE
-            | FAN_UNLIMITED_MARKS
-            | FAN_REPORT_FID
-            | FAN_REPORT_DIR_FID
-            | FAN_REPORT_NAME;
-        // SAFETY: plain syscall.
-        let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as u32) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor we own.
-        Ok(Watcher {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let flags = libc::FAN_CLASS_NOTIF
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_UNLIMITED_QUEUE
+            | libc::FAN_UNLIMITED_MARKS
+            | libc::FAN_REPORT_FID
+            | libc::FAN_REPORT_DFID_NAME;
+        let group = Fanotify::init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as u32)?;
+        Ok(Watcher { group })
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.fd)
+        self.group.as_fd()
     }
 
     /// Watches the folder behind `dir` (idempotent); returns its key.
     pub fn watch(&self, dir: BorrowedFd<'_>) -> io::Result<DirKey> {
-        // SAFETY: valid descriptors, NULL path (the fd itself).
-        let r = unsafe {
-            libc::fanotify_mark(
-                self.fd.as_raw_fd(),
-                FAN_MARK_ADD,
-                MASK,
-                dir.as_raw_fd(),
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        crate::hsm::fanotify::handle_of(dir)
+        self.group.mark(libc::FAN_MARK_ADD, MASK, dir, None)?;
+        fanotify::handle_of(dir)
     }
 
     /// Reads what is queued (non-blocking; empty when nothing is).
     pub fn read(&self) -> io::Result<Vec<Change>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        // SAFETY: reading into our buffer.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(vec![]);
-            }
-            return Err(e);
-        }
-        Ok(parse(&buf[..n as usize]))
+        let mut buf = vec![0u8; fanotify::READ_BUF];
+        let events = self.group.read(&mut buf)?;
+        Ok(events.map(Change::from_event).collect())
     }
 }
 
-/// Parses notification events with directory handle and name records.
-pub fn parse(buf: &[u8]) -> Vec<Change> {
-    let mut out = Vec::new();
-    let meta_len = std::mem::size_of::<libc::fanotify_event_metadata>();
-    let mut off = 0usize;
-    while off + meta_len <= buf.len() {
-        // SAFETY: bounds checked; read_unaligned copes with alignment.
-        let m: libc::fanotify_event_metadata =
-            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
-        let ev_len = m.event_len as usize;
-        if ev_len < meta_len || off + ev_len > buf.len() {
-            break;
-        }
-        let end = off + ev_len;
-        let mut c = Change {
-            pid: m.pid,
-            mask: m.mask,
-            dir: None,
-            name: None,
-        };
-        if m.fd >= 0 {
-            // Not expected in FID mode; never leak it.
-            // SAFETY: the kernel installed this fd for us.
-            drop(unsafe { OwnedFd::from_raw_fd(m.fd) });
-        }
-        let mut i = off + m.metadata_len as usize;
-        while i + 4 <= end {
-            let ty = buf[i];
-            let len = u16::from_ne_bytes([buf[i + 2], buf[i + 3]]) as usize;
-            if len < 4 || i + len > end {
-                break;
-            }
-            // header(4) fsid(8) file_handle{bytes u32, type i32, f_handle[bytes]} [name\0]
-            if (ty == INFO_DFID_NAME || ty == INFO_DFID) && c.dir.is_none() && len >= 20 {
-                let hb = u32::from_ne_bytes(buf[i + 12..i + 16].try_into().unwrap()) as usize;
-                let ht = i32::from_ne_bytes(buf[i + 16..i + 20].try_into().unwrap());
-                let h0 = i + 20;
-                if h0 + hb <= i + len {
-                    c.dir = Some((ht, buf[h0..h0 + hb].to_vec()));
-                    if ty == INFO_DFID_NAME {
-                        let rest = &buf[h0 + hb..i + len];
-                        let z = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                        c.name = std::str::from_utf8(&rest[..z]).ok().map(str::to_string);
-                    }
-                }
-            }
-            i += len;
-        }
-        out.push(c);
-        off = end;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hsm::fanotify::test_buf::{dfid, event};
+    use crate::hsm::fanotify::RawEvents;
+
+    fn changes(buf: &[u8]) -> Vec<Change> {
+        // SAFETY: the test buffers carry no descriptor (FAN_NOFD).
+        unsafe { RawEvents::new(buf) }
+            .map(Change::from_event)
+            .collect()
     }
-    out
+
+    #[test]
+    fn events_become_changes() {
+        let mut buf = event(libc::FAN_CREATE, 4, &[dfid(1, &[1, 2, 3, 4], Some("a"))]);
+        buf.extend(event(libc::FAN_DELETE_SELF, 5, &[dfid(1, &[5, 6], None)]));
+        buf.extend(event(libc::FAN_Q_OVERFLOW, 0, &[]));
+        buf.extend(event(
+            libc::FAN_CREATE,
+            6,
+            &[dfid(1, &[7], Some("\u{fffd}"))],
+        ));
+        let mut bad_name = event(libc::FAN_CREATE, 6, &[dfid(1, &[7], Some("bc"))]);
+        let at = bad_name.len() - 3; // the name "bc\0" ends the record (24 bytes, no padding)
+        bad_name[at] = 0xff;
+        buf.extend(bad_name);
+        let c = changes(&buf);
+        assert_eq!(
+            c[0],
+            Change {
+                pid: 4,
+                mask: libc::FAN_CREATE,
+                dir: Some((1, vec![1, 2, 3, 4])),
+                name: Some("a".into()),
+            }
+        );
+        assert_eq!(c[1].dir, Some((1, vec![5, 6])));
+        assert_eq!(c[1].name, None);
+        assert!(!c[1].overflow());
+        assert!(c[2].overflow());
+        assert_eq!((c[2].dir.clone(), c[2].name.clone()), (None, None));
+        assert_eq!(c[3].name.as_deref(), Some("\u{fffd}"));
+        // A name that is not UTF-8 is left out; the folder still counts.
+        assert_eq!(
+            (c[4].dir.clone(), c[4].name.clone()),
+            (Some((1, vec![7])), None)
+        );
+        assert_eq!(c.len(), 5);
+    }
+
+    /// Against the kernel: needs root (CAP_SYS_ADMIN for the unlimited queue), so it runs
+    /// with the root-only tests (`--features integration`) and fails without root.
+    #[cfg(feature = "integration")]
+    #[test]
+    fn a_watched_folder_reports_a_new_file() {
+        let w = Watcher::new().unwrap_or_else(|e| {
+            panic!("fanotify_init: {e} (this test needs root: run it as scripts/test does)")
+        });
+        // /var/tmp is on disk (file handles work there; /tmp may be a tmpfs).
+        let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+        let dir = std::fs::File::open(tmp.path()).unwrap();
+        let key = w
+            .watch(std::os::fd::AsFd::as_fd(&dir))
+            .unwrap_or_else(|e| panic!("fanotify_mark on {}: {e}", tmp.path().display()));
+        assert!(w.read().unwrap().is_empty());
+        std::fs::write(tmp.path().join("new.txt"), b"x").unwrap();
+        let c = w.read().unwrap();
+        let me = std::process::id() as i32;
+        assert!(
+            c.iter().any(|c| c.pid == me
+                && c.mask & libc::FAN_CREATE != 0
+                && c.dir.as_ref() == Some(&key)
+                && c.name.as_deref() == Some("new.txt")),
+            "{c:?}"
+        );
+        assert!(
+            c.iter().any(|c| c.mask & libc::FAN_CLOSE_WRITE != 0),
+            "{c:?}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use crate::hsm::Daemon;
 use crate::suite::{file_with, p};
 use skyfill::remote::webdav::{WebDav, WebDavConfig};
-use skyfill::remote::{Precondition, Remote};
+use skyfill::remote::{Precondition, ReadRange, Remote};
 use std::collections::BTreeMap;
 use std::path::Path;
 use url::Url;
@@ -130,7 +130,7 @@ pub async fn server_files(server: &Server, args: &[String]) -> BTreeMap<String, 
         }
         let f = tempfile::tempfile().unwrap();
         if e.size > 0 {
-            r.read_range(&e.path, &e.version, 0, e.size, &f, 0)
+            r.read_range(ReadRange::new(&e.path, &e.version, 0, e.size, &f))
                 .await
                 .unwrap();
         }

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use skyfill::model::{Kind, RelPath, RemoteEntry};
-use skyfill::remote::{self, Precondition, Remote, RemoteError};
+use skyfill::remote::transfer::Transfer;
+use skyfill::remote::{self, Precondition, ReadRange, Remote, RemoteError};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -35,7 +36,12 @@ pub fn p(s: &str) -> RelPath {
 
 pub async fn read_all<R: Remote + ?Sized>(r: &R, e: &RemoteEntry) -> Vec<u8> {
     let f = tempfile::tempfile().unwrap();
-    remote::transfer::download(r, &e.path, &e.version, 0, e.size, &f, 64 * 1024, 4)
+    let t = Transfer {
+        chunk: 64 * 1024,
+        parallel: 4,
+        ..Transfer::default()
+    };
+    remote::transfer::download(r, ReadRange::new(&e.path, &e.version, 0, e.size, &f), &t)
         .await
         .unwrap_or_else(|err| panic!("{}: reading {}: {err}", r.describe(), e.path));
     let mut v = vec![0u8; e.size as usize];
@@ -190,7 +196,7 @@ pub async fn run_all<R: Remote + ?Sized>(r: &R) {
         (500_000, 70_000),
         ((1 << 20) - 10, 11),
     ] {
-        r.read_range(&big.path, &big.version, off, len, &f, off + 7)
+        r.read_range(ReadRange::new(&big.path, &big.version, off, len, &f).to(off + 7))
             .await
             .unwrap_or_else(|e| panic!("{who}: range {off}+{len}: {e}"));
         let mut got = vec![0u8; len as usize];
@@ -203,7 +209,7 @@ pub async fn run_all<R: Remote + ?Sized>(r: &R) {
     }
     // A range past the end is a version change, never short data.
     let e = r
-        .read_range(&big.path, &big.version, big.size - 5, 10, &f, 0)
+        .read_range(ReadRange::new(&big.path, &big.version, big.size - 5, 10, &f).to(0))
         .await
         .unwrap_err();
     assert!(
@@ -236,7 +242,7 @@ pub async fn run_all<R: Remote + ?Sized>(r: &R) {
         "{who}: overwrite kept the version"
     );
     let e = r
-        .read_range(&old.path, &old.version, 0, 100, &f, 0)
+        .read_range(ReadRange::new(&old.path, &old.version, 0, 100, &f))
         .await
         .unwrap_err();
     assert!(
@@ -327,7 +333,7 @@ pub async fn run_all<R: Remote + ?Sized>(r: &R) {
         "{who}: stat missing gave {e}"
     );
     let e = r
-        .read_range(&p("nope"), &big.version, 0, 1, &f, 0)
+        .read_range(ReadRange::new(&p("nope"), &big.version, 0, 1, &f))
         .await
         .unwrap_err();
     assert!(

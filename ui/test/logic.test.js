@@ -8,6 +8,8 @@ import {
   errorText,
   formatBytes,
   formatEta,
+  needsSignIn,
+  problem,
   sizeText,
   overall,
   recognizeServer,
@@ -59,20 +61,39 @@ d("formatting", () => {
 });
 
 d("overall state", () => {
-  const root = { signed_in: true, paused: false };
+  const root = { signed_in: true, paused: false, state: "up-to-date" };
   test("in order of what matters", () => {
     expect(overall({ connected: false }).icon).toBe("error");
     expect(overall({ connected: true, roots: [] }).icon).toBe("idle");
-    expect(overall({ connected: true, roots: [{ ...root, signed_in: false }] }).icon).toBe("signin");
-    expect(overall({ connected: true, roots: [{ ...root, paused: true }] }).icon).toBe("paused");
+    expect(overall({ connected: true, roots: [{ ...root, signed_in: false, state: "needs-sign-in" }] }).icon).toBe(
+      "signin",
+    );
+    expect(overall({ connected: true, roots: [{ ...root, paused: true, state: "paused" }] }).icon).toBe("paused");
     expect(
-      overall({ connected: true, roots: [{ ...root, last_error: "server unreachable; ..." }] }).icon,
+      overall({ connected: true, roots: [{ ...root, state: "offline", last_error: "server unreachable; ..." }] }).icon,
     ).toBe("offline");
     expect(
       overall({ connected: true, roots: [root], transfers: { a: { finished: false }, b: { finished: false } } })
         .tooltip,
     ).toBe("Skyfill: syncing 2 files");
+    expect(overall({ connected: true, roots: [{ ...root, state: "syncing" }] }).tooltip).toBe("Skyfill: syncing");
+    expect(overall({ connected: true, roots: [{ ...root, state: "error", last_error: "HTTP 500" }] })).toEqual({
+      icon: "error",
+      tooltip: "Skyfill: HTTP 500",
+    });
     expect(overall({ connected: true, roots: [root] }).tooltip).toBe("Skyfill: up to date");
+  });
+  test("the daemon decides each root's state, not the error text", () => {
+    // An error mentioning "unreachable" is shown, not read: the daemon says error.
+    const failing = { ...root, state: "error", last_error: "server unreachable; retrying" };
+    expect(overall({ connected: true, roots: [failing] }).icon).toBe("error");
+    // Text without the daemon's word changes nothing.
+    expect(overall({ connected: true, roots: [{ ...root, last_error: "server unreachable" }] }).icon).toBe("ok");
+    // A root the daemon says needs sign-in, even if it still holds a secret.
+    expect(needsSignIn({ ...root, state: "needs-sign-in" })).toBe(true);
+    expect(needsSignIn(root)).toBe(false);
+    // Paused only when every root is.
+    expect(overall({ connected: true, roots: [{ ...root, state: "paused" }, root] }).icon).toBe("ok");
   });
 });
 
@@ -119,6 +140,14 @@ d("live updates", () => {
   test("errors say what to do; actions depend on the selection", () => {
     expect(errorText("auth", "401")).toMatch(/Sign in/);
     expect(errorText("odd", "x")).toBe("x");
+    // The app's own words for an unreachable or mismatched daemon already say what to do.
+    const down = "The Skyfill daemon is not running. Start it with: sudo systemctl start skyfilld";
+    expect(errorText("unreachable", down)).toBe(down);
+    // Failed commands: {code, message} (api.js ApiError), or anything else thrown.
+    expect(problem({ code: "not_a_root", message: "/x" })).toMatch(/^\/x — .*not in a Skyfill folder/);
+    expect(problem({ code: "unreachable", message: down })).toBe(down);
+    expect(problem(new Error("boom"))).toBe("boom");
+    expect(problem("plain")).toBe("plain");
     expect(actionsFor([])).toEqual([]);
     expect(actionsFor([{ kind: "file" }])).toContain("open");
     expect(actionsFor([{ kind: "file" }, { kind: "dir" }])).toEqual(["offline", "free", "online-only"]);

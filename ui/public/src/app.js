@@ -1,7 +1,10 @@
-// The Skyfill window: DOM glue between the Rust commands (src-tauri/src/commands.rs) and the
-// pure logic (logic.js). Everything the daemon says arrives as "daemon" events (the protocol's
-// event lines) and "connection" events; the window never polls the file list.
+// The Skyfill window: DOM glue between the Rust side, reached only through api.js (commands
+// and events), and the pure logic (logic.js). Everything the daemon says arrives as events
+// (decoded in api.js, handled by `daemonEvents` below) and connection changes; the window
+// never polls the file list. Failed commands are ApiErrors: their code decides what to do,
+// their message is shown.
 
+import * as api from "./api.js";
 import {
   sizeText,
   actionsFor,
@@ -12,13 +15,13 @@ import {
   errorText,
   formatBytes,
   formatRate,
+  needsSignIn,
   overall,
+  problem,
   recognizeServer,
   s3Url,
 } from "./logic.js";
 
-const tauri = window.__TAURI__;
-const invoke = (cmd, args) => tauri.core.invoke(cmd, args);
 const $ = (id) => document.getElementById(id);
 
 const model = {
@@ -141,7 +144,7 @@ function renderActivity() {
   badge.textContent = String(live.length);
   $("conflicts").replaceChildren(...model.conflicts.map((c) => el("li", {},
     el("span", { class: "grow" }, `${c.path} ⇄ ${c.copy}`),
-    el("button", { onclick: () => { invoke("open_path", { path: c.path }); invoke("open_path", { path: c.copy }); } }, "Open both"),
+    el("button", { onclick: () => { api.openPath(c.path); api.openPath(c.copy); } }, "Open both"),
   )));
   $("conflicts-empty").hidden = model.conflicts.length > 0;
   $("errors").replaceChildren(...model.errors.map((e) => el("li", {},
@@ -156,7 +159,7 @@ async function renderSettings() {
   const s = model.settings;
   if (!s) return;
   $("accounts").replaceChildren(...model.roots.map((r) => el("li", { "data-root": r.local },
-    el("span", { class: "grow" }, `${r.local} ← ${r.remote}${r.signed_in ? "" : " (needs sign-in)"}`),
+    el("span", { class: "grow" }, `${r.local} ← ${r.remote}${needsSignIn(r) ? " (needs sign-in)" : ""}`),
     el("button", { onclick: () => removeRoot(r.local) }, "Remove…"),
   )));
   $("budgets").replaceChildren(...model.roots.map((r) => el("label", {}, `${r.local}: keep at most `,
@@ -171,7 +174,7 @@ async function renderSettings() {
   $("never").replaceChildren(...s.never_download.map((p) => el("li", {},
     el("span", { class: "grow" }, p),
     el("button", { onclick: () => setNever(s.never_download.filter((x) => x !== p)) }, "Remove"))));
-  $("set-autostart").checked = await invoke("autostart_enabled");
+  $("set-autostart").checked = await api.autostartEnabled();
 }
 
 // ------------------------------------------------------------------ actions
@@ -186,11 +189,14 @@ async function openDir(path) {
   model.dir = path;
   model.selected.clear();
   try {
-    model.entries = await invoke("list", { path });
+    model.entries = await api.list(path);
     $("files-message").textContent = "";
   } catch (e) {
+    // The folder went away (deleted, renamed): back to the top of its sync folder.
+    if ((e.code === "not_found" || e.code === "not_a_root") && model.root && path !== model.root)
+      return openDir(model.root);
     model.entries = [];
-    $("files-message").textContent = String(e);
+    $("files-message").textContent = problem(e);
   }
   renderCrumbs();
   renderFiles();
@@ -200,50 +206,55 @@ async function act(action) {
   const paths = [...model.selected];
   if (!paths.length) return;
   const msg = $("files-message");
+  let said;
   try {
-    if (action === "open") return await invoke("open_path", { path: paths[0] });
-    if (action === "reveal") return await invoke("reveal", { path: paths[0] });
+    if (action === "open") return await api.openPath(paths[0]);
+    if (action === "reveal") return await api.reveal(paths[0]);
     msg.textContent = "Working…";
-    const r = await invoke("act", { action, paths });
+    const r = await api.act(action, paths);
     const skipped = r.skipped?.length ? ` ${r.skipped.length} skipped: ${r.skipped[0].reason}` : "";
-    msg.textContent = `${r.files} file(s), ${formatBytes(r.bytes)}.${skipped}`;
+    said = `${r.files} file(s), ${formatBytes(r.bytes)}.${skipped}`;
   } catch (e) {
-    msg.textContent = String(e);
+    said = problem(e);
   }
   await openDir(model.dir);
+  // The listing clears the message: say how it went after it (unless the listing failed).
+  if (!msg.textContent) msg.textContent = said;
 }
 
 async function blockApp(app) {
-  const s = await invoke("config_get");
+  const s = await api.configGet();
   if (!s.settings.never_download.includes(app)) await setNever([...s.settings.never_download, app]);
 }
 
 async function setNever(list) {
-  await invoke("config_set", { key: "never_download", value: list, root: null });
+  await api.configSet("never_download", list);
   await refreshSettings();
 }
 
 async function removeRoot(local) {
   if (!confirm(`Stop syncing ${local}? Files that are on this device stay; online-only files go.`)) return;
   try {
-    await invoke("remove_root", { local, mode: "keep_local" });
+    await api.removeRoot(local, "keep_local");
   } catch (e) {
-    $("settings-message").textContent = String(e);
+    $("settings-message").textContent = problem(e);
   }
   await refreshRoots();
 }
 
 async function refreshSettings() {
-  const c = await invoke("config_get");
+  const c = await api.configGet();
   model.settings = c.settings;
   await renderSettings();
 }
 
 async function refreshRoots() {
   try {
-    model.roots = await invoke("roots");
-  } catch {
+    model.roots = await api.roots();
+  } catch (e) {
     model.roots = [];
+    // An unreachable daemon is told by the banner (the connection); anything else here.
+    if (e.code !== "unreachable") $("files-message").textContent = problem(e);
   }
   if (!model.roots.some((r) => r.local === model.root)) {
     model.root = model.roots[0]?.local || null;
@@ -263,15 +274,15 @@ async function refreshRoots() {
 async function saveSettings() {
   const m = $("settings-message");
   try {
-    await invoke("config_set", { key: "download_limit", value: $("set-download").value || "0", root: null });
-    await invoke("config_set", { key: "upload_limit", value: $("set-upload").value || "0", root: null });
-    await invoke("config_set", { key: "poll_interval", value: $("set-poll").value, root: null });
+    await api.configSet("download_limit", $("set-download").value || "0");
+    await api.configSet("upload_limit", $("set-upload").value || "0");
+    await api.configSet("poll_interval", $("set-poll").value);
     for (const i of document.querySelectorAll("[data-budget]"))
-      await invoke("config_set", { key: "budget", value: i.value.trim() || "none", root: i.dataset.budget });
-    await invoke("set_autostart", { enabled: $("set-autostart").checked });
+      await api.configSet("budget", i.value.trim() || "none", i.dataset.budget);
+    await api.setAutostart($("set-autostart").checked);
     m.textContent = "Saved.";
   } catch (e) {
-    m.textContent = String(e);
+    m.textContent = problem(e);
   }
   await refreshSettings();
 }
@@ -340,13 +351,13 @@ async function wizardNext() {
     if (bad) return (err.textContent = bad);
     $("w-next").disabled = true;
     try {
-      const r = await invoke("add_account", { form: wizardForm(), local: folder });
+      const r = await api.addAccount(wizardForm(), folder);
       $("w-done").textContent = `Done: ${r.files} files and ${r.dirs} folders are in ${folder}, online-only. They download when you open them.`;
       model.root = folder;
       model.dir = folder;
     } catch (e) {
       $("w-next").disabled = false;
-      return (err.textContent = String(e));
+      return (err.textContent = problem(e));
     }
     $("w-next").disabled = false;
   }
@@ -365,11 +376,10 @@ async function testConnection() {
   if (f.error) return (out.textContent = f.error);
   out.textContent = "Testing…";
   try {
-    const r = await invoke("test_connection", { form: f });
-    out.textContent = r;
+    out.textContent = await api.testConnection(f);
     out.dataset.ok = "true";
   } catch (e) {
-    out.textContent = String(e);
+    out.textContent = problem(e);
   }
 }
 
@@ -386,51 +396,48 @@ function openWizard() {
 
 // ------------------------------------------------------------------ daemon events
 
-function onDaemonEvent(ev) {
-  switch (ev.event) {
-    case "state": {
-      model.entries = applyState(model.entries, ev);
-      renderFiles();
-      // A download ends when its file is complete.
-      const t = model.transfers[ev.path];
-      if (t && (ev.state === "local" || ev.state === "pinned")) {
-        model.done.unshift({ ...t, done: t.total, finished: true });
-        delete model.transfers[ev.path];
-        renderActivity();
-        renderSummary();
-      }
-      break;
-    }
-    case "progress": {
-      model.transfers = applyProgress(model.transfers, ev, Date.now());
-      const t = model.transfers[ev.path];
-      if (t.finished) {
-        model.done.unshift(t);
-        delete model.transfers[ev.path];
-      }
+/** What each daemon event does to the window (api.js decodes them). */
+const daemonEvents = {
+  state(ev) {
+    model.entries = applyState(model.entries, ev);
+    renderFiles();
+    // A download ends when its file is complete.
+    const t = model.transfers[ev.path];
+    if (t && (ev.state === "local" || ev.state === "pinned")) {
+      model.done.unshift({ ...t, done: t.total, finished: true });
+      delete model.transfers[ev.path];
       renderActivity();
       renderSummary();
-      break;
     }
-    case "conflict":
-      model.conflicts.unshift(ev);
-      renderActivity();
-      renderSummary();
-      break;
-    case "error":
-      model.errors.unshift(ev);
-      model.errors = model.errors.slice(0, 50);
-      renderActivity();
-      refreshRoots();
-      break;
-    case "root":
-      refreshRoots();
-      break;
-    case "lagged":
-      if (model.dir) openDir(model.dir);
-      break;
-  }
-}
+  },
+  progress(ev) {
+    model.transfers = applyProgress(model.transfers, ev, Date.now());
+    const t = model.transfers[ev.path];
+    if (t.finished) {
+      model.done.unshift(t);
+      delete model.transfers[ev.path];
+    }
+    renderActivity();
+    renderSummary();
+  },
+  conflict(ev) {
+    model.conflicts.unshift(ev);
+    renderActivity();
+    renderSummary();
+  },
+  error(ev) {
+    model.errors.unshift(ev);
+    model.errors = model.errors.slice(0, 50);
+    renderActivity();
+    refreshRoots();
+  },
+  root() {
+    refreshRoots();
+  },
+  lagged() {
+    if (model.dir) openDir(model.dir);
+  },
+};
 
 function onConnection(c) {
   model.connected = c.connected;
@@ -469,7 +476,7 @@ function keyboard(ev) {
   } else if (ev.key === "Enter" && i >= 0 && document.activeElement.tagName === "TR") {
     const e = model.entries.find((x) => x.path === rows[i].dataset.path);
     if (e?.kind === "dir") openDir(e.path);
-    else if (e) invoke("open_path", { path: e.path });
+    else if (e) api.openPath(e.path);
   }
 }
 
@@ -497,20 +504,18 @@ async function main() {
   for (const id of ["w-url", "w-user"]) $(id).addEventListener("input", updateResolved);
   $("w-flow").addEventListener("click", async () => {
     try {
-      const r = await invoke("nextcloud_login", { server: $("w-url").value });
+      const r = await api.nextcloudLogin($("w-url").value);
       $("w-user").value = r.user;
       $("w-pass").value = r.password;
       updateResolved();
     } catch (e) {
-      $("w-error").textContent = String(e);
+      $("w-error").textContent = problem(e);
     }
   });
   document.querySelector("#wizard").addEventListener("cancel", (e) => { if (!model.roots.length) e.preventDefault(); });
-  model.home = await invoke("home_dir");
-  await tauri.event.listen("daemon", (e) => onDaemonEvent(e.payload));
-  await tauri.event.listen("connection", (e) => onConnection(e.payload));
-  await tauri.event.listen("show-view", (e) => showView(e.payload));
-  onConnection(await invoke("connection"));
+  model.home = await api.homeDir();
+  await api.subscribe({ ...daemonEvents, connection: onConnection, view: showView });
+  onConnection(await api.connection());
   renderActivity();
 }
 

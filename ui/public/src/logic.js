@@ -90,19 +90,29 @@ export function applyProgress(transfers, ev, now) {
   return { ...transfers, [ev.path]: next };
 }
 
-/** The overall state for the tray icon and tooltip. */
+/** A root needs the user to sign in again (the daemon's `state`, or no usable secret). */
+export const needsSignIn = (r) => r.state === "needs-sign-in" || !r.signed_in;
+
+/** A root is paused. */
+export const isPaused = (r) => r.state === "paused" || r.paused;
+
+/**
+ * The overall state for the tray icon and tooltip, from each root's `state` as the daemon
+ * decides it (error text is shown, never read).
+ */
 export function overall({ connected, roots = [], transfers = {}, pendingConflicts = 0 }) {
   if (!connected) return { icon: "error", tooltip: "Skyfill: the daemon is not running" };
   if (roots.length === 0) return { icon: "idle", tooltip: "Skyfill: no sync folder yet" };
-  if (roots.some((r) => !r.signed_in))
-    return { icon: "signin", tooltip: "Skyfill: sign-in needed" };
-  if (roots.every((r) => r.paused)) return { icon: "paused", tooltip: "Skyfill: paused" };
-  const offline = roots.filter((r) => (r.last_error || "").includes("unreachable"));
-  if (offline.length) return { icon: "offline", tooltip: "Skyfill: offline, changes are kept" };
+  if (roots.some(needsSignIn)) return { icon: "signin", tooltip: "Skyfill: sign-in needed" };
+  if (roots.every(isPaused)) return { icon: "paused", tooltip: "Skyfill: paused" };
+  if (roots.some((r) => r.state === "offline"))
+    return { icon: "offline", tooltip: "Skyfill: offline, changes are kept" };
   const active = Object.values(transfers).filter((t) => !t.finished).length;
   if (active) return { icon: "syncing", tooltip: `Skyfill: syncing ${active} file${active > 1 ? "s" : ""}` };
-  const failing = roots.filter((r) => r.last_error);
-  if (failing.length) return { icon: "error", tooltip: `Skyfill: ${failing[0].last_error}` };
+  if (roots.some((r) => r.state === "syncing")) return { icon: "syncing", tooltip: "Skyfill: syncing" };
+  const failing = roots.filter((r) => r.state === "error");
+  if (failing.length)
+    return { icon: "error", tooltip: `Skyfill: ${failing[0].last_error || "a problem needs you"}` };
   if (pendingConflicts)
     return { icon: "conflict", tooltip: `Skyfill: ${pendingConflicts} conflict${pendingConflicts > 1 ? "s" : ""}` };
   return { icon: "ok", tooltip: "Skyfill: up to date" };
@@ -176,16 +186,26 @@ export function applyState(entries, ev) {
   return next;
 }
 
-/** The human text for a daemon error code, with what to do. */
+/**
+ * The human text for an error code (the daemon's, or "unreachable"), with what to do. For
+ * "unreachable" and "version_mismatch" the app's message already says what to do.
+ */
 export function errorText(code, message) {
   const hints = {
     auth: "Sign in again from Settings.",
     not_a_root: "The file is not in a Skyfill folder.",
-    unreachable: "Start the daemon: sudo systemctl start skyfilld",
-    version: "Update Skyfill so the app and the daemon match.",
+    not_authorized: "You may not change this folder.",
     remote: "Check the server address and your connection.",
+    unsynced: "Some files have changes that are not on the server yet; wait until they are synced.",
+    busy: "Skyfill is busy with this; try again in a moment.",
   };
   return hints[code] ? `${message} — ${hints[code]}` : message;
+}
+
+/** What to show for a failed command (an ApiError from api.js: `{code, message}`). */
+export function problem(e) {
+  if (e && typeof e === "object" && "code" in e) return errorText(e.code, String(e.message ?? ""));
+  return String(e?.message ?? e);
 }
 
 /** Actions offered for a selection (all need at least one entry). */

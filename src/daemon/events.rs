@@ -1,0 +1,168 @@
+//! The one consumer of the file notices that the hydrator, eviction and the sync executor
+//! send: it updates the index, tells the file's owner (subscribers) and keeps each root's
+//! disk budget. A download into a root with a budget announces itself here and waits for the
+//! answer that room was made: the index scan and the evictions run in this task, never in
+//! the hydrator.
+
+use super::core::Core;
+use crate::hsm::evict;
+use crate::hsm::hydrate::Notice;
+use crate::hsm::meta::Pin;
+use crate::ipc::proto::{Availability, Direction, ErrorCode, Event, SyncState};
+use crate::model::RelPath;
+use crate::roots::RootRecord;
+use crate::sync::budget;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Applies notices as they come, until the daemon stops.
+pub async fn run(core: Arc<Core>, mut rx: UnboundedReceiver<Notice>) {
+    while let Some(n) = rx.recv().await {
+        if matches!(n, Notice::Fetching { .. }) {
+            // Budget work is blocking filesystem work: the runtime moves its other tasks off
+            // this thread meanwhile.
+            crate::fsutil::blocking(|| apply(&core, n));
+        } else {
+            apply(&core, n);
+        }
+    }
+}
+
+/// One notice: the index and the file's owner learn of it.
+pub fn apply(core: &Core, n: Notice) {
+    match n {
+        Notice::Changed(m) => {
+            let _ = core.index.put(&m.root, &m.path, &super::record_of(&m));
+            if let Some(r) = core.root_by_id(&m.root) {
+                core.emit(
+                    r.uid,
+                    Event::State {
+                        path: Core::abs(&r, &m.path),
+                        state: m.availability(),
+                        sync: SyncState::Synced,
+                        size: m.size,
+                        local_bytes: m.local_bytes(),
+                    },
+                );
+            }
+        }
+        Notice::Progress {
+            root,
+            path,
+            done,
+            total,
+            app,
+        } => {
+            if let Some(r) = core.root_by_id(&root) {
+                core.emit(
+                    r.uid,
+                    Event::Progress {
+                        path: Core::abs(&r, &path),
+                        direction: Direction::Down,
+                        done,
+                        total,
+                        pid: app.as_ref().map(|a| a.0),
+                        app: app.map(|a| a.1),
+                    },
+                );
+            }
+        }
+        Notice::Failed { root, path, errno } => {
+            if let Some(r) = core.root_by_id(&root) {
+                core.emit(
+                    r.uid,
+                    Event::Error {
+                        path: Some(Core::abs(&r, &path)),
+                        code: ErrorCode::Remote,
+                        message: format!(
+                            "download failed: {}",
+                            std::io::Error::from_raw_os_error(errno)
+                        ),
+                    },
+                );
+            }
+        }
+        Notice::Fetching { root, bytes, room } => {
+            if let Some(r) = core.root_by_id(&root).filter(|r| r.budget.is_some()) {
+                keep_budget(core, &r, bytes);
+            }
+            if let Some(tx) = room {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// Evicts least recently used local files of `r` until `incoming` more bytes fit in its
+/// budget. Pinned files, files with changes not uploaded and files in use stay.
+pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
+    let Some(b) = r.budget else { return };
+    let Ok(records) = core.index.below(&r.id, "") else {
+        return;
+    };
+    let used: u64 = records.iter().map(|(_, rec)| rec.local_bytes).sum();
+    let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
+        Ok(v) => (
+            v.blocks() * v.fragment_size(),
+            v.blocks_available() * v.fragment_size(),
+        ),
+        Err(_) => (0, 0),
+    };
+    let limit = budget::limit(&b, used, total, avail);
+    if used + incoming <= limit {
+        return;
+    }
+    let Ok(root) = core.open_root(r) else { return };
+    let Ok(q) = core.quiet(&root) else { return };
+    let cands: Vec<budget::Candidate> = records
+        .iter()
+        .filter(|(_, rec)| rec.availability == Availability::Local && rec.local_bytes > 0)
+        .filter_map(|(p, rec)| {
+            let path = RelPath::parse(p).ok()?;
+            let (pfd, name) = crate::fsutil::open_parent(q.as_fd(), &path).ok()?;
+            let st = crate::fsutil::stat_at(pfd.as_fd(), name).ok()?;
+            let m = evict::meta_at(pfd.as_fd(), name).ok()??;
+            let dirty = (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32))
+                != (m.size, m.mtime)
+                || m.version.is_empty();
+            Some(budget::Candidate {
+                path,
+                bytes: rec.local_bytes,
+                atime: st.st_atime.max(st.st_ctime),
+                pinned: m.pin == Pin::Pinned,
+                dirty,
+            })
+        })
+        .collect();
+    let victims = budget::choose(&cands, used, incoming, limit);
+    let mut freed = 0u64;
+    for v in &victims {
+        match evict::evict(q.as_fd(), v, &core.group, true) {
+            Ok(n) => {
+                freed += n;
+                if let Ok((pfd, name)) = crate::fsutil::open_parent(q.as_fd(), v) {
+                    if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                        apply(core, Notice::changed(&m));
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(path = %v, error = %e, "not evicted for the budget"),
+        }
+    }
+    tracing::info!(root = %r.local.display(), used, limit, incoming, freed, files = victims.len(), "disk budget kept");
+    if used + incoming > limit + freed {
+        core.emit(
+            r.uid,
+            Event::Error {
+                path: Some(r.local.display().to_string()),
+                code: ErrorCode::Remote,
+                message: format!(
+                    "disk budget reached: {} of {} bytes used by pinned, changed or open files",
+                    used + incoming - freed,
+                    limit
+                ),
+            },
+        );
+    }
+}

@@ -1,0 +1,495 @@
+//! File operations for users: the state of a path and of a folder's entries (`status`,
+//! `list`), and the batches that change where bytes are (`pin`, `free`, `hydrate`, and the
+//! downloads of pinned files after a pass). Every path is resolved beneath its root with
+//! `openat2` (no `..`, no symlinks); files owned by anyone but the root's owner are left
+//! alone; placeholders are opened only through the root's private ignore-marked mount, so a
+//! request never raises a pre-content event to itself.
+
+use super::core::Core;
+use super::error::{Error, Result};
+use crate::fsutil;
+use crate::hsm::evict::{self, EvictError};
+use crate::hsm::hydrate::Notice;
+use crate::hsm::meta::{self, Availability, FileMeta, Fill, Pin};
+use crate::hsm::pins;
+use crate::ipc::proto::*;
+use crate::ipc::server::{JobSink, Peer};
+use crate::model::RelPath;
+use crate::roots::RootRecord;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Synced or pending for a file (and its record, if it is managed).
+pub fn sync_state(m: Option<&FileMeta>, st: &libc::stat) -> SyncState {
+    match m {
+        None => SyncState::Pending,
+        Some(m)
+            if m.fill == Fill::Complete
+                && (st.st_size as u64 != m.size
+                    || (st.st_mtime, st.st_mtime_nsec as u32) != m.mtime) =>
+        {
+            SyncState::Pending
+        }
+        Some(_) => SyncState::Synced,
+    }
+}
+
+fn percent(local: u64, size: u64) -> f64 {
+    if size == 0 {
+        100.0
+    } else {
+        ((local as f64 * 1000.0 / size as f64).floor() / 10.0).min(100.0)
+    }
+}
+
+/// What is at and below a path: directories and regular files (with their owner).
+#[derive(Default)]
+pub struct Found {
+    pub is_dir: bool,
+    pub dirs: Vec<RelPath>,
+    pub files: Vec<(RelPath, u32)>,
+}
+
+/// Lists `rel` and, for a directory, everything below it, never following a symlink.
+pub fn scan(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
+    fsutil::blocking(|| scan_tree(root, rel))
+}
+
+fn scan_tree(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
+    let fd = fsutil::open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = fsutil::fstat(fd.as_fd())?;
+    let mut f = Found::default();
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            f.files.push((rel.clone(), st.st_uid));
+            return Ok(f);
+        }
+        libc::S_IFDIR => f.is_dir = true,
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+    let mut stack = vec![rel.clone()];
+    while let Some(d) = stack.pop() {
+        let dfd = fsutil::open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        f.dirs.push(d.clone());
+        for raw in fsutil::read_dir_names(dfd.as_fd())? {
+            let Ok(name) = std::str::from_utf8(&raw) else {
+                continue;
+            };
+            let Ok(p) = d.join(name) else { continue };
+            let Ok(st) = fsutil::stat_at(dfd.as_fd(), name) else {
+                continue; // gone meanwhile
+            };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => stack.push(p),
+                libc::S_IFREG => f.files.push((p, st.st_uid)),
+                _ => {}
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// What a batch does to each file after writing its setting.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Download,
+    Evict,
+    Nothing,
+}
+
+/// File operations: a view of the daemon's state with this one job.
+pub struct Files<'a>(pub &'a Core);
+
+impl std::ops::Deref for Files<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        self.0
+    }
+}
+
+impl Files<'_> {
+    pub fn list(&self, peer: Peer, path: &str) -> Result<Vec<PathStatus>> {
+        let (r, rel) = self.resolve(peer, path)?;
+        let root = self.open_root(&r)?;
+        let dfd = fsutil::open_beneath(
+            root.as_fd(),
+            &rel,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+        let base = path.trim_end_matches('/');
+        let mut out: Vec<PathStatus> = fsutil::read_dir_names(dfd.as_fd())
+            .map_err(Error::internal)?
+            .into_iter()
+            .filter_map(|raw| {
+                let name = crate::model::validate_name(&raw).ok()?;
+                if name.starts_with(".~skyfill-") {
+                    return None;
+                }
+                self.status(peer, &format!("{base}/{name}")).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| (a.kind != Kind::Dir, &a.path).cmp(&(b.kind != Kind::Dir, &b.path)));
+        Ok(out)
+    }
+
+    pub fn status(&self, peer: Peer, path: &str) -> Result<PathStatus> {
+        let (r, rel) = self.resolve(peer, path)?;
+        let root = self.open_root(&r)?;
+        let fd = fsutil::open_beneath(root.as_fd(), &rel, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+        let st = fsutil::fstat(fd.as_fd()).map_err(Error::internal)?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                let dfd = fsutil::open_beneath(
+                    root.as_fd(),
+                    &rel,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )
+                .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+                let setting = pins::dir_setting(dfd.as_fd()).map_err(Error::internal)?;
+                let mut c = Counts::default();
+                let (mut size, mut local) = (0u64, 0u64);
+                for (_, rec) in self
+                    .index
+                    .below(&r.id, rel.as_str())
+                    .map_err(Error::internal)?
+                {
+                    size += rec.size;
+                    local += if rec.availability.is_local() {
+                        rec.size
+                    } else {
+                        rec.local_bytes.min(rec.size)
+                    };
+                    match rec.availability {
+                        Availability::OnlineOnly => c.online_only += 1,
+                        Availability::Partial => c.partial += 1,
+                        Availability::Pinned => c.pinned += 1,
+                        Availability::Local => c.local += 1,
+                    }
+                }
+                let total = c.online_only + c.partial + c.local + c.pinned;
+                let state = if total > 0 && c.pinned == total {
+                    Availability::Pinned
+                } else if c.online_only + c.partial == 0 {
+                    Availability::Local
+                } else if c.local + c.pinned + c.partial == 0 {
+                    Availability::OnlineOnly
+                } else {
+                    Availability::Partial
+                };
+                Ok(PathStatus {
+                    path: path.into(),
+                    kind: Kind::Dir,
+                    state,
+                    sync: SyncState::Synced,
+                    size,
+                    local_bytes: local,
+                    percent: (state == Availability::Partial).then(|| percent(local, size)),
+                    setting,
+                    counts: Some(c),
+                })
+            }
+            libc::S_IFREG => {
+                let m = meta::read_proc_fd(fd.as_fd()).map_err(Error::internal)?;
+                let m = m.filter(|m| m.root == r.id);
+                let sync = sync_state(m.as_ref(), &st);
+                Ok(match m {
+                    None => PathStatus {
+                        path: path.into(),
+                        kind: Kind::File,
+                        state: Availability::Local,
+                        sync,
+                        size: st.st_size as u64,
+                        local_bytes: st.st_size as u64,
+                        percent: None,
+                        setting: Pin::Inherit,
+                        counts: None,
+                    },
+                    Some(m) => PathStatus {
+                        path: path.into(),
+                        kind: Kind::File,
+                        state: m.availability(),
+                        sync,
+                        size: m.size,
+                        local_bytes: m.local_bytes(),
+                        percent: (m.fill == Fill::Partial)
+                            .then(|| percent(m.local_bytes(), m.size)),
+                        setting: m.pin,
+                        counts: None,
+                    },
+                })
+            }
+            _ => Err(Error::new(
+                ErrorCode::BadRequest,
+                format!("{path}: not a file or folder"),
+            )),
+        }
+    }
+
+    // ------------------------------------------------------------ pin, free, hydrate
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn batch(
+        &self,
+        peer: Peer,
+        path: &str,
+        recursive: bool,
+        setting: Option<Pin>,
+        action: Action,
+        job: JobKind,
+        jobs: &JobSink,
+    ) -> Result<BatchResult> {
+        let (r, rel) = self.resolve(peer, path)?;
+        let root = self.open_root(&r)?;
+        let q = self.quiet(&root)?;
+        let found = scan(q.as_fd(), &rel).map_err(|e| {
+            let code = if e.raw_os_error() == Some(libc::ENOENT) {
+                ErrorCode::NotFound
+            } else {
+                ErrorCode::BadRequest
+            };
+            let why = match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::EXDEV) => {
+                    "the path goes through a symlink, which Skyfill never follows".to_string()
+                }
+                _ => e.to_string(),
+            };
+            Error::new(code, format!("{path}: {why}"))
+        })?;
+        if found.is_dir && !recursive {
+            return Err(Error::new(
+                ErrorCode::BadRequest,
+                format!("{path} is a folder: use -r (recursive) to act on everything below it"),
+            ));
+        }
+        // Folder settings first, so new files arriving meanwhile inherit the new one.
+        let dir_setting = match (setting, action) {
+            (Some(p), _) => Some(p),
+            // Freeing a pinned folder unpins it (a folder cannot be both).
+            (None, Action::Evict) => Some(Pin::Inherit),
+            _ => None,
+        };
+        if let Some(p) = dir_setting {
+            for d in &found.dirs {
+                let fd = fsutil::open_beneath(q.as_fd(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(|e| Error::new(ErrorCode::BadRequest, format!("{path}: {e}")))?;
+                let cur = pins::dir_setting(fd.as_fd()).map_err(Error::internal)?;
+                if setting.is_some() || cur == Pin::Pinned {
+                    pins::set_dir_setting(fd.as_fd(), p).map_err(Error::internal)?;
+                }
+            }
+        }
+        let mut skipped = Vec::new();
+        let files: Vec<RelPath> = found
+            .files
+            .into_iter()
+            .filter_map(|(f, uid)| {
+                if uid != r.uid {
+                    skipped.push(Skipped {
+                        path: Core::abs(&r, f.as_str()),
+                        reason: "owned by another user; Skyfill leaves it alone".into(),
+                    });
+                    None
+                } else {
+                    Some(f)
+                }
+            })
+            .collect();
+        let mut res = self
+            .apply(&r, &q, &files, setting, action, job, path, jobs, false)
+            .await;
+        skipped.append(&mut res.skipped);
+        res.skipped = skipped;
+        Ok(res)
+    }
+
+    /// Writes `setting` on each file and then downloads, evicts or leaves it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        r: &RootRecord,
+        q: &OwnedFd,
+        files: &[RelPath],
+        setting: Option<Pin>,
+        action: Action,
+        job: JobKind,
+        label: &str,
+        jobs: &JobSink,
+        force: bool,
+    ) -> BatchResult {
+        let mut res = BatchResult::default();
+        let paused = !force && self.root_by_id(&r.id).map(|x| x.paused).unwrap_or(true);
+        // Totals for progress.
+        let metas: Vec<Option<FileMeta>> = files
+            .iter()
+            .map(|f| {
+                fsutil::open_beneath(q.as_fd(), f, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .ok()
+                    .and_then(|fd| meta::read_proc_fd(fd.as_fd()).ok().flatten())
+            })
+            .collect();
+        let bytes_total: u64 = metas
+            .iter()
+            .flatten()
+            .map(|m| match action {
+                Action::Download => m.size - m.local_bytes().min(m.size),
+                Action::Evict => m.local_bytes(),
+                Action::Nothing => 0,
+            })
+            .sum();
+        let n = files.len() as u64;
+        let mut last = Instant::now() - Duration::from_secs(1);
+        for (i, (f, m)) in files.iter().zip(metas).enumerate() {
+            if last.elapsed() > Duration::from_millis(200) {
+                jobs.report(job, label, i as u64, n, res.bytes, bytes_total, false);
+                last = Instant::now();
+            }
+            let abs = Core::abs(r, f.as_str());
+            let Some(m) = m else {
+                if action == Action::Evict {
+                    res.skipped.push(Skipped {
+                        path: abs,
+                        reason: "a local file that is not on the server yet".into(),
+                    });
+                }
+                continue;
+            };
+            if m.root != r.id {
+                res.skipped.push(Skipped {
+                    path: abs,
+                    reason: "belongs to another sync root".into(),
+                });
+                continue;
+            }
+            let span = tracing::info_span!("file", path = %abs, job = ?job);
+            let one = self
+                .apply_one(q, f, &m, setting, action, paused, &mut res)
+                .instrument(span)
+                .await;
+            if let Err(e) = one {
+                res.skipped.push(Skipped {
+                    path: abs,
+                    reason: e.message,
+                });
+            }
+        }
+        jobs.report(job, label, n, n, res.bytes, bytes_total, true);
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_one(
+        &self,
+        q: &OwnedFd,
+        f: &RelPath,
+        m: &FileMeta,
+        setting: Option<Pin>,
+        action: Action,
+        paused: bool,
+        res: &mut BatchResult,
+    ) -> Result<()> {
+        let need_write = setting.is_some_and(|p| p != m.pin)
+            || (action == Action::Evict && m.pin == Pin::Pinned);
+        let want_data = action == Action::Download && m.fill != Fill::Complete;
+        if !need_write && !want_data && action != Action::Evict {
+            return Ok(());
+        }
+        let file = Arc::new(File::from(
+            fsutil::open_beneath(q.as_fd(), f, libc::O_RDWR | libc::O_NOFOLLOW, 0)
+                .map_err(Error::from)?,
+        ));
+        if need_write {
+            let new = setting.unwrap_or(Pin::Inherit);
+            self.hydrator
+                .update_meta(&file, |m| m.pin = new)
+                .await
+                .map_err(Error::from)?;
+            res.settings += 1;
+        }
+        match action {
+            Action::Download if want_data => {
+                if paused {
+                    res.deferred = true;
+                    return Ok(());
+                }
+                let st = fsutil::fstat(file.as_fd()).map_err(Error::from)?;
+                let size = m.size.min(st.st_size as u64);
+                self.hydrator
+                    .fetch(&file, (st.st_dev, st.st_ino), 0, size)
+                    .await
+                    .map_err(|errno| Error::errno(errno, "download failed"))?;
+                res.files += 1;
+                res.bytes += size - m.local_bytes().min(size);
+            }
+            Action::Evict => {
+                drop(file);
+                match evict::evict(q.as_fd(), f, &self.group, true) {
+                    Ok(b) => {
+                        res.files += 1;
+                        res.bytes += b;
+                        if let Ok((pfd, name)) = fsutil::open_parent(q.as_fd(), f) {
+                            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                                self.note(Notice::changed(&m));
+                            }
+                        }
+                    }
+                    Err(EvictError::AlreadyOnline) => {}
+                    Err(e) => return Err(Error::internal(e)),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Downloads every file below `below` whose setting is pinned but that is not complete
+    /// (after a restart, a resume, a sign-in, or new files in a pinned folder).
+    pub async fn reconcile(&self, r: &RootRecord, below: &RelPath) -> Result<BatchResult> {
+        let root = self.open_root(r)?;
+        let q = self.quiet(&root)?;
+        let found = match scan(q.as_fd(), below) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(BatchResult::default()),
+            Err(e) => return Err(Error::internal(e)),
+        };
+        let mut todo = Vec::new();
+        for (f, uid) in found.files {
+            if uid != r.uid {
+                continue;
+            }
+            let Ok((pfd, name)) = fsutil::open_parent(q.as_fd(), &f) else {
+                continue;
+            };
+            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete {
+                    todo.push(f);
+                }
+            }
+        }
+        if todo.is_empty() {
+            return Ok(BatchResult::default());
+        }
+        let label = Core::abs(r, below.as_str());
+        Ok(self
+            .apply(
+                r,
+                &q,
+                &todo,
+                None,
+                Action::Download,
+                JobKind::Pin,
+                &label,
+                &JobSink::none(),
+                false,
+            )
+            .await)
+    }
+}
