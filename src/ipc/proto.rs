@@ -668,12 +668,18 @@ mod tests {
         let avail = words("EMBLEMS");
         assert_eq!(avail.len(), 4, "{avail:?}");
         for w in &avail {
-            assert!(serde_json::from_str::<Availability>(w).is_ok(), "EMBLEMS: {w}");
+            assert!(
+                serde_json::from_str::<Availability>(w).is_ok(),
+                "EMBLEMS: {w}"
+            );
         }
         let sync = words("SYNC_EMBLEMS");
         assert!(sync.len() >= 4, "{sync:?}");
         for w in &sync {
-            assert!(serde_json::from_str::<SyncState>(w).is_ok(), "SYNC_EMBLEMS: {w}");
+            assert!(
+                serde_json::from_str::<SyncState>(w).is_ok(),
+                "SYNC_EMBLEMS: {w}"
+            );
         }
         // Event kinds it reads.
         for (i, _) in py.match_indices("kind == \"") {
