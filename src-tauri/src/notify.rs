@@ -46,7 +46,11 @@ pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
                 path.as_deref().unwrap_or("your sync folder")
             ),
         )),
-        Event::Error { message, .. } if message.starts_with("disk budget reached") => Some((
+        Event::Error {
+            code: ErrorCode::Budget,
+            message,
+            ..
+        } => Some((
             "Skyfill: disk budget reached".into(),
             format!("{message}. Free up space or raise the budget in Settings."),
         )),
@@ -119,6 +123,22 @@ mod tests {
             .unwrap()
             .0
             .contains("sign-in"));
+        let budget = Event::Error {
+            path: Some("/c".into()),
+            code: ErrorCode::Budget,
+            message: "disk budget reached: 9 of 8 bytes used".into(),
+        };
+        assert!(message_for(&budget, Instant::now())
+            .unwrap()
+            .0
+            .contains("disk budget"));
+        // Decided by the code, not by the words of the message.
+        let other = Event::Error {
+            path: Some("/c".into()),
+            code: ErrorCode::Remote,
+            message: "disk budget reached (a server's words)".into(),
+        };
+        assert!(message_for(&other, Instant::now()).is_none_or(|m| !m.0.contains("budget")));
         let now = Instant::now();
         let mut told = 0;
         for i in 0..12 {

@@ -26,6 +26,7 @@ impl Error {
                 libc::EINVAL
             }
             ErrorCode::Busy => libc::EBUSY,
+            ErrorCode::Budget => libc::ENOSPC,
             ErrorCode::Remote | ErrorCode::Unsynced | ErrorCode::Internal => libc::EIO,
         };
         Error {

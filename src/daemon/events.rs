@@ -156,7 +156,7 @@ pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
             r.uid,
             Event::Error {
                 path: Some(r.local.display().to_string()),
-                code: ErrorCode::Remote,
+                code: ErrorCode::Budget,
                 message: format!(
                     "disk budget reached: {} of {} bytes used by pinned, changed or open files",
                     used + incoming - freed,

@@ -174,6 +174,8 @@ pub enum ErrorCode {
     Auth,
     /// Refused because files have changes that are not on the server yet.
     Unsynced,
+    /// A root's disk budget is full of files that must stay (pinned, changed or open).
+    Budget,
     Internal,
 }
 

@@ -7,7 +7,7 @@
 /**
  * The daemon's error codes, or "unreachable" when the daemon cannot be reached.
  * @typedef {"bad_request"|"version_mismatch"|"not_authorized"|"not_found"|"not_a_root"|
- *   "invalid_root"|"busy"|"remote"|"auth"|"unsynced"|"internal"|"unreachable"} ErrorCode
+ *   "invalid_root"|"busy"|"remote"|"auth"|"unsynced"|"budget"|"internal"|"unreachable"} ErrorCode
  */
 /** @typedef {"up-to-date"|"syncing"|"offline"|"paused"|"needs-sign-in"|"error"} RootState */
 /** @typedef {"online-only"|"partial"|"local"|"pinned"} Availability */

@@ -198,6 +198,7 @@ export function errorText(code, message) {
     remote: "Check the server address and your connection.",
     unsynced: "Some files have changes that are not on the server yet; wait until they are synced.",
     busy: "Skyfill is busy with this; try again in a moment.",
+    budget: "Free up space, unpin files or raise the budget in Settings.",
   };
   return hints[code] ? `${message} — ${hints[code]}` : message;
 }
