@@ -448,6 +448,15 @@ except ext.DaemonError as e:
     assert e.code == "not_a_root", e.code
 c.close()
 
+# A root's own state change (a pass starting or ending) keeps the cached emblems; any other
+# root change (paused, removed, ...) drops them.
+probe = ext.State()
+probe.status["/x/a"] = {"path": "/x/a", "state": "local"}
+assert probe.apply({"event": "root", "local": "/x", "change": "state"}) is None
+assert "/x/a" in probe.status, "a pass starting dropped the emblem cache"
+probe.apply({"event": "root", "local": "/x", "change": "paused"})
+assert "/x/a" not in probe.status, "a paused root kept its cached emblems"
+
 state = ext.State()
 docs = os.path.join(ROOT, "docs")
 files = docs_files()

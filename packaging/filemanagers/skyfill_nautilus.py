@@ -218,7 +218,8 @@ class State:
                 self.status[p] = {**old, "state": event["state"], "sync": event["sync"],
                                   "size": event["size"], "local_bytes": event["local_bytes"]}
             return p
-        if kind in ("root", "lagged"):
+        # A root's own state (a pass starting or ending) changes no file's emblem.
+        if kind == "lagged" or (kind == "root" and event.get("change") != "state"):
             with self.lock:
                 self.roots = None
                 self.status.clear()

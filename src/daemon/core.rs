@@ -149,6 +149,14 @@ impl Core {
         let _ = self.notices.send(n);
     }
 
+    /// Waits until every notice sent so far has been applied (bounded: a stuck consumer
+    /// delays an answer by at most a few seconds, never forever).
+    pub async fn flush_notices(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.note(Notice::Flush(tx));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
+    }
+
     /// What a root is doing, decided here so that no client reads error text.
     pub fn root_state(&self, r: &RootRecord) -> RootState {
         let err = self.last_error.lock().unwrap().get(&r.id).cloned();

@@ -83,6 +83,9 @@ pub fn apply(core: &Core, n: Notice) {
                 );
             }
         }
+        Notice::Flush(done) => {
+            let _ = done.send(());
+        }
         Notice::Fetching { root, bytes, room } => {
             if let Some(r) = core.root_by_id(&root).filter(|r| r.budget.is_some()) {
                 keep_budget(core, &r, bytes);

@@ -32,6 +32,10 @@ impl Handler for Daemon {
 
 async fn dispatch(core: &Core, peer: Peer, body: RequestBody, jobs: JobSink) -> Result<Reply> {
     let files = core.files();
+    if matches!(body, RequestBody::Status { .. } | RequestBody::List { .. }) {
+        // Folder states come from the index: what the kernel's events just changed is in.
+        core.flush_notices().await;
+    }
     Ok(match body {
         RequestBody::Hello { .. } | RequestBody::Subscribe => {
             return Err(Error::bad_request("handled by the connection"))

@@ -61,6 +61,9 @@ pub enum Notice {
         bytes: u64,
         room: Option<tokio::sync::oneshot::Sender<()>>,
     },
+    /// Answered once every notice sent before it has been applied (a request that reads the
+    /// index waits for what the kernel's events changed just before).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The sending end of the notice channel.
