@@ -3,7 +3,9 @@
 //! from the files. Behind a trait so the store can change; sled is the default.
 
 use serde::{Deserialize, Serialize};
+#[cfg(any(test, feature = "testing"))]
 use std::collections::BTreeMap;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
