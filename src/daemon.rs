@@ -31,6 +31,7 @@ mod keeper;
 pub mod limits;
 mod rootfs;
 mod roots;
+mod schedule;
 mod settings;
 mod syncing;
 
@@ -142,7 +143,7 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         limits,
         last_error: Mutex::new(Default::default()),
         syncing: Mutex::new(Default::default()),
-        sync: syncing::SyncCtl::new(),
+        sync: schedule::SyncCtl::new(),
         notices,
     });
     tokio::spawn(events::run(core.clone(), notices_rx));

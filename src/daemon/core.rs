@@ -5,7 +5,7 @@
 //! [`Core`], each with one job; [`super::Daemon`] composes them.
 
 use super::error::{Error, Result};
-use super::{limits, syncing, Options};
+use super::{limits, schedule, Options};
 use crate::asuser::UserCreds;
 use crate::fsutil;
 use crate::hsm::fanotify::Group;
@@ -46,7 +46,7 @@ pub struct Core {
     /// Roots whose sync pass is running now.
     pub syncing: Mutex<HashSet<String>>,
     /// Sync pass scheduling and the folder watcher.
-    pub sync: syncing::SyncCtl,
+    pub sync: schedule::SyncCtl,
     /// Where file changes are reported (the notice consumer applies them).
     pub notices: Notices,
 }

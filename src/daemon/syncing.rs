@@ -1,11 +1,12 @@
-//! When sync passes run and what surrounds them: the folder watcher (local changes, debounced
-//! until files settle), the poll interval (remote changes), `skyfill sync`, retries while the
-//! server is unreachable; after a pass, pinned files download and the disk budget is kept.
+//! Sync passes and what surrounds them: the folder watcher's events and the background loop
+//! start the passes `schedule` says are due, `skyfill sync` runs one now; after a pass,
+//! pinned files download and the disk budget is kept (by the notice consumer).
 //! One pass at a time per root; the pass itself is `sync::Pass` (scan, plan, execute).
 
 use super::core::{Core, RootError};
 use super::error::{Error, Result};
 use super::rootfs::RootFs;
+use super::schedule::{OFFLINE_RETRY, SETTLE};
 use crate::fsutil;
 use crate::hsm::hydrate::Notice;
 use crate::hsm::placeholder::Owner;
@@ -13,38 +14,11 @@ use crate::ipc::proto::{ErrorCode, Event, Skipped, SyncResult};
 use crate::ipc::server::Peer;
 use crate::model::RelPath;
 use crate::roots::RootRecord;
-use crate::sync::remote_scan::Snapshot;
-use crate::sync::watch::{DirKey, Watcher};
 use crate::sync::{conflict, ignore::Ignore, Pass};
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// Local changes wait this long without further events before a pass (files settle).
-pub const SETTLE: Duration = Duration::from_secs(2);
-/// ... but no longer than this after the first one.
-const MAX_DELAY: Duration = Duration::from_secs(15);
-/// Retry interval while a server is unreachable.
-const OFFLINE_RETRY: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct RootSync {
-    first_event: Option<Instant>,
-    last_event: Option<Instant>,
-    last_pass: Option<Instant>,
-    retry_at: Option<Instant>,
-}
-
-#[derive(Default)]
-pub struct SyncCtl {
-    roots: Mutex<HashMap<String, RootSync>>,
-    /// One pass at a time per root; holds the last remote listing.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
-    watcher: Option<Watcher>,
-    keys: Mutex<HashMap<DirKey, String>>,
-}
 
 /// What one pass did, for `skyfill sync`.
 #[derive(Debug, Default)]
@@ -58,76 +32,6 @@ pub struct Done {
     /// Local files still settling.
     pub waiting: u64,
     pub errors: Vec<String>,
-}
-
-impl SyncCtl {
-    pub fn new() -> SyncCtl {
-        let watcher = match Watcher::new() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::error!(error = %e, "no folder watcher: local changes are seen at the next poll only");
-                None
-            }
-        };
-        SyncCtl {
-            watcher,
-            ..Default::default()
-        }
-    }
-
-    /// The root's pass lock: one pass at a time, and no pass while `add-root` is still
-    /// creating the placeholders (it holds the lock meanwhile).
-    pub(super) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Snapshot>>> {
-        self.locks
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .clone()
-    }
-
-    fn touch(&self, id: &str) {
-        let now = Instant::now();
-        let mut m = self.roots.lock().unwrap();
-        let s = m.entry(id.to_string()).or_default();
-        s.first_event.get_or_insert(now);
-        s.last_event = Some(now);
-    }
-
-    /// A pass is due at once (resume, sign-in).
-    pub fn due_now(&self, id: &str) {
-        self.roots
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .retry_at = Some(Instant::now());
-    }
-
-    /// Marks every root changed (queue overflow, unknown folder).
-    fn touch_all(&self, ids: &[String]) {
-        for id in ids {
-            self.touch(id);
-        }
-    }
-
-    /// Whether a pass is due for `id` now.
-    fn due(&self, id: &str, poll: Duration) -> bool {
-        let m = self.roots.lock().unwrap();
-        let Some(s) = m.get(id) else {
-            return true;
-        };
-        let now = Instant::now();
-        if let Some(t) = s.retry_at {
-            return now >= t;
-        }
-        if let (Some(first), Some(last)) = (s.first_event, s.last_event) {
-            if now.duration_since(last) >= SETTLE || now.duration_since(first) >= MAX_DELAY {
-                return true;
-            }
-        }
-        s.last_pass.is_none_or(|t| now.duration_since(t) >= poll)
-    }
 }
 
 /// Sync passes: a view of the daemon's state with this one job.
@@ -320,7 +224,12 @@ impl Passes<'_> {
                 0
             }
         };
-        super::events::keep_budget(self.0, r, 0);
+        // The budget is kept by the notice consumer, like after a download.
+        self.note(Notice::Fetching {
+            root: r.id.clone(),
+            bytes: 0,
+            room: None,
+        });
         Ok(Done {
             added: rep.placeholders,
             uploaded: rep.uploaded,
