@@ -194,9 +194,11 @@ async fn refill(core: &Core, p: &Pending) -> io::Result<Reply> {
         .as_ref()
         .ok_or_else(|| io::Error::other("no file handle recorded"))?;
     let roots: Vec<RootRecord> = core.roots.read().unwrap().clone();
+    // Each root's folder opened once and verified (owner, and the folder added as the root:
+    // never a symlink or a replacement); the private mount is made from that fd.
     let root = roots
         .iter()
-        .filter_map(|r| File::open(&r.local).ok())
+        .filter_map(|r| core.open_root(r).ok())
         .find(|f| {
             fsutil::fstat(f.as_fd())
                 .map(|s| s.st_dev == p.dev)
