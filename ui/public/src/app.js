@@ -248,6 +248,16 @@ async function refreshSettings() {
   await renderSettings();
 }
 
+/** The roots' states only (no re-listing of the open folder). */
+async function refreshRootStates() {
+  try {
+    model.roots = await api.roots();
+  } catch {
+    return; // the banner or the next full refresh tells
+  }
+  renderSummary();
+}
+
 async function refreshRoots() {
   try {
     model.roots = await api.roots();
@@ -431,8 +441,11 @@ const daemonEvents = {
     renderActivity();
     refreshRoots();
   },
-  root() {
-    refreshRoots();
+  root(ev) {
+    // A pass starting or ending changes only the root's state: the summary shows it; the
+    // folder listing (and any row being clicked) stays as it is.
+    if (ev.change === "state") refreshRootStates();
+    else refreshRoots();
   },
   lagged() {
     if (model.dir) openDir(model.dir);
