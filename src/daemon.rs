@@ -117,7 +117,7 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         Err(_) => Policy::default(),
     };
     let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
-    let hydrator = Arc::new(Hydrator::new(policy, group.clone(), notices.clone()));
+    let hydrator = Hydrator::new(policy, group.clone(), notices.clone());
     // A broken limits.json must not take the daemon down for everyone: say so loudly and
     // keep the (safe) defaults.
     let limits = limits::Limits::load(&opts.state_dir).unwrap_or_else(|e| {

@@ -3,7 +3,9 @@
 //! - [`fanotify`]: the thin kernel adapter (group, marks, events, replies);
 //! - [`meta`]: the per-file xattr record (fill state, ranges, version, pin);
 //! - [`policy`]: the pure decision of what an access needs;
-//! - [`hydrate`]: fetching ranges through the event fd, single flight per file;
+//! - [`hydrate`]: fetching ranges through the event fd in the background, answering each
+//!   access when its own bytes land;
+//! - [`flow`]: one file's downloads: what landed, what is in flight, where its reader is;
 //! - [`procinfo`]: who accesses a file (program, uid, writer);
 //! - [`stats`]: transfer counters;
 //! - [`pins`]: folder pin settings and their inheritance;
@@ -12,6 +14,7 @@
 
 pub mod evict;
 pub mod fanotify;
+pub mod flow;
 pub mod hydrate;
 pub mod meta;
 pub mod pins;

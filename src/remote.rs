@@ -210,6 +210,19 @@ pub struct WalkStats {
     pub rejected: u64,
 }
 
+/// Told of a read's bytes as they are written into its file: `(offset, len)` in the
+/// object's offsets. Lets a reader waiting for the start of a large range go on before the
+/// rest arrives. Remotes that cannot tell (or do not need to) say nothing until the range is
+/// done.
+#[derive(Clone, Copy)]
+pub struct Landed<'a>(pub &'a (dyn Fn(u64, u64) + Send + Sync));
+
+impl std::fmt::Debug for Landed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Landed")
+    }
+}
+
 /// One ranged read: bytes `[offset, offset+len)` of `path` at `version`, written into `dst` at
 /// `dst_offset`. `Copy`, so a retry or a split reuses it.
 #[derive(Debug, Clone, Copy)]
@@ -221,6 +234,8 @@ pub struct ReadRange<'a> {
     pub len: u64,
     pub dst: &'a File,
     pub dst_offset: u64,
+    /// Told of bytes as they land, if anyone listens.
+    pub landed: Option<Landed<'a>>,
 }
 
 impl<'a> ReadRange<'a> {
@@ -239,6 +254,15 @@ impl<'a> ReadRange<'a> {
             len,
             dst,
             dst_offset: offset,
+            landed: None,
+        }
+    }
+
+    /// The same read, telling `f` of its bytes as they land.
+    pub fn on_landed(self, f: &'a (dyn Fn(u64, u64) + Send + Sync)) -> Self {
+        ReadRange {
+            landed: Some(Landed(f)),
+            ..self
         }
     }
 

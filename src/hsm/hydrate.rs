@@ -1,11 +1,15 @@
-//! The hydrator: turns an access into the bytes it needs. One async lock per file gives one
-//! download per chunk however many processes touch the file; different files proceed in
-//! parallel. Fills are written through the event's fd (never by reopening the watched path),
-//! recorded in the file's xattr after the data, and a complete file loses its mark so it is
-//! read at native speed from then on.
+//! The hydrator: turns an access into the bytes it needs. Each file's downloads go through
+//! its [`Flow`] (one fetch per byte however many processes touch the file; different files
+//! proceed in parallel): an access plans what to ask for (its bytes, and a growing window
+//! ahead of a sequential reader), the pieces are fetched by a background task, and the access
+//! is answered as soon as its own bytes have landed, not when the whole window has. Fills are
+//! written through the event's fd (never by reopening the watched path), recorded in the
+//! file's xattr after the data, and a complete file loses its mark so it is read at native
+//! speed from then on.
 
 use super::fanotify::{Access, Group, Reply};
-use super::meta::{self, FileMeta, Fill};
+use super::flow::Flow;
+use super::meta::{self, FileMeta, Fill, Ranges};
 use super::policy::{self, Decision, Policy, Proc};
 use super::procinfo::proc_info_for;
 pub use super::stats::{RootStats, Stats};
@@ -24,13 +28,8 @@ use tracing::Instrument;
 /// (st_dev, st_ino) of a file.
 type FileKey = (u64, u64);
 
-#[derive(Default)]
-struct Slot {
-    /// End of the last range asked for (sequential-read detection).
-    last_end: u64,
-    /// Read-ahead of the last fetch for a sequential reader (0: none yet).
-    ahead: u64,
-}
+/// Flows kept for partly local files before idle ones are dropped.
+const KEEP_FLOWS: usize = 4096;
 
 /// What happened to a managed file, as a typed event: the hydrator, eviction and the sync
 /// executor send these on one channel, and one task of the daemon applies them (index,
@@ -130,12 +129,14 @@ pub struct RootPolicy {
 const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Hydrator {
+    /// Itself, for the background downloads it starts.
+    me: std::sync::Weak<Hydrator>,
     pub policy: Policy,
     notices: Notices,
     group: Arc<Group>,
     root_policy: RwLock<HashMap<String, RootPolicy>>,
     remotes: RwLock<HashMap<String, Arc<dyn Remote>>>,
-    files: Mutex<HashMap<FileKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    flows: Mutex<HashMap<FileKey, Arc<Flow>>>,
     pub stats: Stats,
     /// The free-space floor: (bytes, percent of the filesystem); the larger one counts.
     free_floor: std::sync::RwLock<(u64, u8)>,
@@ -178,17 +179,18 @@ fn mtime_of(m: &FileMeta) -> SystemTime {
 
 impl Hydrator {
     /// A hydrator that reports what happens to files on `notices`.
-    pub fn new(policy: Policy, group: Arc<Group>, notices: Notices) -> Self {
-        Hydrator {
+    pub fn new(policy: Policy, group: Arc<Group>, notices: Notices) -> Arc<Self> {
+        Arc::new_cyclic(|me| Hydrator {
+            me: me.clone(),
             policy,
             notices,
             group,
             root_policy: RwLock::new(HashMap::new()),
             remotes: RwLock::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
+            flows: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             free_floor: std::sync::RwLock::new((32 << 20, 1)),
-        }
+        })
     }
 
     /// Hydration answers ENOSPC when a download would leave less than `bytes` (or `percent`
@@ -241,14 +243,21 @@ impl Hydrator {
         f: impl FnOnce(&mut FileMeta),
     ) -> std::io::Result<Option<FileMeta>> {
         let st = fsutil::fstat(file.as_fd())?;
-        let slot = self.slot((st.st_dev, st.st_ino));
-        let _g = slot.lock().await;
+        let key = (st.st_dev, st.st_ino);
+        let Some(m) = meta::read_fd(file.as_fd())? else {
+            return Ok(None);
+        };
+        let flow = self.flow(file, key, &m);
+        let _g = flow.record.lock().await;
         let Some(mut m) = meta::read_fd(file.as_fd())? else {
             return Ok(None);
         };
         f(&mut m);
         meta::write_fd(file.as_fd(), &m)?;
         self.note(Notice::changed(&m));
+        if m.fill == Fill::Complete {
+            self.forget(key, &flow);
+        }
         Ok(Some(m))
     }
 
@@ -293,17 +302,25 @@ impl Hydrator {
             Ok(s) => s,
             Err(_) => return Reply::Deny(libc::EIO),
         };
-        if let (Access::Pre { offset, count }, Fill::Partial) = (access, meta.fill) {
+        if let Access::Pre { offset, count } = access {
+            let size = meta.size.min(st.st_size as u64);
             let end = if count == 0 {
-                meta.size
+                size
             } else {
-                offset.saturating_add(count)
+                offset.saturating_add(count).min(size)
             };
-            let end = end.min(meta.size).min(st.st_size as u64);
-            if meta.ranges.covers(offset.min(end), end)
-                && !proc_info_for(pid, st.st_ino, true).await.writer
-            {
-                return Reply::Allow; // already local: no lock, no network
+            let start = offset.min(end);
+            let key = (st.st_dev, st.st_ino);
+            let flow = self.flows.lock().unwrap().get(&key).cloned();
+            let here = match &flow {
+                Some(f) if f.version == meta.version => f.has(start, end),
+                _ => meta.fill == Fill::Partial && meta.ranges.covers(start, end),
+            };
+            if here && !proc_info_for(pid, st.st_ino, true).await.writer {
+                // Already local: no network for this access, but a sequential reader's
+                // next window is asked for before it gets there.
+                self.start(file, key, &meta, start, end, None);
+                return Reply::Allow;
             }
         }
         let proc = proc_info_for(pid, st.st_ino, matches!(access, Access::Pre { .. })).await;
@@ -387,12 +404,79 @@ impl Hydrator {
         }
     }
 
-    fn slot(&self, key: (u64, u64)) -> Arc<tokio::sync::Mutex<Slot>> {
-        self.files.lock().unwrap().entry(key).or_default().clone()
+    /// This file's flow for the version its record names (a new one for a new version).
+    /// A new flow starts from the record as it is now, read again under the map's lock: a
+    /// flow that completed the file and was dropped since `meta` was read leaves a complete
+    /// record, so its bytes are never fetched twice.
+    fn flow(&self, file: &File, key: FileKey, meta: &FileMeta) -> Arc<Flow> {
+        let mut flows = self.flows.lock().unwrap();
+        if let Some(f) = flows.get(&key) {
+            if f.version == meta.version {
+                return f.clone();
+            }
+        }
+        let now = match meta::read_fd(file.as_fd()) {
+            Ok(Some(m)) if m.version == meta.version => m,
+            _ => meta.clone(),
+        };
+        if now.fill == Fill::Complete {
+            // Nothing to fetch; not kept.
+            return Arc::new(Flow::new(&now.version, &Ranges(vec![(0, u64::MAX)])));
+        }
+        if flows.len() >= KEEP_FLOWS {
+            flows.retain(|_, f| f.busy());
+        }
+        let recorded = match now.fill {
+            Fill::Partial => now.ranges,
+            _ => Ranges::default(),
+        };
+        let f = Arc::new(Flow::new(&now.version, &recorded));
+        flows.insert(key, f.clone());
+        f
     }
 
-    /// Makes `[start, end)` of the file local (aligned, with read-ahead), then completes the
-    /// file if nothing is missing.
+    /// Drops a file's flow (complete: nothing more to fetch), unless a newer one replaced it.
+    fn forget(&self, key: FileKey, flow: &Arc<Flow>) {
+        let mut flows = self.flows.lock().unwrap();
+        if flows.get(&key).is_some_and(|f| Arc::ptr_eq(f, flow)) {
+            flows.remove(&key);
+        }
+    }
+
+    /// Plans an access of `[start, end)` and starts fetching what it needs and what a
+    /// sequential reader will need next, in the background. Returns the file's flow.
+    fn start(
+        &self,
+        file: &Arc<File>,
+        key: FileKey,
+        meta: &FileMeta,
+        start: u64,
+        end: u64,
+        app: Option<(i32, String)>,
+    ) -> Option<Arc<Flow>> {
+        let this = self.me.upgrade()?;
+        let size = meta
+            .size
+            .min(fsutil::fstat(file.as_fd()).ok()?.st_size as u64);
+        let flow = self.flow(file, key, meta);
+        let pieces = flow.plan(&self.policy, start, end, size);
+        if !pieces.is_empty() {
+            let job = Download {
+                file: file.clone(),
+                key,
+                flow: flow.clone(),
+                meta: meta.clone(),
+                size,
+                app: app.filter(|(_, exe)| !exe.is_empty()),
+            };
+            let span = tracing::Span::current();
+            tokio::spawn(async move { this.download(job, pieces).await }.instrument(span));
+        }
+        Some(flow)
+    }
+
+    /// Makes `[start, end)` of the file local (with read-ahead for a sequential reader):
+    /// returns once those bytes have landed, while the rest of the window may still arrive.
     pub async fn fetch(
         &self,
         file: &Arc<File>,
@@ -400,9 +484,7 @@ impl Hydrator {
         start: u64,
         end: u64,
     ) -> Result<(), i32> {
-        let slot = self.slot(key);
-        let mut g = slot.lock().await;
-        let mut meta = match meta::read_fd(file.as_fd()) {
+        let meta = match meta::read_fd(file.as_fd()) {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             Err(_) => return Err(libc::EIO),
@@ -410,22 +492,35 @@ impl Hydrator {
         if meta.fill == Fill::Complete {
             return Ok(());
         }
-        let local_size = fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64;
-        let size = meta.size.min(local_size);
-        let sequential = start > 0 && start == g.last_end;
-        let ahead = sequential.then(|| policy::next_ahead(&self.policy, g.ahead));
-        let (s, e) = policy::plan(&self.policy, start, end, size, ahead);
-        g.last_end = end;
-        let missing = if meta.fill == Fill::Placeholder {
-            vec![(s, e)]
-        } else {
-            meta.ranges.missing(s, e)
+        let app = APP.try_with(|a| a.clone()).ok().flatten();
+        let Some(flow) = self.start(file, key, &meta, start, end, app) else {
+            return Err(libc::EIO); // the daemon is stopping
         };
-        if missing.is_empty() {
-            return Ok(()); // another reader fetched it while we waited
+        let size = meta
+            .size
+            .min(fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64);
+        match flow.wait(start.min(size), end.min(size)).await {
+            Ok(()) => Ok(()),
+            Err(errno) => {
+                self.note(Notice::failed(&meta, errno));
+                Err(errno)
+            }
         }
-        g.ahead = ahead.unwrap_or(0);
-        let want: u64 = missing.iter().map(|(a, b)| b - a).sum();
+    }
+
+    /// Fetches `pieces` of a file in the background, up to `parallel` at once: tells the
+    /// flow as bytes land (waiting readers go on) and records each piece in the file's
+    /// xattr when it is done; the last one completes the file.
+    async fn download(&self, job: Download, pieces: Vec<(u64, u64)>) {
+        let Download {
+            file, flow, meta, ..
+        } = &job;
+        let fail = |errno: i32| {
+            for &p in &pieces {
+                flow.ended(p, Some(errno));
+            }
+        };
+        let want: u64 = pieces.iter().map(|(a, b)| b - a).sum();
         if self.budgeted(&meta.root) {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.note(Notice::Fetching {
@@ -440,33 +535,28 @@ impl Hydrator {
         if below_floor(file, want, *self.free_floor.read().unwrap()) {
             tracing::warn!(root = %meta.root, path = %meta.path, bytes = want,
                 "not downloading: the filesystem is at the free-space floor (limits.json)");
-            self.note(Notice::failed(&meta, libc::ENOSPC));
-            return Err(libc::ENOSPC);
+            return fail(libc::ENOSPC);
         }
         let Some(remote) = self.remote(&meta.root) else {
             tracing::warn!(root = %meta.root, "no remote for this root (missing credentials?)");
-            return Err(libc::EPERM);
+            return fail(libc::EPERM);
         };
         let (Some(version), Ok(path)) = (
             Version::from_token(&meta.version),
             RelPath::parse(&meta.path),
         ) else {
-            return Err(libc::EIO);
+            return fail(libc::EIO);
         };
-        // Pieces fetched in parallel as the policy's transfer sizes say (remote/transfer.rs),
-        // each recorded as it lands.
         let t = &self.policy.transfer;
-        let pieces = t.split(&missing);
-        let mut first_err: Option<RemoteError> = None;
         let limit = self.download_limit(&meta.root);
-        let app = APP.try_with(|a| a.clone()).ok().flatten();
-        let root_id = meta.root.clone();
-        let (limit, root_id) = (&limit, &root_id);
-        let whole = ReadRange::new(&path, &version, 0, size, file);
+        let root_id = &meta.root;
+        let limit = &limit;
+        let tell = |a: u64, n: u64| flow.landed(a, n);
+        let whole = ReadRange::new(&path, &version, 0, job.size, file).on_landed(&tell);
         let mut results = Box::pin(transfer::fetch(
             &*remote,
             whole,
-            pieces,
+            pieces.clone(),
             t.parallel,
             |a, b| async move {
                 if let Some(l) = limit {
@@ -476,26 +566,45 @@ impl Hydrator {
             },
         ));
         while let Some((a, b, r)) = results.next().await {
-            match r {
+            let errno = match r {
                 Ok(()) => {
                     self.stats.add(&meta.root, |c| &c.bytes_fetched, b - a);
-                    meta.ranges.insert(a, b);
-                    self.note(Notice::Progress {
-                        root: meta.root.clone(),
-                        path: meta.path.clone(),
-                        done: meta.ranges.bytes(),
-                        total: size,
-                        app: app.clone(),
-                    });
+                    None
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "fetch failed");
-                    first_err.get_or_insert(err);
+                    tracing::warn!(error = %err, start = a, end = b, "fetch failed");
+                    Some(errno_for(&err))
                 }
+            };
+            let present = flow.ended((a, b), errno);
+            if !present.is_empty() {
+                self.record(&job, &present).await;
             }
         }
-        drop(results);
-        let complete = meta.ranges.covers(0, size);
+    }
+
+    /// Records that `parts` of the file are local (data first: they were written before);
+    /// completes the file when nothing is missing.
+    async fn record(&self, job: &Download, parts: &[(u64, u64)]) {
+        let Download {
+            file,
+            key,
+            flow,
+            size,
+            ..
+        } = job;
+        let _g = flow.record.lock().await;
+        let mut meta = match meta::read_fd(file.as_fd()) {
+            Ok(Some(m)) if m.version == flow.version && m.fill != Fill::Complete => m,
+            _ => return, // replaced, no longer ours, or already complete
+        };
+        if meta.fill == Fill::Placeholder {
+            meta.ranges = Default::default();
+        }
+        for &(a, b) in parts {
+            meta.ranges.insert(a, b);
+        }
+        let complete = meta.ranges.covers(0, *size);
         if complete {
             // Data first, then the record that says it is there. The data is written out and
             // waited for (which allocates its blocks in the journal's running transaction);
@@ -508,34 +617,38 @@ impl Hydrator {
             }
             meta.fill = Fill::Complete;
             meta.ranges = Default::default();
-        } else if meta.ranges.bytes() > 0 {
+        } else {
             meta.fill = Fill::Partial;
         }
         if let Err(e) = meta::write_fd(file.as_fd(), &meta) {
-            tracing::error!(error = %e, "cannot record hydration state");
-            return Err(libc::EIO);
+            tracing::error!(error = %e, path = %meta.path, "cannot record hydration state");
+            return;
         }
         let _ = fsutil::set_mtime(file.as_fd(), mtime_of(&meta));
+        self.note(Notice::Progress {
+            root: meta.root.clone(),
+            path: meta.path.clone(),
+            done: if complete { *size } else { meta.ranges.bytes() },
+            total: *size,
+            app: job.app.clone(),
+        });
         self.note(Notice::changed(&meta));
         if complete {
             let _ = self.group.unmark_inode(file.as_fd());
             self.stats.add(&meta.root, |c| &c.completed, 1);
-            drop(g);
-            self.files.lock().unwrap().remove(&key);
+            self.forget(*key, flow);
             tracing::info!(path = %meta.path, "file is now local");
         }
-        match first_err {
-            Some(e) if !(complete || meta.ranges.covers(start.min(size), end.min(size))) => {
-                let errno = errno_for(&e);
-                self.note(Notice::failed(&meta, errno));
-                Err(errno)
-            }
-            Some(e) => {
-                // The part asked for is here; only read-ahead failed.
-                tracing::debug!(error = %e, "read-ahead failed");
-                Ok(())
-            }
-            None => Ok(()),
-        }
     }
+}
+
+/// One background download: the file, its flow and the record it was planned from.
+struct Download {
+    file: Arc<File>,
+    key: FileKey,
+    flow: Arc<Flow>,
+    meta: FileMeta,
+    /// The bytes the file should have (the remote size, or less if truncated locally).
+    size: u64,
+    app: Option<(i32, String)>,
 }

@@ -188,16 +188,74 @@ pub fn decide(
     }
 }
 
-/// Aligns `[start, end)` to chunks, adds `ahead` bytes of read-ahead for a sequential reader,
-/// clamps to `size`.
-pub fn plan(p: &Policy, start: u64, end: u64, size: u64, ahead: Option<u64>) -> (u64, u64) {
-    let chunk = p.transfer.chunk.max(4096);
-    let s = start / chunk * chunk;
-    let mut e = end.div_ceil(chunk) * chunk;
-    if let Some(a) = ahead {
-        e += a;
+/// Where one file's reader is: the sequential-read detector's state, kept per file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reader {
+    /// End of the last access.
+    pub last_end: u64,
+    /// End of everything asked for so far (the access and its read-ahead window).
+    pub asked_to: u64,
+    /// The read-ahead window of a sequential reader (0: not sequential).
+    pub ahead: u64,
+}
+
+/// What an access makes the hydrator ask for: `range` (aligned to chunks, clamped to the
+/// file), fetched in pieces of `piece` bytes (0: spread evenly over the connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub range: (u64, u64),
+    pub piece: u64,
+}
+
+/// The bytes to have asked for when `[start, end)` of a file of `size` bytes is accessed:
+/// the access aligned to chunks, and for a sequential reader (an access that starts where
+/// the last one ended, or inside what was asked for ahead of it) a read-ahead window that
+/// doubles from `readahead` to `max_readahead` each time the reader has used half of it.
+/// So the next window is on its way before the reader gets there, and a long sequential
+/// read costs a few large requests (`ahead / parallel` bytes each, at least eight chunks)
+/// while a random reader fetches only the chunks it touches. Updates `r`.
+pub fn window(p: &Policy, r: &mut Reader, start: u64, end: u64, size: u64) -> Window {
+    let t = &p.transfer;
+    let chunk = t.chunk.max(4096);
+    let s = (start / chunk * chunk).min(size);
+    let e = end.div_ceil(chunk).saturating_mul(chunk).min(size);
+    let sequential = start > 0
+        && start.saturating_add(chunk) >= r.last_end
+        && start <= r.asked_to.max(r.last_end).saturating_add(chunk);
+    r.last_end = end;
+    if !sequential {
+        *r = Reader {
+            last_end: end,
+            asked_to: e,
+            ahead: 0,
+        };
+        return Window {
+            range: (s, e),
+            piece: 0,
+        };
     }
-    (s.min(size), e.min(size))
+    let piece_for = |ahead: u64| {
+        (ahead / t.parallel.max(1) as u64)
+            .max(8 * chunk)
+            .div_ceil(chunk)
+            * chunk
+    };
+    if r.ahead == 0 || r.asked_to < e.saturating_add(r.ahead / 2) {
+        // Grown by whole pieces, so each extension costs as few requests as it can.
+        r.ahead = next_ahead(p, r.ahead);
+        let base = r.asked_to.max(e);
+        let target = e.saturating_add(r.ahead);
+        if target > base {
+            let piece = piece_for(r.ahead);
+            r.asked_to = base.saturating_add((target - base).div_ceil(piece) * piece);
+        }
+    }
+    r.asked_to = r.asked_to.clamp(e, size.max(e));
+    let piece = piece_for(r.ahead);
+    Window {
+        range: (s, r.asked_to),
+        piece,
+    }
 }
 
 /// The next read-ahead window of a sequential reader: it doubles from the policy's
@@ -316,18 +374,65 @@ mod tests {
     }
 
     #[test]
-    fn plans_align_and_read_ahead() {
+    fn random_readers_get_their_chunks_and_sequential_readers_a_growing_window() {
         let p = Policy::default();
         let mib = 1 << 20;
-        assert_eq!(
-            plan(&p, 500 * mib + 10, 500 * mib + 20, 1 << 30, None),
-            (500 * mib, 501 * mib)
-        );
-        assert_eq!(
-            plan(&p, 500 * mib, 501 * mib, 1 << 30, Some(4 * mib)),
-            (500 * mib, 505 * mib)
-        );
-        assert_eq!(plan(&p, 0, 10, 10, Some(4 * mib)), (0, 10));
+        let gib = 1 << 30;
+        let mut r = Reader::default();
+        // A read in the middle: only its chunk.
+        let w = window(&p, &mut r, 500 * mib + 10, 500 * mib + 20, gib);
+        assert_eq!(w.range, (500 * mib, 501 * mib));
+        // A read elsewhere: still random, still its chunk.
+        let w = window(&p, &mut r, 9 * mib, 9 * mib + 4096, gib);
+        assert_eq!(w.range, (9 * mib, 10 * mib));
+        // Carrying on from there: sequential, with read-ahead.
+        let w = window(&p, &mut r, 9 * mib + 4096, 9 * mib + 8192, gib);
+        assert_eq!(w.range, (9 * mib, 18 * mib));
+        assert_eq!(w.piece, 8 * mib);
+        // Clamped to the file.
+        let mut r = Reader::default();
+        assert_eq!(window(&p, &mut r, 0, 10, 10).range, (0, 10));
+        assert_eq!(window(&p, &mut r, 10, 20, 10).range, (0, 10));
+    }
+
+    /// The requests a sequential reader of `size` bytes costs, reading `step` at a time,
+    /// when each window asks for what is not asked for yet, in pieces.
+    fn requests_for(p: &Policy, size: u64, step: u64) -> (u64, u64) {
+        let mut r = Reader::default();
+        let mut asked = 0u64; // sequential: everything below is asked for
+        let (mut n, mut biggest) = (0, 0);
+        let mut o = 0;
+        while o < size {
+            let w = window(p, &mut r, o, (o + step).min(size), size);
+            if w.range.1 > asked {
+                let from = asked.max(w.range.0);
+                let pieces = p.transfer.split_into(&[(from, w.range.1)], w.piece);
+                n += pieces.len() as u64;
+                biggest = pieces
+                    .iter()
+                    .map(|(a, b)| b - a)
+                    .max()
+                    .unwrap()
+                    .max(biggest);
+                asked = w.range.1;
+            }
+            o += step;
+        }
+        (n, biggest)
+    }
+
+    #[test]
+    fn a_sequential_gib_costs_few_large_requests() {
+        let p = Policy::default();
+        let gib = 1 << 30;
+        for step in [4096, 128 << 10, 1 << 20, 4 << 20] {
+            let (n, biggest) = requests_for(&p, gib, step);
+            assert!(n <= 32, "{n} requests reading {step} bytes at a time");
+            assert!(biggest >= 32 << 20, "largest request {biggest}");
+        }
+        // A 4 GiB file: the window stops growing; requests stay large.
+        let (n, _) = requests_for(&p, 4 * gib, 1 << 20);
+        assert!(n <= 80, "{n} requests for 4 GiB");
     }
 
     #[test]
@@ -372,6 +477,6 @@ mod tests {
             a = next_ahead(&p, a);
             seen.push(a >> 20);
         }
-        assert_eq!(seen, [4, 8, 16, 32, 64, 64, 64, 64]);
+        assert_eq!(seen, [4, 8, 16, 32, 64, 128, 256, 512]);
     }
 }

@@ -4,7 +4,7 @@
 
 use super::retry::RetryPolicy;
 use super::transfer::Transfer;
-use super::{ReadRange, RemoteError, Result};
+use super::{Landed, ReadRange, RemoteError, Result};
 use crate::model::{RelPath, Version};
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
@@ -223,40 +223,66 @@ fn response_version_no_etag(h: &HeaderMap, total: Option<u64>) -> Option<Version
     Some(Version::size_mtime(total?, lm))
 }
 
-/// Streams `resp`'s body into `dst` at `dst_offset`, first discarding `skip` bytes, writing at
-/// most `want` bytes. Returns how many were written (less than `want` if the body ended early).
+/// How many written bytes are told to a [`Landed`] listener at once (and at the end).
+const TELL_EVERY: u64 = 256 << 10;
+
+/// Where a body goes: `dst` at `dst_offset`, its first byte being byte `src_offset` of the
+/// object, with `landed` told as bytes are written.
+pub struct Sink<'a> {
+    pub dst: &'a File,
+    pub dst_offset: u64,
+    pub src_offset: u64,
+    pub landed: Option<Landed<'a>>,
+}
+
+/// Streams `resp`'s body into `to`, first discarding `skip` bytes, writing at most `want`
+/// bytes. Returns how many were written (less than `want` if the body ended early).
 pub async fn stream_into(
     path: &RelPath,
     resp: Response,
     mut skip: u64,
     want: u64,
-    dst: &File,
-    dst_offset: u64,
+    to: Sink<'_>,
     idle: Duration,
 ) -> Result<u64> {
+    let Sink {
+        dst,
+        dst_offset,
+        src_offset,
+        landed,
+    } = to;
     let mut stream = resp.bytes_stream();
     let mut written = 0u64;
-    while written < want {
+    let mut told = 0u64;
+    let tell = |from: u64, to: u64| {
+        if let (Some(l), true) = (landed, to > from) {
+            (l.0)(src_offset + from, to - from);
+        }
+    };
+    let result = loop {
+        if written >= want {
+            break Ok(written);
+        }
         let next = match tokio::time::timeout(idle, stream.next()).await {
             Ok(n) => n,
             Err(_) => {
-                return if written > 0 {
+                break if written > 0 {
                     Ok(written)
                 } else {
                     Err(RemoteError::Stalled {
                         path: path.clone(),
                         after: idle,
                     })
-                }
+                };
             }
         };
         let chunk = match next {
-            None => break,
+            None => break Ok(written),
             Some(Ok(c)) => c,
             // A reset or truncated body: keep what arrived; the caller resumes from there.
             Some(Err(e)) => {
                 tracing::debug!(%path, written, error = %e, "body ended with an error");
-                break;
+                break Ok(written);
             }
         };
         let mut data: &[u8] = &chunk;
@@ -269,11 +295,17 @@ pub async fn stream_into(
         if take == 0 {
             continue;
         }
-        dst.write_all_at(&data[..take], dst_offset + written)
-            .map_err(|e| RemoteError::io(path, e))?;
+        if let Err(e) = dst.write_all_at(&data[..take], dst_offset + written) {
+            break Err(RemoteError::io(path, e));
+        }
         written += take as u64;
-    }
-    Ok(written)
+        if written - told >= TELL_EVERY {
+            tell(told, written);
+            told = written;
+        }
+    };
+    tell(told, written);
+    result
 }
 
 /// Reads a whole (bounded) body into memory: for XML answers only.
@@ -355,6 +387,7 @@ where
         len,
         dst,
         dst_offset,
+        landed,
     } = req;
     if len == 0 {
         return Ok(());
@@ -428,8 +461,12 @@ where
                 resp,
                 skip,
                 want,
-                dst,
-                dst_offset + d,
+                Sink {
+                    dst,
+                    dst_offset: dst_offset + d,
+                    src_offset: start,
+                    landed,
+                },
                 cfg.idle_timeout,
             )
             .await?;

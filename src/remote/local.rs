@@ -254,6 +254,7 @@ impl super::Remote for LocalDir {
             len,
             dst,
             dst_offset,
+            ..
         } = req;
         let dst = dst.try_clone().map_err(|e| RemoteError::io(path, e))?;
         let (p, version) = (path.clone(), version.clone());

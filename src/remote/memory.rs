@@ -229,6 +229,7 @@ impl super::Remote for Memory {
             len,
             dst,
             dst_offset,
+            ..
         } = req;
         let data = {
             let g = self.state.lock().unwrap();

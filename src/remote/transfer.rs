@@ -30,7 +30,7 @@ impl Default for Transfer {
             chunk: 1 << 20,
             parallel: 4,
             readahead: 4 << 20,
-            max_readahead: 64 << 20,
+            max_readahead: 512 << 20,
         }
     }
 }
@@ -50,6 +50,31 @@ impl Transfer {
                 let n = (o / piece + 1) * piece;
                 pieces.push((o, n.min(b)));
                 o = n.min(b);
+            }
+        }
+        pieces
+    }
+
+    /// The pieces `ranges` are fetched in when each should be about `piece` bytes (0: as
+    /// [`Transfer::split`] does): each range cut into equal parts of at most `piece`
+    /// (rounded up to whole chunks), so a window of a sequential reader costs
+    /// `len / piece` requests, not one per chunk.
+    pub fn split_into(&self, ranges: &[(u64, u64)], piece: u64) -> Vec<(u64, u64)> {
+        if piece == 0 {
+            return self.split(ranges);
+        }
+        let chunk = self.chunk.max(4096);
+        let mut pieces = Vec::new();
+        for &(a, b) in ranges {
+            if a >= b {
+                continue;
+            }
+            let n = (b - a).div_ceil(piece);
+            let each = (b - a).div_ceil(n).div_ceil(chunk) * chunk;
+            let mut o = a;
+            while o < b {
+                pieces.push((o, (o + each).min(b)));
+                o = (o + each).min(b);
             }
         }
         pieces
@@ -136,6 +161,20 @@ mod tests {
             ]
         );
         assert!(t.split(&[]).is_empty());
+    }
+
+    #[test]
+    fn windows_are_cut_into_equal_pieces_of_whole_chunks() {
+        let t = Transfer::default();
+        let mib = 1 << 20;
+        assert_eq!(
+            t.split_into(&[(mib, 6 * mib)], 4 * mib),
+            [(mib, 4 * mib), (4 * mib, 6 * mib)]
+        );
+        assert_eq!(t.split_into(&[(0, 192 * mib)], 64 * mib).len(), 3);
+        assert_eq!(t.split_into(&[(0, 10)], 4 * mib), [(0, 10)]);
+        assert!(t.split_into(&[(5, 5)], mib).is_empty());
+        assert_eq!(t.split_into(&[(0, 6 * mib)], 0), t.split(&[(0, 6 * mib)]));
     }
 
     #[test]
