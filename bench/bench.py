@@ -11,10 +11,12 @@ peers are timed the same way (whole commands, from outside); an upload is timed 
 timed command really uploads (background sync paused, the server's copy checked)."""
 
 import argparse
+import collections
 import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -27,11 +29,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, "target", "release")
 CACHE = os.environ.get("SKYFILL_CI_CACHE", "/var/cache/skyfill-ci")
 RCLONE = os.path.join(CACHE, "venv", "bin", "rclone")
+S3SFS = os.path.join(CACHE, "s3s", "bin", "s3s-fs")
 MiB = 1 << 20
 GiB = 1 << 30
 
 FULL = dict(big=GiB, huge=4 * GiB, small=1000, many=100_000, million=1_000_000, upload=GiB, runs=3)
 QUICK = dict(big=8 * MiB, huge=64 * MiB, small=20, many=300, million=2000, upload=8 * MiB, runs=1)
+
+# A way to the server: its name (keeps rclone mounts apart), Skyfill's add-root arguments and
+# secret for a folder, rclone's remote for it, and a file's URL for curl.
+Ep = collections.namedtuple("Ep", "name sky rc http")
 
 
 def log(*a):
@@ -95,6 +102,7 @@ class Bench:
         self.rc_sub = False  # the rclone remote is the bucket: the folder is below the mount
         self.mounted = False
         self.servers = False
+        self.ns = self.L = self.line = self.ns_server = self.ns_apache = None  # the emulated link's (cases 10, 11)
 
     # ---------------------------------------------------------------- setup / teardown
 
@@ -111,37 +119,25 @@ class Bench:
         user, pw = env["SKYFILL_TEST_DAV_USER"], env["SKYFILL_TEST_DAV_PASS"]
         s = self.a.server
         if s == "webdav":
-            base = env["SKYFILL_TEST_RCLONE_DAV"]
+            hostport = env["SKYFILL_TEST_RCLONE_DAV"].removeprefix("http://")
             self.data = env["SKYFILL_TEST_RCLONE_DAV_DIR"]
-            hostport = base.removeprefix("http://")
-            self.sky_remote = lambda sub: ([f"dav://{hostport}/{sub}", "--user", user], pw)
-            obs = run([RCLONE, "obscure", pw]).stdout.decode().strip()
-            self.rc_remote = lambda sub: f":webdav,url='{base}/{sub}',vendor=other,user={user},pass={obs}:"
+            self.obscured = run([RCLONE, "obscure", pw]).stdout.decode().strip()
             self.curl_auth = ["-u", f"{user}:{pw}"]
-            self.http = lambda sub: f"{base}/{sub}"
         elif s == "apache":
-            base = env["SKYFILL_TEST_APACHE"] + "/dav"
-            self.data = os.path.join(env["SKYFILL_TEST_APACHE_DIR"], "data")
             hostport = env["SKYFILL_TEST_APACHE"].removeprefix("http://")
-            self.sky_remote = lambda sub: ([f"dav://{hostport}/dav/{sub}"], None)
-            self.rc_remote = lambda sub: f":webdav,url='{base}/{sub}',vendor=other:"
+            self.data = os.path.join(env["SKYFILL_TEST_APACHE_DIR"], "data")
             self.curl_auth = []
-            self.http = lambda sub: f"{base}/{sub}"
         elif s == "s3":
-            ep = env["SKYFILL_TEST_S3S"]
+            hostport = env["SKYFILL_TEST_S3S"].removeprefix("http://")
             self.data = os.path.join(env["SKYFILL_TEST_S3S_DIR"], "bucket")
-            self.sky_remote = lambda sub: ([f"s3://bucket/{sub}", "--endpoint", ep, "--region", "us-east-1",
-                                            "--path-style"], f"{ak}:{sk}")
             # The bucket's root, not bucket/sub: rclone first HEADs a sub-path to see whether it
             # is a file, which s3s-fs answers with 500 for a folder (and rclone retries).
-            self.rc_remote = lambda sub: (f":s3,provider=Other,endpoint='{ep}',access_key_id={ak},"
-                                          f"secret_access_key={sk},force_path_style=true,region=us-east-1:bucket")
             self.rc_sub = True
             self.curl_auth = ["--aws-sigv4", "aws:amz:us-east-1:s3", "-u", f"{ak}:{sk}",
                               "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
-            self.http = lambda sub: f"{ep}/bucket/{sub}"
         else:
             raise SystemExit(f"bench: unknown server {s}")
+        self.lo = self.endpoint("", hostport)
 
         p = self.p
         log("== server data")
@@ -186,6 +182,28 @@ class Bench:
                 if size:
                     f.write(i.to_bytes(8, "little") * (size // 8))
 
+    def endpoint(self, name, hostport):
+        """How Skyfill, rclone and curl reach the chosen server at host:port (the loopback one, or
+        the one behind the emulated link); `name` keeps its rclone mounts apart."""
+        ak, sk = self.env["SKYFILL_TEST_S3_KEYS"].split(":")
+        user, pw = self.env["SKYFILL_TEST_DAV_USER"], self.env["SKYFILL_TEST_DAV_PASS"]
+        s, base = self.a.server, f"http://{hostport}"
+        if s == "webdav":
+            sky = lambda sub: ([f"dav://{hostport}/{sub}", "--user", user], pw)
+            rc = lambda sub: f":webdav,url='{base}/{sub}',vendor=other,user={user},pass={self.obscured}:"
+            web = base
+        elif s == "apache":
+            sky = lambda sub: ([f"dav://{hostport}/dav/{sub}"], None)
+            rc = lambda sub: f":webdav,url='{base}/dav/{sub}',vendor=other:"
+            web = base + "/dav"
+        else:
+            sky = lambda sub: ([f"s3://bucket/{sub}", "--endpoint", base, "--region", "us-east-1", "--path-style"],
+                               f"{ak}:{sk}")
+            rc = lambda sub: (f":s3,provider=Other,endpoint='{base}',access_key_id={ak},"
+                              f"secret_access_key={sk},force_path_style=true,region=us-east-1:bucket")
+            web = base + "/bucket"
+        return Ep(name, sky, rc, lambda sub: f"{web}/{sub}")
+
     def start_daemon(self):
         # The million-file root is one listing of 1,001,000 entries on a WebDAV server (Depth:
         # infinity): above the default per-listing bound, raised here as doc/SECURITY.md says
@@ -219,8 +237,8 @@ class Bench:
         r = run(self.sf("--json", *args), input=stdin.encode() if stdin else None)
         return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
-    def add_root(self, local, sub):
-        args, secret = self.sky_remote(sub)
+    def add_root(self, local, sub, ep=None):
+        args, secret = (ep or self.lo).sky(sub)
         extra = ["--secret-stdin", "--no-keyring"] if secret else []
         t = time.perf_counter()
         res = self.sfj("add-root", local, *args, *extra, stdin=secret)
@@ -234,15 +252,16 @@ class Bench:
         (outside every sync root), so its cached reads hit the same filesystem and disk."""
         return os.path.join(self.mnt, "rclone-cache", sub)
 
-    def mount_rclone(self, sub, fresh_cache=True):
-        mp = os.path.join(self.w, "rclone", sub)
+    def mount_rclone(self, sub, fresh_cache=True, ep=None):
+        ep = ep or self.lo
+        mp = os.path.join(self.w, "rclone", ep.name, sub)
         self.umount_rclone(mp)
-        cache = self.rclone_cache(sub)
+        cache = self.rclone_cache(os.path.join(ep.name, sub))
         if fresh_cache:
             shutil.rmtree(cache, ignore_errors=True)
         os.makedirs(mp, exist_ok=True)
         port = free_port()
-        cmd = [RCLONE, "mount", self.rc_remote(sub), mp, "--vfs-cache-mode", "full", "--cache-dir", cache,
+        cmd = [RCLONE, "mount", ep.rc(sub), mp, "--vfs-cache-mode", "full", "--cache-dir", cache,
                "--dir-cache-time", "1h", "--vfs-cache-max-age", "1h",
                "--rc", "--rc-addr", f"127.0.0.1:{port}", "--rc-no-auth"]
         if self.a.server in ("webdav", "apache"):
@@ -296,6 +315,7 @@ class Bench:
     def teardown(self):
         for mp in list(self.rclone):
             self.umount_rclone(mp)
+        self.teardown_link()
         self.stop_daemon()
         if self.mounted:
             for _ in range(20):
@@ -311,13 +331,165 @@ class Bench:
         else:
             shutil.rmtree(self.w, ignore_errors=True)
 
+    # ---------------------------------------------------------------- the emulated link (cases 10, 11)
+
+    def setup_link(self):
+        """A second instance of the chosen server in a network namespace of its own, behind a link
+        of --rtt and --rate, serving the same data directory; a second Skyfill root L over it.
+        The link is a TAP device on each side with delay_line() between them (the one in the
+        namespace moved there); the daemon, curl and rclone stay in this namespace and reach the
+        server at the namespace's address over the link's own /30 (a connected route: neither
+        forwarding nor rp_filter is involved)."""
+        pid = os.getpid()
+        self.ns, self.ns_if = f"skyfill-bench-{pid}", (f"sfb{pid}h", f"sfb{pid}n")
+        self.teardown_link()  # a leftover of the same name
+        used = "".join(run(["ip", "-4", *c]).stdout.decode() for c in (["-o", "addr"], ["route", "show", "table", "all"]))
+        k = next((k for k in range(256) if f"10.213.{k}." not in used), None)
+        if k is None:
+            raise SystemExit("bench: no free /30 in 10.213.0.0/16 for the emulated link")
+        host_ip, ns_ip, port = f"10.213.{k}.1", f"10.213.{k}.2", 8080
+        rtt, d = self.a.rtt / 1000, os.path.join(self.w, "link")
+        os.makedirs(d, exist_ok=True)
+        log(f"== link: namespace {self.ns}, {host_ip} -> {ns_ip}, RTT {self.a.rtt:g} ms, {self.a.rate}")
+        run(["ip", "netns", "add", self.ns])
+        code = "import sys; sys.path[:0] = sys.argv[1:2]; import bench; bench.delay_line(*sys.argv[2:])"
+        self.line = subprocess.Popen(
+            [sys.executable, "-B", "-c", code, os.path.dirname(os.path.abspath(__file__)), *self.ns_if, str(rtt / 2),
+             str(rate_bits(self.a.rate)), str(max(rtt, 0.005))],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(d, "line.log"), "ab"))
+        if self.line.stdout.readline() != b"ready\n":
+            raise SystemExit(f"bench: the delay line did not start; see {d}/line.log")
+        h, n = self.ns_if
+        ns = ["ip", "-n", self.ns]
+        run(["ip", "link", "set", n, "netns", self.ns])
+        run(["ip", "addr", "add", f"{host_ip}/30", "dev", h])
+        run(["ip", "link", "set", h, "up"])
+        run([*ns, "addr", "add", f"{ns_ip}/30", "dev", n])
+        run([*ns, "link", "set", n, "up"])
+        run([*ns, "link", "set", "lo", "up"])
+
+        ex, s, env = ["ip", "netns", "exec", self.ns], self.a.server, self.env
+        if s == "apache":
+            # servers.sh's configuration (same data), its own address, pid file, logs and lock database.
+            srv = env["SKYFILL_TEST_APACHE_DIR"]
+            new = dict(PidFile=f"{d}/apache.pid", Listen=f"{ns_ip}:{port}", ErrorLog=f"{d}/error.log",
+                       CustomLog=f"{d}/access.log skyfill", DavLockDB=f"{srv}/ns-davlock")
+            conf = os.path.join(d, "httpd.conf")
+            with open(conf, "w") as f:
+                for line in open(os.path.join(srv, "httpd.conf")):
+                    w = line.split(None, 1)
+                    f.write(f"{w[0]} {new[w[0]]}\n" if w and w[0] in new else line)
+            run([*ex, "apache2", "-f", conf, "-k", "start"])
+            self.ns_apache = conf
+        else:
+            if s == "webdav":
+                cmd = [RCLONE, "serve", "webdav", self.data, "--addr", f"{ns_ip}:{port}",
+                       "--user", env["SKYFILL_TEST_DAV_USER"], "--pass", env["SKYFILL_TEST_DAV_PASS"]]
+            else:
+                ak, sk = env["SKYFILL_TEST_S3_KEYS"].split(":")
+                cmd = [S3SFS, "--host", ns_ip, "--port", str(port), "--access-key", ak, "--secret-key", sk,
+                       "--domain", f"localhost:{port}", os.path.dirname(self.data)]
+            self.ns_server = subprocess.Popen([*ex, *cmd], stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                                              stderr=open(os.path.join(d, "server.log"), "ab"))
+        import socket
+        for _ in range(100):
+            try:
+                socket.create_connection((ns_ip, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit(f"bench: the {s} server in {self.ns} did not start on {ns_ip}:{port}; see {d}")
+        self.ln = self.endpoint("L", f"{ns_ip}:{port}")
+        self.link_how = f", RTT {self.a.rtt:g} ms, {self.a.rate}"
+        # The delay applies: one small file by curl is two round trips (connect, GET) at least.
+        r = run(["curl", "-sf", *self.curl_auth, "-o", "/dev/null", "-w", "%{time_connect} %{time_total}",
+                 self.ln.http("main/small/f00000")])
+        tc, tt = map(float, r.stdout.split())
+        log(f"   one small file by curl over the link: connect {tc * 1000:.1f} ms, total {tt * 1000:.1f} ms"
+            f" (at least 2 RTTs: {2 * self.a.rtt:g} ms)")
+        if tt < 1.8 * rtt:
+            raise SystemExit("bench: the link's delay does not apply (a small GET took under 2 RTTs)")
+        self.L = os.path.join(self.mnt, "L")
+        t, res = self.add_root(self.L, "main", ep=self.ln)
+        log(f"   root L: {res['files']} files in {t:.2f} s")
+
+    def teardown_link(self):
+        """Undoes setup_link, whatever of it was done (also a leftover namespace of the same name):
+        root L, the servers in the namespace, the delay line (its devices go with it), the namespace."""
+        if self.ns is None:
+            return
+        if self.L is not None and self.daemon is not None:
+            # Its hydrated files stay as plain files: gone too, but only once no root (deletes would sync).
+            if run(self.sf("remove-root", self.L, "--keep-local"), check=False).returncode == 0:
+                shutil.rmtree(self.L, ignore_errors=True)
+        self.L = None
+        if self.ns_server is not None:
+            self.ns_server.terminate()
+            try:
+                self.ns_server.wait(10)
+            except subprocess.TimeoutExpired:
+                self.ns_server.kill()
+                self.ns_server.wait()
+            self.ns_server = None
+        if self.ns_apache is not None:
+            pidf = os.path.join(os.path.dirname(self.ns_apache), "apache.pid")
+            pid = int(open(pidf).read()) if os.path.exists(pidf) else None
+            run(["apache2", "-f", self.ns_apache, "-k", "stop"], check=False)
+            for _ in range(100):
+                if pid is None or not os.path.exists(f"/proc/{pid}"):
+                    break
+                time.sleep(0.1)
+            self.ns_apache = None
+        # Whatever still runs in the namespace (Apache's children, a leftover's servers) ends with it.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = [int(p) for p in run(["ip", "netns", "pids", self.ns], check=False).stdout.split()]
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            for _ in range(50 if pids else 0):
+                if not any(os.path.exists(f"/proc/{p}") for p in pids):
+                    break
+                time.sleep(0.1)
+        if self.line is not None:
+            self.line.terminate()
+            self.line.wait()
+            self.line.stdout.close()
+            self.line = None
+        run(["ip", "netns", "del", self.ns], check=False)
+        run(["ip", "link", "del", self.ns_if[0]], check=False)  # the host's end, if it outlived all that
+
+    def case10(self):
+        log("== 10. cold read of an online-only file, over the link")
+        self.cold_read("10", self.ln, self.L, 1.5, self.link_how)
+
+    def case11(self):
+        log("== 11. open and first byte of small online-only files, over the link")
+        self.small_files("11", self.ln, self.L, 1.0, self.link_how)
+
     # ---------------------------------------------------------------- reporting
 
-    def record(self, case, what, sky, peer_name, peer, rclone, ratio, target, ok, unit="s"):
+    def record(self, case, what, sky, peer_name, peer, rclone, ratio, target, ok, unit="s", **io):
+        """One row. `io`, optional: the GETs and bytes each side fetched for it (requests, bytes: Skyfill's;
+        peer_requests, peer_bytes; rclone_requests, rclone_bytes), into the JSON and the reqs/bytes column."""
         self.results.append(dict(case=case, what=what, skyfill=sky, peer_name=peer_name, peer=peer, rclone=rclone,
-                                 ratio=ratio, target=target, met=ok, unit=unit))
+                                 ratio=ratio, target=target, met=ok, unit=unit, **io))
         log(f"   {case} {what}: skyfill {fmt(sky, unit)}, {peer_name} {fmt(peer, unit)}, rclone {fmt(rclone, unit)}"
-            f" -> {ratio if isinstance(ratio, str) else f'{ratio:.3f}'} ({target}) {'ok' if ok else 'MISSED'}")
+            f" -> {ratio if isinstance(ratio, str) else f'{ratio:.3f}'} ({target}) {'ok' if ok else 'MISSED'}"
+            + (f"; reqs/bytes {io_text(io)}" if io else ""))
+
+    def counters(self, since=(0, 0)):
+        """Skyfill's GETs and bytes fetched for files so far (`skyfill stats`, the daemon's totals), less `since`."""
+        st = self.sfj("stats")
+        return st["requests"] - since[0], st["bytes_fetched"] - since[1]
+
+    def io(self, sky, n, size, rclone):
+        """record()'s io: Skyfill's (counters() deltas, medians over the runs); the peer's: n GETs of
+        size bytes in all (curl fetches each file once, whole); rclone's bytes (core/stats)."""
+        return dict(requests=median([x[0] for x in sky]), bytes=median([x[1] for x in sky]), peer_requests=n,
+                    peer_bytes=size, rclone_requests=None, rclone_bytes=median(rclone) if rclone else None)
 
     def dd(self, path, bs, cold, rclone=False):
         if cold and rclone:
@@ -360,57 +532,81 @@ class Bench:
 
     def case2(self):
         log("== 2. cold read of an online-only file")
-        f = os.path.join(self.A, "big.bin")
-        url = self.http("main/big.bin")
-        s, c, r = [], [], []
-        for _ in range(self.runs):
-            run(self.sf("free", f))
-            assert self.sfj("status", f)["state"] == "online-only"
-            s.append(self.dd(f, "1M", True))
-            drop_caches()
-            c.append(timed(["curl", "-sf", *self.curl_auth, "-o", "/dev/null", url]))
-            rmp = self.mount_rclone("main")
-            r.append(self.dd(os.path.join(rmp, "big.bin"), "1M", True))
-            self.umount_rclone(rmp)
-        sm, cm = median(s), median(c)
-        self.record("2", f"{self.p['big'] // MiB} MiB, 1M reads", sm, "curl", cm, median(r), cm / sm, ">= 1.0",
-                    cm / sm >= 1.0)
+        self.cold_read("2", self.lo, self.A, 1.2)
 
     def case3(self):
         log("== 3. open and first byte of small online-only files")
-        d = os.path.join(self.A, "small")
+        self.small_files("3", self.lo, self.A, 1.3)
+
+    def cold_read(self, case, ep, root, want, how=""):
+        """Cases 2 and 10: big.bin of `root` (a Skyfill root over `ep`'s main/) read cold with dd,
+        against curl and rclone mount of the same file through `ep`."""
+        f = os.path.join(root, "big.bin")
+        url = ep.http("main/big.bin")
+        size = self.p["big"]
+        s, c, r, sn, rb = [], [], [], [], []
+        for _ in range(self.runs):
+            run(self.sf("free", f))
+            assert self.sfj("status", f)["state"] == "online-only"
+            n0 = self.counters()
+            s.append(self.dd(f, "1M", True))
+            sn.append(self.counters(n0))
+            drop_caches()
+            c.append(timed(["curl", "-sf", *self.curl_auth, "-o", "/dev/null", url]))
+            rmp = self.mount_rclone("main", ep=ep)
+            r.append(self.dd(os.path.join(rmp, "big.bin"), "1M", True))
+            rb.append(self.rc(rmp, "core/stats").get("bytes", 0))
+            self.umount_rclone(rmp)
+        sm, cm = median(s), median(c)
+        io = self.io(sn, 1, size, rb)
+        self.record(case, f"{size // MiB} MiB, 1M reads{how}", sm, "curl", cm, median(r), cm / sm, f">= {want}",
+                    cm / sm >= want, **io)
+        # Scaled to a GiB; the target holds for the full-size file only (quick mode's 8 MiB: reported).
+        per, full = io["requests"] * GiB / size, size >= GiB
+        self.record(case, f"GETs for a sequential read of the file{how}", io["requests"], "curl", 1, None,
+                    f"{per:.1f} per GiB", "<= 32 per GiB" if full else "report", per <= 32 or not full, unit="GETs")
+
+    def small_files(self, case, ep, root, want, how=""):
+        """Cases 3 and 11: open and first byte of each file in small/ of `root` (a Skyfill root over
+        `ep`'s main/), against one curl -K fetching each and rclone mount, through `ep`."""
+        d = os.path.join(root, "small")
         names = sorted(os.listdir(d))
         files = [os.path.join(d, n) for n in names]
-        cfg = os.path.join(self.w, "curl.cfg")
+        size = sum(os.path.getsize(os.path.join(self.data, "main", "small", n)) for n in names)
+        cfg = os.path.join(self.w, f"curl{case}.cfg")
         with open(cfg, "w") as f:
             for n in names:
-                f.write(f'url = "{self.http("main/small/" + n)}"\noutput = "/dev/null"\n')
-        s, c, r = [], [], []
+                f.write(f'url = "{ep.http("main/small/" + n)}"\noutput = "/dev/null"\n')
+        s, c, r, sn, rb = [], [], [], [], []
         for _ in range(self.runs):
             run(self.sf("free", "-r", d))
+            n0 = self.counters()
             drop_caches()
             s.append(timed(["head", "-q", "-c", "1", *files]))
+            sn.append(self.counters(n0))
             drop_caches()
             c.append(timed(["curl", "-sf", *self.curl_auth, "-K", cfg]))
-            rmp = self.mount_rclone("main")
+            rmp = self.mount_rclone("main", ep=ep)
             rfiles = [os.path.join(rmp, "small", n) for n in names]
             os.listdir(os.path.join(rmp, "small"))  # the listing is not what we time
             r.append(timed(["head", "-q", "-c", "1", *rfiles]))
+            rb.append(self.rc(rmp, "core/stats").get("bytes", 0))
             self.umount_rclone(rmp)
         sm, cm = median(s), median(c)
-        self.record("3", f"{len(files)} files", sm, "curl", cm, median(r), sm / cm, "<= 1.3", sm / cm <= 1.3)
+        self.record(case, f"{len(files)} files{how}", sm, "curl", cm, median(r), sm / cm, f"<= {want}", sm / cm <= want,
+                    **self.io(sn, len(files), size, rb))
 
     def case4(self):
         log("== 4. 1 MiB from the middle of a large online-only file")
         f = os.path.join(self.A, "huge.bin")
         mid = self.p["huge"] // MiB // 2
-        s, sb, r, rb = [], [], [], []
+        s, sn, r, rb = [], [], [], []
         for _ in range(self.runs):
             run(self.sf("free", f))
-            before = self.sfj("stats")["bytes_fetched"]
+            n0 = self.counters()
             drop_caches()
             s.append(timed(["dd", f"if={f}", "of=/dev/null", "bs=1M", f"skip={mid}", "count=1", "status=none"]))
-            sb.append(self.sfj("stats")["bytes_fetched"] - before)
+            sn.append(self.counters(n0))
             rmp = self.mount_rclone("main")
             drop_caches()
             r.append(timed(["dd", f"if={os.path.join(rmp, 'huge.bin')}", "of=/dev/null", "bs=1M", f"skip={mid}",
@@ -419,14 +615,15 @@ class Bench:
             st = self.rc(rmp, "core/stats")
             rb.append(st.get("bytes", 0))
             self.umount_rclone(rmp)
-        fetched = median(sb)
+        fetched = median([x[1] for x in sn])
         self.record("4", f"bytes fetched ({self.p['huge'] // GiB or self.p['huge'] / GiB} GiB file)", fetched / MiB,
                     "-", None, median(rb) / MiB, f"{fetched / MiB:.2f} MiB", "<= 8 MiB", fetched <= 8 * MiB, unit="MiB")
-        self.record("4", "time to read the 1 MiB", median(s), "-", None, median(r), "-", "report", True)
+        self.record("4", "time to read the 1 MiB", median(s), "-", None, median(r), "-", "report", True,
+                    **self.io(sn, None, None, rb))
 
     def case56(self):
         log("== 6. placeholders from a large listing")
-        args, secret = self.sky_remote("many")
+        args, secret = self.lo.sky("many")
         env = dict(os.environ)
         if secret:
             env["SKYFILL_SECRET"] = secret
@@ -537,7 +734,7 @@ class Bench:
                     raise SystemExit(f"bench: the timed sync did not upload up{i}.bin (and only it): {res}")
                 if not os.path.exists(on_server) or sha256(on_server) != want:
                     raise SystemExit(f"bench: after the timed sync the server's up{i}.bin is not the file written")
-                c.append(timed(["curl", "-sf", *self.curl_auth, "-T", src, self.http(f"main/curl{i}.bin")]))
+                c.append(timed(["curl", "-sf", *self.curl_auth, "-T", src, self.lo.http(f"main/curl{i}.bin")]))
         finally:
             self.sfj("resume", self.A)
         sm, cm = median(s), median(c)
@@ -591,6 +788,15 @@ class Bench:
                      ("4", self.case4), ("9", self.case9)):
             if c in want:
                 f()
+        # Before 5-7, whose million files' passes would run alongside; root L and the link go after.
+        if want & {"10", "11"}:
+            self.setup_link()
+            try:
+                for c, f in (("10", self.case10), ("11", self.case11)):
+                    if c in want:
+                        f()
+            finally:
+                self.teardown_link()
         if "5" in want or "6" in want:
             self.case56()
         if "7" in want:
@@ -630,17 +836,35 @@ def fmt(v, unit):
         return "-"
     if unit == "s":
         return f"{v:.4f} s" if v < 10 else f"{v:.1f} s"
+    if unit == "GETs":
+        return f"{v:g} GETs"
     return f"{v:.2f} {unit}"
 
 
+def fmt_bytes(n):
+    for u, m in (("G", GiB), ("M", MiB), ("K", 1024)):
+        if n >= m:
+            return f"{n / m:.1f}{u}"
+    return f"{n:g}B"
+
+
+def io_text(r):
+    """The reqs/bytes column: GETs/bytes of Skyfill | the peer | rclone mount, "-" where not known."""
+    if "requests" not in r:
+        return ""
+    one = lambda n, b: f"{'-' if n is None else f'{n:g}'}/{'-' if b is None else fmt_bytes(b)}"
+    return " | ".join(one(r.get(k + "requests"), r.get(k + "bytes")) for k in ("", "peer_", "rclone_"))
+
+
 def table(results):
-    rows = [("case", "measure", "skyfill", "peer", "rclone mount", "ratio", "target", "")]
+    rows = [("case", "measure", "skyfill", "peer", "rclone mount", "ratio", "target", "",
+             "reqs/bytes: skyfill | peer | rclone")]
     for r in results:
         u = r["unit"]
         peer = "-" if r["peer"] is None else f"{r['peer_name']} {fmt(r['peer'], u if r['peer_name'] != 'index' else 'MiB')}"
         ratio = r["ratio"] if isinstance(r["ratio"], str) else f"{r['ratio']:.3f}"
         rows.append((r["case"], r["what"], fmt(r["skyfill"], u), peer, fmt(r["rclone"], u), ratio, r["target"],
-                     "ok" if r["met"] else "MISSED"))
+                     "ok" if r["met"] else "MISSED", io_text(r)))
     w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
@@ -648,6 +872,68 @@ def table(results):
         if k == 0:
             lines.append("  ".join("-" * x for x in w))
     return "\n".join(lines)
+
+
+def rate_bits(s):
+    """tc's rate syntax (1gbit, 100mbit, 500kbit, a bare number: bit/s; 12mbps: bytes/s) -> bit/s."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)(bit|bps|)", s.strip().lower())
+    if not m or float(m[1]) <= 0:
+        raise SystemExit(f"bench: --rate {s}: not a rate like 1gbit, 100mbit or 12mbps")
+    return float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m[2]] * (8 if m[3] == "bps" else 1)
+
+
+def delay_line(host_if, ns_if, delay, rate, limit):
+    """The emulated link of cases 10 and 11, run as its own process: two TAP devices and, between
+    them, each frame passed on after its serialisation at `rate` bit/s (behind the frames before
+    it) and then `delay` s, each direction on its own: what `tc qdisc add dev X root netem delay
+    D rate R` on both ends of a veth pair does (this kernel has no netem). A frame that would wait
+    more than `limit` s for the wire is dropped (the bottleneck's buffer). The devices carry
+    virtio-net headers with checksum and segmentation offload, so TCP crosses in frames of up to
+    64 KiB (MSS-sized segments to both stacks, far fewer frames for Python to move)."""
+    import fcntl
+    import select
+    import struct
+    die_with_parent()  # and the devices with it
+    delay, rate, limit = float(delay), float(rate), float(limit)
+    fds = []
+    for name in (host_if, ns_if):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        # TUNSETIFF IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (gone when closed); TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN.
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", name.encode(), 0x0002 | 0x1000 | 0x4000))
+        fcntl.ioctl(fd, 0x400454D0, 0x0F)
+        fds.append(fd)
+    print("ready", flush=True)
+    q, busy = (collections.deque(), collections.deque()), [0.0, 0.0]  # per direction: (due, frame); wire free at
+    try:
+        while True:
+            now = time.monotonic()
+            for i in (0, 1):
+                while q[i] and q[i][0][0] <= now:
+                    try:
+                        os.write(fds[1 - i], q[i].popleft()[1])
+                    except OSError:
+                        pass  # refused by the stack: lost on the wire
+            due = [d[0][0] for d in q if d]
+            ready = select.select(fds, [], [], max(0.0, min(due) - now) if due else None)[0]
+            now = time.monotonic()
+            for i, fd in enumerate(fds):
+                for _ in range(64 if fd in ready else 0):
+                    try:
+                        frame = os.read(fd, 1 << 17)
+                    except BlockingIOError:
+                        break
+                    start = max(now, busy[i])
+                    if start - now <= limit:
+                        busy[i] = start + len(frame) * 8 / rate
+                        q[i].append((busy[i] + delay, frame))
+    except KeyboardInterrupt:
+        pass
+
+
+def die_with_parent():
+    """In a child (before exec): SIGTERM when the benchmark dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def machine():
@@ -668,8 +954,11 @@ def main():
     ap.add_argument("--runs", type=int, help="runs per measurement (default 3; quick 1)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9", help="which cases to run (default all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11", help="which cases to run (default all)")
+    ap.add_argument("--rtt", type=float, default=25, metavar="MS", help="round trip of the link of cases 10 and 11, ms (default 25)")
+    ap.add_argument("--rate", default="1gbit", help="rate of that link, each way, as tc writes it (default 1gbit)")
     a = ap.parse_args()
+    rate_bits(a.rate)
     b = Bench(a)
     t0 = time.time()
     try:
@@ -686,8 +975,8 @@ def main():
     print(f"{len(b.results) - len(missed)} of {len(b.results)} measurements meet their target")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(machine=m, server=a.server, quick=a.quick, runs=b.runs, sizes=b.p, results=b.results), f,
-                      indent=2)
+            json.dump(dict(machine=m, server=a.server, quick=a.quick, runs=b.runs, sizes=b.p, rtt_ms=a.rtt, rate=a.rate,
+                           results=b.results), f, indent=2)
         print(f"JSON: {a.json}")
 
 
