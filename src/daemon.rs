@@ -29,6 +29,7 @@ mod handler;
 mod journal;
 mod keeper;
 pub mod limits;
+mod prefetch;
 mod rootfs;
 mod roots;
 mod schedule;

@@ -50,6 +50,15 @@ pub trait Index: Send + Sync {
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError>;
     /// Every record of `root` whose path is `dir` or below it (`""` = whole root).
     fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError>;
+    /// Up to `limit` records of the files next to `path` (same folder) that sort after it,
+    /// in order; looks at no more than a few times `limit` records (a folder's subfolders
+    /// sort in between), so it costs O(log n + limit) whatever the size of the root.
+    fn next_in_folder(
+        &self,
+        root: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, IndexError>;
     fn remove_root(&self, root: &str) -> Result<(), IndexError>;
     fn is_empty(&self) -> bool;
     /// Drops the status record of one path.
@@ -69,6 +78,24 @@ fn key(root: &str, path: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(path.as_bytes());
     k
+}
+
+/// How many records [`Index::next_in_folder`] looks at per record it may return.
+const SCAN_PER_SIBLING: usize = 8;
+
+/// Whether `p` is a file directly in `folder` (`""`: the root), sorting after `path`.
+fn sibling_after(p: &str, folder: &str, path: &str) -> bool {
+    let rest = if folder.is_empty() {
+        Some(p)
+    } else {
+        p.strip_prefix(folder).and_then(|r| r.strip_prefix('/'))
+    };
+    p > path && rest.is_some_and(|r| !r.is_empty() && !r.contains('/'))
+}
+
+/// The folder of `path` (`""` for a file at the root).
+fn folder_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
 fn under(path: &str, dir: &str) -> bool {
@@ -125,6 +152,29 @@ impl Index for SledIndex {
             let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
             if under(&p, dir) {
                 out.push((p, serde_json::from_slice(&v).map_err(e)?));
+            }
+        }
+        Ok(out)
+    }
+    fn next_in_folder(
+        &self,
+        root: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, IndexError> {
+        let folder = folder_of(path);
+        let mut out = Vec::new();
+        let range = self
+            .db
+            .range(key(root, path)..key(root, &format!("{folder}\u{10FFFF}")));
+        for kv in range.take(limit.saturating_mul(SCAN_PER_SIBLING)) {
+            let (k, v) = kv.map_err(e)?;
+            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+            if sibling_after(&p, folder, path) {
+                out.push((p, serde_json::from_slice(&v).map_err(e)?));
+                if out.len() == limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -211,6 +261,25 @@ impl Index for MemoryIndex {
             .map(|((_, p), v)| (p.clone(), v.clone()))
             .collect())
     }
+    fn next_in_folder(
+        &self,
+        root: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, IndexError> {
+        let folder = folder_of(path);
+        Ok(self
+            .m
+            .lock()
+            .unwrap()
+            .range((root.to_string(), path.to_string())..)
+            .take_while(|((r, _), _)| r == root)
+            .take(limit.saturating_mul(SCAN_PER_SIBLING))
+            .filter(|((_, p), _)| sibling_after(p, folder, path))
+            .take(limit)
+            .map(|((_, p), v)| (p.clone(), v.clone()))
+            .collect())
+    }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
         self.m.lock().unwrap().retain(|(r, _), _| r != root);
         self.base.lock().unwrap().retain(|(r, _), _| r != root);
@@ -288,6 +357,22 @@ mod tests {
             ix.get("r1", "a/b").unwrap().unwrap().availability,
             Availability::OnlineOnly
         );
+        // Siblings after a file, in order, skipping a subfolder's contents and other roots.
+        for p in ["d/f1", "d/f1x/deep", "d/f2", "d/f3", "d/g/h", "e/f4", "top"] {
+            ix.put("r1", p, &r(Availability::OnlineOnly)).unwrap();
+        }
+        let next = |p: &str, n: usize| -> Vec<String> {
+            ix.next_in_folder("r1", p, n)
+                .unwrap()
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
+        };
+        assert_eq!(next("d/f1", 10), ["d/f2", "d/f3"]);
+        assert_eq!(next("d/f1", 1), ["d/f2"]);
+        assert_eq!(next("d/f0", 10), ["d/f1", "d/f2", "d/f3"]);
+        assert!(next("d/f3", 10).is_empty());
+        assert_eq!(next("a", 10), ["ab", "top"]);
         ix.remove_root("r1").unwrap();
         assert!(ix.get("r1", "a").unwrap().is_none());
         assert!(!ix.is_empty());

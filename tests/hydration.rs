@@ -317,6 +317,106 @@ async fn a_middle_read_fetches_only_its_region() {
     assert!(allocated(&root.join("big.bin")) <= (8 << 20) + 4096);
 }
 
+/// Waits (generously) until every file of `paths` is local.
+fn wait_local(d: &Daemon, paths: &[PathBuf]) {
+    let until = Instant::now() + Duration::from_secs(60);
+    for f in paths {
+        while d.cli(&["status", f.to_str().unwrap()])["state"] != "local" {
+            assert!(Instant::now() < until, "{} never became local", f.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A program opening a folder's small files in name order gets the next ones fetched ahead
+/// of it (folder read-ahead), with the right bytes; opens out of order fetch nothing ahead.
+/// A sequential read of a large file costs a few large requests, each byte fetched once.
+/// Counted, never timed.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_order_readers_get_files_ahead_and_sequential_reads_few_requests() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    for i in 0..40u64 {
+        files.insert(
+            format!("pics/p{i:02}"),
+            data(100 + i, 5000 + 100 * i as usize),
+        );
+        if i < 10 {
+            files.insert(format!("other/o{i:02}"), data(200 + i, 3000));
+        }
+    }
+    files.insert("big.bin".to_string(), data(7, 96 << 20));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let state = |p: &str| d.cli(&["status", root.join(p).to_str().unwrap()])["state"].clone();
+
+    // Out of order: only what was opened becomes local.
+    for i in [9, 8, 7] {
+        sh_ok(&format!(
+            "head -c1 '{}' >/dev/null",
+            root.join(format!("other/o{i:02}")).display()
+        ));
+    }
+    // In order: the first two opens show the pattern; the next files arrive unasked.
+    for i in [0, 1] {
+        sh_ok(&format!(
+            "head -c1 '{}' >/dev/null",
+            root.join(format!("pics/p{i:02}")).display()
+        ));
+    }
+    let ahead: Vec<PathBuf> = (2..20)
+        .map(|i| root.join(format!("pics/p{i:02}")))
+        .collect();
+    wait_local(&d, &ahead);
+    for i in 0..7 {
+        assert_eq!(
+            state(&format!("other/o{i:02}")),
+            "online-only",
+            "o{i:02} was fetched ahead"
+        );
+    }
+    // Every file reads exactly, fetched ahead or not; none was fetched twice.
+    for (k, v) in files.iter().filter(|(k, _)| k.starts_with("pics/")) {
+        assert_eq!(sha256(&root.join(k)).unwrap(), sha256_bytes(v), "{k}");
+    }
+    let s = d.stats();
+    let small: u64 = files
+        .iter()
+        .filter(|(k, _)| !k.starts_with("big"))
+        .filter(|(k, _)| {
+            k.starts_with("pics/")
+                || ["7", "8", "9"]
+                    .iter()
+                    .any(|n| k.ends_with(n) && k.starts_with("other/"))
+        })
+        .map(|(_, v)| v.len() as u64)
+        .sum();
+    assert_eq!(s["bytes_fetched"].as_u64().unwrap(), small);
+
+    // A sequential read of 96 MiB: the bytes once, in a few large requests.
+    let (r0, b0) = (
+        s["requests"].as_u64().unwrap(),
+        s["bytes_fetched"].as_u64().unwrap(),
+    );
+    let o = sh_ok(&format!(
+        "dd if='{}' bs=1M status=none | sha256sum",
+        root.join("big.bin").display()
+    ));
+    assert_eq!(
+        o.split_whitespace().next().unwrap(),
+        sha256_bytes(&files["big.bin"])
+    );
+    let s = d.stats();
+    let requests = s["requests"].as_u64().unwrap() - r0;
+    assert_eq!(s["bytes_fetched"].as_u64().unwrap() - b0, 96 << 20);
+    assert!(
+        requests <= 12,
+        "{requests} requests for 96 MiB read sequentially"
+    );
+}
+
 /// 32 processes read one online-only file at once: it is downloaded once.
 #[tokio::test(flavor = "multi_thread")]
 async fn many_readers_one_download() {

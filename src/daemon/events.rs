@@ -5,6 +5,7 @@
 //! the hydrator.
 
 use super::core::Core;
+use super::prefetch;
 use crate::hsm::evict;
 use crate::hsm::hydrate::Notice;
 use crate::hsm::meta::Pin;
@@ -16,10 +17,14 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Applies notices as they come, until the daemon stops.
+/// Applies notices as they come, until the daemon stops. Opens of small files also feed
+/// the folder read-ahead detector (kept here: this task is its only user).
 pub async fn run(core: Arc<Core>, mut rx: UnboundedReceiver<Notice>) {
+    let mut readers = prefetch::Readers::default();
     while let Some(n) = rx.recv().await {
-        if matches!(n, Notice::Fetching { .. }) {
+        if let Notice::Opened { root, path } = &n {
+            fetch_ahead(&core, &mut readers, root, path);
+        } else if matches!(n, Notice::Fetching { .. }) {
             // Budget work is blocking filesystem work: the runtime moves its other tasks off
             // this thread meanwhile.
             crate::fsutil::blocking(|| apply(&core, n));
@@ -27,6 +32,28 @@ pub async fn run(core: Arc<Core>, mut rx: UnboundedReceiver<Notice>) {
             apply(&core, n);
         }
     }
+}
+
+/// A program opened `path` for its bytes: if it is reading the folder in name order, the
+/// next small online-only files are fetched ahead of it, in the background. Not in a root
+/// with a disk budget (nothing is downloaded there that was not asked for).
+fn fetch_ahead(core: &Arc<Core>, readers: &mut prefetch::Readers, root: &str, path: &str) {
+    let p = &core.hydrator.policy;
+    let Some((after, n)) = readers.opened(root, path, p.folder_prefetch) else {
+        return;
+    };
+    let Some(r) = core.root_by_id(root).filter(|r| r.budget.is_none()) else {
+        return;
+    };
+    if core.hydrator.budgeted(root) {
+        return;
+    }
+    let todo = prefetch::candidates(core, root, &after, n, p.whole_file_below);
+    let Some(last) = todo.last() else { return };
+    readers.fetched(root, last, todo.len());
+    tracing::debug!(folder = %path, files = todo.len(), "fetching ahead of an in-order reader");
+    let parallel = 2 * p.transfer.parallel;
+    tokio::spawn(prefetch::prefetch(core.clone(), r, todo, parallel));
 }
 
 /// One notice: the index and the file's owner learn of it.
@@ -86,6 +113,7 @@ pub fn apply(core: &Core, n: Notice) {
         Notice::Flush(done) => {
             let _ = done.send(());
         }
+        Notice::Opened { .. } => {} // read-ahead: see `run`
         Notice::Fetching { root, bytes, room } => {
             if let Some(r) = core.root_by_id(&root).filter(|r| r.budget.is_some()) {
                 keep_budget(core, &r, bytes);

@@ -28,6 +28,8 @@ struct State {
     flight: Vec<(u64, u64)>,
     /// The errno of the last failed piece (what a reader whose bytes it held gets).
     last_errno: Option<i32>,
+    /// Pieces that ended and whose bytes are not recorded in the xattr yet.
+    recording: usize,
 }
 
 /// What an access found.
@@ -109,7 +111,7 @@ impl Flow {
     }
 
     /// A piece's fetch ended (all of it landed, or `errno`); returns the parts of it that
-    /// landed (to record).
+    /// landed, which the caller records and then says so ([`Flow::recorded`]).
     pub fn ended(&self, piece: (u64, u64), errno: Option<i32>) -> Vec<(u64, u64)> {
         let mut st = self.state.lock().unwrap();
         if errno.is_none() {
@@ -122,9 +124,32 @@ impl Flow {
             st.last_errno = errno;
         }
         let present = present(&st.landed, piece.0, piece.1);
+        if !present.is_empty() {
+            st.recording += 1;
+        }
         drop(st);
         self.wake.send_modify(|n| *n += 1);
         present
+    }
+
+    /// The parts [`Flow::ended`] returned are recorded (or could not be).
+    pub fn recorded(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.recording = st.recording.saturating_sub(1);
+        drop(st);
+        self.wake.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until every piece that ended is recorded: an access that needed the last
+    /// bytes of a file returns once the file's record says it is complete, so a program
+    /// that has read a whole file sees it local (and can free it) at once.
+    pub async fn settled(&self) {
+        let mut rx = self.wake.subscribe();
+        while self.state.lock().unwrap().recording > 0 {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Waits until `[start, end)` is in the file (`Ok`) or nothing will bring it (the errno).
@@ -216,6 +241,14 @@ mod tests {
         assert_eq!(first.await.unwrap(), Ok(()));
         f.ended((MIB, 2 * MIB), Some(libc::EIO));
         assert_eq!(second.await.unwrap(), Err(libc::EIO));
+        // Settled once what ended is recorded.
+        assert_eq!(f.ended((0, MIB), None), [(0, MIB)]);
+        let g = f.clone();
+        let settled = tokio::spawn(async move { g.settled().await });
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished());
+        f.recorded();
+        settled.await.unwrap();
     }
 
     #[test]

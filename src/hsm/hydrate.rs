@@ -60,6 +60,9 @@ pub enum Notice {
         bytes: u64,
         room: Option<tokio::sync::oneshot::Sender<()>>,
     },
+    /// A program opened this small online-only file for its bytes (folder read-ahead
+    /// watches for files opened in name order).
+    Opened { root: String, path: String },
     /// Answered once every notice sent before it has been applied (a request that reads the
     /// index waits for what the kernel's events changed just before).
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -220,7 +223,8 @@ impl Hydrator {
             .is_some_and(|p| p.never_download.iter().any(|x| x == exe))
     }
 
-    fn budgeted(&self, root: &str) -> bool {
+    /// Whether the root has a disk budget (room is made before each download).
+    pub fn budgeted(&self, root: &str) -> bool {
         self.root_policy
             .read()
             .unwrap()
@@ -320,6 +324,9 @@ impl Hydrator {
                 // Already local: no network for this access, but a sequential reader's
                 // next window is asked for before it gets there.
                 self.start(file, key, &meta, start, end, None);
+                if let Some(f) = flow.filter(|f| f.version == meta.version && f.has(0, size)) {
+                    f.settled().await; // as in `fetch`: complete on record when answered
+                }
                 return Reply::Allow;
             }
         }
@@ -355,13 +362,21 @@ impl Hydrator {
                 tracing::info!(errno = e, "download refused for this program by policy");
                 Reply::Deny(e)
             }
-            Decision::Fetch(s, e) => match self.fetch_within(file, st, s, e).await {
-                Ok(()) => Reply::Allow,
-                Err(errno) => {
-                    self.stats.add(&meta.root, |c| &c.denied, 1);
-                    Reply::Deny(errno)
+            Decision::Fetch(s, e) => {
+                if access == Access::Open && !proc.is_daemon {
+                    self.note(Notice::Opened {
+                        root: meta.root.clone(),
+                        path: meta.path.clone(),
+                    });
                 }
-            },
+                match self.fetch_within(file, st, s, e).await {
+                    Ok(()) => Reply::Allow,
+                    Err(errno) => {
+                        self.stats.add(&meta.root, |c| &c.denied, 1);
+                        Reply::Deny(errno)
+                    }
+                }
+            }
         }
     }
 
@@ -500,7 +515,12 @@ impl Hydrator {
             .size
             .min(fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64);
         match flow.wait(start.min(size), end.min(size)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if flow.has(0, size) {
+                    flow.settled().await; // the file is recorded complete before this returns
+                }
+                Ok(())
+            }
             Err(errno) => {
                 self.note(Notice::failed(&meta, errno));
                 Err(errno)
@@ -579,6 +599,7 @@ impl Hydrator {
             let present = flow.ended((a, b), errno);
             if !present.is_empty() {
                 self.record(&job, &present).await;
+                flow.recorded();
             }
         }
     }

@@ -21,6 +21,9 @@ pub struct Policy {
     /// [`Policy::http`].
     #[serde(flatten)]
     pub transfer: Transfer,
+    /// Files fetched ahead of a program that opens a folder's small online-only files in
+    /// name order (0: none); they are fetched `2 * parallel` at once.
+    pub folder_prefetch: usize,
     /// Executables (by name) that look for holes instead of reading: hydrated whole at open.
     pub hole_aware: Vec<String>,
     /// Executables (by name) that never trigger downloads; they get EIO.
@@ -42,6 +45,7 @@ impl Default for Policy {
         Policy {
             whole_file_below: 16 << 20,
             transfer: Transfer::default(),
+            folder_prefetch: 32,
             hole_aware: s(&[
                 "cp",
                 "mv",
