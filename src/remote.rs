@@ -211,11 +211,13 @@ pub struct WalkStats {
 }
 
 /// Told of a read's bytes as they are written into its file: `(offset, len)` in the
-/// object's offsets. Lets a reader waiting for the start of a large range go on before the
-/// rest arrives. Remotes that cannot tell (or do not need to) say nothing until the range is
-/// done.
+/// object's offsets, batched; asked with `len` 0 before every other write. Lets a reader
+/// waiting for the start of a large range go on before the rest arrives. Answers whether to
+/// go on: `false` (the destination changed under the read, say truncated) stops the read with
+/// an I/O error before its next write. Remotes that cannot tell say nothing until the range
+/// is done.
 #[derive(Clone, Copy)]
-pub struct Landed<'a>(pub &'a (dyn Fn(u64, u64) + Send + Sync));
+pub struct Landed<'a>(pub &'a (dyn Fn(u64, u64) -> bool + Send + Sync));
 
 impl std::fmt::Debug for Landed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,7 +261,7 @@ impl<'a> ReadRange<'a> {
     }
 
     /// The same read, telling `f` of its bytes as they land.
-    pub fn on_landed(self, f: &'a (dyn Fn(u64, u64) + Send + Sync)) -> Self {
+    pub fn on_landed(self, f: &'a (dyn Fn(u64, u64) -> bool + Send + Sync)) -> Self {
         ReadRange {
             landed: Some(Landed(f)),
             ..self

@@ -417,6 +417,49 @@ async fn in_order_readers_get_files_ahead_and_sequential_reads_few_requests() {
     );
 }
 
+/// A sequential reader leaves a read-ahead window downloading in the background; an editor
+/// then saves over the file in place (`open(O_TRUNC)`, which raises no event, and a write).
+/// The download stops: no stale server bytes land after the new content.
+#[tokio::test(flavor = "multi_thread")]
+async fn saving_over_a_file_stops_its_background_download() {
+    use proxy::{Mode, Proxy};
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("movie.bin".to_string(), data(41, 48 << 20));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let port = Url::parse(&env("SKYFILL_TEST_APACHE"))
+        .unwrap()
+        .port()
+        .unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut via = args.clone();
+    via[0] = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &via, &secret);
+    // 4 MiB/s per connection: the window is still arriving when the reader stops.
+    proxy.set(Mode::Throttle(4 << 20), u64::MAX);
+    let f = root.join("movie.bin");
+    let o = sh_ok(&format!(
+        "dd if='{}' bs=1M count=3 status=none | sha256sum",
+        f.display()
+    ));
+    assert_eq!(
+        o.split_whitespace().next().unwrap(),
+        sha256_bytes(&files["movie.bin"][..3 << 20])
+    );
+    std::fs::write(&f, b"new content\n").unwrap();
+    // Long enough for the whole window to have arrived, had it gone on.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.set(Mode::Pass, u64::MAX);
+    assert_eq!(std::fs::read(&f).unwrap(), b"new content\n");
+    assert!(
+        d.log().contains("the file changed under the download"),
+        "the download was not stopped: {}",
+        d.log()
+    );
+}
+
 /// 32 processes read one online-only file at once: it is downloaded once.
 #[tokio::test(flavor = "multi_thread")]
 async fn many_readers_one_download() {

@@ -17,6 +17,9 @@ pub struct Flow {
     wake: watch::Sender<u64>,
     /// Serialises changes of the file's xattr record (read, change, write).
     pub record: tokio::sync::Mutex<()>,
+    /// The file changed under the flow (truncated, written by a program): nothing more is
+    /// written into it or recorded.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,15 +57,35 @@ impl Flow {
             }),
             wake: watch::Sender::new(0),
             record: tokio::sync::Mutex::new(()),
+            dead: Default::default(),
         }
     }
 
     /// Plans an access of `[start, end)` in a file of `size` bytes: returns the pieces to
     /// start fetching now (registered as in flight), none if what it needs is here or on
-    /// its way. A sequential reader's window grows and is asked for ahead of it.
-    pub fn plan(&self, p: &Policy, start: u64, end: u64, size: u64) -> Vec<(u64, u64)> {
+    /// its way. A sequential reader's window grows and is asked for ahead of it. `cap`
+    /// bounds the size of a piece (a download limit's second's worth).
+    pub fn plan(
+        &self,
+        p: &Policy,
+        start: u64,
+        end: u64,
+        size: u64,
+        cap: Option<u64>,
+    ) -> Vec<(u64, u64)> {
         let mut st = self.state.lock().unwrap();
-        let Window { range, piece } = policy::window(p, &mut st.reader, start, end, size);
+        let Window { range, mut piece } = policy::window(p, &mut st.reader, start, end, size);
+        if let Some(c) = cap {
+            let chunk = p.transfer.chunk.max(4096);
+            let c = c.max(chunk);
+            piece = if piece == 0 {
+                // Spread evenly, but no piece above the cap.
+                let total = range.1.saturating_sub(range.0);
+                (total / p.transfer.parallel.max(1) as u64).clamp(chunk, c)
+            } else {
+                piece.min(c)
+            };
+        }
         let mut have = st.landed.clone();
         for &(a, b) in &st.flight {
             have.insert(a, b);
@@ -92,6 +115,16 @@ impl Flow {
         } else {
             Wait::Failed(st.last_errno.unwrap_or(libc::EIO))
         }
+    }
+
+    /// The file changed under the flow: its downloads stop before their next write.
+    pub fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.send_modify(|n| *n += 1);
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether anything is being fetched.
@@ -195,27 +228,39 @@ mod tests {
         let p = Policy::default();
         let f = Flow::new("e:1", &Ranges::default());
         let size = 1 << 30;
-        assert_eq!(f.plan(&p, 0, MIB, size), [(0, MIB)]);
+        assert_eq!(f.plan(&p, 0, MIB, size, None), [(0, MIB)]);
         assert_eq!(f.check(0, MIB), Wait::Pending);
         // A second reader of the same bytes starts nothing new.
-        assert!(f.plan(&p, 0, 4096, size).is_empty());
+        assert!(f.plan(&p, 0, 4096, size, None).is_empty());
         f.landed(0, 256 << 10);
         assert_eq!(f.check(0, 4096), Wait::Ready);
         assert_eq!(f.check(0, MIB), Wait::Pending);
         assert_eq!(f.ended((0, MIB), None), [(0, MIB)]);
         assert_eq!(f.check(0, MIB), Wait::Ready);
         // Sequential: a window ahead, in pieces.
-        let w = f.plan(&p, MIB, 2 * MIB, size);
+        let w = f.plan(&p, MIB, 2 * MIB, size, None);
         assert_eq!(w, [(MIB, 6 * MIB), (6 * MIB, 10 * MIB)]);
         f.landed(MIB, MIB);
         assert_eq!(f.check(MIB, 2 * MIB), Wait::Ready);
     }
 
     #[test]
+    fn a_download_limit_caps_the_pieces() {
+        let p = Policy::default();
+        let f = Flow::new("e:1", &Ranges::default());
+        let pieces = f.plan(&p, 0, 16 * MIB, 1 << 30, Some(2 * MIB));
+        assert_eq!(pieces.len(), 8);
+        assert!(pieces.iter().all(|(a, b)| b - a <= 2 * MIB));
+        // Never below a chunk.
+        let f = Flow::new("e:1", &Ranges::default());
+        assert_eq!(f.plan(&p, 0, 2 * MIB, 1 << 30, Some(10)).len(), 2);
+    }
+
+    #[test]
     fn a_failed_piece_fails_its_waiters_with_its_errno_and_keeps_what_landed() {
         let p = Policy::default();
         let f = Flow::new("e:1", &Ranges::default());
-        let pieces = f.plan(&p, 0, 3 * MIB, 1 << 30);
+        let pieces = f.plan(&p, 0, 3 * MIB, 1 << 30, None);
         assert_eq!(pieces.len(), 3);
         f.landed(0, MIB / 2);
         assert_eq!(f.ended((0, MIB), Some(libc::EPERM)), [(0, MIB / 2)]);
@@ -223,7 +268,7 @@ mod tests {
         assert_eq!(f.check(0, MIB), Wait::Failed(libc::EPERM));
         assert_eq!(f.check(MIB, 2 * MIB), Wait::Pending);
         // Asked again: the lost part is fetched again.
-        assert_eq!(f.plan(&p, 0, MIB, 1 << 30), [(MIB / 2, MIB)]);
+        assert_eq!(f.plan(&p, 0, MIB, 1 << 30, None), [(MIB / 2, MIB)]);
         assert_eq!(f.check(0, MIB), Wait::Pending);
     }
 
@@ -231,7 +276,7 @@ mod tests {
     async fn waiters_wake_when_bytes_land_or_fetches_fail() {
         let p = Policy::default();
         let f = std::sync::Arc::new(Flow::new("e:1", &Ranges::default()));
-        f.plan(&p, 0, 2 * MIB, 1 << 30);
+        f.plan(&p, 0, 2 * MIB, 1 << 30, None);
         let g = f.clone();
         let first = tokio::spawn(async move { g.wait(0, 4096).await });
         let g = f.clone();

@@ -105,6 +105,11 @@ impl Bucket {
         }
     }
 
+    /// The rate, in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// Waits until `n` more bytes fit under the rate.
     pub async fn take(&self, n: u64) {
         let at = {
@@ -331,6 +336,12 @@ impl Hydrator {
             }
         }
         let proc = proc_info_for(pid, st.st_ino, matches!(access, Access::Pre { .. })).await;
+        if proc.writer && !proc.is_daemon && (st.st_size as u64) < meta.size {
+            // Truncated by a program writing it (`open(O_TRUNC)` raises no event): the content
+            // is that program's now, not a copy of the server's. Nothing more is fetched into
+            // it; sync sees a local change.
+            return self.taken_over(file, (st.st_dev, st.st_ino)).await;
+        }
         let span = tracing::info_span!("access", path = %meta.path, ?access, pid, exe = %proc.exe);
         if !proc.is_daemon && self.denies(&meta.root, &proc.exe) {
             self.stats.add(&meta.root, |c| &c.denied, 1);
@@ -419,6 +430,32 @@ impl Hydrator {
         }
     }
 
+    /// A writer truncated a file that was not complete: its downloads stop, and its record
+    /// says complete (every byte is the writer's), so no later access fetches server bytes
+    /// over the new content.
+    async fn taken_over(&self, file: &Arc<File>, key: FileKey) -> Reply {
+        if let Some(f) = self.flows.lock().unwrap().get(&key) {
+            f.kill();
+        }
+        let changed = self
+            .update_meta(file, |m| {
+                m.fill = Fill::Complete;
+                m.ranges = Default::default();
+            })
+            .await;
+        match changed {
+            Ok(_) => {
+                let _ = self.group.unmark_inode(file.as_fd());
+                tracing::info!("truncated and written by a program: the file is local");
+                Reply::Allow
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record hydration state");
+                Reply::Deny(libc::EIO)
+            }
+        }
+    }
+
     /// This file's flow for the version its record names (a new one for a new version).
     /// A new flow starts from the record as it is now, read again under the map's lock: a
     /// flow that completed the file and was dropped since `meta` was read leaves a complete
@@ -474,7 +511,10 @@ impl Hydrator {
             .size
             .min(fsutil::fstat(file.as_fd()).ok()?.st_size as u64);
         let flow = self.flow(file, key, meta);
-        let pieces = flow.plan(&self.policy, start, end, size);
+        // Under a download limit, pieces of about a second's worth, so none waits long to
+        // start.
+        let cap = self.download_limit(&meta.root).map(|b| b.rate());
+        let pieces = flow.plan(&self.policy, start, end, size, cap);
         if !pieces.is_empty() {
             let job = Download {
                 file: file.clone(),
@@ -571,7 +611,15 @@ impl Hydrator {
         let limit = self.download_limit(&meta.root);
         let root_id = &meta.root;
         let limit = &limit;
-        let tell = |a: u64, n: u64| flow.landed(a, n);
+        // Bytes land as they arrive; a file truncated under the download (an editor saving
+        // over it with O_TRUNC raises no event) stops it before its next write, so no
+        // stale remote bytes are written after the new content.
+        let tell = |a: u64, n: u64| {
+            if n > 0 {
+                flow.landed(a, n);
+            }
+            job.unchanged()
+        };
         let whole = ReadRange::new(&path, &version, 0, job.size, file).on_landed(&tell);
         let mut results = Box::pin(transfer::fetch(
             &*remote,
@@ -615,6 +663,9 @@ impl Hydrator {
             ..
         } = job;
         let _g = flow.record.lock().await;
+        if !job.unchanged() {
+            return; // the file changed under the download: its bytes are not ours to record
+        }
         let mut meta = match meta::read_fd(file.as_fd()) {
             Ok(Some(m)) if m.version == flow.version && m.fill != Fill::Complete => m,
             _ => return, // replaced, no longer ours, or already complete
@@ -660,6 +711,23 @@ impl Hydrator {
             self.forget(*key, flow);
             tracing::info!(path = %meta.path, "file is now local");
         }
+    }
+}
+
+impl Download {
+    /// Whether the file is still what the download writes into: its flow alive and its size
+    /// not below what was planned. An `open(O_TRUNC)` raises no event, so a program saving
+    /// over the file is seen here, before the next write: the flow dies and writes nothing
+    /// more.
+    fn unchanged(&self) -> bool {
+        if self.flow.is_dead() {
+            return false;
+        }
+        let ok = fsutil::fstat(self.file.as_fd()).is_ok_and(|st| st.st_size as u64 >= self.size);
+        if !ok {
+            self.flow.kill();
+        }
+        ok
     }
 }
 

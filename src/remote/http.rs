@@ -254,11 +254,19 @@ pub async fn stream_into(
     let mut stream = resp.bytes_stream();
     let mut written = 0u64;
     let mut told = 0u64;
-    let tell = |from: u64, to: u64| {
-        if let (Some(l), true) = (landed, to > from) {
-            (l.0)(src_offset + from, to - from);
-        }
+    let tell = |from: u64, to: u64| landed.is_none_or(|l| (l.0)(src_offset + from, to - from));
+    let stop = || {
+        RemoteError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the file changed under the download",
+            ),
+        )
     };
+    if !tell(0, 0) {
+        return Err(stop());
+    }
     let result = loop {
         if written >= want {
             break Ok(written);
@@ -295,16 +303,25 @@ pub async fn stream_into(
         if take == 0 {
             continue;
         }
+        // Told of what landed every TELL_EVERY bytes; asked before every write.
+        let upto = if written - told >= TELL_EVERY {
+            written
+        } else {
+            told
+        };
+        let go_on = tell(told, upto);
+        told = upto;
+        if !go_on {
+            break Err(stop());
+        }
         if let Err(e) = dst.write_all_at(&data[..take], dst_offset + written) {
             break Err(RemoteError::io(path, e));
         }
         written += take as u64;
-        if written - told >= TELL_EVERY {
-            tell(told, written);
-            told = written;
-        }
     };
-    tell(told, written);
+    if written > told {
+        tell(told, written);
+    }
     result
 }
 
