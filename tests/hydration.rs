@@ -417,24 +417,31 @@ async fn in_order_readers_get_files_ahead_and_sequential_reads_few_requests() {
     );
 }
 
+/// A throttling proxy in front of the Apache server that `args` (an add-root's remote
+/// arguments) name, and the same arguments pointing at the proxy.
+async fn via_proxy(args: &[String]) -> (proxy::Proxy, Vec<String>) {
+    let port = Url::parse(&env("SKYFILL_TEST_APACHE"))
+        .unwrap()
+        .port()
+        .unwrap();
+    let proxy = proxy::Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut via = args.to_vec();
+    via[0] = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
+    (proxy, via)
+}
+
 /// A sequential reader leaves a read-ahead window downloading in the background; an editor
 /// then saves over the file in place (`open(O_TRUNC)`, which raises no event, and a write).
 /// The download stops: no stale server bytes land after the new content.
 #[tokio::test(flavor = "multi_thread")]
 async fn saving_over_a_file_stops_its_background_download() {
-    use proxy::{Mode, Proxy};
+    use proxy::Mode;
     let fs = LoopFs::new("ext4", 1024);
     let d = Daemon::start(None);
     let mut files = BTreeMap::new();
     files.insert("movie.bin".to_string(), data(41, 48 << 20));
     let (args, secret) = upload(&Server::Apache, &files).await;
-    let port = Url::parse(&env("SKYFILL_TEST_APACHE"))
-        .unwrap()
-        .port()
-        .unwrap();
-    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let mut via = args.clone();
-    via[0] = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
+    let (proxy, via) = via_proxy(&args).await;
     let root = fs.mnt.join("r");
     add_root(&d, &root, &via, &secret);
     // 4 MiB/s per connection: the window is still arriving when the reader stops.
@@ -600,7 +607,7 @@ async fn faults_give_an_errno_in_time_then_recover() {
 /// file's state matches its blocks, and a read makes it local with the right bytes.
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_worker_never_shows_zeros() {
-    use proxy::{Mode, Proxy};
+    use proxy::Mode;
     let fs = LoopFs::new("ext4", 1024);
     let mut store = hsm::FdStore::new();
     let mut d = Daemon::start(None);
@@ -610,11 +617,7 @@ async fn killing_the_worker_never_shows_zeros() {
     files.insert("a.bin".to_string(), data(31, 48 << 20));
     files.insert("b.bin".to_string(), data(32, 24 << 20));
     let (args, secret) = upload(&Server::Apache, &files).await;
-    let apache = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
-    let port = apache.port().unwrap();
-    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let mut via = args.clone();
-    via[0] = args[0].replace(&format!("127.0.0.1:{port}"), &proxy.addr.to_string());
+    let (proxy, via) = via_proxy(&args).await;
     let root = fs.mnt.join("r");
     add_root(&d, &root, &via, &secret);
     // 4 MiB/s on each connection: a file takes seconds to arrive.
