@@ -58,7 +58,7 @@ pub fn evict(
     )?;
     let m = meta_at(pfd.as_fd(), rel.name())?.ok_or(EvictError::NotManaged)?;
     match (m.fill, m.pin) {
-        (Fill::Placeholder, _) => return Err(EvictError::AlreadyOnline),
+        (Fill::Placeholder, _) if !quiet => return Err(EvictError::AlreadyOnline),
         (_, Pin::Pinned) => return Err(EvictError::Pinned),
         _ => {}
     }
@@ -69,6 +69,13 @@ pub fn evict(
     }
     let fd = fsutil::open_beneath(root, rel, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
     let st = fsutil::fstat(fd.as_fd())?;
+    // A placeholder with data blocks holds bytes a killed worker wrote but never recorded:
+    // never served (the record says they are missing), and freed here like any others.
+    // SAFETY: lseek on our own fd.
+    if m.fill == Fill::Placeholder && unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_DATA) } < 0
+    {
+        return Err(EvictError::AlreadyOnline);
+    }
     if m.fill == Fill::Complete
         && (st.st_size as u64 != m.size || (st.st_mtime, st.st_mtime_nsec as u32) != m.mtime)
     {

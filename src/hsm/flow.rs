@@ -173,15 +173,27 @@ impl Flow {
         self.wake.send_modify(|n| *n += 1);
     }
 
-    /// Waits until every piece that ended is recorded: an access that needed the last
-    /// bytes of a file returns once the file's record says it is complete, so a program
-    /// that has read a whole file sees it local (and can free it) at once.
+    /// Waits until no piece is in flight and every piece that ended is recorded (its
+    /// bytes may all have landed before its request ended). An access that needed the last
+    /// bytes of a file returns once the file's record says it is complete and no download
+    /// holds it open, so a program that has read a whole file sees it local (and can free
+    /// it) at once.
     pub async fn settled(&self) {
         let mut rx = self.wake.subscribe();
-        while self.state.lock().unwrap().recording > 0 {
+        while {
+            let st = self.state.lock().unwrap();
+            st.recording > 0 || !st.flight.is_empty()
+        } {
             if rx.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// [`Flow::settled`], for at most `bound`.
+    pub async fn settled_within(&self, bound: std::time::Duration) {
+        if tokio::time::timeout(bound, self.settled()).await.is_err() {
+            tracing::warn!(?bound, "a file's record lags its bytes");
         }
     }
 
@@ -286,8 +298,17 @@ mod tests {
         assert_eq!(first.await.unwrap(), Ok(()));
         f.ended((MIB, 2 * MIB), Some(libc::EIO));
         assert_eq!(second.await.unwrap(), Err(libc::EIO));
-        // Settled once what ended is recorded.
+        // Settled once nothing is in flight and what ended is recorded.
+        f.landed(0, MIB);
+        let g = f.clone();
+        let settled = tokio::spawn(async move { g.settled().await });
+        tokio::task::yield_now().await;
+        assert!(
+            !settled.is_finished(),
+            "a piece whose bytes all landed is still in flight"
+        );
         assert_eq!(f.ended((0, MIB), None), [(0, MIB)]);
+        settled.abort();
         let g = f.clone();
         let settled = tokio::spawn(async move { g.settled().await });
         tokio::task::yield_now().await;

@@ -133,6 +133,9 @@ pub struct RootPolicy {
     pub budget: bool,
 }
 
+/// How long an access that completed a file waits for its record to say so.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a download waits for room to be made within a disk budget.
 const ROOM_WAIT: Duration = Duration::from_secs(10);
 
@@ -330,7 +333,7 @@ impl Hydrator {
                 // next window is asked for before it gets there.
                 self.start(file, key, &meta, start, end, None);
                 if let Some(f) = flow.filter(|f| f.version == meta.version && f.has(0, size)) {
-                    f.settled().await; // as in `fetch`: complete on record when answered
+                    f.settled_within(SETTLE_WAIT).await; // as in `fetch`
                 }
                 return Reply::Allow;
             }
@@ -557,7 +560,9 @@ impl Hydrator {
         match flow.wait(start.min(size), end.min(size)).await {
             Ok(()) => {
                 if flow.has(0, size) {
-                    flow.settled().await; // the file is recorded complete before this returns
+                    // The file is recorded complete before this returns (boundedly: the
+                    // bytes are here either way).
+                    flow.settled_within(SETTLE_WAIT).await;
                 }
                 Ok(())
             }
@@ -577,7 +582,9 @@ impl Hydrator {
         } = &job;
         let fail = |errno: i32| {
             for &p in &pieces {
-                flow.ended(p, Some(errno));
+                if !flow.ended(p, Some(errno)).is_empty() {
+                    flow.recorded(); // nothing recorded: the bytes stay in memory only
+                }
             }
         };
         let want: u64 = pieces.iter().map(|(a, b)| b - a).sum();
