@@ -222,12 +222,7 @@ class Bench:
 
     def stop_daemon(self):
         if self.daemon is not None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
+            stop(self.daemon, 20)
             self.daemon = None
 
     def sf(self, *args):
@@ -425,12 +420,7 @@ class Bench:
                 shutil.rmtree(self.L, ignore_errors=True)
         self.L = None
         if self.ns_server is not None:
-            self.ns_server.terminate()
-            try:
-                self.ns_server.wait(10)
-            except subprocess.TimeoutExpired:
-                self.ns_server.kill()
-                self.ns_server.wait()
+            stop(self.ns_server, 10)
             self.ns_server = None
         if self.ns_apache is not None:
             pidf = os.path.join(os.path.dirname(self.ns_apache), "apache.pid")
@@ -460,6 +450,12 @@ class Bench:
             self.line = None
         run(["ip", "netns", "del", self.ns], check=False)
         run(["ip", "link", "del", self.ns_if[0]], check=False)  # the host's end, if it outlived all that
+        # `ip netns add` bind-mounts /run/netns onto itself the first time; with no namespace
+        # left there, that mount goes too (ip makes it again when it needs it).
+        # (os.path.ismount misses a bind mount onto itself; mountpoint(1) reads mountinfo.)
+        if os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
+            if run(["mountpoint", "-q", "/run/netns"], check=False).returncode == 0:
+                run(["umount", "/run/netns"], check=False)
 
     def case10(self):
         log("== 10. cold read of an online-only file, over the link")
@@ -938,6 +934,16 @@ def delay_line(host_if, ns_if, delay, rate, limit):
                         q[i].append((busy[i] + delay, frame))
     except KeyboardInterrupt:
         pass
+
+
+def stop(p, grace):
+    """Stops a child process: SIGTERM, then SIGKILL after `grace` seconds."""
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def die_with_parent():

@@ -45,9 +45,6 @@ fn fetch_ahead(core: &Arc<Core>, readers: &mut prefetch::Readers, root: &str, pa
     let Some(r) = core.root_by_id(root).filter(|r| r.budget.is_none()) else {
         return;
     };
-    if core.hydrator.budgeted(root) {
-        return;
-    }
     let todo = prefetch::candidates(core, root, &after, n, p.whole_file_below);
     let Some(last) = todo.last() else { return };
     readers.fetched(root, last, todo.len());

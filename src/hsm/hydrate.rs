@@ -232,7 +232,7 @@ impl Hydrator {
     }
 
     /// Whether the root has a disk budget (room is made before each download).
-    pub fn budgeted(&self, root: &str) -> bool {
+    fn budgeted(&self, root: &str) -> bool {
         self.root_policy
             .read()
             .unwrap()
