@@ -1007,14 +1007,18 @@ fn second_user_is_confined() {
     }
 
     // A symlink swapped in while requests run (a race loop, until told to stop; the folder
-    // is back in place when it ends).
+    // is back in place when it ends). Alice's sync is paused meanwhile: the race is against
+    // the control requests, and a sync pass seeing `folder` moved away would (rightly) act
+    // on it, so the folder might not come back as it was.
+    let o = as_user(&alice, &["pause", ra.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", out(&o));
     let d_real = ra.join("folder");
     let d_moved = ra.join("folder.real");
     let stop = ra.join(".stop-racing");
     let racer = format!(
         "while [ ! -e '{s}' ]; do \
          mv '{r}' '{m}' 2>/dev/null; ln -s '{b}' '{r}' 2>/dev/null; rm -f '{r}'; \
-         ln -s /etc '{r}' 2>/dev/null; rm -f '{r}'; mv '{m}' '{r}' 2>/dev/null; done",
+         ln -s /etc '{r}' 2>/dev/null; rm -f '{r}'; mv -T '{m}' '{r}' 2>/dev/null; done",
         s = stop.display(),
         r = d_real.display(),
         m = d_moved.display(),
@@ -1035,6 +1039,13 @@ fn second_user_is_confined() {
     race.wait().unwrap();
     let _ = alice.run(&["rm", "-f", stop.to_str().unwrap()]);
     assert!(d_real.is_dir(), "the racer left the folder moved away");
+    assert!(
+        !d_moved.exists(),
+        "the racer left {} behind",
+        d_moved.display()
+    );
+    let o = as_user(&alice, &["resume", ra.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", out(&o));
     // Alice's own requests still work once the racing stops.
     let o = as_user(&alice, &["hydrate", "-r", d_real.to_str().unwrap()]);
     assert!(o.status.success(), "{}", out(&o));
