@@ -215,6 +215,45 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// The names in a directory with whether each is a folder (`None`: neither a folder nor a
+/// regular file), from the directory's own entry types (a stat only where the filesystem
+/// does not give one).
+pub fn read_dir_kinds(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Option<bool>)>> {
+    use nix::dir::Type;
+    let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut d =
+        nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    let raw = d.as_raw_fd();
+    for e in d.iter() {
+        let e = e.map_err(io::Error::from)?;
+        let n = e.file_name();
+        if n.to_bytes() == b"." || n.to_bytes() == b".." {
+            continue;
+        }
+        let kind = match e.file_type() {
+            Some(Type::Directory) => Some(true),
+            Some(Type::File) => Some(false),
+            Some(_) => None,
+            None => {
+                // SAFETY: plain data, all zeros is a valid value.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: `raw` is the open directory; the name is NUL-terminated; `st` is
+                // a valid stat buffer.
+                let r =
+                    unsafe { libc::fstatat(raw, n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+                match (r, st.st_mode & libc::S_IFMT) {
+                    (0, libc::S_IFDIR) => Some(true),
+                    (0, libc::S_IFREG) => Some(false),
+                    _ => None,
+                }
+            }
+        };
+        out.push((n.to_bytes().to_vec(), kind));
+    }
+    Ok(out)
+}
+
 /// Calls `f(dir_fd, name, path)` for every regular file below `dir` (depth first), opening
 /// only directories, never the files themselves (opening a placeholder raises an event).
 pub fn walk_files(

@@ -18,6 +18,93 @@ pub struct Record {
     pub local_bytes: u64,
 }
 
+impl Record {
+    /// Bytes this file counts as local in its folders' totals and the disk budget.
+    fn local(&self) -> u64 {
+        if self.availability.is_local() {
+            self.size
+        } else {
+            self.local_bytes.min(self.size)
+        }
+    }
+
+    /// Whether the file may be freed for the disk budget (it is then in the eviction order).
+    fn evictable(&self) -> bool {
+        self.availability == crate::model::Availability::Local && self.local_bytes > 0
+    }
+}
+
+/// The files in a folder and below it, kept up to date as records change (never counted
+/// by a scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub online_only: u64,
+    pub partial: u64,
+    pub local: u64,
+    pub pinned: u64,
+    /// Sum of the files' sizes.
+    pub size: u64,
+    /// Bytes on disk (a local or pinned file counts whole).
+    pub local_bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Record, sign: i8) {
+        use crate::model::Availability as A;
+        let f = |x: &mut u64, n: u64| {
+            *x = if sign > 0 {
+                x.saturating_add(n)
+            } else {
+                x.saturating_sub(n)
+            }
+        };
+        match r.availability {
+            A::OnlineOnly => f(&mut self.online_only, 1),
+            A::Partial => f(&mut self.partial, 1),
+            A::Local => f(&mut self.local, 1),
+            A::Pinned => f(&mut self.pinned, 1),
+        }
+        f(&mut self.size, r.size);
+        f(&mut self.local_bytes, r.local());
+    }
+
+    pub fn files(&self) -> u64 {
+        self.online_only + self.partial + self.local + self.pinned
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24);
+        for x in [
+            self.online_only,
+            self.partial,
+            self.local,
+            self.pinned,
+            self.size,
+            self.local_bytes,
+        ] {
+            varint::put(&mut v, x);
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Totals {
+        let mut c = b;
+        let mut n = || varint::get(&mut c).unwrap_or(0);
+        Totals {
+            online_only: n(),
+            partial: n(),
+            local: n(),
+            pinned: n(),
+            size: n(),
+            local_bytes: n(),
+        }
+    }
+}
+
+/// A local file in the eviction order: when the index last saw it used (seconds), its path
+/// and its record.
+pub type Evictable = (i64, String, Record);
+
 /// What both sides of a sync root last agreed on for one path (the sync base).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseEntry {
@@ -47,9 +134,32 @@ pub struct IndexError(pub String);
 
 pub trait Index: Send + Sync {
     fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError>;
+    /// Records of a new root's placeholders, many at once (cheaper than one `put` each).
+    /// A path that has a record already keeps it: that one is newer (the file was used
+    /// between its creation and this batch).
+    fn put_new(&self, root: &str, recs: &[(String, Record)]) -> Result<(), IndexError> {
+        for (p, r) in recs {
+            if self.get(root, p)?.is_none() {
+                self.put(root, p, r)?;
+            }
+        }
+        Ok(())
+    }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError>;
-    /// Every record of `root` whose path is `dir` or below it (`""` = whole root).
-    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError>;
+    /// The totals of the files in folder `dir` and below it (`""` = the whole root), in
+    /// O(log n): kept as records change.
+    fn totals(&self, root: &str, dir: &str) -> Result<Totals, IndexError>;
+    /// Up to `limit` local files that may be freed for the disk budget, least recently used
+    /// first, starting after `after` (a stamp and path from an earlier answer). O(log n +
+    /// limit).
+    fn oldest_local(
+        &self,
+        root: &str,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Evictable>, IndexError>;
+    /// The file was used at `stamp` (seconds): it moves back in the eviction order.
+    fn touch(&self, root: &str, path: &str, stamp: i64) -> Result<(), IndexError>;
     /// Up to `limit` records of the files next to `path` (same folder) that sort after it,
     /// in order; looks at no more than a few times `limit` records (a folder's subfolders
     /// sort in between), so it costs O(log n + limit) whatever the size of the root.
@@ -80,6 +190,112 @@ fn key(root: &str, path: &str) -> Vec<u8> {
     k
 }
 
+/// The eviction-order key: root, stamp (big-endian, so keys sort by time), path.
+fn lru_key(root: &str, stamp: i64, path: &str) -> Vec<u8> {
+    let mut k = root.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&(stamp.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// The folders whose totals a file counts in: the root (`""`) and every folder above it.
+fn folders_above(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(
+        path.match_indices('/')
+            .map(move |(i, _)| &path[..i])
+            .filter(|d| !d.is_empty()),
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// LEB128 unsigned integers: the compact record encoding's numbers.
+mod varint {
+    pub fn put(v: &mut Vec<u8>, mut x: u64) {
+        loop {
+            let b = (x & 0x7f) as u8;
+            x >>= 7;
+            if x == 0 {
+                v.push(b);
+                return;
+            }
+            v.push(b | 0x80);
+        }
+    }
+
+    pub fn get(c: &mut &[u8]) -> Option<u64> {
+        let mut x = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = c.split_first()?;
+            *c = rest;
+            x |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(x);
+            }
+        }
+        None
+    }
+}
+
+/// First byte of a binary status record (a JSON one, from before, starts with `{`).
+const RECORD_V1: u8 = 1;
+
+/// A status record and its eviction stamp, as stored: format byte, availability, size,
+/// local bytes, stamp (varints), then the version token's bytes. About 10 bytes plus the
+/// token, against about 90 for the JSON it replaces.
+fn encode(r: &Record, stamp: i64) -> Vec<u8> {
+    use crate::model::Availability as A;
+    let mut v = Vec::with_capacity(16 + r.version.len());
+    v.push(RECORD_V1);
+    v.push(match r.availability {
+        A::OnlineOnly => 0,
+        A::Partial => 1,
+        A::Local => 2,
+        A::Pinned => 3,
+    });
+    varint::put(&mut v, r.size);
+    varint::put(&mut v, r.local_bytes);
+    varint::put(&mut v, stamp.max(0) as u64);
+    v.extend_from_slice(r.version.as_bytes());
+    v
+}
+
+fn decode(b: &[u8]) -> Result<(Record, i64), IndexError> {
+    use crate::model::Availability as A;
+    match b.split_first() {
+        Some((&RECORD_V1, rest)) => {
+            let bad = || IndexError("a damaged index record".into());
+            let (&a, mut c) = rest.split_first().ok_or_else(bad)?;
+            let availability = match a {
+                0 => A::OnlineOnly,
+                1 => A::Partial,
+                2 => A::Local,
+                3 => A::Pinned,
+                _ => return Err(bad()),
+            };
+            let size = varint::get(&mut c).ok_or_else(bad)?;
+            let local_bytes = varint::get(&mut c).ok_or_else(bad)?;
+            let stamp = varint::get(&mut c).ok_or_else(bad)? as i64;
+            let version = String::from_utf8(c.to_vec()).map_err(|_| bad())?;
+            Ok((
+                Record {
+                    availability,
+                    size,
+                    version,
+                    local_bytes,
+                },
+                stamp,
+            ))
+        }
+        _ => Ok((serde_json::from_slice(b).map_err(e)?, 0)),
+    }
+}
+
 /// How many records [`Index::next_in_folder`] looks at per record it may return.
 const SCAN_PER_SIBLING: usize = 8;
 
@@ -98,35 +314,212 @@ fn folder_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn under(path: &str, dir: &str) -> bool {
     dir.is_empty()
         || path == dir
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
+/// The sled store. Trees: the status records (the default tree), `totals` (per folder),
+/// `lru` (local files by last use), `base` (the sync base) and `meta` (the format).
 pub struct SledIndex {
     db: sled::Db,
+    totals: sled::Tree,
+    lru: sled::Tree,
     base: sled::Tree,
 }
 
 /// sled's page cache size.
 const CACHE_BYTES: u64 = 16 << 20;
 
+/// The `meta` key set once the totals and the eviction order cover every record.
+const DERIVED_V1: &[u8] = b"derived-v1";
+
 impl SledIndex {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
         // sled caches up to 1 GiB of pages by default; the index is read a record at a time,
         // so a small cache keeps the daemon small with a million files (doc/BENCHMARKS.md).
-        let db = sled::Config::new()
+        // Compressed pages: keys share long path prefixes, and sled's log keeps several
+        // versions of a page; zstd takes the index from about 600 to about 80 bytes a file
+        // (doc/BENCHMARKS.md).
+        let db = match Self::config(path).open() {
+            Ok(db) => db,
+            // An index from before compression (sled refuses to change the setting):
+            // copied over once, keeping the sync base.
+            Err(first) => match sled::Config::new().path(path).open() {
+                Ok(old) => {
+                    Self::recompress(path, old)?;
+                    Self::config(path).open().map_err(e)?
+                }
+                Err(_) => return Err(e(first)),
+            },
+        };
+        let ix = SledIndex {
+            totals: db.open_tree("totals").map_err(e)?,
+            lru: db.open_tree("lru").map_err(e)?,
+            base: db.open_tree("base").map_err(e)?,
+            db,
+        };
+        let meta = ix.db.open_tree("meta").map_err(e)?;
+        if meta.get(DERIVED_V1).map_err(e)?.is_none() {
+            ix.derive()?;
+            meta.insert(DERIVED_V1, &[]).map_err(e)?;
+            meta.flush().map_err(e)?;
+        }
+        Ok(ix)
+    }
+
+    fn config(path: &std::path::Path) -> sled::Config {
+        sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| IndexError(e.to_string()))?;
-        let base = db
-            .open_tree("base")
-            .map_err(|e| IndexError(e.to_string()))?;
-        Ok(SledIndex { db, base })
+            .use_compression(true)
+            .compression_factor(1)
+    }
+
+    /// Copies an uncompressed index into a compressed one that then takes its place.
+    fn recompress(path: &std::path::Path, old: sled::Db) -> Result<(), IndexError> {
+        let tmp = path.with_extension("recompressing");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let new = Self::config(&tmp).open().map_err(e)?;
+        new.import(old.export());
+        new.flush().map_err(e)?;
+        drop((new, old));
+        let stale = path.with_extension("uncompressed");
+        let _ = std::fs::remove_dir_all(&stale);
+        std::fs::rename(path, &stale).map_err(e)?;
+        std::fs::rename(&tmp, path).map_err(e)?;
+        let _ = std::fs::remove_dir_all(&stale);
+        tracing::info!(index = %path.display(), "index compressed");
+        Ok(())
+    }
+
+    /// Builds the totals and the eviction order from the records (once, for an index written
+    /// before they existed).
+    fn derive(&self) -> Result<(), IndexError> {
+        self.totals.clear().map_err(e)?;
+        self.lru.clear().map_err(e)?;
+        let mut sums: std::collections::BTreeMap<Vec<u8>, Totals> = Default::default();
+        let stamp = now();
+        for kv in self.db.iter() {
+            let (k, v) = kv.map_err(e)?;
+            let Some(z) = k.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let (root, path) = (
+                String::from_utf8_lossy(&k[..z]),
+                String::from_utf8_lossy(&k[z + 1..]),
+            );
+            let (rec, _) = decode(&v)?;
+            for d in folders_above(&path) {
+                sums.entry(key(&root, d)).or_default().add(&rec, 1);
+            }
+            if rec.evictable() {
+                self.lru
+                    .insert(lru_key(&root, stamp, &path), &[])
+                    .map_err(e)?;
+            }
+            self.db.insert(&k, encode(&rec, stamp)).map_err(e)?;
+        }
+        for (k, t) in sums {
+            self.totals.insert(k, t.encode()).map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces (or with `None` removes) the record of `path`, keeping its folders' totals
+    /// and the eviction order in step, in one transaction. `stamp`: a new last-use time, or
+    /// `None` to keep the old one (or take now for a file that just became evictable).
+    fn set(
+        &self,
+        root: &str,
+        path: &str,
+        rec: Option<&Record>,
+        stamp: Option<i64>,
+    ) -> Result<(), IndexError> {
+        self.set_many(root, &[(path, rec, stamp)], false)
+    }
+
+    /// [`SledIndex::set`] for many paths of one root in one transaction: each folder's
+    /// totals are read and written once per batch. `only_new`: paths with a record keep it.
+    fn set_many(&self, root: &str, items: &[Change<'_>], only_new: bool) -> Result<(), IndexError> {
+        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
+        use sled::Transactional;
+        let status: &sled::Tree = &self.db;
+        let now = now();
+        let r = (status, &self.totals, &self.lru).transaction(|(s, t, l)| {
+            let mut sums: std::collections::HashMap<Vec<u8>, Totals> = Default::default();
+            for &(path, rec, stamp) in items {
+                let k = key(root, path);
+                let old = match s.get(&k)? {
+                    Some(v) => Some(decode(&v).map_err(Abort::Abort)?),
+                    None => None,
+                };
+                if (old.is_none() && rec.is_none()) || (only_new && old.is_some()) {
+                    continue;
+                }
+                let old_stamp = old.as_ref().filter(|(o, _)| o.evictable()).map(|o| o.1);
+                let new_stamp = match rec {
+                    Some(r) if r.evictable() => Some(stamp.or(old_stamp).unwrap_or(now)),
+                    _ => None,
+                };
+                match rec {
+                    Some(r) => s.insert(k.as_slice(), encode(r, new_stamp.unwrap_or(0)))?,
+                    None => s.remove(k.as_slice())?,
+                };
+                if old_stamp != new_stamp {
+                    if let Some(o) = old_stamp {
+                        l.remove(lru_key(root, o, path))?;
+                    }
+                    if let Some(n) = new_stamp {
+                        l.insert(lru_key(root, n, path), &[])?;
+                    }
+                }
+                let same = match (&old, rec) {
+                    (Some((o, _)), Some(r)) => {
+                        (o.availability, o.size, o.local()) == (r.availability, r.size, r.local())
+                    }
+                    _ => false,
+                };
+                if same {
+                    continue;
+                }
+                for d in folders_above(path) {
+                    let tk = key(root, d);
+                    let tot = match sums.entry(tk) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let cur = t.get(v.key())?.map(|x| Totals::decode(&x));
+                            v.insert(cur.unwrap_or_default())
+                        }
+                    };
+                    if let Some((o, _)) = &old {
+                        tot.add(o, -1);
+                    }
+                    if let Some(r) = rec {
+                        tot.add(r, 1);
+                    }
+                }
+            }
+            for (tk, tot) in sums {
+                if tot.files() == 0 {
+                    t.remove(tk)?;
+                } else {
+                    t.insert(tk, tot.encode())?;
+                }
+            }
+            Ok(())
+        });
+        r.map_err(|err| match err {
+            TransactionError::Abort(x) => x,
+            TransactionError::Storage(x) => e(x),
+        })
     }
 }
+
+/// One record change of a batch: the path, its new record (`None`: removed) and last use.
+type Change<'a> = (&'a str, Option<&'a Record>, Option<i64>);
 
 fn e(err: impl std::fmt::Display) -> IndexError {
     IndexError(err.to_string())
@@ -134,27 +527,67 @@ fn e(err: impl std::fmt::Display) -> IndexError {
 
 impl Index for SledIndex {
     fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError> {
-        self.db
-            .insert(key(root, path), serde_json::to_vec(rec).map_err(e)?)
-            .map_err(e)?;
-        Ok(())
+        self.set(root, path, Some(rec), None)
+    }
+    fn put_new(&self, root: &str, recs: &[(String, Record)]) -> Result<(), IndexError> {
+        let items: Vec<Change<'_>> = recs
+            .iter()
+            .map(|(p, r)| (p.as_str(), Some(r), None))
+            .collect();
+        self.set_many(root, &items, true)
     }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
         match self.db.get(key(root, path)).map_err(e)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(e)?)),
+            Some(v) => Ok(Some(decode(&v)?.0)),
             None => Ok(None),
         }
     }
-    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError> {
+    fn totals(&self, root: &str, dir: &str) -> Result<Totals, IndexError> {
+        Ok(self
+            .totals
+            .get(key(root, dir))
+            .map_err(e)?
+            .map(|v| Totals::decode(&v))
+            .unwrap_or_default())
+    }
+    fn oldest_local(
+        &self,
+        root: &str,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Evictable>, IndexError> {
+        let prefix = key(root, "");
+        let start = match after {
+            // Just past the last answer: its key with a 0 byte appended.
+            Some((s, p)) => {
+                let mut k = lru_key(root, s, p);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(key(root, dir)) {
-            let (k, v) = kv.map_err(e)?;
-            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
-            if under(&p, dir) {
-                out.push((p, serde_json::from_slice(&v).map_err(e)?));
+        for kv in self.lru.range(start..) {
+            let (k, _) = kv.map_err(e)?;
+            if !k.starts_with(&prefix) || k.len() < prefix.len() + 8 {
+                break;
+            }
+            let stamp = u64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
+            let path = String::from_utf8_lossy(&k[prefix.len() + 8..]).into_owned();
+            if let Some(rec) = self.get(root, &path)? {
+                out.push((stamp as i64, path, rec));
+            }
+            if out.len() == limit {
+                break;
             }
         }
         Ok(out)
+    }
+    fn touch(&self, root: &str, path: &str, stamp: i64) -> Result<(), IndexError> {
+        match self.get(root, path)? {
+            Some(rec) if rec.evictable() => self.set(root, path, Some(&rec), Some(stamp)),
+            _ => Ok(()),
+        }
     }
     fn next_in_folder(
         &self,
@@ -171,7 +604,7 @@ impl Index for SledIndex {
             let (k, v) = kv.map_err(e)?;
             let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
             if sibling_after(&p, folder, path) {
-                out.push((p, serde_json::from_slice(&v).map_err(e)?));
+                out.push((p, decode(&v)?.0));
                 if out.len() == limit {
                     break;
                 }
@@ -180,11 +613,10 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
-        for k in self.db.scan_prefix(key(root, "")).keys() {
-            self.db.remove(k.map_err(e)?).map_err(e)?;
-        }
-        for k in self.base.scan_prefix(key(root, "")).keys() {
-            self.base.remove(k.map_err(e)?).map_err(e)?;
+        for t in [&*self.db, &self.totals, &self.lru, &self.base] {
+            for k in t.scan_prefix(key(root, "")).keys() {
+                t.remove(k.map_err(e)?).map_err(e)?;
+            }
         }
         Ok(())
     }
@@ -192,8 +624,7 @@ impl Index for SledIndex {
         self.db.is_empty()
     }
     fn remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
-        self.db.remove(key(root, path)).map_err(e)?;
-        Ok(())
+        self.set(root, path, None, None)
     }
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
         let mut out = Vec::new();
@@ -226,21 +657,25 @@ impl Index for SledIndex {
     }
 }
 
-/// In-memory index for unit tests.
+/// In-memory index for unit tests, and the reference model the sled store is checked
+/// against: its totals and eviction order are computed by scanning, the obvious way.
 #[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
 pub struct MemoryIndex {
-    m: Mutex<BTreeMap<(String, String), Record>>,
+    m: Mutex<BTreeMap<(String, String), (Record, i64)>>,
     base: Mutex<BTreeMap<(String, String), BaseEntry>>,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Index for MemoryIndex {
     fn put(&self, root: &str, path: &str, rec: &Record) -> Result<(), IndexError> {
-        self.m
-            .lock()
-            .unwrap()
-            .insert((root.into(), path.into()), rec.clone());
+        let mut m = self.m.lock().unwrap();
+        let k = (root.to_string(), path.to_string());
+        let stamp = match m.get(&k) {
+            Some((o, s)) if o.evictable() => *s,
+            _ => now(),
+        };
+        m.insert(k, (rec.clone(), stamp));
         Ok(())
     }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
@@ -249,17 +684,43 @@ impl Index for MemoryIndex {
             .lock()
             .unwrap()
             .get(&(root.into(), path.into()))
-            .cloned())
+            .map(|x| x.0.clone()))
     }
-    fn below(&self, root: &str, dir: &str) -> Result<Vec<(String, Record)>, IndexError> {
-        Ok(self
+    fn totals(&self, root: &str, dir: &str) -> Result<Totals, IndexError> {
+        let mut t = Totals::default();
+        for ((r, p), (rec, _)) in self.m.lock().unwrap().iter() {
+            if r == root && p != dir && under(p, dir) {
+                t.add(rec, 1);
+            }
+        }
+        Ok(t)
+    }
+    fn oldest_local(
+        &self,
+        root: &str,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Evictable>, IndexError> {
+        let mut v: Vec<Evictable> = self
             .m
             .lock()
             .unwrap()
             .iter()
-            .filter(|((r, p), _)| r == root && under(p, dir))
-            .map(|((_, p), v)| (p.clone(), v.clone()))
-            .collect())
+            .filter(|((r, _), (rec, _))| r == root && rec.evictable())
+            .map(|((_, p), (rec, s))| (*s, p.clone(), rec.clone()))
+            .filter(|(s, p, _)| after.is_none_or(|(a, ap)| (*s, p.as_str()) > (a, ap)))
+            .collect();
+        v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        v.truncate(limit);
+        Ok(v)
+    }
+    fn touch(&self, root: &str, path: &str, stamp: i64) -> Result<(), IndexError> {
+        if let Some((rec, s)) = self.m.lock().unwrap().get_mut(&(root.into(), path.into())) {
+            if rec.evictable() {
+                *s = stamp;
+            }
+        }
+        Ok(())
     }
     fn next_in_folder(
         &self,
@@ -277,7 +738,7 @@ impl Index for MemoryIndex {
             .take(limit.saturating_mul(SCAN_PER_SIBLING))
             .filter(|((_, p), _)| sibling_after(p, folder, path))
             .take(limit)
-            .map(|((_, p), v)| (p.clone(), v.clone()))
+            .map(|((_, p), v)| (p.clone(), v.0.clone()))
             .collect())
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
@@ -332,27 +793,30 @@ impl Index for MemoryIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Availability;
+
+    fn rec(a: Availability, size: u64) -> Record {
+        Record {
+            availability: a,
+            size,
+            version: "v".into(),
+            local_bytes: if a.is_local() { size } else { 0 },
+        }
+    }
 
     fn check(ix: &dyn Index) {
-        use crate::model::Availability;
-        let r = |a: Availability| Record {
-            availability: a,
-            size: 1,
-            version: "v".into(),
-            local_bytes: 0,
-        };
+        let r = |a: Availability| rec(a, 1);
         ix.put("r1", "a", &r(Availability::Local)).unwrap();
         ix.put("r1", "a/b", &r(Availability::OnlineOnly)).unwrap();
         ix.put("r1", "ab", &r(Availability::Local)).unwrap();
         ix.put("r2", "a/c", &r(Availability::Local)).unwrap();
-        let below: Vec<String> = ix
-            .below("r1", "a")
-            .unwrap()
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        assert_eq!(below, vec!["a", "a/b"]);
-        assert_eq!(ix.below("r1", "").unwrap().len(), 3);
+        let t = ix.totals("r1", "a").unwrap();
+        assert_eq!(
+            (t.online_only, t.local, t.size, t.local_bytes),
+            (1, 0, 1, 0)
+        );
+        let t = ix.totals("r1", "").unwrap();
+        assert_eq!((t.files(), t.local, t.local_bytes), (3, 2, 2));
         assert_eq!(
             ix.get("r1", "a/b").unwrap().unwrap().availability,
             Availability::OnlineOnly
@@ -373,8 +837,23 @@ mod tests {
         assert_eq!(next("d/f0", 10), ["d/f1", "d/f2", "d/f3"]);
         assert!(next("d/f3", 10).is_empty());
         assert_eq!(next("a", 10), ["ab", "top"]);
+        // The eviction order: local files only, oldest use first, paged.
+        ix.touch("r1", "ab", 5).unwrap();
+        ix.touch("r1", "a", 7).unwrap();
+        ix.touch("r1", "d/f1", 1).unwrap(); // online-only: not in the order
+        let names = |v: Vec<Evictable>| v.into_iter().map(|x| x.1).collect::<Vec<_>>();
+        assert_eq!(names(ix.oldest_local("r1", None, 10).unwrap()), ["ab", "a"]);
+        assert_eq!(
+            names(ix.oldest_local("r1", Some((5, "ab")), 10).unwrap()),
+            ["a"]
+        );
+        ix.remove("r1", "ab").unwrap();
+        assert_eq!(names(ix.oldest_local("r1", None, 10).unwrap()), ["a"]);
+        assert_eq!(ix.totals("r1", "").unwrap().local, 1);
         ix.remove_root("r1").unwrap();
         assert!(ix.get("r1", "a").unwrap().is_none());
+        assert_eq!(ix.totals("r1", "").unwrap(), Totals::default());
+        assert!(ix.oldest_local("r1", None, 10).unwrap().is_empty());
         assert!(!ix.is_empty());
     }
 
@@ -383,5 +862,94 @@ mod tests {
         check(&MemoryIndex::default());
         let t = tempfile::tempdir().unwrap();
         check(&SledIndex::open(&t.path().join("ix")).unwrap());
+    }
+
+    #[test]
+    fn records_round_trip_and_old_json_records_still_read() {
+        for a in [
+            Availability::OnlineOnly,
+            Availability::Partial,
+            Availability::Local,
+            Availability::Pinned,
+        ] {
+            let mut r = rec(a, 1 << 40);
+            r.version = "\"d41d8cd98f00b204e9800998ecf8427e-12\"".into();
+            r.local_bytes = 12345;
+            let b = encode(&r, 1_700_000_000);
+            assert!(b.len() < 20 + r.version.len(), "{} bytes", b.len());
+            assert_eq!(decode(&b).unwrap(), (r.clone(), 1_700_000_000));
+            assert_eq!(decode(&serde_json::to_vec(&r).unwrap()).unwrap(), (r, 0));
+        }
+        assert!(decode(&[RECORD_V1, 9]).is_err());
+        assert!(decode(&[RECORD_V1, 0, 0x80]).is_err());
+    }
+
+    /// An index written before totals and compression gets both on open, and keeps its records
+    /// and its sync base.
+    #[test]
+    fn an_old_index_gains_its_totals_on_open() {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(t.path().join("ix")).unwrap();
+            let r = rec(Availability::Local, 10);
+            db.insert(key("r", "a/b"), serde_json::to_vec(&r).unwrap())
+                .unwrap();
+            db.insert(key("r", "c"), serde_json::to_vec(&r).unwrap())
+                .unwrap();
+            let base = BaseEntry {
+                kind: crate::model::Kind::File,
+                version: "b".into(),
+                size: 10,
+                file_id: None,
+            };
+            db.open_tree("base")
+                .unwrap()
+                .insert(key("r", "c"), serde_json::to_vec(&base).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let ix = SledIndex::open(&t.path().join("ix")).unwrap();
+        assert_eq!(ix.base_get("r", "c").unwrap().unwrap().version, "b");
+        assert_eq!(ix.totals("r", "").unwrap().local_bytes, 20);
+        assert_eq!(ix.totals("r", "a").unwrap().local, 1);
+        assert_eq!(ix.oldest_local("r", None, 9).unwrap().len(), 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any sequence of puts, removes and touches leaves the sled store's kept totals and
+        /// eviction order equal to the reference model's scans.
+        #[test]
+        fn kept_totals_match_a_scan(ops in proptest::collection::vec(
+            (0usize..12, 0u8..6, 0u64..1000, 0i64..50), 1..60)) {
+            let paths = ["a", "b", "d/a", "d/b", "d/e/a", "d/e/b", "x/y/z/w", "d/ea", "e", "d/e", "dd/a", "d/e/f/g"];
+            let mem = MemoryIndex::default();
+            let t = tempfile::tempdir().unwrap();
+            let sled = SledIndex::open(&t.path().join("ix")).unwrap();
+            for (i, op, size, stamp) in ops {
+                let p = paths[i];
+                let root = if stamp % 7 == 0 { "r2" } else { "r1" };
+                for ix in [&mem as &dyn Index, &sled] {
+                    match op {
+                        0 => ix.remove(root, p).unwrap(),
+                        4 => ix.touch(root, p, stamp).unwrap(),
+                        5 => ix.put_new(root, &[(p.to_string(), rec(Availability::Local, size)), ("n".into(), rec(Availability::OnlineOnly, 1))]).unwrap(),
+                        a => {
+                            let a = [Availability::OnlineOnly, Availability::Partial, Availability::Local][a as usize - 1];
+                            let mut r = rec(a, size);
+                            if a == Availability::Partial { r.local_bytes = size / 2; }
+                            ix.put(root, p, &r).unwrap();
+                        }
+                    }
+                }
+            }
+            for root in ["r1", "r2"] {
+                for d in ["", "d", "d/e", "x", "x/y", "x/y/z", "dd", "nope"] {
+                    proptest::prop_assert_eq!(mem.totals(root, d).unwrap(), sled.totals(root, d).unwrap(), "{} {:?}", root, d);
+                }
+                let key = |v: Vec<Evictable>| { let mut v: Vec<String> = v.into_iter().map(|x| x.1).collect(); v.sort(); v };
+                proptest::prop_assert_eq!(key(mem.oldest_local(root, None, 100).unwrap()), key(sled.oldest_local(root, None, 100).unwrap()));
+            }
+        }
     }
 }

@@ -119,6 +119,25 @@ fn pin_and_free_folder(server: Server) {
     let s = &status_lines(&d, &[&dir])[0];
     assert_eq!(s["state"], "pinned", "{s}");
     assert_eq!(s["local_bytes"], total);
+    // The folder's rows whole (`list`) and a window at a time (`list_page`): the same rows
+    // in the same order, and the folder count in its parent's rows comes from the totals.
+    let call = |v: serde_json::Value| d.cli(&["call", &v.to_string()]);
+    let all = call(serde_json::json!({"op": "list", "path": dir}));
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 100);
+    let mut paged = Vec::new();
+    for offset in (0..130).step_by(30) {
+        let p = call(
+            serde_json::json!({"op": "list_page", "path": dir, "offset": offset, "limit": 30}),
+        );
+        assert_eq!(p["total"], 100, "{p}");
+        paged.extend(p["entries"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(paged, all);
+    let top = call(serde_json::json!({"op": "list_page", "path": root, "limit": 1}));
+    assert_eq!(top["entries"][0]["path"], dir.to_str().unwrap(), "{top}");
+    assert_eq!(top["entries"][0]["counts"]["pinned"], 100, "{top}");
+    assert_eq!(top["entries"][0]["local_bytes"], total, "{top}");
     for (k, v) in &files {
         if k.starts_with("folder/") {
             assert_eq!(sha256(&root.join(k)).unwrap(), sha256_bytes(v), "{k}");

@@ -7,7 +7,7 @@ use crate::daemon::{ApiError, Connection, Daemon, Res};
 use crate::desktop;
 use crate::wizard::{self, AppPassword, Form};
 use skyfill::ipc::proto::{
-    AddRootResult, BatchResult, ConfigResult, PathStatus, RemoveMode, RemoveResult, RootInfo,
+    AddRootResult, BatchResult, ConfigResult, Page, PathStatus, RemoveMode, RemoveResult, RootInfo,
     SyncResult,
 };
 use tauri::State;
@@ -30,6 +30,12 @@ pub async fn roots(d: State<'_, Daemon>) -> Res<Vec<RootInfo>> {
 #[tauri::command]
 pub async fn list(d: State<'_, Daemon>, path: String) -> Res<Vec<PathStatus>> {
     d.run(move |d| d.list(&path)).await
+}
+
+/// A window of a large folder's rows (the Files view asks for what it shows).
+#[tauri::command]
+pub async fn list_page(d: State<'_, Daemon>, path: String, offset: u64, limit: u32) -> Res<Page> {
+    d.run(move |d| d.list_page(&path, offset, limit)).await
 }
 
 /// Make available offline / Free up space / Online-only on many files and folders.

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 use skyfill::ipc::client::{setting_value, Client, ClientError};
 use skyfill::ipc::proto::{
-    AddRootResult, BatchResult, ConfigResult, ErrorCode, PathStatus, PinSetting, RemoveMode,
+    AddRootResult, BatchResult, ConfigResult, ErrorCode, Page, PathStatus, PinSetting, RemoveMode,
     RemoveResult, RequestBody, RootInfo, SyncResult, PROTOCOL_VERSION,
 };
 use skyfill::remote::RemoteSpec;
@@ -292,6 +292,10 @@ impl Daemon {
 
     pub fn list(&self, path: &str) -> Res<Vec<PathStatus>> {
         self.call(|c| c.list(path))
+    }
+
+    pub fn list_page(&self, path: &str, offset: u64, limit: u32) -> Res<Page> {
+        self.call(|c| c.list_page(path, offset, limit))
     }
 
     /// Make available offline / Free up space / Online-only / download on many files and

@@ -34,6 +34,7 @@ fn main() {
             commands::home_dir,
             commands::roots,
             commands::list,
+            commands::list_page,
             commands::act,
             commands::set_paused,
             commands::sync_now,

@@ -9,13 +9,81 @@ use super::prefetch;
 use crate::hsm::evict;
 use crate::hsm::hydrate::Notice;
 use crate::hsm::meta::Pin;
-use crate::ipc::proto::{Availability, Direction, ErrorCode, Event, SyncState};
+use crate::ipc::proto::{Direction, ErrorCode, Event, SyncState};
 use crate::model::RelPath;
 use crate::roots::RootRecord;
 use crate::sync::budget;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The least recently used local files of `r`, enough of them to free `need` bytes when
+/// possible. The index orders files by the last use it knows of; each candidate's real
+/// last use (atime or ctime) is read, and a file used since moves back in the order. Files
+/// whose real use is no later than the order's position so far are surely older than any not
+/// yet looked at, so the walk stops once those hold `need` bytes (or after
+/// [`MAX_CANDIDATES`]).
+fn candidates(
+    core: &Core,
+    r: &RootRecord,
+    q: std::os::fd::BorrowedFd<'_>,
+    need: u64,
+) -> Vec<budget::Candidate> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<(i64, String)> = None;
+    while seen.len() < MAX_CANDIDATES {
+        let Ok(batch) =
+            core.index
+                .oldest_local(&r.id, after.as_ref().map(|(s, p)| (*s, p.as_str())), 256)
+        else {
+            break;
+        };
+        let Some(last) = batch.last() else { break };
+        after = Some((last.0, last.1.clone()));
+        let horizon = last.0;
+        for (stamp, p, rec) in batch {
+            if !seen.insert(p.clone()) {
+                continue;
+            }
+            let Ok(path) = RelPath::parse(&p) else {
+                continue;
+            };
+            let Ok((pfd, name)) = crate::fsutil::open_parent(q, &path) else {
+                continue;
+            };
+            let (Ok(st), Ok(Some(m))) = (
+                crate::fsutil::stat_at(pfd.as_fd(), name),
+                evict::meta_at(pfd.as_fd(), name),
+            ) else {
+                continue;
+            };
+            let used_at = st.st_atime.max(st.st_ctime);
+            if used_at > stamp {
+                let _ = core.index.touch(&r.id, &p, used_at);
+            }
+            let dirty = (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32))
+                != (m.size, m.mtime)
+                || m.version.is_empty();
+            out.push(budget::Candidate {
+                path,
+                bytes: rec.local_bytes,
+                atime: used_at,
+                pinned: m.pin == Pin::Pinned,
+                dirty,
+            });
+        }
+        let sure: u64 = out
+            .iter()
+            .filter(|c| !c.pinned && !c.dirty && c.atime <= horizon)
+            .map(|c| c.bytes)
+            .sum();
+        if sure >= need {
+            break;
+        }
+    }
+    out
+}
 
 /// Applies notices as they come, until the daemon stops. Opens of small files also feed
 /// the folder read-ahead detector (kept here: this task is its only user).
@@ -122,14 +190,19 @@ pub fn apply(core: &Core, n: Notice) {
     }
 }
 
+/// How many eviction candidates one budget check looks at, at most.
+const MAX_CANDIDATES: usize = 4096;
+
 /// Evicts least recently used local files of `r` until `incoming` more bytes fit in its
-/// budget. Pinned files, files with changes not uploaded and files in use stay.
+/// budget. Pinned files, files with changes not uploaded and files in use stay. The bytes
+/// used come from the index's totals and the candidates from its eviction order, so the cost
+/// does not grow with the root: O(log n) when there is room, O(log n + victims) otherwise.
 pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
     let Some(b) = r.budget else { return };
-    let Ok(records) = core.index.below(&r.id, "") else {
+    let Ok(totals) = core.index.totals(&r.id, "") else {
         return;
     };
-    let used: u64 = records.iter().map(|(_, rec)| rec.local_bytes).sum();
+    let used = totals.local_bytes;
     let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
         Ok(v) => (
             v.blocks() * v.fragment_size(),
@@ -143,26 +216,7 @@ pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
     }
     let Ok(root) = core.open_root(r) else { return };
     let Ok(q) = core.quiet(&root) else { return };
-    let cands: Vec<budget::Candidate> = records
-        .iter()
-        .filter(|(_, rec)| rec.availability == Availability::Local && rec.local_bytes > 0)
-        .filter_map(|(p, rec)| {
-            let path = RelPath::parse(p).ok()?;
-            let (pfd, name) = crate::fsutil::open_parent(q.as_fd(), &path).ok()?;
-            let st = crate::fsutil::stat_at(pfd.as_fd(), name).ok()?;
-            let m = evict::meta_at(pfd.as_fd(), name).ok()??;
-            let dirty = (st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as u32))
-                != (m.size, m.mtime)
-                || m.version.is_empty();
-            Some(budget::Candidate {
-                path,
-                bytes: rec.local_bytes,
-                atime: st.st_atime.max(st.st_ctime),
-                pinned: m.pin == Pin::Pinned,
-                dirty,
-            })
-        })
-        .collect();
+    let cands = candidates(core, r, q.as_fd(), used + incoming - limit);
     let victims = budget::choose(&cands, used, incoming, limit);
     let mut freed = 0u64;
     for v in &victims {

@@ -114,6 +114,23 @@ impl std::ops::Deref for Files<'_> {
 
 impl Files<'_> {
     pub fn list(&self, peer: Peer, path: &str) -> Result<Vec<PathStatus>> {
+        Ok(self.page(peer, path, 0, usize::MAX)?.entries)
+    }
+
+    /// Entries `offset..offset + limit` of a folder in `list`'s order (folders first, then by
+    /// name). The folder's names and types come from one directory read; only the entries
+    /// of the page are looked at, so a page of a 100,000-entry folder costs its rows.
+    pub fn list_page(&self, peer: Peer, path: &str, offset: u64, limit: u32) -> Result<Page> {
+        let limit = limit.min(crate::ipc::proto::MAX_PAGE) as usize;
+        self.page(
+            peer,
+            path,
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            limit,
+        )
+    }
+
+    fn page(&self, peer: Peer, path: &str, offset: usize, limit: usize) -> Result<Page> {
         let (r, rel) = self.resolve(peer, path)?;
         let root = self.open_root(&r)?;
         let dfd = fsutil::open_beneath(
@@ -124,19 +141,28 @@ impl Files<'_> {
         )
         .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
         let base = path.trim_end_matches('/');
-        let mut out: Vec<PathStatus> = fsutil::read_dir_names(dfd.as_fd())
+        let mut names: Vec<(bool, String)> = fsutil::read_dir_kinds(dfd.as_fd())
             .map_err(Error::internal)?
             .into_iter()
-            .filter_map(|raw| {
+            .filter_map(|(raw, dir)| {
                 let name = crate::model::validate_name(&raw).ok()?;
                 if name.starts_with(".~skyfill-") {
                     return None;
                 }
-                self.status(peer, &format!("{base}/{name}")).ok()
+                Some((!dir?, name.to_string()))
             })
             .collect();
-        out.sort_by(|a, b| (a.kind != Kind::Dir, &a.path).cmp(&(b.kind != Kind::Dir, &b.path)));
-        Ok(out)
+        names.sort_unstable();
+        let entries = names
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(_, name)| self.status(peer, &format!("{base}/{name}")).ok())
+            .collect();
+        Ok(Page {
+            entries,
+            total: names.len() as u64,
+        })
     }
 
     pub fn status(&self, peer: Peer, path: &str) -> Result<PathStatus> {
@@ -155,26 +181,18 @@ impl Files<'_> {
                 )
                 .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
                 let setting = pins::dir_setting(dfd.as_fd()).map_err(Error::internal)?;
-                let mut c = Counts::default();
-                let (mut size, mut local) = (0u64, 0u64);
-                for (_, rec) in self
+                // Kept by the index as records change: O(log n), whatever the folder holds.
+                let t = self
                     .index
-                    .below(&r.id, rel.as_str())
-                    .map_err(Error::internal)?
-                {
-                    size += rec.size;
-                    local += if rec.availability.is_local() {
-                        rec.size
-                    } else {
-                        rec.local_bytes.min(rec.size)
-                    };
-                    match rec.availability {
-                        Availability::OnlineOnly => c.online_only += 1,
-                        Availability::Partial => c.partial += 1,
-                        Availability::Pinned => c.pinned += 1,
-                        Availability::Local => c.local += 1,
-                    }
-                }
+                    .totals(&r.id, rel.as_str())
+                    .map_err(Error::internal)?;
+                let c = Counts {
+                    online_only: t.online_only,
+                    partial: t.partial,
+                    local: t.local,
+                    pinned: t.pinned,
+                };
+                let (size, local) = (t.size, t.local_bytes);
                 let total = c.online_only + c.partial + c.local + c.pinned;
                 let state = if total > 0 && c.pinned == total {
                     Availability::Pinned

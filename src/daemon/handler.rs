@@ -32,7 +32,10 @@ impl Handler for Daemon {
 
 async fn dispatch(core: &Core, peer: Peer, body: RequestBody, jobs: JobSink) -> Result<Reply> {
     let files = core.files();
-    if matches!(body, RequestBody::Status { .. } | RequestBody::List { .. }) {
+    if matches!(
+        body,
+        RequestBody::Status { .. } | RequestBody::List { .. } | RequestBody::ListPage { .. }
+    ) {
         // Folder states come from the index: what the kernel's events just changed is in.
         core.flush_notices().await;
     }
@@ -66,6 +69,13 @@ async fn dispatch(core: &Core, peer: Peer, body: RequestBody, jobs: JobSink) -> 
         RequestBody::List { path } => {
             Reply::Statuses(fsutil::blocking(|| files.list(peer, &path))?)
         }
+        RequestBody::ListPage {
+            path,
+            offset,
+            limit,
+        } => Reply::Page(fsutil::blocking(|| {
+            files.list_page(peer, &path, offset, limit)
+        })?),
         RequestBody::Status { path: None } => Reply::Statuses(fsutil::blocking(|| {
             core.mine(peer)
                 .iter()

@@ -259,6 +259,9 @@ impl<'a> Populator<'a> {
         Ok(())
     }
 }
+/// Index records written per transaction while a root is populated.
+const INDEX_BATCH: usize = 256;
+
 /// Creates placeholders for everything the remote lists below `below`, in a root that
 /// started empty, and records each new file in the index. Returns what was made and how
 /// many entries the listing rejected (hostile names).
@@ -294,6 +297,8 @@ pub fn populate(
                 senders.push(tx);
                 creators.push(s.spawn(move || -> remote::Result<_> {
                     let mut pop = Populator::new(root.as_fd(), id, owner, group).fresh();
+                    // Index records go in batches (one transaction each).
+                    let mut batch: Vec<(String, Record)> = Vec::with_capacity(INDEX_BATCH);
                     for e in rx {
                         let before = pop.stats.files;
                         pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
@@ -303,18 +308,22 @@ pub fn populate(
                             } else {
                                 Availability::OnlineOnly
                             };
-                            let _ = index.put(
-                                id,
-                                e.path.as_str(),
-                                &Record {
+                            batch.push((
+                                e.path.as_str().to_string(),
+                                Record {
                                     availability: avail,
                                     size: e.size,
                                     version: e.version.token(),
                                     local_bytes: 0,
                                 },
-                            );
+                            ));
+                            if batch.len() == INDEX_BATCH {
+                                let _ = index.put_new(id, &batch);
+                                batch.clear();
+                            }
                         }
                     }
+                    let _ = index.put_new(id, &batch);
                     Ok(pop.stats)
                 }));
             }

@@ -9,7 +9,7 @@
 //! wait for events as long as it takes by default (events may be rare).
 
 use super::proto::{
-    decode_incoming, BatchResult, ConfigResult, DoctorResult, Event, HelloResult, Incoming,
+    decode_incoming, BatchResult, ConfigResult, DoctorResult, Event, HelloResult, Incoming, Page,
     PathStatus, Request, RequestBody, RootInfo, StatsBody, SyncResult, PROTOCOL_VERSION,
 };
 use std::io::{BufRead, BufReader, Write};
@@ -88,6 +88,7 @@ pub fn may_take_long(body: &RequestBody) -> bool {
             | RequestBody::Roots
             | RequestBody::Status { .. }
             | RequestBody::List { .. }
+            | RequestBody::ListPage { .. }
             | RequestBody::Pause { .. }
             | RequestBody::Resume { .. }
             | RequestBody::ConfigGet
@@ -247,6 +248,17 @@ impl Client {
     /// The entries of a folder.
     pub fn list(&mut self, path: &str) -> Result<Vec<PathStatus>, ClientError> {
         self.request(RequestBody::List { path: path.into() })
+    }
+
+    /// Entries `offset..offset + limit` of a folder (at most
+    /// [`super::proto::MAX_PAGE`]) and how many it
+    /// holds.
+    pub fn list_page(&mut self, path: &str, offset: u64, limit: u32) -> Result<Page, ClientError> {
+        self.request(RequestBody::ListPage {
+            path: path.into(),
+            offset,
+            limit,
+        })
     }
 
     /// `pin`, `free` or `hydrate` (the body says which), with job events to `on_event`.

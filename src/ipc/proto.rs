@@ -82,6 +82,14 @@ pub enum RequestBody {
     List {
         path: String,
     },
+    /// One window of a folder's entries, in `list`'s order, and how many it holds: views of
+    /// large folders ask for the rows they show.
+    ListPage {
+        path: String,
+        #[serde(default)]
+        offset: u64,
+        limit: u32,
+    },
     /// Set the pin setting (pinned downloads now; online-only frees now).
     Pin {
         path: String,
@@ -320,6 +328,17 @@ impl Level {
     }
 }
 
+/// A window of a folder's entries (`list_page`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    pub entries: Vec<PathStatus>,
+    /// Entries in the folder (files and folders).
+    pub total: u64,
+}
+
+/// The most entries one `list_page` answer holds.
+pub const MAX_PAGE: u32 = 1000;
+
 /// State of one path as users see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathStatus {
@@ -484,6 +503,8 @@ pub enum Reply {
     Status(PathStatus),
     /// `status` of every root, and `list`.
     Statuses(Vec<PathStatus>),
+    /// `list_page`.
+    Page(Page),
     /// `pin`, `free`, `hydrate`.
     Batch(BatchResult),
     /// `login`.

@@ -4,9 +4,11 @@
 // shown in Activity, a second account on S3, and the settings. Screenshots of each view go to
 // E2E_OUT. Run by tests/e2e/tray.sh inside a private D-Bus session, as root or as a
 // throwaway user (tests/tray_e2e.rs runs both); E2E_FOREIGN_ROOTS names sync roots of other
-// users that the app must never show. Rows re-render on every daemon event, so no element
-// reference is ever held across WebDriver calls: clicks and reads resolve the selector inside
-// the page at the moment they act, and nothing is retried.
+// users that the app must never show. Rows are replaced on daemon events, and the Files list is
+// virtualized (only the rows in view are in the page, `#file-rows tr[data-path]`), so no
+// element reference is ever held across WebDriver calls: clicks and reads resolve the selector
+// inside the page at the moment they act, and nothing is retried. A row is brought into the
+// page by `showRow` before it is clicked.
 import { remote } from "webdriverio";
 import { createHash } from "node:crypto";
 import { statSync, readFileSync, writeFileSync } from "node:fs";
@@ -121,6 +123,28 @@ async function wizard({ kind, fill, folder }) {
   await until("the wizard to close", async () => !(await (await $("#wizard")).isDisplayed()));
 }
 
+// Scrolls the Files list (#files-scroll) from its top, a screen at a time, until the row of
+// PATH is in the page: only the rows in view are (their pages are fetched as they come in).
+async function showRow(path) {
+  await until(`the row of ${path} in the list`, async () => b.execute(async (p) => {
+    const row = () => document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"]`);
+    if (row()) return true;
+    const sc = document.getElementById("files-scroll");
+    const settled = async () => {
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      for (let w = 0; w < 100 && document.querySelector("#file-rows tr.loading"); w++)
+        await new Promise((r) => setTimeout(r, 50));
+    };
+    sc.scrollTop = 0;
+    for (;;) {
+      await settled();
+      if (row()) return true;
+      if (sc.scrollTop + sc.clientHeight >= sc.scrollHeight - 1) return false;
+      sc.scrollTop += Math.max(1, sc.clientHeight - 50);
+    }
+  }, path), 60);
+}
+
 async function rowState(path) {
   return b.execute(
     (p) => document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"]`)?.dataset.state ?? null,
@@ -153,6 +177,7 @@ try {
   await shot("files-online-only");
 
   // Make available offline on the folder: its files become local with the right bytes.
+  await showRow(`${root1}/docs`);
   await click(`#file-rows tr[data-path="${root1}/docs"] input[type=checkbox]`);
   await until("docs selected", async () =>
     (await text(`#file-rows tr[data-path="${root1}/docs"][aria-selected=true] td.name`)) === "docs/");
@@ -163,6 +188,7 @@ try {
   for (const k of docs) {
     if (sha(`${root1}/${k}`) !== expected[k]) throw new Error(`${k}: wrong bytes after offline`);
   }
+  await showRow(`${root1}/docs`);
   await click(`#file-rows tr[data-path="${root1}/docs"] button`); // open the folder
   await until("pinned states shown", async () => (await rowState(`${root1}/${docs[0]}`)) === "pinned");
   await shot("files-offline");

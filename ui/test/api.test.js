@@ -30,6 +30,7 @@ d("commands", () => {
       [() => api.homeDir(), "home_dir", undefined],
       [() => api.roots(), "roots", undefined],
       [() => api.list("/c"), "list", { path: "/c" }],
+      [() => api.listPage("/c", 400, 200), "list_page", { path: "/c", offset: 400, limit: 200 }],
       [() => api.act("offline", ["/c/a", "/c/b"]), "act", { action: "offline", paths: ["/c/a", "/c/b"] }],
       [() => api.setPaused(true), "set_paused", { paused: true }],
       [() => api.syncNow(), "sync_now", undefined],
@@ -67,6 +68,21 @@ d("commands", () => {
     const o = await api.act("free", ["/c"]).catch((e) => e);
     expect(o.code).toBe("internal");
     expect(o.message).toBe("command act not found");
+  });
+
+  test("an unknown command is told apart from the command's own failures", async () => {
+    // Tauri's words when the Rust side has no such command (an older build).
+    invoke.mockRejectedValueOnce("Command list_page not found");
+    const e = await api.listPage("/c", 0, 200).catch((e) => e);
+    expect(e.code).toBe("internal");
+    expect(api.isUnknownCommand(e)).toBe(true);
+    // A daemon that does not know the request.
+    expect(api.isUnknownCommand(new api.ApiError("bad_request", "unknown variant `list_page`"))).toBe(true);
+    // The command's own failures are not.
+    expect(api.isUnknownCommand(new api.ApiError("not_found", "/c/x: No such file"))).toBe(false);
+    expect(api.isUnknownCommand(new api.ApiError("bad_request", "offset past the end"))).toBe(false);
+    expect(api.isUnknownCommand(new api.ApiError("unreachable", "The daemon is not running"))).toBe(false);
+    expect(api.isUnknownCommand(new api.ApiError("internal", "disk I/O error"))).toBe(false);
   });
 
   test("no other module calls invoke or reaches Tauri", () => {

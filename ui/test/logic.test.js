@@ -1,8 +1,26 @@
 import { describe as d, expect, test } from "vitest";
 import {
   actionsFor,
+  actionsForSelection,
   applyProgress,
   applyState,
+  applyStates,
+  cacheApply,
+  cachePut,
+  cacheRow,
+  cacheTouch,
+  isSelected,
+  pageCache,
+  pagesFor,
+  pagesToFetch,
+  parentOf,
+  scrollToRow,
+  selectedAmong,
+  selectedCount,
+  selection,
+  setSelected,
+  viewportRows,
+  visibleRange,
   checkFolder,
   describe,
   errorText,
@@ -151,5 +169,153 @@ d("live updates", () => {
     expect(actionsFor([])).toEqual([]);
     expect(actionsFor([{ kind: "file" }])).toContain("open");
     expect(actionsFor([{ kind: "file" }, { kind: "dir" }])).toEqual(["offline", "free", "online-only"]);
+  });
+});
+
+d("virtualized file list", () => {
+  const ROW = 36;
+  const PAGE = 200;
+  const geo = (scrollTop, over = {}) => ({
+    scrollTop,
+    viewportHeight: 600,
+    rowHeight: ROW,
+    total: 100_000,
+    overscan: 8,
+    ...over,
+  });
+
+  test("a 600 px viewport over 100,000 rows renders only the rows in view plus overscan", () => {
+    const limit = viewportRows(600, ROW) + 2 * 8; // 18 + 16
+    expect(viewportRows(600, ROW)).toBe(18);
+    // Every scroll position, rows aligned or not, top to bottom (and past the end).
+    for (const top of [0, 1, 17, 35, 36, 1000, 1_799_982, 3_599_400, 3_600_000 - 600, 3_600_000, 9e9]) {
+      const r = visibleRange(geo(top));
+      expect(r.end - r.start, `at ${top}`).toBeLessThanOrEqual(limit);
+      expect(r.start).toBeGreaterThanOrEqual(0);
+      expect(r.end).toBeLessThanOrEqual(100_000);
+      expect(r.end).toBeGreaterThan(r.start);
+    }
+    // At the top: the rows in view and the overscan below, none above.
+    expect(visibleRange(geo(0))).toEqual({ start: 0, end: 17 + 8 });
+    // The middle: row 50,000 is the first shown, 8 more on each side.
+    const mid = visibleRange(geo(50_000 * ROW));
+    expect(mid).toEqual({ start: 50_000 - 8, end: 50_000 + 17 + 8 });
+    // At the very end: up to the last row.
+    expect(visibleRange(geo(100_000 * ROW - 600)).end).toBe(100_000);
+    // Nothing to show: no rows.
+    expect(visibleRange(geo(0, { total: 0 }))).toEqual({ start: 0, end: 0 });
+    expect(visibleRange(geo(500, { total: 5 }))).toEqual({ start: 0, end: 5 });
+  });
+
+  test("a scroll to the middle asks for only the one or two pages it needs", () => {
+    const mid = pagesFor(visibleRange(geo(50_000 * ROW)), PAGE);
+    expect(mid).toEqual([249, 250]); // rows 49,992..50,024 straddle pages 249 and 250
+    const inside = pagesFor(visibleRange(geo(50_100 * ROW)), PAGE);
+    expect(inside).toEqual([250]);
+    // Wherever the scroll is, never more than two pages.
+    for (let top = 0; top < 3_600_000; top += 7_919) {
+      const p = pagesFor(visibleRange(geo(top)), PAGE);
+      expect(p.length).toBeGreaterThanOrEqual(1);
+      expect(p.length).toBeLessThanOrEqual(2);
+    }
+    expect(pagesFor(visibleRange(geo(0)), PAGE)).toEqual([0]);
+    expect(pagesFor(visibleRange(geo(1e12)), PAGE)).toEqual([499]);
+    expect(pagesFor({ start: 0, end: 0 }, PAGE)).toEqual([]);
+    // Pages held or being fetched are not asked for again.
+    const c = cachePut(pageCache(20, PAGE), 249, []);
+    expect(pagesToFetch([249, 250], c)).toEqual([250]);
+    expect(pagesToFetch([249, 250], c, new Set([250]))).toEqual([]);
+  });
+
+  test("the keyboard's row is scrolled into view, as little as possible", () => {
+    const g = { scrollTop: 3600, viewportHeight: 600, rowHeight: ROW };
+    expect(scrollToRow(110, g)).toBe(3600); // already in view
+    expect(scrollToRow(99, g)).toBe(99 * ROW); // above: at the top
+    expect(scrollToRow(120, g)).toBe(121 * ROW - 600); // below: at the bottom
+    const r = visibleRange({ ...g, scrollTop: scrollToRow(120, g), total: 1000, overscan: 0 });
+    expect(r.start).toBeLessThanOrEqual(120);
+    expect(r.end).toBeGreaterThan(120);
+  });
+
+  test("the page cache keeps at most its bound, the least recently used going first", () => {
+    const entries = (p) => Array.from({ length: PAGE }, (_, i) => ({ path: `/c/f${p * PAGE + i}` }));
+    let c = pageCache(20, PAGE);
+    for (let p = 0; p < 100; p++) {
+      c = cachePut(c, p, entries(p));
+      expect(c.pages.size).toBeLessThanOrEqual(20);
+      // The pages in view are touched on each frame: they are never the ones to go.
+      c = cacheTouch(c, [3]);
+      expect(c.pages.has(3) || p < 3).toBe(true);
+    }
+    expect(c.pages.size).toBe(20);
+    expect([...c.pages.keys()].sort((a, b) => a - b)).toEqual([3, ...Array.from({ length: 19 }, (_, i) => 81 + i)]);
+    expect(cacheRow(c, 99 * PAGE + 5)).toEqual({ path: `/c/f${99 * PAGE + 5}` });
+    expect(cacheRow(c, 5)).toBeUndefined(); // page 0 went
+    // Values: the cache before a put is unchanged; a touch of what is already newest is a no-op.
+    const before = c;
+    const after = cachePut(c, 500, []);
+    expect(before.pages.has(500)).toBe(false);
+    expect(after.pages.size).toBe(20);
+    expect(cacheTouch(after, [500])).toBe(after);
+    // A bound of one.
+    let one = pageCache(1, PAGE);
+    one = cachePut(cachePut(one, 1, []), 2, []);
+    expect([...one.pages.keys()]).toEqual([2]);
+  });
+
+  test("state events change the cached rows in one pass and say which matched", () => {
+    let c = pageCache(20, 2);
+    c = cachePut(c, 0, [
+      { path: "/c/a", state: "online-only", sync: "synced", size: 10, local_bytes: 0 },
+      { path: "/c/b", state: "online-only", sync: "synced", size: 10, local_bytes: 0 },
+    ]);
+    c = cachePut(c, 1, [{ path: "/c/c", state: "local", sync: "synced", size: 1, local_bytes: 1 }]);
+    const evs = new Map([
+      ["/c/b", { path: "/c/b", state: "local", sync: "synced", size: 10, local_bytes: 10 }],
+      ["/c/new", { path: "/c/new", state: "local", sync: "synced", size: 1, local_bytes: 1 }],
+    ]);
+    const r = cacheApply(c, evs);
+    expect([...r.matched]).toEqual(["/c/b"]);
+    expect(cacheRow(r.cache, 1)).toMatchObject({ state: "local", percent: 100 });
+    expect(cacheRow(r.cache, 0)).toBe(cacheRow(c, 0));
+    expect(r.cache.pages.get(1)).toBe(c.pages.get(1)); // untouched pages are the same
+    expect([...r.cache.pages.keys()]).toEqual([0, 1]); // recency kept
+    expect(cacheRow(c, 1).state).toBe("online-only"); // the old cache is unchanged
+    expect(cacheApply(c, new Map()).cache).toBe(c);
+    const rows = c.pages.get(0);
+    expect(applyStates(rows, new Map()).entries).toBe(rows);
+    expect(parentOf("/c/b")).toBe("/c");
+    expect(parentOf("/c/d/")).toBe("/c");
+    expect(parentOf("/c")).toBe("/");
+  });
+
+  test("the selection is kept by path, also for 'all' over rows never fetched", () => {
+    const a = { path: "/c/a", kind: "file" };
+    const b = { path: "/c/b", kind: "dir" };
+    let s = selection();
+    expect(selectedCount(s, 100_000)).toBe(0);
+    expect(actionsForSelection(s, 100_000)).toEqual([]);
+    s = setSelected(s, a, true);
+    expect(isSelected(s, "/c/a")).toBe(true);
+    expect(actionsForSelection(s, 100_000)).toEqual(["offline", "free", "online-only", "open", "reveal"]);
+    s = setSelected(s, b, true);
+    expect(selectedCount(s, 100_000)).toBe(2);
+    expect(actionsForSelection(s, 100_000)).toEqual(["offline", "free", "online-only"]);
+    expect(setSelected(s, b, true)).toBe(s);
+    s = setSelected(s, a, false);
+    expect(actionsForSelection(s, 100_000)).toEqual(["offline", "free", "online-only", "reveal"]);
+    // All of 100,000 but one.
+    let all = selection(true);
+    expect(selectedCount(all, 100_000)).toBe(100_000);
+    expect(isSelected(all, "/c/never-fetched")).toBe(true);
+    all = setSelected(all, a, false);
+    expect(isSelected(all, "/c/a")).toBe(false);
+    expect(selectedCount(all, 100_000)).toBe(99_999);
+    expect(selectedAmong(all, ["/c/a", "/c/b", "/c/x"])).toEqual(["/c/b", "/c/x"]);
+    expect(actionsForSelection(all, 100_000)).toEqual(["offline", "free", "online-only"]);
+    // "All" of a folder of two, one left out: one entry, a file, so it can be opened.
+    expect(actionsForSelection(all, 2, () => ({ path: "/c/z", kind: "file" }))).toContain("open");
+    expect(actionsForSelection(all, 2)).toEqual(["offline", "free", "online-only", "reveal"]);
+    expect(actionsForSelection(all, 1)).toEqual([]);
   });
 });

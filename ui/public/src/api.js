@@ -91,6 +91,18 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * The failure says the command does not exist: an older build of the Rust side (Tauri rejects
+ * with "Command NAME not found"), or a daemon that does not know the request.
+ */
+export function isUnknownCommand(e) {
+  const m = String(e?.message ?? e ?? "");
+  const code = e?.code ?? "internal";
+  if (code === "internal") return /^command \S+ not found$/i.test(m.trim());
+  if (code === "bad_request") return /unknown (variant|op|request|command)/i.test(m);
+  return false;
+}
+
 const tauri = () => globalThis.__TAURI__;
 
 /** The one `invoke`. */
@@ -112,6 +124,13 @@ export const homeDir = () => call("home_dir");
 export const roots = () => call("roots");
 /** @param {string} path @returns {Promise<PathStatus[]>} */
 export const list = (path) => call("list", { path });
+/**
+ * Rows offset..offset+limit of a folder, in `list`'s order (folders first, then by name), and
+ * how many entries the folder has.
+ * @param {string} path @param {number} offset @param {number} limit
+ * @returns {Promise<{entries: PathStatus[], total: number}>}
+ */
+export const listPage = (path, offset, limit) => call("list_page", { path, offset, limit });
 /** @param {Action} action @param {string[]} paths @returns {Promise<BatchResult>} */
 export const act = (action, paths) => call("act", { action, paths });
 /** @param {boolean} paused @returns {Promise<RootInfo[]>} */

@@ -7,30 +7,81 @@
 import * as api from "./api.js";
 import {
   sizeText,
-  actionsFor,
+  actionsForSelection,
   applyProgress,
-  applyState,
+  applyStates,
+  cacheApply,
+  cachePut,
+  cacheRow,
+  cacheTouch,
   checkFolder,
   describe,
   errorText,
   formatBytes,
   formatRate,
+  isSelected,
   needsSignIn,
   overall,
+  pageCache,
+  pagesFor,
+  pagesToFetch,
+  parentOf,
   problem,
   recognizeServer,
   s3Url,
+  scrollToRow,
+  selectedAmong,
+  selectedCount,
+  selection,
+  setSelected,
+  visibleRange,
 } from "./logic.js";
 
 const $ = (id) => document.getElementById(id);
+
+// The Files view shows folders of any size: only the rows in view (and OVERSCAN more on each
+// side) are in the page, fetched by pages of PAGE rows as they come into view (`list_page`),
+// at most MAX_PAGES pages kept per folder (logic.js has the arithmetic and the cache).
+const PAGE = 200; // rows per list_page call
+const MAX_PAGES = 20; // pages kept in the cache of the folder shown
+const OVERSCAN = 8; // rows in the page above and below the viewport
+const MAX_LOADING = 2; // pages fetched at once while scrolling
+const BULK = 1000; // rows per call when an action needs every path of the folder (the daemon caps a page at 1,000)
+const REFRESH_WAIT = 250; // ms of quiet before daemon events re-fetch the rows in view...
+const REFRESH_MAX_WAIT = 1500; // ...but never longer than this while events keep coming
+
+/** The daemon serves pages of a folder (`list_page`); false once the Rust side says it has no such command: then `list` and the whole folder, still rendered virtually. */
+let paged = true;
+
+/**
+ * The folder shown. Paged: rows come from `cache` (the pages fetched); while a refresh
+ * re-fetches them, `stale` (the pages before it) is shown. Without `list_page`: `all` has every
+ * entry. `gen` counts refreshes: an answer for an older one is dropped.
+ */
+function listing(dir) {
+  return {
+    dir,
+    gen: 0,
+    total: null, // entries in the folder; null until the first answer
+    all: null,
+    cache: pageCache(MAX_PAGES, PAGE),
+    stale: null,
+    loading: new Set(), // pages being fetched (of this generation)
+    listing: false, // a `list` (no paging) is under way
+    // The latest state event per path while something is being fetched: applied to what
+    // arrives, which may have been read before the event.
+    events: new Map(),
+  };
+}
 
 const model = {
   connected: false,
   roots: [],
   root: null, // the selected root (local path)
   dir: "", // absolute path of the folder shown
-  entries: [],
-  selected: new Set(),
+  list: listing(""),
+  sel: selection(), // kept by path (logic.js)
+  focus: -1, // index of the row with the keyboard focus
   transfers: {},
   conflicts: [],
   errors: [],
@@ -86,37 +137,165 @@ function renderCrumbs() {
     c.append(el("li", {}, el("button", { onclick: () => openDir(p.path) }, p.name)));
 }
 
-function renderFiles() {
-  const body = $("file-rows");
-  body.replaceChildren();
-  for (const e of model.entries) {
-    const d = describe(e);
-    const sel = model.selected.has(e.path);
-    const name = e.path.split("/").pop();
-    const row = el(
-      "tr",
-      { "data-path": e.path, "data-state": e.state, "aria-selected": sel ? "true" : "false", tabindex: "-1" },
-      el("td", { class: "sel" }, el("input", {
-        type: "checkbox",
-        checked: sel,
-        "aria-label": `Select ${name}`,
-        onchange: (ev) => select(e.path, ev.target.checked),
-      })),
-      el("td", { class: "name" }, e.kind === "dir"
-        ? el("button", { onclick: () => openDir(e.path) }, `${name}/`)
-        : name),
-      el("td", {}, el("span", { class: "state", title: d.words },
-        el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
-        el("span", { class: "words" }, d.detail ? `${d.words} · ${d.detail}` : d.words))),
-      el("td", { class: "num" }, e.kind === "dir" ? "" : formatBytes(e.size)),
-    );
-    body.append(row);
+/** Row `index` of the folder shown, if it is at hand (undefined while its page is fetched). */
+function rowAt(index) {
+  const l = model.list;
+  if (l.all) return l.all[index];
+  return cacheRow(l.cache, index) ?? (l.stale ? cacheRow(l.stale, index) : undefined);
+}
+
+/** The rows in the page: index -> <tr>, for the rows start..end-1 in view. */
+const shown = new Map();
+/** Rows' height in pixels, as measured (0 until measured). */
+let rowHeight = 0;
+
+function geometry() {
+  const sc = $("files-scroll");
+  // The header row sticks to the top of the viewport: rows show below it.
+  const head = $("files").tHead?.getBoundingClientRect().height || 0;
+  const h = rowHeight || head || 36;
+  return {
+    scrollTop: sc.scrollTop,
+    viewportHeight: Math.max(0, sc.clientHeight - head),
+    rowHeight: h,
+    total: model.list.total ?? 0,
+    overscan: OVERSCAN,
+  };
+}
+
+function fileRow(index, e, sel) {
+  const d = describe(e);
+  const name = e.path.split("/").pop();
+  const tr = el(
+    "tr",
+    {
+      "data-path": e.path,
+      "data-index": index,
+      "data-state": e.state,
+      "aria-rowindex": index + 2,
+      "aria-selected": sel ? "true" : "false",
+      tabindex: "-1",
+    },
+    el("td", { class: "sel" }, el("input", {
+      type: "checkbox",
+      checked: sel,
+      "aria-label": `Select ${name}`,
+      onchange: (ev) => select(e, ev.target.checked),
+    })),
+    el("td", { class: "name" }, e.kind === "dir"
+      ? el("button", { onclick: () => openDir(e.path) }, `${name}/`)
+      : name),
+    el("td", {}, el("span", { class: "state", title: d.words },
+      el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
+      el("span", { class: "words" }, d.detail ? `${d.words} · ${d.detail}` : d.words))),
+    el("td", { class: "num" }, e.kind === "dir" ? "" : formatBytes(e.size)),
+  );
+  tr._entry = e;
+  tr._sel = sel;
+  return tr;
+}
+
+/** A row whose page is being fetched. */
+function loadingRow(index) {
+  return el("tr", { class: "loading", "data-index": index, "aria-rowindex": index + 2, "aria-busy": "true", tabindex: "-1" },
+    el("td", { class: "sel" }), el("td", { class: "name" }, "…"), el("td"), el("td", { class: "num" }));
+}
+
+function markSelected(tr, sel) {
+  tr._sel = sel;
+  tr.setAttribute("aria-selected", sel ? "true" : "false");
+  const box = tr.querySelector("input[type=checkbox]");
+  if (box) box.checked = sel;
+}
+
+function setPad(tbody, px) {
+  tbody.hidden = !(px > 0);
+  tbody.rows[0].cells[0].style.height = `${Math.max(0, px)}px`;
+}
+
+/** The entry when exactly one is selected by "all but" (if its row is at hand). */
+function onlySelected() {
+  const l = model.list;
+  const n = Math.min(l.total ?? 0, l.all ? l.all.length : PAGE * MAX_PAGES);
+  for (let i = 0; i < n; i++) {
+    const e = rowAt(i);
+    if (e && isSelected(model.sel, e.path)) return e;
   }
-  $("files-empty").hidden = model.entries.length > 0;
-  $("select-all").checked = model.entries.length > 0 && model.selected.size === model.entries.length;
-  const acts = actionsFor(model.entries.filter((e) => model.selected.has(e.path)));
+  return undefined;
+}
+
+/**
+ * Puts the rows in view in the page, and only them: rows that left the view go, rows that came
+ * in are added, rows whose entry changed are replaced, and a row whose selection changed is
+ * updated in place (so the keyboard focus stays). Two spacers above and below give the
+ * scrollbar the height of every row.
+ */
+function renderFiles() {
+  const l = model.list;
+  const total = l.total ?? 0;
+  const g = geometry();
+  const { start, end } = visibleRange(g);
+  const body = $("file-rows");
+  const hadFocus = body.contains(document.activeElement);
+  for (const [i, tr] of shown) {
+    if (i < start || i >= end) {
+      tr.remove();
+      shown.delete(i);
+    }
+  }
+  let prev = null;
+  for (let i = start; i < end; i++) {
+    const e = rowAt(i);
+    const sel = !!e && isSelected(model.sel, e.path);
+    let tr = shown.get(i);
+    if (!tr || tr._entry !== e) {
+      const next = e ? fileRow(i, e, sel) : loadingRow(i);
+      if (tr) tr.replaceWith(next);
+      tr = next;
+      shown.set(i, tr);
+    } else if (e && tr._sel !== sel) markSelected(tr, sel);
+    const want = prev ? prev.nextSibling : body.firstChild;
+    if (tr !== want) body.insertBefore(tr, want);
+    prev = tr;
+  }
+  setPad($("rows-above"), start * g.rowHeight);
+  setPad($("rows-below"), (total - end) * g.rowHeight);
+  $("files").setAttribute("aria-rowcount", String(total + 1));
+  $("files-empty").hidden = l.total !== 0;
+  const n = selectedCount(model.sel, total);
+  const all = $("select-all");
+  all.checked = total > 0 && n === total;
+  all.indeterminate = n > 0 && n < total;
+  const acts = actionsForSelection(model.sel, total, onlySelected);
   for (const b of document.querySelectorAll(".toolbar [data-action]"))
     b.disabled = !acts.includes(b.dataset.action);
+  if (hadFocus && !body.contains(document.activeElement))
+    (shown.get(model.focus) ?? $("files-scroll")).focus({ preventScroll: true });
+  measure(start, end);
+}
+
+/** Measures the rows' height (it follows the font size and scaling); renders again if it changed. */
+function measure(start, end) {
+  if (end - start < 2) return;
+  const a = shown.get(start)?.getBoundingClientRect();
+  const b = shown.get(end - 1)?.getBoundingClientRect();
+  if (!a || !b) return;
+  const pitch = (b.top - a.top) / (end - 1 - start);
+  if (pitch > 0 && Math.abs(pitch - rowHeight) > 0.05) {
+    rowHeight = pitch;
+    scheduleFrame();
+  }
+}
+
+let frame = 0;
+/** Renders the rows in view and fetches their pages, once per animation frame. */
+function scheduleFrame() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    renderFiles();
+    ensurePages();
+  });
 }
 
 /** A path as users think of it: below its sync folder. */
@@ -179,44 +358,176 @@ async function renderSettings() {
 
 // ------------------------------------------------------------------ actions
 
-function select(path, on) {
-  if (on) model.selected.add(path);
-  else model.selected.delete(path);
+function select(entry, on) {
+  model.sel = setSelected(model.sel, entry, on);
   renderFiles();
 }
 
-async function openDir(path) {
-  model.dir = path;
-  model.selected.clear();
+/** The pages the rows in view are on (the first page while the folder's size is unknown). */
+function pagesInView(l) {
+  return pagesFor(visibleRange({ ...geometry(), total: l.total ?? PAGE }), PAGE);
+}
+
+/** Fetches page `p` of listing `l` into its cache; an answer for an older refresh is dropped. */
+async function fetchPage(l, p) {
+  const { gen, loading } = l;
+  loading.add(p);
   try {
-    model.entries = await api.list(path);
+    const r = await api.listPage(l.dir, p * PAGE, PAGE);
+    if (model.list !== l || l.gen !== gen) return;
+    l.cache = cachePut(l.cache, p, l.events.size ? applyStates(r.entries, l.events).entries : r.entries);
+    l.total = r.total;
+  } catch (e) {
+    if (model.list === l && l.gen === gen) throw e;
+  } finally {
+    loading.delete(p);
+    if (!l.loading.size && !l.listing) l.events.clear();
+  }
+}
+
+/** Every entry of listing `l` (`list`, without paging). */
+async function fetchAll(l) {
+  const gen = l.gen;
+  l.listing = true;
+  try {
+    const all = await api.list(l.dir);
+    if (model.list !== l || l.gen !== gen) return;
+    l.all = l.events.size ? applyStates(all, l.events).entries : all;
+    l.total = all.length;
+  } finally {
+    l.listing = false;
+    if (!l.loading.size) l.events.clear();
+  }
+}
+
+/** Fetches the pages in view that are missing (a few at a time: more when each arrives). */
+function ensurePages() {
+  const l = model.list;
+  if (!paged || !l.dir || l.all || l.total === 0) return;
+  const need = pagesInView(l);
+  l.cache = cacheTouch(l.cache, need);
+  const room = Math.max(0, MAX_LOADING - l.loading.size);
+  for (const p of pagesToFetch(need, l.cache, l.loading).slice(0, room))
+    fetchPage(l, p).then(scheduleFrame, (e) => pageFailed(l, e));
+}
+
+/** A page fetched while scrolling failed: say so (scrolling fetches it again). */
+function pageFailed(l, e) {
+  if (model.list !== l) return;
+  if (api.isUnknownCommand(e)) {
+    paged = false;
+    openDir(l.dir);
+  } else if ((e.code === "not_found" || e.code === "not_a_root") && model.root && l.dir !== model.root) {
+    openDir(model.root);
+  } else $("files-message").textContent = problem(e);
+}
+
+/**
+ * Shows folder `path`. Another folder starts at its top with nothing selected; the folder
+ * shown is refreshed where it is (scroll position and selection kept; only the pages in view
+ * are fetched again, the rest of the cache is dropped). Resolves once the rows in view are
+ * there.
+ */
+async function openDir(path) {
+  cancelRefresh();
+  let l = model.list;
+  if (path !== l.dir) {
+    model.dir = path;
+    l = model.list = listing(path);
+    model.sel = selection();
+    model.focus = -1;
+    $("files-scroll").scrollTop = 0;
+    renderFiles();
+  } else {
+    l.gen += 1;
+    l.loading = new Set();
+    if (l.cache.pages.size) l.stale = l.cache;
+    l.cache = pageCache(MAX_PAGES, PAGE);
+  }
+  const gen = l.gen;
+  const current = () => model.list === l && l.gen === gen;
+  try {
+    if (paged) {
+      try {
+        await Promise.all(pagesToFetch(pagesInView(l), l.cache, l.loading).map((p) => fetchPage(l, p)));
+      } catch (e) {
+        if (!api.isUnknownCommand(e)) throw e;
+        paged = false; // an older Rust side: the whole folder, rendered virtually all the same
+        if (current()) await fetchAll(l);
+      }
+    } else await fetchAll(l);
+    if (!current()) return;
     $("files-message").textContent = "";
   } catch (e) {
+    if (!current()) return;
     // The folder went away (deleted, renamed): back to the top of its sync folder.
     if ((e.code === "not_found" || e.code === "not_a_root") && model.root && path !== model.root)
       return openDir(model.root);
-    model.entries = [];
+    l.total = 0;
+    l.all = null;
+    l.cache = pageCache(MAX_PAGES, PAGE);
     $("files-message").textContent = problem(e);
   }
+  l.stale = null;
   renderCrumbs();
   renderFiles();
+  ensurePages();
+}
+
+let refreshTimer = 0;
+let refreshFirst = 0;
+/** Daemon events changed the folder shown: fetch its rows in view again, once things calm down. */
+function scheduleRefresh() {
+  const now = Date.now();
+  if (!refreshTimer) refreshFirst = now;
+  clearTimeout(refreshTimer);
+  const wait = Math.max(0, Math.min(REFRESH_WAIT, refreshFirst + REFRESH_MAX_WAIT - now));
+  refreshTimer = setTimeout(() => {
+    refreshTimer = 0;
+    if (model.dir) openDir(model.dir);
+  }, wait);
+}
+
+function cancelRefresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = 0;
+}
+
+/** The selected paths; for "all but", every path of the folder is fetched first. */
+async function selectedPaths(l, sel) {
+  if (!sel.all) return [...sel.paths.keys()];
+  let paths = [];
+  if (l.all) paths = l.all.map((e) => e.path);
+  else if (!paged) paths = (await api.list(l.dir)).map((e) => e.path);
+  else {
+    for (let off = 0; ; ) {
+      const r = await api.listPage(l.dir, off, BULK);
+      for (const e of r.entries) paths.push(e.path);
+      off += r.entries.length;
+      if (!r.entries.length || off >= r.total) break;
+    }
+  }
+  return selectedAmong(sel, paths);
 }
 
 async function act(action) {
-  const paths = [...model.selected];
-  if (!paths.length) return;
+  const l = model.list;
+  const sel = model.sel;
+  if (!selectedCount(sel, l.total ?? 0)) return;
   const msg = $("files-message");
   let said;
   try {
-    if (action === "open") return await api.openPath(paths[0]);
-    if (action === "reveal") return await api.reveal(paths[0]);
+    if (action === "open") return await api.openPath((await selectedPaths(l, sel))[0]);
+    if (action === "reveal") return await api.reveal((await selectedPaths(l, sel))[0]);
     msg.textContent = "Working…";
+    const paths = await selectedPaths(l, sel);
     const r = await api.act(action, paths);
     const skipped = r.skipped?.length ? ` ${r.skipped.length} skipped: ${r.skipped[0].reason}` : "";
     said = `${r.files} file(s), ${formatBytes(r.bytes)}.${skipped}`;
   } catch (e) {
     said = problem(e);
   }
+  model.sel = selection(); // done with: the rows show what it did
   await openDir(model.dir);
   // The listing clears the message: say how it went after it (unless the listing failed).
   if (!msg.textContent) msg.textContent = said;
@@ -258,7 +569,8 @@ async function refreshRootStates() {
   renderSummary();
 }
 
-async function refreshRoots() {
+/** The roots, settings and folder shown; after a daemon event (`fromEvent`) the folder's rows are re-fetched debounced. */
+async function refreshRoots(fromEvent = false) {
   try {
     model.roots = await api.roots();
   } catch (e) {
@@ -273,9 +585,14 @@ async function refreshRoots() {
   renderRoots();
   renderSummary();
   await renderSettings();
-  if (model.root) await openDir(model.dir);
-  else {
-    model.entries = [];
+  if (model.root) {
+    if (fromEvent && model.dir === model.list.dir) scheduleRefresh();
+    else await openDir(model.dir);
+  } else {
+    model.list = listing("");
+    model.list.total = 0;
+    model.sel = selection();
+    renderCrumbs();
     renderFiles();
   }
   if (model.connected && model.roots.length === 0) openWizard();
@@ -406,11 +723,45 @@ function openWizard() {
 
 // ------------------------------------------------------------------ daemon events
 
+let pendingStates = new Map();
+let statesTimer = 0;
+
+/**
+ * State events for entries of the folder shown, applied together (a job over a big folder
+ * sends one per file): rows at hand change in place; an entry not at hand is new or on a page
+ * not fetched, so the rows in view are fetched again (debounced).
+ */
+function flushStates() {
+  statesTimer = 0;
+  const evs = pendingStates;
+  pendingStates = new Map();
+  const l = model.list;
+  for (const p of evs.keys()) if (parentOf(p) !== l.dir) evs.delete(p);
+  if (!evs.size) return;
+  let matched;
+  if (l.all) {
+    const r = applyStates(l.all, evs);
+    l.all = r.entries;
+    matched = r.matched;
+  } else {
+    const r = cacheApply(l.cache, evs);
+    l.cache = r.cache;
+    matched = r.matched;
+    if (l.stale) l.stale = cacheApply(l.stale, evs).cache;
+  }
+  if (matched.size < evs.size) scheduleRefresh();
+  if (matched.size) renderFiles();
+}
+
 /** What each daemon event does to the window (api.js decodes them). */
 const daemonEvents = {
   state(ev) {
-    model.entries = applyState(model.entries, ev);
-    renderFiles();
+    const l = model.list;
+    if (l.dir && parentOf(ev.path) === l.dir) {
+      pendingStates.set(ev.path, ev);
+      if (l.loading.size || l.listing) l.events.set(ev.path, ev);
+      if (!statesTimer) statesTimer = setTimeout(flushStates, 30);
+    }
     // A download ends when its file is complete.
     const t = model.transfers[ev.path];
     if (t && (ev.state === "local" || ev.state === "pinned")) {
@@ -439,16 +790,17 @@ const daemonEvents = {
     model.errors.unshift(ev);
     model.errors = model.errors.slice(0, 50);
     renderActivity();
-    refreshRoots();
+    refreshRoots(true);
   },
   root(ev) {
     // A pass starting or ending changes only the root's state: the summary shows it; the
     // folder listing (and any row being clicked) stays as it is.
     if (ev.change === "state") refreshRootStates();
-    else refreshRoots();
+    else refreshRoots(true);
   },
   lagged() {
-    if (model.dir) openDir(model.dir);
+    // Events were missed: the rows in view are fetched again.
+    if (model.dir) scheduleRefresh();
   },
 };
 
@@ -471,23 +823,42 @@ function showView(name) {
     t.tabIndex = on ? 0 : -1;
     $(`view-${t.dataset.view}`).hidden = !on;
   }
+  if (name === "files") scheduleFrame();
+}
+
+/** Gives row `index` the keyboard focus, scrolling it into view (and into the page). */
+function focusRow(index) {
+  model.focus = index;
+  const sc = $("files-scroll");
+  const top = scrollToRow(index, geometry());
+  if (top !== sc.scrollTop) sc.scrollTop = top;
+  renderFiles();
+  ensurePages();
+  shown.get(index)?.focus({ preventScroll: true });
 }
 
 function keyboard(ev) {
-  const rows = [...document.querySelectorAll("#file-rows tr")];
-  const i = rows.indexOf(document.activeElement.closest("tr"));
-  if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
-    const n = rows[Math.max(0, Math.min(rows.length - 1, i + (ev.key === "ArrowDown" ? 1 : -1)))];
-    n?.focus();
+  const sc = $("files-scroll");
+  const active = document.activeElement;
+  const tr = active?.closest?.("#file-rows tr");
+  const i = tr ? Number(tr.dataset.index) : -1;
+  const onRow = !!tr && active === tr;
+  const total = model.list.total ?? 0;
+  const g = geometry();
+  const screen = Math.max(1, Math.floor(g.viewportHeight / g.rowHeight) - 1);
+  const moves = { ArrowDown: 1, ArrowUp: -1, PageDown: screen, PageUp: -screen, Home: -total, End: total };
+  if (ev.key in moves) {
+    // Arrows from anywhere in the list (the select-all box too); the others from a row or the list.
+    if (!total || (!ev.key.startsWith("Arrow") && !tr && active !== sc)) return;
+    const first = Math.min(total - 1, Math.ceil(g.scrollTop / g.rowHeight));
+    focusRow(i < 0 ? first : Math.max(0, Math.min(total - 1, i + moves[ev.key])));
     ev.preventDefault();
-  } else if (ev.key === " " && i >= 0 && document.activeElement.tagName === "TR") {
-    const p = rows[i].dataset.path;
-    select(p, !model.selected.has(p));
-    rows[i] = document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"]`);
-    rows[i]?.focus();
+  } else if (ev.key === " " && onRow) {
+    const e = rowAt(i);
+    if (e) select(e, !isSelected(model.sel, e.path));
     ev.preventDefault();
-  } else if (ev.key === "Enter" && i >= 0 && document.activeElement.tagName === "TR") {
-    const e = model.entries.find((x) => x.path === rows[i].dataset.path);
+  } else if (ev.key === "Enter" && onRow) {
+    const e = rowAt(i);
     if (e?.kind === "dir") openDir(e.path);
     else if (e) api.openPath(e.path);
   }
@@ -498,10 +869,17 @@ async function main() {
   for (const b of document.querySelectorAll(".toolbar [data-action]")) b.addEventListener("click", () => act(b.dataset.action));
   $("root-select").addEventListener("change", (e) => { model.root = e.target.value; openDir(model.root); });
   $("select-all").addEventListener("change", (e) => {
-    model.selected = new Set(e.target.checked ? model.entries.map((x) => x.path) : []);
+    model.sel = selection(e.target.checked);
     renderFiles();
   });
-  $("files").addEventListener("keydown", keyboard);
+  const scroller = $("files-scroll");
+  scroller.addEventListener("keydown", keyboard);
+  scroller.addEventListener("scroll", scheduleFrame, { passive: true });
+  new ResizeObserver(scheduleFrame).observe(scroller);
+  $("file-rows").addEventListener("focusin", (e) => {
+    const tr = e.target.closest("tr");
+    if (tr) model.focus = Number(tr.dataset.index);
+  });
   $("add-account").addEventListener("click", openWizard);
   $("save-settings").addEventListener("click", saveSettings);
   $("never-form").addEventListener("submit", (e) => {

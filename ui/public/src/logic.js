@@ -170,20 +170,201 @@ export function checkFolder(path, home) {
   return null;
 }
 
-/** Applies a `state` event to the listing shown (entries keyed by absolute path). */
-export function applyState(entries, ev) {
-  const i = entries.findIndex((e) => e.path === ev.path);
-  if (i < 0) return entries;
-  const next = entries.slice();
-  next[i] = {
-    ...entries[i],
+/** An entry as a `state` event says it now is. */
+function withState(entry, ev) {
+  return {
+    ...entry,
     state: ev.state,
     sync: ev.sync,
     size: ev.size,
     local_bytes: ev.local_bytes,
     percent: ev.size ? (100 * ev.local_bytes) / ev.size : undefined,
   };
+}
+
+/** Applies a `state` event to the listing shown (entries keyed by absolute path). */
+export function applyState(entries, ev) {
+  const i = entries.findIndex((e) => e.path === ev.path);
+  if (i < 0) return entries;
+  const next = entries.slice();
+  next[i] = withState(entries[i], ev);
   return next;
+}
+
+/**
+ * Applies many `state` events (a Map path -> latest event) in one pass over the entries.
+ * Returns the entries (the same array when none matched) and the paths that matched.
+ */
+export function applyStates(entries, evs) {
+  let next = entries;
+  const matched = new Set();
+  if (!evs.size) return { entries, matched };
+  for (let i = 0; i < entries.length; i++) {
+    const ev = evs.get(entries[i].path);
+    if (!ev) continue;
+    if (next === entries) next = entries.slice();
+    next[i] = withState(entries[i], ev);
+    matched.add(ev.path);
+  }
+  return { entries: next, matched };
+}
+
+/** The folder a path is in ("/a/b/c" -> "/a/b"). */
+export function parentOf(path) {
+  const p = path.replace(/\/+$/, "");
+  const i = p.lastIndexOf("/");
+  return i <= 0 ? "/" : p.slice(0, i);
+}
+
+// ------------------------------------------------------------------ the virtualized file list
+// The Files view shows a folder of any size (100,000 entries and more): only the rows in the
+// scroll viewport, plus a few above and below ("overscan"), are in the page; the rest is two
+// spacers of the rows' height. Rows are fetched by pages (`list_page`) as they come into view,
+// and the pages fetched are kept in a small cache (least recently used out first).
+
+/** Rows the viewport can show at once, counting a partly shown row at each end. */
+export function viewportRows(viewportHeight, rowHeight) {
+  if (!(rowHeight > 0) || !(viewportHeight > 0)) return 0;
+  return Math.ceil(viewportHeight / rowHeight) + 1;
+}
+
+/**
+ * The rows to have in the page for a scroll position: indexes start..end-1 (end excluded),
+ * the rows at least partly in the viewport plus `overscan` rows on each side, within 0..total.
+ * `scrollTop` is measured from the first row's top. Never more than
+ * viewportRows(viewportHeight, rowHeight) + 2 × overscan rows.
+ */
+export function visibleRange({ scrollTop, viewportHeight, rowHeight, total, overscan = 0 }) {
+  if (!(total > 0) || !(rowHeight > 0)) return { start: 0, end: 0 };
+  const top = Math.max(0, scrollTop || 0);
+  const height = Math.max(0, viewportHeight || 0);
+  const first = Math.min(total - 1, Math.floor(top / rowHeight));
+  const last = Math.min(total, Math.max(first + 1, Math.ceil((top + height) / rowHeight)));
+  return { start: Math.max(0, first - overscan), end: Math.min(total, last + overscan) };
+}
+
+/** The page indexes (pages of `pageSize` rows) that hold rows start..end-1. */
+export function pagesFor({ start, end }, pageSize) {
+  if (!(end > start) || !(pageSize > 0)) return [];
+  const out = [];
+  for (let p = Math.floor(start / pageSize); p <= Math.floor((end - 1) / pageSize); p++) out.push(p);
+  return out;
+}
+
+/** The pages to fetch: those needed, not in the cache and not already being fetched. */
+export function pagesToFetch(needed, cache, loading = new Set()) {
+  return needed.filter((p) => !cache.pages.has(p) && !loading.has(p));
+}
+
+/**
+ * The scrollTop that brings row `index` fully into the viewport, moving as little as possible
+ * (the same scrollTop when it is already in view).
+ */
+export function scrollToRow(index, { scrollTop, viewportHeight, rowHeight }) {
+  const top = index * rowHeight;
+  if (top < scrollTop) return top;
+  if (top + rowHeight > scrollTop + viewportHeight) return Math.max(0, top + rowHeight - viewportHeight);
+  return scrollTop;
+}
+
+/**
+ * An empty page cache holding at most `max` pages of `pageSize` rows. The cache is a value:
+ * every function below returns a new one. `pages` is a Map page index -> entries, least
+ * recently used first.
+ */
+export function pageCache(max = 20, pageSize = 200) {
+  return { max: Math.max(1, max), pageSize, pages: new Map() };
+}
+
+/** The cache with page `index` added (or replaced) as the most recent, then the least recently used dropped until it holds at most `max`. */
+export function cachePut(cache, index, entries) {
+  const pages = new Map(cache.pages);
+  pages.delete(index);
+  pages.set(index, entries);
+  for (const k of pages.keys()) {
+    if (pages.size <= cache.max) break;
+    pages.delete(k);
+  }
+  return { ...cache, pages };
+}
+
+/** The cache with the given pages (those it holds) made the most recent: they are dropped last. */
+export function cacheTouch(cache, indexes) {
+  const held = indexes.filter((i) => cache.pages.has(i));
+  const keys = [...cache.pages.keys()];
+  // Already the most recent, in this order: the same cache.
+  if (held.every((i, n) => keys[keys.length - held.length + n] === i)) return cache;
+  const pages = new Map(cache.pages);
+  for (const i of held) {
+    const e = pages.get(i);
+    pages.delete(i);
+    pages.set(i, e);
+  }
+  return { ...cache, pages };
+}
+
+/** Row `index` of the folder, if its page is in the cache (undefined if not). */
+export function cacheRow(cache, index) {
+  const page = cache.pages.get(Math.floor(index / cache.pageSize));
+  return page ? page[index % cache.pageSize] : undefined;
+}
+
+/** Applies `state` events (Map path -> latest event) to the cached pages: { cache, matched }. */
+export function cacheApply(cache, evs) {
+  let pages = cache.pages;
+  const matched = new Set();
+  for (const [i, entries] of cache.pages) {
+    const r = applyStates(entries, evs);
+    if (r.entries === entries) continue;
+    if (pages === cache.pages) pages = new Map(cache.pages);
+    pages.set(i, r.entries); // an existing key: the order (recency) stays
+    for (const p of r.matched) matched.add(p);
+  }
+  return { cache: pages === cache.pages ? cache : { ...cache, pages }, matched };
+}
+
+// ------------------------------------------------------------------ selection, kept by path
+// A selection is either some paths (`all` false: `paths` holds them) or every entry of the
+// folder but some (`all` true: `paths` holds those left out), so that "select all" works on a
+// folder whose rows are not all fetched. `paths` maps each path to its entry (for the actions
+// offered). Values: each function returns a new selection.
+
+/** Nothing selected, or (`all`) every entry of the folder. */
+export function selection(all = false) {
+  return { all, paths: new Map() };
+}
+
+export function isSelected(sel, path) {
+  return sel.all !== sel.paths.has(path);
+}
+
+/** The selection with `entry` selected (on) or not. */
+export function setSelected(sel, entry, on) {
+  if (isSelected(sel, entry.path) === on) return sel;
+  const paths = new Map(sel.paths);
+  if (paths.has(entry.path)) paths.delete(entry.path);
+  else paths.set(entry.path, entry);
+  return { all: sel.all, paths };
+}
+
+/** How many entries are selected in a folder of `total` entries. */
+export function selectedCount(sel, total) {
+  return sel.all ? Math.max(0, total - sel.paths.size) : sel.paths.size;
+}
+
+/** The selected paths among `paths` (all of the folder's, in order). */
+export function selectedAmong(sel, paths) {
+  return paths.filter((p) => isSelected(sel, p));
+}
+
+/**
+ * Actions offered for a selection kept by path in a folder of `total` entries; `only()` gives
+ * the entry when exactly one is selected by "all but" (undefined when it is not at hand).
+ */
+export function actionsForSelection(sel, total, only = () => undefined) {
+  if (!sel.all) return actionsFor([...sel.paths.values()]);
+  const n = selectedCount(sel, total);
+  return offered(n, n === 1 ? only() : undefined);
 }
 
 /**
@@ -211,11 +392,15 @@ export function problem(e) {
 
 /** Actions offered for a selection (all need at least one entry). */
 export function actionsFor(selection) {
-  if (!selection.length) return [];
-  const single = selection.length === 1;
+  return offered(selection.length, selection[0]);
+}
+
+/** Actions for `n` selected entries; `only` is the entry when n is 1 (if known). */
+function offered(n, only) {
+  if (!n) return [];
   const a = ["offline", "free", "online-only"];
-  if (single && selection[0].kind === "file") a.push("open");
-  if (single) a.push("reveal");
+  if (n === 1 && only?.kind === "file") a.push("open");
+  if (n === 1) a.push("reveal");
   return a;
 }
 
