@@ -33,6 +33,8 @@ S3SFS = os.path.join(CACHE, "s3s", "bin", "s3s-fs")
 MiB = 1 << 20
 GiB = 1 << 30
 
+# Small online-only files case 7 opens in its large root (half with a disk budget set).
+SMALL_OPENS = 20
 FULL = dict(big=GiB, huge=4 * GiB, small=1000, many=100_000, million=1_000_000, upload=GiB, runs=3)
 QUICK = dict(big=8 * MiB, huge=64 * MiB, small=20, many=300, million=2000, upload=8 * MiB, runs=1)
 
@@ -88,7 +90,9 @@ def write_random(path, size, seed):
 class Bench:
     def __init__(self, a):
         self.a = a
-        self.p = QUICK if a.quick else FULL
+        self.p = dict(QUICK if a.quick else FULL)
+        if a.scale:
+            self.p["million"] = a.scale
         self.runs = a.runs or self.p["runs"]
         self.results = []
         self.w = tempfile.mkdtemp(prefix="skyfill-bench.", dir="/var/tmp")
@@ -152,7 +156,10 @@ class Bench:
         if want & {"5", "6"}:
             self.tree(os.path.join(self.data, "many"), p["many"], 64)
         if "7" in want:
-            self.tree(os.path.join(self.data, "million"), p["million"], 0)
+            self.tree(os.path.join(self.data, "million"), p["million"] - 2 * SMALL_OPENS, 0)
+            # Small files to open in the large root, with and without a disk budget.
+            for i in range(2 * SMALL_OPENS):
+                write_random(os.path.join(self.data, "million", "small", f"s{i:03}"), 4096, 5000 + i)
         if s == "apache":
             run(["chown", "-R", "www-data:www-data", self.data])
         write_random(os.path.join(self.w, "upload.src"), p["upload"], 7)
@@ -312,6 +319,8 @@ class Bench:
             self.umount_rclone(mp)
         self.teardown_link()
         self.stop_daemon()
+        if getattr(self, "default_mnt", None):
+            run(["umount", self.default_mnt], check=False)
         if self.mounted:
             for _ in range(20):
                 if run(["umount", self.mnt], check=False).returncode == 0:
@@ -714,6 +723,40 @@ class Bench:
                     f"{index / max(total, 1):.0f} B/file", "report", True, unit="MiB")
         self.record("7", f"add-root of {self.p['million']} files", t, "-", None, None,
                     f"{self.p['million'] / t:.0f} files/s", "report", True)
+        # Disk a placeholder uses on an ext4 made with mkfs's defaults (256-byte inodes; the
+        # bench's own image has 1 KiB inodes): the small files as a root of their own there.
+        root = os.path.join(self.mnt, "million")
+        img = os.path.join(self.w, "default-ext4.img")
+        run(["truncate", "-s", "1G", img])  # mke2fs makes 128-byte inodes below 512 MiB
+        run(["mkfs.ext4", "-q", "-F", img])
+        self.default_mnt = os.path.join(self.w, "mnt-default")
+        os.makedirs(self.default_mnt, exist_ok=True)
+        run(["mount", "-o", "loop", img, self.default_mnt])
+        dl = os.path.join(self.default_mnt, "small")
+        self.add_root(dl, "million/small")
+        names = os.listdir(dl)
+        assert self.sfj("status", os.path.join(dl, names[0]))["state"] == "online-only"
+        per = 512 * sum(os.lstat(os.path.join(dl, f)).st_blocks for f in names) / len(names)
+        run(self.sf("remove-root", dl))
+        run(["umount", self.default_mnt])
+        self.default_mnt = None
+        self.record("7", "disk used by an online-only placeholder (ext4 with default 256-byte inodes)", per, "-",
+                    None, None, f"{per:.0f} B", "0 B", per == 0, unit="B")
+        small = sorted(os.listdir(os.path.join(root, "small")), reverse=True)
+        # Opening a small online-only file in the large root, without and then with a disk
+        # budget (a large one: room is checked before each download, nothing is evicted).
+        # Files in reverse name order: the folder read-ahead (not in budgeted roots) stays out.
+        def opens(names):
+            ts = []
+            for n in names:
+                ts.append(timed(["cat", os.path.join(root, "small", n)]))
+            return median(ts)
+        free = opens(small[:SMALL_OPENS])
+        self.sfj("config", "set", "budget", "1000G", "--root", root)
+        budget = opens(small[SMALL_OPENS:])
+        self.sfj("config", "set", "budget", "none", "--root", root)
+        self.record("7", f"open and read a small online-only file among {self.p['million']}: budget set / none",
+                    budget, "no budget", free, None, budget / free, "<= 1.1", budget / free <= 1.1)
 
     def case9(self):
         log("== 9. upload of a file written into the root")
@@ -968,6 +1011,7 @@ def main():
     ap.add_argument("--server", default="webdav", choices=["webdav", "apache", "s3"])
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one run")
     ap.add_argument("--runs", type=int, help="runs per measurement (default 3; quick 1)")
+    ap.add_argument("--scale", type=int, help="files in case 7's large root (default 1,000,000; quick 2,000)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11", help="which cases to run (default all)")

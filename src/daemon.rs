@@ -148,6 +148,12 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
         notices,
     });
     tokio::spawn(events::run(core.clone(), notices_rx));
+    let weak = Arc::downgrade(&core);
+    hydrator.set_room_check(Arc::new(move |root: &str, bytes: u64| {
+        weak.upgrade()
+            .and_then(|c| c.root_by_id(root).map(|r| events::fits(&c, &r, bytes)))
+            .unwrap_or(false)
+    }));
     // Activation opens no managed file (marks are added by name), so it runs before the
     // event loop; then the events the previous worker left are finished, before any new
     // event is read (their fd numbers must not be reused meanwhile).

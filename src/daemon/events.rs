@@ -190,6 +190,27 @@ pub fn apply(core: &Core, n: Notice) {
     }
 }
 
+/// The bytes `r` holds on disk and the most its budget allows (None: no budget). O(log n):
+/// the index keeps the total.
+fn usage(core: &Core, r: &RootRecord) -> Option<(u64, u64)> {
+    let b = r.budget?;
+    let used = core.index.totals(&r.id, "").ok()?.local_bytes;
+    let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
+        Ok(v) => (
+            v.blocks() * v.fragment_size(),
+            v.blocks_available() * v.fragment_size(),
+        ),
+        Err(_) => (0, 0),
+    };
+    Some((used, budget::limit(&b, used, total, avail)))
+}
+
+/// Whether `incoming` more bytes fit in `r`'s budget as it stands: the hydrator's quick check
+/// before a download, so only downloads that need evictions wait for this task.
+pub fn fits(core: &Core, r: &RootRecord, incoming: u64) -> bool {
+    usage(core, r).is_none_or(|(used, limit)| used + incoming <= limit)
+}
+
 /// How many eviction candidates one budget check looks at, at most.
 const MAX_CANDIDATES: usize = 4096;
 
@@ -198,19 +219,9 @@ const MAX_CANDIDATES: usize = 4096;
 /// used come from the index's totals and the candidates from its eviction order, so the cost
 /// does not grow with the root: O(log n) when there is room, O(log n + victims) otherwise.
 pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
-    let Some(b) = r.budget else { return };
-    let Ok(totals) = core.index.totals(&r.id, "") else {
+    let Some((used, limit)) = usage(core, r) else {
         return;
     };
-    let used = totals.local_bytes;
-    let (total, avail) = match nix::sys::statvfs::statvfs(&r.local) {
-        Ok(v) => (
-            v.blocks() * v.fragment_size(),
-            v.blocks_available() * v.fragment_size(),
-        ),
-        Err(_) => (0, 0),
-    };
-    let limit = budget::limit(&b, used, total, avail);
     if used + incoming <= limit {
         return;
     }

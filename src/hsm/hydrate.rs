@@ -151,7 +151,13 @@ pub struct Hydrator {
     pub stats: Stats,
     /// The free-space floor: (bytes, percent of the filesystem); the larger one counts.
     free_floor: std::sync::RwLock<(u64, u8)>,
+    /// Whether `bytes` more fit in a root's disk budget as it stands (no eviction needed):
+    /// such downloads go on without asking the notice consumer to make room.
+    room: std::sync::RwLock<Option<RoomCheck>>,
 }
+
+/// See [`Hydrator::set_room_check`].
+pub type RoomCheck = Arc<dyn Fn(&str, u64) -> bool + Send + Sync>;
 
 /// Whether writing `bytes` more would leave less free space (what unprivileged users may
 /// still use, so root's reserve is never touched) than the floor on the file's filesystem.
@@ -201,6 +207,7 @@ impl Hydrator {
             flows: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             free_floor: std::sync::RwLock::new((32 << 20, 1)),
+            room: std::sync::RwLock::new(None),
         })
     }
 
@@ -208,6 +215,24 @@ impl Hydrator {
     /// of the filesystem, whichever is larger) free.
     pub fn set_free_floor(&self, bytes: u64, percent: u8) {
         *self.free_floor.write().unwrap() = (bytes, percent);
+    }
+
+    /// Sets the quick check of a root's disk budget: `check(root, bytes)` says whether the
+    /// bytes fit as things stand (it must be cheap: it runs before each download). Without
+    /// one, every download in a budgeted root asks for room.
+    pub fn set_room_check(&self, check: RoomCheck) {
+        *self.room.write().unwrap() = Some(check);
+    }
+
+    /// Whether a download of `bytes` into `root` must wait for room to be made.
+    fn needs_room(&self, root: &str, bytes: u64) -> bool {
+        self.budgeted(root)
+            && !self
+                .room
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|fits| fits(root, bytes))
     }
 
     /// Sends a notice (a closed channel means the daemon is stopping: nothing to tell).
@@ -588,7 +613,7 @@ impl Hydrator {
             }
         };
         let want: u64 = pieces.iter().map(|(a, b)| b - a).sum();
-        if self.budgeted(&meta.root) {
+        if self.needs_room(&meta.root, want) {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.note(Notice::Fetching {
                 root: meta.root.clone(),
