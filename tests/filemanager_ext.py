@@ -464,6 +464,16 @@ st = state.status_of(files[0])
 assert st["state"] == "online-only", st
 assert ext.emblems_for(st) == ["emblem-skyfill-cloud"], ext.emblems_for(st)
 assert state.status_of(OUTSIDE) is None
+# A folder is fetched a page at a time (list_page): the first row needs only the first page,
+# and every row is found.
+ext.PAGE = 2
+paged = ext.State()
+assert paged.status_of(files[0])["state"] == "online-only"
+assert paged.reached[docs] == 2 and docs not in paged.listed, (paged.reached, paged.listed)
+for f in files:
+    assert paged.status_of(f)["path"] == f, f
+assert docs in paged.listed and paged.reached[docs] == len(files), (paged.reached, len(files))
+ext.PAGE = 1000
 assert ext.menu_for([None]) == []
 assert [a for a, _ in ext.menu_for([st])] == ["hydrate", "free", "pin"]
 assert ext.emblems_for({"kind": "file", "state": "local", "sync": "pending"}) == [

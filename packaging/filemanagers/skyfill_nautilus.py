@@ -147,6 +147,10 @@ def run_action(action, paths, client_factory=Client):
     return done, errors
 
 
+# Entries per `list_page` request (the daemon's most).
+PAGE = 1000
+
+
 class State:
     """What the file manager shows: roots and statuses, from folder listings and events."""
 
@@ -155,7 +159,9 @@ class State:
         self.lock = threading.Lock()
         self.roots = None
         self.status = {}  # path -> PathStatus
-        self.listed = set()  # folders already listed
+        self.listed = set()  # folders listed to their end
+        self.reached = {}  # folder -> how many of its entries were fetched so far
+        self.paged = True  # the daemon answers list_page (older ones: whole listings)
 
     def _client(self):
         return self.factory()
@@ -186,17 +192,9 @@ class State:
                 return self.status[path]
         parent = os.path.dirname(path)
         if self.root_of(parent) is not None and parent not in self.listed:
-            c = self._client()
-            try:
-                entries = c.call("list", path=parent)
-            finally:
-                c.close()
-            with self.lock:
-                self.listed.add(parent)
-                for e in entries:
-                    self.status[e["path"]] = e
-                if path in self.status:
-                    return self.status[path]
+            found = self._list_until(parent, path)
+            if found is not None:
+                return found
         c = self._client()
         try:
             st = c.call("status", path=path)
@@ -207,6 +205,44 @@ class State:
         with self.lock:
             self.status[path] = st
         return st
+
+    def _list_until(self, parent, path):
+        """Fetches `parent`'s entries a page at a time (the file manager asks in the order it
+        shows, so the first rows need the first page only) until `path` is among them or the
+        folder is done; returns its status, or None."""
+        c = self._client()
+        try:
+            while True:
+                with self.lock:
+                    if path in self.status:
+                        return self.status[path]
+                    if parent in self.listed:
+                        return None
+                    offset = self.reached.get(parent, 0)
+                if self.paged:
+                    try:
+                        page = c.call("list_page", path=parent, offset=offset, limit=PAGE)
+                    except DaemonError as e:
+                        if e.code != "bad_request":
+                            raise
+                        self.paged = False
+                        continue
+                    except OSError:  # an older daemon closes on a request it does not know
+                        self.paged = False
+                        c.close()
+                        c = self._client()
+                        continue
+                    entries, done = page["entries"], offset + len(page["entries"]) >= page["total"]
+                else:
+                    entries, done = c.call("list", path=parent), True
+                with self.lock:
+                    for e in entries:
+                        self.status[e["path"]] = e
+                    self.reached[parent] = offset + len(entries)
+                    if done or not entries:
+                        self.listed.add(parent)
+        finally:
+            c.close()
 
     def apply(self, event):
         """Folds a pushed event in; returns the path whose emblems changed, or None."""
@@ -224,6 +260,7 @@ class State:
                 self.roots = None
                 self.status.clear()
                 self.listed.clear()
+                self.reached.clear()
         return None
 
 

@@ -215,7 +215,10 @@ impl Passes<'_> {
         } else {
             self.set_error(r, None);
         }
-        *prev = Some(out.snapshot);
+        // The listing is kept for the next pass only where it lets that pass list less
+        // (folder ETags propagate); elsewhere the next pass lists in full anyway, and a
+        // million entries held between passes would be the daemon's whole memory at rest.
+        *prev = Some(out.snapshot).filter(|s| s.propagating);
         drop(prev);
         let got = match self.files().reconcile(r, &RelPath::root()).await {
             Ok(b) => b.files,
