@@ -199,19 +199,31 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
     check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) })
 }
 
-/// Names in an open directory (without `.` and `..`), as raw bytes.
-pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+/// What [`each_entry`] calls per entry: its name, its type if the directory says, the
+/// directory's fd.
+type EntryFn<'f> = dyn FnMut(&[u8], Option<nix::dir::Type>, BorrowedFd<'_>) + 'f;
+
+/// Calls `f(name, type, dir_fd)` for every entry of an open directory but `.` and `..`.
+fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
     let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let mut d =
         nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;
-    let mut out = Vec::new();
+    // SAFETY: the directory stays open for the whole walk.
+    let dfd = unsafe { BorrowedFd::borrow_raw(d.as_raw_fd()) };
     for e in d.iter() {
         let e = e.map_err(io::Error::from)?;
         let n = e.file_name().to_bytes();
         if n != b"." && n != b".." {
-            out.push(n.to_vec());
+            f(n, e.file_type(), dfd);
         }
     }
+    Ok(())
+}
+
+/// Names in an open directory (without `.` and `..`), as raw bytes.
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    each_entry(dir, &mut |n, _, _| out.push(n.to_vec()))?;
     Ok(out)
 }
 
@@ -220,37 +232,23 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 /// does not give one).
 pub fn read_dir_kinds(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Option<bool>)>> {
     use nix::dir::Type;
-    let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let mut d =
-        nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;
     let mut out = Vec::new();
-    let raw = d.as_raw_fd();
-    for e in d.iter() {
-        let e = e.map_err(io::Error::from)?;
-        let n = e.file_name();
-        if n.to_bytes() == b"." || n.to_bytes() == b".." {
-            continue;
-        }
-        let kind = match e.file_type() {
+    each_entry(dir, &mut |n, t, dfd| {
+        let kind = match t {
             Some(Type::Directory) => Some(true),
             Some(Type::File) => Some(false),
             Some(_) => None,
-            None => {
-                // SAFETY: plain data, all zeros is a valid value.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: `raw` is the open directory; the name is NUL-terminated; `st` is
-                // a valid stat buffer.
-                let r =
-                    unsafe { libc::fstatat(raw, n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-                match (r, st.st_mode & libc::S_IFMT) {
-                    (0, libc::S_IFDIR) => Some(true),
-                    (0, libc::S_IFREG) => Some(false),
+            None => std::str::from_utf8(n)
+                .ok()
+                .and_then(|name| stat_at(dfd, name).ok())
+                .and_then(|st| match st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => Some(true),
+                    libc::S_IFREG => Some(false),
                     _ => None,
-                }
-            }
+                }),
         };
-        out.push((n.to_bytes().to_vec(), kind));
-    }
+        out.push((n.to_vec(), kind));
+    })?;
     Ok(out)
 }
 

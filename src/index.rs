@@ -423,7 +423,8 @@ impl SledIndex {
                     .insert(lru_key(&root, stamp, &path), &[])
                     .map_err(e)?;
             }
-            self.db.insert(&k, encode(&rec, stamp)).map_err(e)?;
+            let kept = if rec.evictable() { stamp } else { 0 };
+            self.db.insert(&k, encode(&rec, kept)).map_err(e)?;
         }
         for (k, t) in sums {
             self.totals.insert(k, t.encode()).map_err(e)?;

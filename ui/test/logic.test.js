@@ -3,7 +3,6 @@ import {
   actionsFor,
   actionsForSelection,
   applyProgress,
-  applyState,
   applyStates,
   cacheApply,
   cachePut,
@@ -149,11 +148,14 @@ d("live updates", () => {
       { path: "/c/a", state: "online-only", sync: "synced", size: 10, local_bytes: 0 },
       { path: "/c/b", state: "local", sync: "synced", size: 5, local_bytes: 5 },
     ];
-    const n = applyState(e, { path: "/c/a", state: "local", sync: "synced", size: 10, local_bytes: 10 });
+    const ev = { path: "/c/a", state: "local", sync: "synced", size: 10, local_bytes: 10 };
+    const { entries: n, matched } = applyStates(e, new Map([[ev.path, ev]]));
     expect(n[0].state).toBe("local");
     expect(n[0].percent).toBe(100);
     expect(n[1]).toBe(e[1]);
-    expect(applyState(e, { path: "/elsewhere" })).toBe(e);
+    expect([...matched]).toEqual(["/c/a"]);
+    const other = { path: "/elsewhere" };
+    expect(applyStates(e, new Map([[other.path, other]])).entries).toBe(e);
   });
   test("errors say what to do; actions depend on the selection", () => {
     expect(errorText("auth", "401")).toMatch(/Sign in/);

@@ -182,15 +182,6 @@ function withState(entry, ev) {
   };
 }
 
-/** Applies a `state` event to the listing shown (entries keyed by absolute path). */
-export function applyState(entries, ev) {
-  const i = entries.findIndex((e) => e.path === ev.path);
-  if (i < 0) return entries;
-  const next = entries.slice();
-  next[i] = withState(entries[i], ev);
-  return next;
-}
-
 /**
  * Applies many `state` events (a Map path -> latest event) in one pass over the entries.
  * Returns the entries (the same array when none matched) and the paths that matched.
