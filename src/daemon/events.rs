@@ -179,9 +179,11 @@ pub fn apply(core: &Core, n: Notice) {
             let _ = done.send(());
         }
         Notice::Opened { .. } => {} // read-ahead: see `run`
+        Notice::Released { root, bytes } => core.hydrator.release(&root, bytes),
         Notice::Fetching { root, bytes, room } => {
             if let Some(r) = core.root_by_id(&root).filter(|r| r.budget.is_some()) {
-                keep_budget(core, &r, bytes);
+                // Room for every download the totals do not count yet, this one included.
+                keep_budget(core, &r, core.hydrator.reserved(&root).max(bytes));
             }
             if let Some(tx) = room {
                 let _ = tx.send(());

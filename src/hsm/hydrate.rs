@@ -66,6 +66,10 @@ pub enum Notice {
     /// Answered once every notice sent before it has been applied (a request that reads the
     /// index waits for what the kernel's events changed just before).
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// A download into a budgeted root ended and every record it wrote was noticed before
+    /// this: the consumer gives its `bytes` back with [`Hydrator::release`] (the index totals
+    /// now count them).
+    Released { root: String, bytes: u64 },
 }
 
 /// The sending end of the notice channel.
@@ -154,6 +158,27 @@ pub struct Hydrator {
     /// Whether `bytes` more fit in a root's disk budget as it stands (no eviction needed):
     /// such downloads go on without asking the notice consumer to make room.
     room: std::sync::RwLock<Option<RoomCheck>>,
+    /// Per budgeted root, the bytes of downloads under way or ended but not yet counted in
+    /// the index's totals (their records are still in the notice queue): the quick budget
+    /// check adds them, so a download never slips past the budget on stale totals.
+    reserved: Mutex<HashMap<String, u64>>,
+}
+
+/// Bytes reserved in a budgeted root for one download; dropping it (the download ended, its
+/// records noticed) queues their release behind those records.
+struct Reservation<'a> {
+    hydrator: &'a Hydrator,
+    root: String,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.hydrator.note(Notice::Released {
+            root: std::mem::take(&mut self.root),
+            bytes: self.bytes,
+        });
+    }
 }
 
 /// See [`Hydrator::set_room_check`].
@@ -208,6 +233,7 @@ impl Hydrator {
             stats: Stats::default(),
             free_floor: std::sync::RwLock::new((32 << 20, 1)),
             room: std::sync::RwLock::new(None),
+            reserved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,15 +250,50 @@ impl Hydrator {
         *self.room.write().unwrap() = Some(check);
     }
 
-    /// Whether a download of `bytes` into `root` must wait for room to be made.
-    fn needs_room(&self, root: &str, bytes: u64) -> bool {
-        self.budgeted(root)
-            && !self
-                .room
-                .read()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|fits| fits(root, bytes))
+    /// Reserves `bytes` for a download into `root` when it has a budget, and says whether room
+    /// must be made first (Some: the bytes reserved with the downloads not yet in the index's
+    /// totals do not fit as things stand).
+    fn reserve(&self, root: &str, bytes: u64) -> (Option<Reservation<'_>>, Option<u64>) {
+        if !self.budgeted(root) {
+            return (None, None);
+        }
+        let ahead = {
+            let mut r = self.reserved.lock().unwrap();
+            let e = r.entry(root.to_string()).or_default();
+            let ahead = *e;
+            *e += bytes;
+            ahead
+        };
+        let held = Reservation {
+            hydrator: self,
+            root: root.to_string(),
+            bytes,
+        };
+        let need = bytes + ahead;
+        let fits = self
+            .room
+            .read()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|fits| fits(root, need));
+        (Some(held), (!fits).then_some(need))
+    }
+
+    /// The bytes reserved in `root` for downloads whose records the index has not counted
+    /// yet (this one's included, for a download asking for room).
+    pub fn reserved(&self, root: &str) -> u64 {
+        self.reserved.lock().unwrap().get(root).copied().unwrap_or(0)
+    }
+
+    /// Gives back bytes reserved for a download (see [`Notice::Released`]).
+    pub fn release(&self, root: &str, bytes: u64) {
+        let mut r = self.reserved.lock().unwrap();
+        if let Some(e) = r.get_mut(root) {
+            *e = e.saturating_sub(bytes);
+            if *e == 0 {
+                r.remove(root);
+            }
+        }
     }
 
     /// Sends a notice (a closed channel means the daemon is stopping: nothing to tell).
@@ -613,7 +674,9 @@ impl Hydrator {
             }
         };
         let want: u64 = pieces.iter().map(|(a, b)| b - a).sum();
-        if self.needs_room(&meta.root, want) {
+        // Held to the end of the download, after its last record is noticed.
+        let (_reserved, room) = self.reserve(&meta.root, want);
+        if room.is_some() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.note(Notice::Fetching {
                 root: meta.root.clone(),
