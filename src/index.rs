@@ -176,6 +176,9 @@ pub trait Index: Send + Sync {
 
     // The sync base, kept apart from the status records.
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError>;
+    /// The base entries directly in folder `dir` (`""`: the root), in path order. Skips over
+    /// each subfolder's subtree, so it costs O(children x log n) whatever lies below.
+    fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError>;
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError>;
     fn base_put(&self, root: &str, path: &str, e: &BaseEntry) -> Result<(), IndexError>;
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
@@ -639,6 +642,36 @@ impl Index for SledIndex {
         }
         Ok(out)
     }
+    fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let end = key(root, &format!("{prefix}\u{10FFFF}"));
+        let mut from = key(root, &prefix);
+        let mut out = Vec::new();
+        loop {
+            let Some(kv) = self.base.range(from.clone()..end.clone()).next() else {
+                break;
+            };
+            let (k, v) = kv.map_err(e)?;
+            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+            let rest = &p[prefix.len()..];
+            match rest.find('/') {
+                // Below a child folder: jump past its subtree ('0' follows '/').
+                Some(i) => from = key(root, &format!("{prefix}{}0", &rest[..i])),
+                None => {
+                    from = k.to_vec();
+                    from.push(0);
+                    if !rest.is_empty() {
+                        out.push((p, serde_json::from_slice(&v).map_err(e)?));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
         match self.base.get(key(root, path)).map_err(e)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(e)?)),
@@ -765,6 +798,13 @@ impl Index for MemoryIndex {
             .iter()
             .filter(|((r, _), _)| r == root)
             .map(|((_, p), v)| (p.clone(), v.clone()))
+            .collect())
+    }
+    fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        Ok(self
+            .base_all(root)?
+            .into_iter()
+            .filter(|(p, _)| !p.is_empty() && folder_of(p) == dir)
             .collect())
     }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
@@ -917,6 +957,46 @@ mod tests {
         assert_eq!(ix.totals("r", "").unwrap().local_bytes, 20);
         assert_eq!(ix.totals("r", "a").unwrap().local, 1);
         assert_eq!(ix.oldest_local("r", None, 9).unwrap().len(), 2);
+    }
+
+    /// A folder's base children, with names that sort around '/' and deep subtrees between
+    /// them, in both stores, and in another root's keys.
+    #[test]
+    fn base_children_skip_subtrees() {
+        let t = tempfile::tempdir().unwrap();
+        let sled = SledIndex::open(&t.path().join("ix")).unwrap();
+        let mem = MemoryIndex::default();
+        let paths = [
+            "a", "a-b", "a.txt", "a/x", "a/x/y", "a/z", "a0", "b", "b/c", "b/c/d/e", "b/c0", "z",
+        ];
+        let be = |p: &str| BaseEntry {
+            kind: crate::model::Kind::File,
+            version: p.into(),
+            size: 1,
+            file_id: None,
+        };
+        for ix in [&sled as &dyn Index, &mem] {
+            for p in paths {
+                ix.base_put("r", p, &be(p)).unwrap();
+                ix.base_put("r2", p, &be(p)).unwrap();
+            }
+            let names = |d: &str| -> Vec<String> {
+                ix.base_children("r", d)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(p, b)| {
+                        assert_eq!(b.version, p);
+                        p
+                    })
+                    .collect()
+            };
+            assert_eq!(names(""), ["a", "a-b", "a.txt", "a0", "b", "z"]);
+            assert_eq!(names("a"), ["a/x", "a/z"]);
+            assert_eq!(names("a/x"), ["a/x/y"]);
+            assert_eq!(names("b"), ["b/c", "b/c0"]);
+            assert_eq!(names("b/c"), Vec::<String>::new());
+            assert_eq!(names("q"), Vec::<String>::new());
+        }
     }
 
     proptest::proptest! {

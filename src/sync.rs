@@ -261,6 +261,36 @@ pub struct Outcome {
     pub snapshot: remote_scan::Snapshot,
 }
 
+/// Most folders a pass limited to the folders that changed looks at; more make a full pass.
+pub const MAX_FOLDERS: usize = 256;
+
+/// Why a folder scope cannot be synced alone (a full pass must look).
+fn needs_full(why: &str, p: &RelPath) -> Result<Option<Outcome>, PassError> {
+    tracing::debug!(path = %p, why, "the changed folders need a full pass");
+    Ok(None)
+}
+
+impl Outcome {
+    /// The pass left nothing that only a full pass finds: no file still being written, no
+    /// error, no conflict, nothing set aside or rematched (their follow-ups are the daemon's
+    /// own changes, which the folder watcher does not report). After a pass that is not
+    /// settled, the next one looks at the whole root.
+    pub fn settled(&self) -> bool {
+        self.plan.waiting.is_empty()
+            && self.report.errors.is_empty()
+            && !self.report.offline
+            && !self.plan.ops.iter().any(|o| {
+                matches!(
+                    o,
+                    Op::SetAside { .. }
+                        | Op::Resolve { .. }
+                        | Op::Rematch { .. }
+                        | Op::Rebase { .. }
+                )
+            })
+    }
+}
+
 impl Pass<'_> {
     /// Scan, list, plan, execute.
     pub async fn run(&self) -> Result<Outcome, PassError> {
@@ -272,16 +302,139 @@ impl Pass<'_> {
             .into_iter()
             .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
             .collect();
+        let plan = self.plan(&base, &local, &snapshot.entries);
+        let report = self.execute(&plan).await?;
+        Ok(Outcome {
+            plan,
+            report,
+            snapshot,
+        })
+    }
+
+    /// A pass over only the folders in `dirs` (those the folder watcher reported): each
+    /// one's entries on both sides and in the base, plus the new local folders below them
+    /// and the folders that files moved in from. Its cost is that of the folders, not of the
+    /// root. It handles changes to files; `Ok(None)` says a full pass must run instead: a
+    /// folder created, removed or renamed on either side, a remote rename, a folder gone,
+    /// or more than [`MAX_FOLDERS`] folders. The outcome's snapshot holds no entries, only
+    /// the number of folders looked at.
+    pub async fn run_folders(&self, dirs: &[RelPath]) -> Result<Option<Outcome>, PassError> {
+        let mut todo: std::collections::BTreeSet<RelPath> = dirs.iter().cloned().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut base, mut local, mut remote) = (BaseMap::new(), LocalMap::new(), RemoteMap::new());
+        while let Some(d) = todo.pop_first() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_FOLDERS {
+                return needs_full("too many folders", &d);
+            }
+            let l = match self.local.scan_dir(&d) {
+                Ok(l) => l,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return needs_full("folder gone", &d)
+                }
+                Err(e) => return Err(PassError::Scan(e)),
+            };
+            let b: BaseMap = self
+                .index
+                .base_children(self.root, d.as_str())?
+                .into_iter()
+                .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
+                .collect();
+            let known = d.is_root() || self.index.base_get(self.root, d.as_str())?.is_some();
+            let r: RemoteMap = match self.remote.list_dir(&d).await {
+                Ok(v) => v
+                    .into_iter()
+                    .filter(|e| e.path.parent().as_ref() == Some(&d))
+                    .map(|e| (e.path.clone(), e))
+                    .collect(),
+                Err(crate::remote::RemoteError::NotFound { .. }) if !known => RemoteMap::new(),
+                Err(crate::remote::RemoteError::NotFound { .. }) => {
+                    return needs_full("the folder is gone from the server", &d)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let paths: std::collections::BTreeSet<&RelPath> =
+                b.keys().chain(l.keys()).chain(r.keys()).collect();
+            for p in paths {
+                let kinds = [
+                    b.get(p).map(|e| e.kind),
+                    l.get(p).map(|e| e.kind),
+                    r.get(p).map(|e| e.kind),
+                ];
+                if kinds.contains(&Some(Kind::Dir)) {
+                    let all_dirs = kinds.iter().all(|k| k.is_none_or(|k| k == Kind::Dir));
+                    let kept = kinds[0].is_none() || (kinds[1].is_some() && kinds[2].is_some());
+                    if !all_dirs || !kept {
+                        return needs_full("a folder changed", p);
+                    }
+                    match kinds {
+                        // New here: look inside it too (its own changes raise no events yet).
+                        [None, Some(_), _] => {
+                            todo.insert(p.clone());
+                        }
+                        [None, None, Some(_)] => return needs_full("a new remote folder", p),
+                        _ => {}
+                    }
+                }
+                if let Some(e) = r.get(p) {
+                    if e.file_id.is_some() && !b.contains_key(p) && !l.contains_key(p) {
+                        // Maybe renamed on the server from a folder not looked at.
+                        return needs_full("a new remote file with an id", p);
+                    }
+                }
+                // A file moved in: its old folder is part of the change.
+                if let Some(rec) = l.get(p).and_then(|e| e.record.as_ref()) {
+                    if &rec.origin != p {
+                        if let Some(o) = rec.origin.parent() {
+                            if !seen.contains(&o) {
+                                todo.insert(o);
+                            }
+                        }
+                    }
+                }
+            }
+            base.extend(b);
+            local.extend(l);
+            remote.extend(r);
+        }
+        let plan = self.plan(&base, &local, &remote);
+        tracing::debug!(
+            folders = seen.len(),
+            ops = plan.ops.len(),
+            "pass over changed folders"
+        );
+        let report = self.execute(&plan).await?;
+        Ok(Some(Outcome {
+            plan,
+            report,
+            snapshot: remote_scan::Snapshot {
+                listed_dirs: seen.len() as u64,
+                ..Default::default()
+            },
+        }))
+    }
+
+    fn plan(&self, base: &BaseMap, local: &LocalMap, remote: &RemoteMap) -> plan::Plan {
         let now = self.local.now_secs();
         let ignore = |p: &RelPath| self.ignore.matches(p);
-        let plan = plan::plan(&plan::Inputs {
-            base: &base,
-            local: &local,
-            remote: &snapshot.entries,
+        plan::plan(&plan::Inputs {
+            base,
+            local,
+            remote,
             now_secs: now,
             settle_secs: self.settle_secs,
             ignored: &ignore,
-        });
+        })
+    }
+
+    async fn execute(&self, plan: &plan::Plan) -> Result<execute::Report, PassError> {
         let ex = execute::Executor {
             root: self.root,
             remote: self.remote,
@@ -298,11 +451,6 @@ impl Pass<'_> {
                 .collect();
             tracing::debug!(?ops, waiting = plan.waiting.len(), "plan");
         }
-        let report = ex.run(&plan.ops).await?;
-        Ok(Outcome {
-            plan,
-            report,
-            snapshot,
-        })
+        Ok(ex.run(&plan.ops).await?)
     }
 }

@@ -3,7 +3,8 @@
 //! edits, deletes, file and folder renames, and simultaneous edits on both; they converge with
 //! the expected conflict copies (Apache WebDAV and s3s-fs). The daemon is killed (-9) during
 //! uploads and during a planned batch, repeatedly: nothing is lost or duplicated. A disk
-//! budget holds while more files are read than fit, pinned files staying. With the server
+//! budget holds while more files are read than fit, pinned files staying. A local edit syncs
+//! by a pass over its folder alone. With the server
 //! unreachable, local files keep working and edits upload by themselves once it is back.
 
 #[path = "support/hsm.rs"]
@@ -428,6 +429,106 @@ async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
         !log.contains("conflicted copy"),
         "no conflict copy was needed:\n{log}"
     );
+}
+
+/// A local edit in a root whose other folders are untouched syncs by a pass over its folder
+/// alone: the server is asked about that folder only (Apache's access log), and the edit is
+/// there. A new folder with a file in it goes up the same way; a removed folder still syncs
+/// (by a full pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_edit_syncs_by_a_pass_over_its_folder_alone() {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    for i in 0..6 {
+        for j in 0..5 {
+            files.insert(format!("d{i}/sub/f{j}.txt"), data(700 + i * 10 + j, 3000));
+        }
+    }
+    let (args, _) = upload(&Server::Apache, &files).await;
+    let scratch = args[0].rsplit('/').next().unwrap().to_string();
+    let r = fs.mnt.join("r");
+    add_root(&d, &r, &args, &None);
+    // Full passes from here on only when asked: the poll interval is an hour.
+    d.cli(&["config", "set", "poll_interval", "3600"]);
+    settle(&d, &[&r]);
+    let access = PathBuf::from(env("SKYFILL_TEST_APACHE_DIR")).join("access.log");
+    let lines = || std::fs::read_to_string(&access).unwrap().lines().count();
+    let propfinds_since = |from: usize| -> Vec<String> {
+        std::fs::read_to_string(&access)
+            .unwrap()
+            .lines()
+            .skip(from)
+            .filter(|l| l.starts_with("PROPFIND "))
+            .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+            .filter(|p| p.starts_with(&format!("/dav/{scratch}/")))
+            .collect()
+    };
+    let passes = |log: &str| log.matches("sync pass over changed folders").count();
+
+    // Waits for the next pass over changed folders; returns what the server was asked
+    // meanwhile (nothing else lists it: the test looks at the server only afterwards).
+    let pass_asked = |what: &str| {
+        let (from, seen) = (lines(), passes(&d.log()));
+        let t = Instant::now();
+        while passes(&d.log()) == seen {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no pass over changed folders for {what} within 60 s:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        propfinds_since(from)
+    };
+    let within = |asked: &[String], dir: &str| {
+        let dir = format!("/dav/{scratch}/{dir}");
+        asked
+            .iter()
+            .all(|p| p == &dir || p.starts_with(&format!("{dir}/")))
+    };
+
+    std::fs::write(r.join("d3/sub/f2.txt"), b"edited here").unwrap();
+    let asked = pass_asked("an edit");
+    assert!(
+        !asked.is_empty() && within(&asked, "d3/sub"),
+        "only the edited folder was listed: {asked:?}"
+    );
+    assert_eq!(
+        server_files(&Server::Apache, &args)
+            .await
+            .get("d3/sub/f2.txt"),
+        Some(&b"edited here".to_vec())
+    );
+
+    std::fs::create_dir_all(r.join("d1/new/deeper")).unwrap();
+    std::fs::write(r.join("d1/new/deeper/n.txt"), b"new file").unwrap();
+    let asked = pass_asked("a new folder");
+    assert!(
+        within(&asked, "d1"),
+        "only the new folder's parent and the new folders were listed: {asked:?}"
+    );
+    assert_eq!(
+        server_files(&Server::Apache, &args)
+            .await
+            .get("d1/new/deeper/n.txt"),
+        Some(&b"new file".to_vec())
+    );
+
+    std::fs::remove_dir_all(r.join("d5")).unwrap();
+    wait_for("the removed folder gone from the server", 60, || async {
+        !server_files(&Server::Apache, &args)
+            .await
+            .keys()
+            .any(|k| k.starts_with("d5/"))
+    })
+    .await;
+    let mut want = files.clone();
+    want.retain(|k, _| !k.starts_with("d5/"));
+    want.insert("d3/sub/f2.txt".into(), b"edited here".to_vec());
+    want.insert("d1/new/deeper/n.txt".into(), b"new file".to_vec());
+    assert_eq!(server_files(&Server::Apache, &args).await, want);
+    assert_eq!(local_files(&r), want);
 }
 
 /// A budget of 6 MiB over 24 files of 1 MiB: reading them all keeps the root within the

@@ -27,9 +27,10 @@ pub struct RootFs<'a> {
     pub owner: Owner,
     pub group: &'a Group,
     pub index: &'a dyn Index,
-    /// Folders seen by the scan are watched for changes; their keys are collected here.
+    /// Folders seen by the scan are watched for changes; their keys (and paths) are
+    /// collected here.
     pub watcher: Option<&'a Watcher>,
-    pub watched: Mutex<Vec<DirKey>>,
+    pub watched: Mutex<Vec<(DirKey, RelPath)>>,
     /// Records changed by the pass (for state events).
     pub touched: Mutex<Vec<FileMeta>>,
 }
@@ -107,6 +108,83 @@ impl RootFs<'_> {
     }
 }
 
+impl RootFs<'_> {
+    /// Adds the entries of folder `d` to `out` (and its subfolders to `stack`, for a full
+    /// scan), and watches it for changes.
+    fn scan_folder(
+        &self,
+        d: &RelPath,
+        out: &mut LocalMap,
+        mut stack: Option<&mut Vec<RelPath>>,
+    ) -> io::Result<()> {
+        let dfd = fsutil::open_beneath(self.q(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        if let Some(w) = self.watcher {
+            match w.watch(dfd.as_fd()) {
+                Ok(k) => self.watched.lock().unwrap().push((k, d.clone())),
+                Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
+            }
+        }
+        for raw in fsutil::read_dir_names(dfd.as_fd())? {
+            let Ok(name) = crate::model::validate_name(&raw) else {
+                tracing::debug!(dir = %d, "skipping a name that cannot be synced");
+                continue;
+            };
+            let Ok(p) = d.join(name) else { continue };
+            let st = match fsutil::stat_at(dfd.as_fd(), name) {
+                Ok(st) => st,
+                Err(_) => continue, // gone meanwhile
+            };
+            if st.st_uid != self.owner.uid {
+                continue;
+            }
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => {
+                    out.insert(
+                        p.clone(),
+                        LocalEntry {
+                            kind: Kind::Dir,
+                            size: 0,
+                            mtime: (0, 0),
+                            record: None,
+                        },
+                    );
+                    if let Some(s) = stack.as_mut() {
+                        s.push(p);
+                    }
+                }
+                libc::S_IFREG => {
+                    let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
+                        if m.root != self.id {
+                            // Another root's file (moved in): its bytes count only if all
+                            // are here; a record naming another root is not ours.
+                            return None;
+                        }
+                        Some(LocalRecord {
+                            origin: RelPath::parse(&m.path).ok()?,
+                            version: m.version,
+                            fill: m.fill,
+                            pin: m.pin,
+                            size: m.size,
+                            mtime: m.mtime,
+                        })
+                    });
+                    out.insert(
+                        p,
+                        LocalEntry {
+                            kind: Kind::File,
+                            size: st.st_size as u64,
+                            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+                            record,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl LocalFs for RootFs<'_> {
     fn scan(&self) -> io::Result<LocalMap> {
         // A scan is blocking filesystem work: tell the runtime, so the threads that answer
@@ -115,70 +193,16 @@ impl LocalFs for RootFs<'_> {
             let mut out = LocalMap::new();
             let mut stack = vec![RelPath::root()];
             while let Some(d) = stack.pop() {
-                let dfd =
-                    fsutil::open_beneath(self.q(), &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                if let Some(w) = self.watcher {
-                    match w.watch(dfd.as_fd()) {
-                        Ok(k) => self.watched.lock().unwrap().push(k),
-                        Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
-                    }
-                }
-                for raw in fsutil::read_dir_names(dfd.as_fd())? {
-                    let Ok(name) = crate::model::validate_name(&raw) else {
-                        tracing::debug!(dir = %d, "skipping a name that cannot be synced");
-                        continue;
-                    };
-                    let Ok(p) = d.join(name) else { continue };
-                    let st = match fsutil::stat_at(dfd.as_fd(), name) {
-                        Ok(st) => st,
-                        Err(_) => continue, // gone meanwhile
-                    };
-                    if st.st_uid != self.owner.uid {
-                        continue;
-                    }
-                    match st.st_mode & libc::S_IFMT {
-                        libc::S_IFDIR => {
-                            out.insert(
-                                p.clone(),
-                                LocalEntry {
-                                    kind: Kind::Dir,
-                                    size: 0,
-                                    mtime: (0, 0),
-                                    record: None,
-                                },
-                            );
-                            stack.push(p);
-                        }
-                        libc::S_IFREG => {
-                            let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
-                                if m.root != self.id {
-                                    // Another root's file (moved in): its bytes count only if all
-                                    // are here; a record naming another root is not ours.
-                                    return None;
-                                }
-                                Some(LocalRecord {
-                                    origin: RelPath::parse(&m.path).ok()?,
-                                    version: m.version,
-                                    fill: m.fill,
-                                    pin: m.pin,
-                                    size: m.size,
-                                    mtime: m.mtime,
-                                })
-                            });
-                            out.insert(
-                                p,
-                                LocalEntry {
-                                    kind: Kind::File,
-                                    size: st.st_size as u64,
-                                    mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-                                    record,
-                                },
-                            );
-                        }
-                        _ => {}
-                    }
-                }
+                self.scan_folder(&d, &mut out, Some(&mut stack))?;
             }
+            Ok(out)
+        })
+    }
+
+    fn scan_dir(&self, dir: &RelPath) -> io::Result<LocalMap> {
+        fsutil::blocking(|| {
+            let mut out = LocalMap::new();
+            self.scan_folder(dir, &mut out, None)?;
             Ok(out)
         })
     }

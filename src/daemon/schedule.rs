@@ -3,9 +3,10 @@
 //! lock (one pass at a time per root, none while add-root populates). Plain state, no I/O
 //! but the folder watcher it owns; `syncing` runs the passes it says are due.
 
+use crate::model::RelPath;
 use crate::sync::remote_scan::Snapshot;
 use crate::sync::watch::{DirKey, Watcher};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,14 @@ pub const OFFLINE_RETRY: Duration = Duration::from_secs(10);
 pub struct RootSync {
     pub first_event: Option<Instant>,
     pub last_event: Option<Instant>,
+    /// The last full pass (the poll interval counts from it).
     pub last_pass: Option<Instant>,
     pub retry_at: Option<Instant>,
+    /// Folders the watcher reported changed since the last pass.
+    pub dirty: BTreeSet<RelPath>,
+    /// A change the folders cannot describe (an unknown folder, a lost event queue, a failed
+    /// pass): the next pass is a full one.
+    pub full: bool,
 }
 
 #[derive(Default)]
@@ -30,7 +37,8 @@ pub struct SyncCtl {
     /// One pass at a time per root; holds the last remote listing.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot>>>>>,
     pub watcher: Option<Watcher>,
-    pub keys: Mutex<HashMap<DirKey, String>>,
+    /// Watched folders: their root and path (as of the pass that last saw them).
+    pub keys: Mutex<HashMap<DirKey, (String, RelPath)>>,
 }
 
 impl SyncCtl {
@@ -59,12 +67,61 @@ impl SyncCtl {
             .clone()
     }
 
+    /// Something changed in root `id`, somewhere: the next pass is a full one.
     pub fn touch(&self, id: &str) {
+        self.touch_dir(id, None);
+    }
+
+    /// Something changed in folder `dir` of root `id` (None: somewhere in it).
+    pub fn touch_dir(&self, id: &str, dir: Option<&RelPath>) {
         let now = Instant::now();
         let mut m = self.roots.lock().unwrap();
         let s = m.entry(id.to_string()).or_default();
         s.first_event.get_or_insert(now);
         s.last_event = Some(now);
+        match dir {
+            Some(d) if !s.full && s.dirty.len() < crate::sync::MAX_FOLDERS => {
+                s.dirty.insert(d.clone());
+            }
+            _ => {
+                s.full = true;
+                s.dirty.clear();
+            }
+        }
+    }
+
+    /// At the start of a pass of `id`: the folders it may be limited to (None: a full pass,
+    /// which is due after a start, a failure, a change the folders cannot describe, or once
+    /// the poll interval has passed). Takes them: events from now on count for the next pass.
+    pub fn take_scope(&self, id: &str, poll: Duration) -> Option<Vec<RelPath>> {
+        let mut m = self.roots.lock().unwrap();
+        let s = m.entry(id.to_string()).or_default();
+        let dirty = std::mem::take(&mut s.dirty);
+        let full = std::mem::take(&mut s.full)
+            || dirty.is_empty()
+            || s.retry_at.is_some()
+            || s.last_pass
+                .is_none_or(|t| Instant::now().duration_since(t) >= poll);
+        (!full).then(|| dirty.into_iter().collect())
+    }
+
+    /// A pass limited to changed folders had to look at the whole root instead: the poll
+    /// interval counts from now.
+    pub fn full_pass_started(&self, id: &str) {
+        self.roots
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .last_pass = Some(Instant::now());
+    }
+
+    /// The next pass of `id` must look at the whole root (whenever it is due).
+    pub fn need_full(&self, id: &str) {
+        let mut m = self.roots.lock().unwrap();
+        let s = m.entry(id.to_string()).or_default();
+        s.full = true;
+        s.dirty.clear();
     }
 
     /// A pass is due at once (resume, sign-in).

@@ -14,7 +14,7 @@ use crate::ipc::proto::{ErrorCode, Event, Skipped, SyncResult};
 use crate::ipc::server::Peer;
 use crate::model::RelPath;
 use crate::roots::RootRecord;
-use crate::sync::{conflict, ignore::Ignore, Pass};
+use crate::sync::{conflict, ignore::Ignore, Op, Pass};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,11 +48,23 @@ impl Passes<'_> {
     /// Runs one sync pass of `r` now (waiting for a running one), then downloads pinned
     /// files and keeps the disk budget.
     pub async fn sync_root(&self, r: &RootRecord) -> Result<Done> {
+        self.sync_root_as(r, false).await
+    }
+
+    /// Like [`Self::sync_root`], but limited to the folders the watcher reported changed
+    /// when that is enough (see [`schedule::SyncCtl::take_scope`]).
+    ///
+    /// [`schedule::SyncCtl::take_scope`]: super::schedule::SyncCtl::take_scope
+    pub async fn sync_changes(&self, r: &RootRecord) -> Result<Done> {
+        self.sync_root_as(r, true).await
+    }
+
+    async fn sync_root_as(&self, r: &RootRecord, limited: bool) -> Result<Done> {
         let deadline = Duration::from_secs(self.limits.pass_deadline_secs);
         // A pass stopped at an await point is like a crash there: the executor's order keeps
         // both sides consistent, and the next pass starts over.
         self.set_syncing(r, true);
-        let done = match tokio::time::timeout(deadline, self.sync_root_once(r)).await {
+        let done = match tokio::time::timeout(deadline, self.sync_root_once(r, limited)).await {
             Ok(d) => d,
             Err(_) => {
                 let msg = format!(
@@ -89,7 +101,7 @@ impl Passes<'_> {
         Error::new(ErrorCode::Remote, msg)
     }
 
-    async fn sync_root_once(&self, r: &RootRecord) -> Result<Done> {
+    async fn sync_root_once(&self, r: &RootRecord, limited: bool) -> Result<Done> {
         let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
             Error::new(
                 ErrorCode::Auth,
@@ -102,12 +114,20 @@ impl Passes<'_> {
         })?;
         let lock = self.sync.lock(&r.id);
         let mut prev = lock.lock().await;
+        let poll = if limited {
+            Duration::from_secs(self.registry.settings(r.uid).poll_interval_secs)
+        } else {
+            Duration::ZERO
+        };
+        let scope = self.sync.take_scope(&r.id, poll);
         {
             let mut m = self.sync.roots.lock().unwrap();
             let s = m.entry(r.id.clone()).or_default();
             s.first_event = None;
             s.last_event = None;
-            s.last_pass = Some(Instant::now());
+            if scope.is_none() {
+                s.last_pass = Some(Instant::now());
+            }
             s.retry_at = None;
         }
         let root = self.open_root(r)?;
@@ -142,14 +162,28 @@ impl Passes<'_> {
             max_entries: self.limits.entries_per_root,
             crash_after: None,
         };
-        let res = pass.run().await;
-        for k in fs.watched.lock().unwrap().drain(..) {
-            self.sync.keys.lock().unwrap().insert(k, r.id.clone());
+        let res = match &scope {
+            Some(dirs) => match pass.run_folders(dirs).await {
+                Ok(Some(o)) => Ok((o, false)),
+                Ok(None) => {
+                    self.sync.full_pass_started(&r.id);
+                    pass.run().await.map(|o| (o, true))
+                }
+                Err(e) => Err(e),
+            },
+            None => pass.run().await.map(|o| (o, true)),
+        };
+        for (k, dir) in fs.watched.lock().unwrap().drain(..) {
+            self.sync
+                .keys
+                .lock()
+                .unwrap()
+                .insert(k, (r.id.clone(), dir));
         }
         for m in fs.touched.lock().unwrap().drain(..) {
             self.note(Notice::changed(&m));
         }
-        let out = match res {
+        let (mut out, full) = match res {
             Ok(o) => o,
             Err(e) => {
                 let offline = e.is_offline();
@@ -162,6 +196,10 @@ impl Passes<'_> {
                 return Err(self.pass_failed(r, msg, offline));
             }
         };
+        if !full {
+            tracing::info!(root = %r.local.display(), folders = out.snapshot.listed_dirs,
+                ops = out.plan.ops.len(), "sync pass over changed folders");
+        }
         let rep = &out.report;
         let waiting = out.plan.waiting.len();
         if !out.plan.ops.is_empty() {
@@ -218,15 +256,36 @@ impl Passes<'_> {
         // The listing is kept for the next pass only where it lets that pass list less
         // (folder ETags propagate); elsewhere the next pass lists in full anyway, and a
         // million entries held between passes would be the daemon's whole memory at rest.
-        *prev = Some(out.snapshot).filter(|s| s.propagating);
+        if !out.settled() {
+            // Files still being written, conflicts, things set aside: the next pass looks
+            // at the whole root.
+            self.sync.need_full(&r.id);
+        }
+        if full {
+            *prev = Some(std::mem::take(&mut out.snapshot)).filter(|s| s.propagating);
+        }
         drop(prev);
-        let got = match self.files().reconcile(r, &RelPath::root()).await {
-            Ok(b) => b.files,
-            Err(e) => {
-                tracing::warn!(root = %r.local.display(), error = %e, "pinned files not downloaded");
-                0
-            }
+        // Pinned files download: after a full pass, wherever they are; after a pass over
+        // changed folders, among the placeholders it made.
+        let todo: Vec<RelPath> = if full {
+            vec![RelPath::root()]
+        } else {
+            out.plan
+                .ops
+                .iter()
+                .filter(|o| matches!(o, Op::Placeholder { .. } | Op::Refresh { .. }))
+                .map(|o| o.path().clone())
+                .collect()
         };
+        let mut got = 0;
+        for p in &todo {
+            match self.files().reconcile(r, p).await {
+                Ok(b) => got += b.files,
+                Err(e) => {
+                    tracing::warn!(root = %r.local.display(), error = %e, "pinned files not downloaded");
+                }
+            }
+        }
         // The budget is kept by the notice consumer, like after a download.
         self.note(Notice::Fetching {
             root: r.id.clone(),
@@ -361,8 +420,12 @@ pub(super) async fn watch_loop(d: Arc<Core>) {
                 .dir
                 .as_ref()
                 .and_then(|k| d.sync.keys.lock().unwrap().get(k).cloned());
+            // A folder moved or removed itself: its parent's event (if any) may be lost
+            // with it, so the whole root is looked at.
+            let moved = c.mask & (libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0;
             match root {
-                Some(id) => d.sync.touch(&id),
+                Some((id, _)) if moved => d.sync.touch(&id),
+                Some((id, dir)) => d.sync.touch_dir(&id, Some(&dir)),
                 None => d.sync.touch_all(&ids),
             }
         }
@@ -393,7 +456,7 @@ pub(super) async fn background(d: Arc<Core>) {
                 let (d, running) = (d.clone(), running.clone());
                 tokio::spawn(async move {
                     let span = tracing::info_span!("sync", root = %r.local.display());
-                    let _ = d.passes().sync_root(&r).instrument(span).await;
+                    let _ = d.passes().sync_changes(&r).instrument(span).await;
                     running.lock().unwrap().remove(&r.id);
                 });
             }

@@ -282,7 +282,12 @@ impl Hydrator {
     /// The bytes reserved in `root` for downloads whose records the index has not counted
     /// yet (this one's included, for a download asking for room).
     pub fn reserved(&self, root: &str) -> u64 {
-        self.reserved.lock().unwrap().get(root).copied().unwrap_or(0)
+        self.reserved
+            .lock()
+            .unwrap()
+            .get(root)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Gives back bytes reserved for a download (see [`Notice::Released`]).

@@ -11,6 +11,8 @@ use std::io;
 pub trait LocalFs: Send + Sync {
     /// Every entry below the root, with the records of managed files.
     fn scan(&self) -> io::Result<LocalMap>;
+    /// The entries directly in folder `dir` (not below its subfolders).
+    fn scan_dir(&self, dir: &RelPath) -> io::Result<LocalMap>;
     /// Opens a file whose bytes are all local, for upload, with its stamp at open time.
     /// A placeholder or partial file is refused: its holes are not content.
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)>;

@@ -242,6 +242,19 @@ impl LocalFs for MemLocal {
             .collect())
     }
 
+    fn scan_dir(&self, dir: &RelPath) -> io::Result<LocalMap> {
+        let is_dir =
+            dir.is_root() || matches!(self.state.lock().unwrap().0.get(dir), Some(MemNode::Dir));
+        if !is_dir {
+            return Err(err(io::ErrorKind::NotFound, dir, "no such folder"));
+        }
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|(p, _)| p.parent().as_ref() == Some(dir))
+            .collect())
+    }
+
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)> {
         let g = self.state.lock().unwrap();
         match g.0.get(p) {
