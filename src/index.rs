@@ -179,6 +179,8 @@ pub trait Index: Send + Sync {
     /// The base entries directly in folder `dir` (`""`: the root), in path order. Skips over
     /// each subfolder's subtree, so it costs O(children x log n) whatever lies below.
     fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError>;
+    /// Calls `f` with the path of every base entry of `root`, in order, holding none of them.
+    fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError>;
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError>;
     fn base_put(&self, root: &str, path: &str, e: &BaseEntry) -> Result<(), IndexError>;
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
@@ -672,6 +674,13 @@ impl Index for SledIndex {
         }
         Ok(out)
     }
+    fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
+        for k in self.base.scan_prefix(key(root, "")).keys() {
+            let k = k.map_err(e)?;
+            f(&String::from_utf8_lossy(&k[root.len() + 1..]));
+        }
+        Ok(())
+    }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
         match self.base.get(key(root, path)).map_err(e)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(e)?)),
@@ -806,6 +815,12 @@ impl Index for MemoryIndex {
             .into_iter()
             .filter(|(p, _)| !p.is_empty() && folder_of(p) == dir)
             .collect())
+    }
+    fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
+        for (p, _) in self.base_all(root)? {
+            f(&p);
+        }
+        Ok(())
     }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
         Ok(self
@@ -996,6 +1011,10 @@ mod tests {
             assert_eq!(names("b"), ["b/c", "b/c0"]);
             assert_eq!(names("b/c"), Vec::<String>::new());
             assert_eq!(names("q"), Vec::<String>::new());
+            let mut all = Vec::new();
+            ix.base_paths("r", &mut |p| all.push(p.to_string()))
+                .unwrap();
+            assert_eq!(all, paths);
         }
     }
 

@@ -271,6 +271,22 @@ fn needs_full(why: &str, p: &RelPath) -> Result<Option<Outcome>, PassError> {
 }
 
 impl Outcome {
+    /// The pass meant to change something on the server (whether or not it got there).
+    pub fn touched_remote(&self) -> bool {
+        self.plan.ops.iter().any(|o| {
+            matches!(
+                o,
+                Op::Upload { .. }
+                    | Op::RemoteMkdir { .. }
+                    | Op::RemoteRename { .. }
+                    | Op::RemoteDelete { .. }
+                    | Op::Resolve { .. }
+                    | Op::Rematch { .. }
+                    | Op::SetAside { .. }
+            )
+        })
+    }
+
     /// The pass left nothing that only a full pass finds: no file still being written, no
     /// error, no conflict, nothing set aside or rematched (their follow-ups are the daemon's
     /// own changes, which the folder watcher does not report). After a pass that is not
@@ -304,11 +320,13 @@ impl Pass<'_> {
             .collect();
         let plan = self.plan(&base, &local, &snapshot.entries);
         let report = self.execute(&plan).await?;
-        Ok(Outcome {
+        let mut out = Outcome {
             plan,
             report,
             snapshot,
-        })
+        };
+        out.snapshot.base_matches = !out.touched_remote();
+        Ok(out)
     }
 
     /// A pass over only the folders in `dirs` (those the folder watcher reported): each
@@ -419,6 +437,88 @@ impl Pass<'_> {
                 ..Default::default()
             },
         }))
+    }
+
+    /// The folders where the server differs from the sync base, found without holding
+    /// either in memory: the listing streams past the base (one lookup per entry), and the
+    /// base's paths then stream past the hashes of the paths listed (8 bytes per entry).
+    /// Where folder ETags propagate and the root's is unchanged since a full pass that left
+    /// the base describing the server (see [`remote_scan::Snapshot::base_matches`]), one
+    /// request says nothing changed. `Ok(None)`: more than `limit` folders differ (a
+    /// full pass is the better tool).
+    pub async fn remote_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Option<std::collections::BTreeSet<RelPath>>, PassError> {
+        use std::hash::BuildHasher;
+        let mut changed = std::collections::BTreeSet::new();
+        if let Some(p) = self.prev.filter(|p| p.propagating && p.base_matches) {
+            let root = self.remote.stat(&RelPath::root()).await?;
+            if p.root_version
+                .as_ref()
+                .is_some_and(|v| v.same(&root.version))
+            {
+                return Ok(Some(changed));
+            }
+        }
+        let hasher = std::collections::hash_map::RandomState::new();
+        let hash = |p: &str| hasher.hash_one(p);
+        let mut listed = std::collections::HashSet::new();
+        let mut too_many = false;
+        let mut failed = None;
+        let mut entries = 0u64;
+        let max = self.max_entries;
+        let mut sink = |e: RemoteEntry| -> crate::remote::Result<()> {
+            entries += 1;
+            if entries > max {
+                return Err(crate::remote::RemoteError::TooMany {
+                    path: RelPath::root(),
+                    limit: max,
+                    what: "entries in the sync root",
+                });
+            }
+            if self.ignore.matches(&e.path) {
+                return Ok(());
+            }
+            listed.insert(hash(e.path.as_str()));
+            if too_many || failed.is_some() {
+                return Ok(());
+            }
+            let same = match self.index.base_get(self.root, e.path.as_str()) {
+                Ok(Some(b)) => {
+                    b.kind == e.kind
+                        && (e.kind == Kind::Dir || same_version(&b.version, &e.version))
+                }
+                Ok(None) => false,
+                Err(err) => {
+                    failed = Some(err);
+                    return Ok(());
+                }
+            };
+            if !same {
+                changed.insert(e.path.parent().unwrap_or_default());
+                too_many = changed.len() > limit;
+            }
+            Ok(())
+        };
+        self.remote.walk(&RelPath::root(), &mut sink).await?;
+        if let Some(err) = failed {
+            return Err(err.into());
+        }
+        if too_many {
+            return Ok(None);
+        }
+        self.index.base_paths(self.root, &mut |p| {
+            if changed.len() > limit || listed.contains(&hash(p)) {
+                return;
+            }
+            if let Ok(p) = RelPath::parse(p) {
+                if !self.ignore.matches(&p) {
+                    changed.insert(p.parent().unwrap_or_default());
+                }
+            }
+        })?;
+        Ok((changed.len() <= limit).then_some(changed))
     }
 
     fn plan(&self, base: &BaseMap, local: &LocalMap, remote: &RemoteMap) -> plan::Plan {

@@ -434,9 +434,10 @@ async fn kill_during_uploads_and_batches_loses_and_duplicates_nothing() {
 /// A local edit in a root whose other folders are untouched syncs by a pass over its folder
 /// alone: the server is asked about that folder only (Apache's access log), and the edit is
 /// there. A new folder with a file in it goes up the same way; a removed folder still syncs
-/// (by a full pass).
+/// (by a full pass). At the poll, the server's changes come down by a pass over the folders
+/// where the server differs from the base.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_local_edit_syncs_by_a_pass_over_its_folder_alone() {
+async fn changes_sync_by_passes_over_their_folders_alone() {
     let fs = LoopFs::new("ext4", 512);
     let d = Daemon::start(None);
     let mut files = BTreeMap::new();
@@ -523,10 +524,37 @@ async fn a_local_edit_syncs_by_a_pass_over_its_folder_alone() {
             .any(|k| k.starts_with("d5/"))
     })
     .await;
+    // The server's changes at the poll: the server is compared with the sync base as a
+    // stream, and only the folders that differ are synced.
+    let edited: Vec<u8> = b"edited on the server, longer than before".repeat(3);
+    let more: BTreeMap<String, Vec<u8>> = [
+        ("d2/sub/f1.txt".to_string(), edited.clone()),
+        ("d4/sub/g.txt".to_string(), b"new on the server".to_vec()),
+    ]
+    .into();
+    remotes::upload_into(&Server::Apache, &args, &more).await;
+    let seen = d.log().matches("remote=true").count();
+    d.cli(&["config", "set", "poll_interval", "5"]);
+    wait_for("the server's changes here", 60, || async {
+        std::fs::metadata(r.join("d2/sub/f1.txt")).is_ok_and(|m| m.len() == edited.len() as u64)
+            && r.join("d4/sub/g.txt").exists()
+    })
+    .await;
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sync pass over changed folders")
+                && l.contains("remote=true")
+                && l.contains("folders=2"))
+            && log.matches("remote=true").count() > seen,
+        "a pass over the two folders the server changed:\n{log}"
+    );
+    d.cli(&["config", "set", "poll_interval", "3600"]);
     let mut want = files.clone();
     want.retain(|k, _| !k.starts_with("d5/"));
     want.insert("d3/sub/f2.txt".into(), b"edited here".to_vec());
     want.insert("d1/new/deeper/n.txt".into(), b"new file".to_vec());
+    want.extend(more);
     assert_eq!(server_files(&Server::Apache, &args).await, want);
     assert_eq!(local_files(&r), want);
 }

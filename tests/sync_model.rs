@@ -31,7 +31,7 @@ use skyfill::sync::ignore::Ignore;
 use skyfill::sync::local::LocalFs;
 use skyfill::sync::memlocal::{MemLocal, MemNode};
 use skyfill::sync::remote_scan::Snapshot;
-use skyfill::sync::Pass;
+use skyfill::sync::{Op, Pass};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -58,9 +58,11 @@ enum Step {
     },
     /// A fault-free pass as the daemon runs one on the folder watcher's events: over the
     /// folders changed locally since the last pass (a full one when a folder cannot describe
-    /// the change, after a failed pass, or when none changed).
+    /// the change or after a failed pass) and, with `remote` (the poll), the folders where
+    /// the server differs from the base.
     SyncChanged {
         settle: i64,
+        remote: bool,
     },
 }
 
@@ -86,7 +88,8 @@ fn step() -> impl Strategy<Value = Step> {
                 settle,
                 incremental,
             }),
-        2 => prop_oneof![3 => Just(0i64), 1 => 1i64..4].prop_map(|settle| Step::SyncChanged { settle }),
+        3 => (prop_oneof![3 => Just(0i64), 1 => 1i64..4], proptest::bool::ANY)
+            .prop_map(|(settle, remote)| Step::SyncChanged { settle, remote }),
     ]
 }
 
@@ -629,22 +632,57 @@ impl World {
                     }
                 }
             }
-            Step::SyncChanged { settle } => {
-                let (local, remote) = (self.local_tree(), self.remote.tree());
-                self.reference.taint_kind_changes(&local, &remote);
-                let dirs: Vec<RelPath> = std::mem::take(&mut self.dirty).into_iter().collect();
-                let full = std::mem::replace(&mut self.needs_full, false) || dirs.is_empty();
+            Step::SyncChanged { settle, remote } => {
+                let (local, remote_tree) = (self.local_tree(), self.remote.tree());
+                self.reference.taint_kind_changes(&local, &remote_tree);
+                let mut dirs: Vec<RelPath> = std::mem::take(&mut self.dirty).into_iter().collect();
+                let full =
+                    std::mem::replace(&mut self.needs_full, false) || (dirs.is_empty() && !remote);
                 let r = self.remote.clone();
+                let ran_full = std::cell::Cell::new(full);
+                let fall_back = || {
+                    LIMITED_FELL_BACK.fetch_add(1, Ordering::Relaxed);
+                    ran_full.set(true);
+                };
+                let mut limited = false;
                 let out = if full {
                     self.pass(&r, None, *settle, None).await
                 } else {
-                    match self.pass_folders(&r, *settle, &dirs).await {
-                        Ok(Some(o)) => {
-                            LIMITED_PASSES.fetch_add(1, Ordering::Relaxed);
-                            Ok(o)
+                    let found = if *remote {
+                        self.passer(&r, *settle)
+                            .remote_changes(skyfill::sync::MAX_FOLDERS)
+                            .await
+                    } else {
+                        Ok(Some(Default::default()))
+                    };
+                    if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
+                        eprintln!("remote changes: {found:?}");
+                    }
+                    match found {
+                        Ok(Some(more)) => {
+                            dirs.extend(more);
+                            dirs.sort();
+                            dirs.dedup();
+                            if dirs.is_empty() {
+                                limited = true;
+                                Ok(Default::default())
+                            } else {
+                                match self.passer(&r, *settle).run_folders(&dirs).await {
+                                    Ok(Some(o)) => {
+                                        LIMITED_PASSES.fetch_add(1, Ordering::Relaxed);
+                                        limited = true;
+                                        Ok(o)
+                                    }
+                                    Ok(None) => {
+                                        fall_back();
+                                        self.pass(&r, None, *settle, None).await
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
                         }
                         Ok(None) => {
-                            LIMITED_FELL_BACK.fetch_add(1, Ordering::Relaxed);
+                            fall_back();
                             self.pass(&r, None, *settle, None).await
                         }
                         Err(e) => Err(e),
@@ -661,11 +699,36 @@ impl World {
                         prop_assert!(!o.report.offline, "a fault-free pass went offline");
                         self.check_pass_errors(&o.report.errors)?;
                         self.needs_full = !o.settled();
+                        // As the daemon keeps its last listing (see `sync_root_once`).
+                        if ran_full.get() {
+                            self.prev = Some(o.snapshot.clone());
+                        } else if !o.plan.ops.is_empty() {
+                            if let Some(p) = self.prev.as_mut() {
+                                p.base_matches = false;
+                            }
+                        }
                         self.remember_versions();
                         self.check_reference_if_equal(
                             &format!("after {s:?}"),
                             !o.plan.waiting.is_empty(),
                         )?;
+                        if *remote && limited && o.settled() {
+                            // Every local change was in `dirs` and the server was compared:
+                            // a full pass now must find nothing left to change on either side
+                            // (the base's own bookkeeping may still follow a full pass).
+                            let again = self.pass(&r, None, *settle, None).await;
+                            let mut ops = again.map(|o| o.plan.ops).unwrap_or_default();
+                            ops.retain(|o| {
+                                !matches!(
+                                    o,
+                                    Op::Adopt { .. } | Op::Forget { .. } | Op::Rebase { .. }
+                                )
+                            });
+                            prop_assert!(
+                                ops.is_empty(),
+                                "after a pass over the changed folders and the server's, a full pass still did {ops:?}"
+                            );
+                        }
                     }
                     Err(e) => {
                         return Err(TestCaseError::fail(format!(
@@ -680,9 +743,13 @@ impl World {
                 settle,
                 incremental,
             } => {
-                // A full pass looks at every folder; one that fails leaves a full one to do.
+                // A full pass looks at every folder; one that fails leaves a full one to do,
+                // and the last listing no longer matching the base.
                 self.dirty.clear();
                 self.needs_full = crash_after.is_some() || fault_every.is_some();
+                if let Some(p) = self.prev.as_mut() {
+                    p.base_matches = false;
+                }
                 let (local, remote) = (self.local_tree(), self.remote.tree());
                 self.reference.taint_kind_changes(&local, &remote);
                 let crash = crash_after.map(AtomicI64::new);
@@ -866,9 +933,14 @@ impl World {
     }
 
     /// What the folder watcher reports for a change at `path`: the folder the first new or
-    /// changed entry appears in (folders created on the way are not watched yet).
+    /// changed entry appears in (folders created on the way are not watched yet); for a
+    /// folder removed or moved away, a full pass (as the daemon's watch loop decides).
     fn will_change(&mut self, path: &RelPath) {
         let nodes = self.local.nodes();
+        if matches!(nodes.get(path), Some(MemNode::Dir)) {
+            // A folder removed or moved away: the daemon's watcher asks for a full pass.
+            self.needs_full = true;
+        }
         let mut top = path.clone();
         while let Some(up) = top.parent() {
             if up.is_root() || nodes.contains_key(&up) {
@@ -879,12 +951,9 @@ impl World {
         }
     }
 
-    async fn pass_folders(
-        &self,
-        remote: &dyn Remote,
-        settle_secs: i64,
-        dirs: &[RelPath],
-    ) -> Result<Option<skyfill::sync::Outcome>, skyfill::sync::PassError> {
+    /// A pass as the daemon's limited ones are made (the last full pass's listing for the
+    /// ETag shortcut).
+    fn passer<'a>(&'a self, remote: &'a dyn Remote, settle_secs: i64) -> Pass<'a> {
         Pass {
             max_entries: u64::MAX,
             root: "root1",
@@ -894,11 +963,9 @@ impl World {
             ignore: &self.ignore,
             settle_secs,
             host: "modelhost".into(),
-            prev: None,
+            prev: self.prev.as_ref(),
             crash_after: None,
         }
-        .run_folders(dirs)
-        .await
     }
 
     fn check_nothing_lost(&self, when: &str) -> Result<(), TestCaseError> {
@@ -1181,6 +1248,17 @@ fn regressions() {
         incremental: false,
     };
     let cases: Vec<Vec<Step>> = vec![
+        vec![
+            LocalWrite(2),
+            plain(None),
+            LocalWrite(1),
+            plain(None),
+            RemoteDelete(1),
+            SyncChanged {
+                settle: 0,
+                remote: true,
+            },
+        ],
         // A local folder rename set aside by a remote file of its name: the file it held,
         // waiting, must not look deleted to a pass over its old folder alone.
         vec![
@@ -1188,8 +1266,14 @@ fn regressions() {
             plain(None),
             LocalRename(2, 7),
             RemoteWrite(7),
-            SyncChanged { settle: 0 },
-            SyncChanged { settle: 0 },
+            SyncChanged {
+                settle: 0,
+                remote: false,
+            },
+            SyncChanged {
+                settle: 0,
+                remote: false,
+            },
         ],
         // A server file replaced by a folder holding a new file.
         vec![RemoteWrite(2), plain(None), RemoteDelete(2), RemoteWrite(3)],

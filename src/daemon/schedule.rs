@@ -17,6 +17,16 @@ pub const MAX_DELAY: Duration = Duration::from_secs(15);
 /// Retry interval while a server is unreachable.
 pub const OFFLINE_RETRY: Duration = Duration::from_secs(10);
 
+/// What a pass looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole root, on both sides.
+    Full,
+    /// These folders (changed locally), and with `remote` the folders where the server
+    /// differs from the sync base (the poll).
+    Folders { dirs: Vec<RelPath>, remote: bool },
+}
+
 #[derive(Default)]
 pub struct RootSync {
     pub first_event: Option<Instant>,
@@ -90,30 +100,41 @@ impl SyncCtl {
         }
     }
 
-    /// At the start of a pass of `id`: the folders it may be limited to (None: a full pass,
-    /// which is due after a start, a failure, a change the folders cannot describe, or once
-    /// the poll interval has passed). Takes them: events from now on count for the next pass.
-    pub fn take_scope(&self, id: &str, poll: Duration) -> Option<Vec<RelPath>> {
+    /// At the start of a background pass of `id`: what it must look at. Takes the changed
+    /// folders (events from now on count for the next pass). A full pass is due after a
+    /// start, a failure, a change the folders cannot describe, or a pass asked for with no
+    /// change (resume, sign-in); once the poll interval has passed, the server is compared
+    /// too.
+    pub fn take_scope(&self, id: &str, poll: Duration) -> Scope {
         let mut m = self.roots.lock().unwrap();
         let s = m.entry(id.to_string()).or_default();
-        let dirty = std::mem::take(&mut s.dirty);
+        let dirs: Vec<RelPath> = std::mem::take(&mut s.dirty).into_iter().collect();
+        let now = Instant::now();
+        let poll_due = s.last_pass.is_none_or(|t| now.duration_since(t) >= poll);
         let full = std::mem::take(&mut s.full)
-            || dirty.is_empty()
             || s.retry_at.is_some()
-            || s.last_pass
-                .is_none_or(|t| Instant::now().duration_since(t) >= poll);
-        (!full).then(|| dirty.into_iter().collect())
+            || s.last_pass.is_none()
+            || (dirs.is_empty() && !poll_due);
+        if full || poll_due {
+            s.last_pass = Some(now);
+        }
+        if full {
+            Scope::Full
+        } else {
+            Scope::Folders {
+                dirs,
+                remote: poll_due,
+            }
+        }
     }
 
-    /// A pass limited to changed folders had to look at the whole root instead: the poll
-    /// interval counts from now.
-    pub fn full_pass_started(&self, id: &str) {
-        self.roots
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .last_pass = Some(Instant::now());
+    /// Clears what a full pass covers (changed folders and the need for a full pass).
+    pub fn take_all(&self, id: &str) {
+        let mut m = self.roots.lock().unwrap();
+        let s = m.entry(id.to_string()).or_default();
+        s.dirty.clear();
+        s.full = false;
+        s.last_pass = Some(Instant::now());
     }
 
     /// The next pass of `id` must look at the whole root (whenever it is due).

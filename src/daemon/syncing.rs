@@ -6,7 +6,7 @@
 use super::core::{Core, RootError};
 use super::error::{Error, Result};
 use super::rootfs::RootFs;
-use super::schedule::{OFFLINE_RETRY, SETTLE};
+use super::schedule::{Scope, OFFLINE_RETRY, SETTLE};
 use crate::fsutil;
 use crate::hsm::hydrate::Notice;
 use crate::hsm::placeholder::Owner;
@@ -114,20 +114,23 @@ impl Passes<'_> {
         })?;
         let lock = self.sync.lock(&r.id);
         let mut prev = lock.lock().await;
-        let poll = if limited {
-            Duration::from_secs(self.registry.settings(r.uid).poll_interval_secs)
+        // Until this pass ends well without touching the server, the last listing may no
+        // longer be what the base describes (a pass stopped midway leaves it so).
+        let matched = prev
+            .as_mut()
+            .is_some_and(|p| std::mem::take(&mut p.base_matches));
+        let scope = if limited {
+            let poll = Duration::from_secs(self.registry.settings(r.uid).poll_interval_secs);
+            self.sync.take_scope(&r.id, poll)
         } else {
-            Duration::ZERO
+            self.sync.take_all(&r.id);
+            Scope::Full
         };
-        let scope = self.sync.take_scope(&r.id, poll);
         {
             let mut m = self.sync.roots.lock().unwrap();
             let s = m.entry(r.id.clone()).or_default();
             s.first_event = None;
             s.last_event = None;
-            if scope.is_none() {
-                s.last_pass = Some(Instant::now());
-            }
             s.retry_at = None;
         }
         let root = self.open_root(r)?;
@@ -162,16 +165,42 @@ impl Passes<'_> {
             max_entries: self.limits.entries_per_root,
             crash_after: None,
         };
-        let res = match &scope {
-            Some(dirs) => match pass.run_folders(dirs).await {
-                Ok(Some(o)) => Ok((o, false)),
-                Ok(None) => {
-                    self.sync.full_pass_started(&r.id);
-                    pass.run().await.map(|o| (o, true))
+        let res = match scope {
+            Scope::Full => pass.run().await.map(|o| (o, true)),
+            Scope::Folders { mut dirs, remote } => {
+                let found = if remote {
+                    let t = Instant::now();
+                    let found = pass.remote_changes(crate::sync::MAX_FOLDERS).await;
+                    tracing::debug!(root = %r.local.display(),
+                        folders = ?found.as_ref().ok().map(|f| f.as_ref().map(|f| f.len())),
+                        ms = t.elapsed().as_millis() as u64, "server compared with the sync base");
+                    found
+                } else {
+                    Ok(Some(Default::default()))
+                };
+                match found {
+                    Ok(Some(more)) => {
+                        dirs.extend(more);
+                        dirs.sort();
+                        dirs.dedup();
+                        if dirs.is_empty() {
+                            Ok((Default::default(), false))
+                        } else {
+                            match pass.run_folders(&dirs).await {
+                                Ok(Some(o)) => {
+                                    tracing::info!(root = %r.local.display(), folders = o.snapshot.listed_dirs,
+                                        remote, ops = o.plan.ops.len(), "sync pass over changed folders");
+                                    Ok((o, false))
+                                }
+                                Ok(None) => pass.run().await.map(|o| (o, true)),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    }
+                    Ok(None) => pass.run().await.map(|o| (o, true)),
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            None => pass.run().await.map(|o| (o, true)),
+            }
         };
         for (k, dir) in fs.watched.lock().unwrap().drain(..) {
             self.sync
@@ -196,10 +225,6 @@ impl Passes<'_> {
                 return Err(self.pass_failed(r, msg, offline));
             }
         };
-        if !full {
-            tracing::info!(root = %r.local.display(), folders = out.snapshot.listed_dirs,
-                ops = out.plan.ops.len(), "sync pass over changed folders");
-        }
         let rep = &out.report;
         let waiting = out.plan.waiting.len();
         if !out.plan.ops.is_empty() {
@@ -263,6 +288,10 @@ impl Passes<'_> {
         }
         if full {
             *prev = Some(std::mem::take(&mut out.snapshot)).filter(|s| s.propagating);
+        } else if let Some(p) = prev.as_mut() {
+            // Any change to the base (either side's) parts it from the listing: a root ETag
+            // seen again (content-derived ETags repeat) then says nothing about the base.
+            p.base_matches = matched && out.plan.ops.is_empty();
         }
         drop(prev);
         // Pinned files download: after a full pass, wherever they are; after a pass over
@@ -420,9 +449,12 @@ pub(super) async fn watch_loop(d: Arc<Core>) {
                 .dir
                 .as_ref()
                 .and_then(|k| d.sync.keys.lock().unwrap().get(k).cloned());
-            // A folder moved or removed itself: its parent's event (if any) may be lost
-            // with it, so the whole root is looked at.
-            let moved = c.mask & (libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0;
+            // A folder removed or moved away (seen from itself or from its parent): what was
+            // below it, and a folder made again under its name, are not described by any
+            // one folder's entries, so the whole root is looked at.
+            let moved = c.mask & (libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0
+                || (c.mask & libc::FAN_ONDIR != 0
+                    && c.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0);
             match root {
                 Some((id, _)) if moved => d.sync.touch(&id),
                 Some((id, dir)) => d.sync.touch_dir(&id, Some(&dir)),

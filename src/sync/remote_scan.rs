@@ -16,6 +16,10 @@ pub struct Snapshot {
     pub propagating: bool,
     /// Folders listed to make this snapshot (for tests and logs).
     pub listed_dirs: u64,
+    /// The sync base still describes this listing: the pass that made it changed nothing on
+    /// the server, and no pass has changed the base since (an unchanged root ETag then means
+    /// the server is as the base says).
+    pub base_matches: bool,
 }
 
 fn subtree(map: &RemoteMap, dir: &RelPath) -> Vec<(RelPath, RemoteEntry)> {
@@ -70,6 +74,7 @@ pub async fn list(
             root_version: Some(root.version),
             propagating: false,
             listed_dirs: 1,
+            base_matches: false,
         });
     }
     let mut out = Snapshot {
