@@ -261,6 +261,15 @@ pub struct Outcome {
     pub snapshot: remote_scan::Snapshot,
 }
 
+/// What [`Pass::remote_changes`] found.
+#[derive(Debug, Default)]
+pub struct RemoteChanges {
+    /// The folders where the server differs from the base (None: too many).
+    pub folders: Option<std::collections::BTreeSet<RelPath>>,
+    /// The root's ETag read before the listing, where folder ETags propagate.
+    pub root: Option<Version>,
+}
+
 /// Most folders a pass limited to the folders that changed looks at; more make a full pass.
 pub const MAX_FOLDERS: usize = 256;
 
@@ -325,7 +334,12 @@ impl Pass<'_> {
             report,
             snapshot,
         };
-        out.snapshot.base_matches = !out.touched_remote();
+        out.snapshot.base_version = out
+            .plan
+            .ops
+            .is_empty()
+            .then(|| out.snapshot.root_version.clone())
+            .flatten();
         Ok(out)
     }
 
@@ -442,24 +456,26 @@ impl Pass<'_> {
     /// The folders where the server differs from the sync base, found without holding
     /// either in memory: the listing streams past the base (one lookup per entry), and the
     /// base's paths then stream past the hashes of the paths listed (8 bytes per entry).
-    /// Where folder ETags propagate and the root's is unchanged since a full pass that left
-    /// the base describing the server (see [`remote_scan::Snapshot::base_matches`]), one
-    /// request says nothing changed. `Ok(None)`: more than `limit` folders differ (a
-    /// full pass is the better tool).
+    /// Where folder ETags propagate, the root's ETag is read first, and one equal to
+    /// `matched_at` (see [`remote_scan::Snapshot::base_version`]) says nothing changed.
+    /// `folders: None`: more than `limit` folders differ (a full pass is the better tool).
     pub async fn remote_changes(
         &self,
         limit: usize,
-    ) -> Result<Option<std::collections::BTreeSet<RelPath>>, PassError> {
+        matched_at: Option<&Version>,
+    ) -> Result<RemoteChanges, PassError> {
         use std::hash::BuildHasher;
         let mut changed = std::collections::BTreeSet::new();
-        if let Some(p) = self.prev.filter(|p| p.propagating && p.base_matches) {
-            let root = self.remote.stat(&RelPath::root()).await?;
-            if p.root_version
-                .as_ref()
-                .is_some_and(|v| v.same(&root.version))
-            {
-                return Ok(Some(changed));
+        let mut root = None;
+        if self.prev.is_some_and(|p| p.propagating) {
+            let v = self.remote.stat(&RelPath::root()).await?.version;
+            if matched_at.is_some_and(|m| m.same(&v)) {
+                return Ok(RemoteChanges {
+                    folders: Some(changed),
+                    root: Some(v),
+                });
             }
+            root = Some(v);
         }
         let hasher = std::collections::hash_map::RandomState::new();
         let hash = |p: &str| hasher.hash_one(p);
@@ -506,7 +522,10 @@ impl Pass<'_> {
             return Err(err.into());
         }
         if too_many {
-            return Ok(None);
+            return Ok(RemoteChanges {
+                folders: None,
+                root,
+            });
         }
         self.index.base_paths(self.root, &mut |p| {
             if changed.len() > limit || listed.contains(&hash(p)) {
@@ -518,7 +537,10 @@ impl Pass<'_> {
                 }
             }
         })?;
-        Ok((changed.len() <= limit).then_some(changed))
+        Ok(RemoteChanges {
+            folders: (changed.len() <= limit).then_some(changed),
+            root,
+        })
     }
 
     fn plan(&self, base: &BaseMap, local: &LocalMap, remote: &RemoteMap) -> plan::Plan {

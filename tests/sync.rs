@@ -517,13 +517,21 @@ async fn changes_sync_by_passes_over_their_folders_alone() {
     );
 
     std::fs::remove_dir_all(r.join("d5")).unwrap();
+    // Apache's own tree (listing and reading while the daemon deletes would race it).
+    let on_server = PathBuf::from(env("SKYFILL_TEST_APACHE_DIR"))
+        .join("data")
+        .join(&scratch);
+    assert!(
+        on_server.join("d3/sub/f2.txt").exists(),
+        "Apache keeps files at {}",
+        on_server.display()
+    );
     wait_for("the removed folder gone from the server", 60, || async {
-        !server_files(&Server::Apache, &args)
-            .await
-            .keys()
-            .any(|k| k.starts_with("d5/"))
+        !on_server.join("d5").exists()
     })
     .await;
+    // The pass that removed it may still be running: wait for it (its lock) before reading.
+    sync(&d, &r);
     // The server's changes at the poll: the server is compared with the sync base as a
     // stream, and only the folders that differ are synced.
     let edited: Vec<u8> = b"edited on the server, longer than before".repeat(3);

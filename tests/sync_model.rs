@@ -640,6 +640,9 @@ impl World {
                     std::mem::replace(&mut self.needs_full, false) || (dirs.is_empty() && !remote);
                 let r = self.remote.clone();
                 let ran_full = std::cell::Cell::new(full);
+                // As the daemon keeps its last listing (see `sync_root_once`).
+                let matched_at = self.prev.as_mut().and_then(|p| p.base_version.take());
+                let mut seen_at = None;
                 let fall_back = || {
                     LIMITED_FELL_BACK.fetch_add(1, Ordering::Relaxed);
                     ran_full.set(true);
@@ -650,9 +653,16 @@ impl World {
                 } else {
                     let found = if *remote {
                         self.passer(&r, *settle)
-                            .remote_changes(skyfill::sync::MAX_FOLDERS)
+                            .remote_changes(skyfill::sync::MAX_FOLDERS, matched_at.as_ref())
                             .await
+                            .map(|c| {
+                                if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
+                                    seen_at = c.root;
+                                }
+                                c.folders
+                            })
                     } else {
+                        seen_at = matched_at.clone();
                         Ok(Some(Default::default()))
                     };
                     if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
@@ -699,13 +709,10 @@ impl World {
                         prop_assert!(!o.report.offline, "a fault-free pass went offline");
                         self.check_pass_errors(&o.report.errors)?;
                         self.needs_full = !o.settled();
-                        // As the daemon keeps its last listing (see `sync_root_once`).
                         if ran_full.get() {
                             self.prev = Some(o.snapshot.clone());
-                        } else if !o.plan.ops.is_empty() {
-                            if let Some(p) = self.prev.as_mut() {
-                                p.base_matches = false;
-                            }
+                        } else if let Some(p) = self.prev.as_mut() {
+                            p.base_version = seen_at.clone().filter(|_| o.plan.ops.is_empty());
                         }
                         self.remember_versions();
                         self.check_reference_if_equal(
@@ -748,7 +755,7 @@ impl World {
                 self.dirty.clear();
                 self.needs_full = crash_after.is_some() || fault_every.is_some();
                 if let Some(p) = self.prev.as_mut() {
-                    p.base_matches = false;
+                    p.base_version = None;
                 }
                 let (local, remote) = (self.local_tree(), self.remote.tree());
                 self.reference.taint_kind_changes(&local, &remote);

@@ -114,11 +114,10 @@ impl Passes<'_> {
         })?;
         let lock = self.sync.lock(&r.id);
         let mut prev = lock.lock().await;
-        // Until this pass ends well without touching the server, the last listing may no
-        // longer be what the base describes (a pass stopped midway leaves it so).
-        let matched = prev
-            .as_mut()
-            .is_some_and(|p| std::mem::take(&mut p.base_matches));
+        // Until this pass ends with nothing done, the base may no longer be what the server
+        // was at that ETag (a pass stopped midway leaves it so).
+        let matched_at = prev.as_mut().and_then(|p| p.base_version.take());
+        let mut seen_at = None;
         let scope = if limited {
             let poll = Duration::from_secs(self.registry.settings(r.uid).poll_interval_secs);
             self.sync.take_scope(&r.id, poll)
@@ -170,12 +169,26 @@ impl Passes<'_> {
             Scope::Folders { mut dirs, remote } => {
                 let found = if remote {
                     let t = Instant::now();
-                    let found = pass.remote_changes(crate::sync::MAX_FOLDERS).await;
-                    tracing::debug!(root = %r.local.display(),
-                        folders = ?found.as_ref().ok().map(|f| f.as_ref().map(|f| f.len())),
+                    let found = pass
+                        .remote_changes(crate::sync::MAX_FOLDERS, matched_at.as_ref())
+                        .await;
+                    let folders = match &found {
+                        Ok(c) => match &c.folders {
+                            Some(f) => f.len().to_string(),
+                            None => "over-limit".into(),
+                        },
+                        Err(_) => "error".into(),
+                    };
+                    tracing::debug!(root = %r.local.display(), folders,
                         ms = t.elapsed().as_millis() as u64, "server compared with the sync base");
-                    found
+                    found.map(|c| {
+                        if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
+                            seen_at = c.root;
+                        }
+                        c.folders
+                    })
                 } else {
+                    seen_at = matched_at.clone();
                     Ok(Some(Default::default()))
                 };
                 match found {
@@ -289,9 +302,9 @@ impl Passes<'_> {
         if full {
             *prev = Some(std::mem::take(&mut out.snapshot)).filter(|s| s.propagating);
         } else if let Some(p) = prev.as_mut() {
-            // Any change to the base (either side's) parts it from the listing: a root ETag
-            // seen again (content-derived ETags repeat) then says nothing about the base.
-            p.base_matches = matched && out.plan.ops.is_empty();
+            // Any change to the base (either side's) parts it from that ETag: seen again
+            // (content-derived ETags repeat) it would say nothing about the base.
+            p.base_version = seen_at.filter(|_| out.plan.ops.is_empty());
         }
         drop(prev);
         // Pinned files download: after a full pass, wherever they are; after a pass over

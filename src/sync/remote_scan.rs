@@ -16,10 +16,10 @@ pub struct Snapshot {
     pub propagating: bool,
     /// Folders listed to make this snapshot (for tests and logs).
     pub listed_dirs: u64,
-    /// The sync base still describes this listing: the pass that made it changed nothing on
-    /// the server, and no pass has changed the base since (an unchanged root ETag then means
-    /// the server is as the base says).
-    pub base_matches: bool,
+    /// A root ETag at which the server was seen to be what the sync base says (a full pass
+    /// with nothing to do, or a comparison that found no difference), the base unchanged
+    /// since: the server's root showing it again means nothing changed.
+    pub base_version: Option<Version>,
 }
 
 fn subtree(map: &RemoteMap, dir: &RelPath) -> Vec<(RelPath, RemoteEntry)> {
@@ -74,7 +74,7 @@ pub async fn list(
             root_version: Some(root.version),
             propagating: false,
             listed_dirs: 1,
-            base_matches: false,
+            base_version: None,
         });
     }
     let mut out = Snapshot {
