@@ -353,6 +353,7 @@ impl Pass<'_> {
     pub async fn run_folders(&self, dirs: &[RelPath]) -> Result<Option<Outcome>, PassError> {
         let mut todo: std::collections::BTreeSet<RelPath> = dirs.iter().cloned().collect();
         let mut seen = std::collections::BTreeSet::new();
+        let mut new_here = std::collections::BTreeSet::new();
         let (mut base, mut local, mut remote) = (BaseMap::new(), LocalMap::new(), RemoteMap::new());
         while let Some(d) = todo.pop_first() {
             if !seen.insert(d.clone()) {
@@ -379,16 +380,18 @@ impl Pass<'_> {
                 .into_iter()
                 .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
                 .collect();
-            let known = d.is_root() || self.index.base_get(self.root, d.as_str())?.is_some();
             let r: RemoteMap = match self.remote.list_dir(&d).await {
                 Ok(v) => v
                     .into_iter()
                     .filter(|e| e.path.parent().as_ref() == Some(&d))
                     .map(|e| (e.path.clone(), e))
                     .collect(),
-                Err(crate::remote::RemoteError::NotFound { .. }) if !known => RemoteMap::new(),
+                // A folder made here since the last pass is not on the server yet.
+                Err(crate::remote::RemoteError::NotFound { .. }) if new_here.contains(&d) => {
+                    RemoteMap::new()
+                }
                 Err(crate::remote::RemoteError::NotFound { .. }) => {
-                    return needs_full("the folder is gone from the server", &d)
+                    return needs_full("the folder is not on the server", &d)
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -410,6 +413,7 @@ impl Pass<'_> {
                         // New here: look inside it too (its own changes raise no events yet).
                         [None, Some(_), _] => {
                             todo.insert(p.clone());
+                            new_here.insert(p.clone());
                         }
                         [None, None, Some(_)] => return needs_full("a new remote folder", p),
                         _ => {}

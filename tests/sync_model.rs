@@ -1256,6 +1256,21 @@ fn regressions() {
     };
     let cases: Vec<Vec<Step>> = vec![
         vec![
+            RemoteWrite(5),
+            plain(None),
+            RemoteDelete(2),
+            RemoteWrite(6),
+            SyncChanged {
+                settle: 0,
+                remote: false,
+            },
+            RemoteDelete(5),
+            SyncChanged {
+                settle: 0,
+                remote: true,
+            },
+        ],
+        vec![
             LocalWrite(2),
             plain(None),
             LocalWrite(1),
