@@ -170,7 +170,8 @@ struct Reference {
     /// Passes since `base` that did not end with both sides equal (shown when a check fails).
     passes: usize,
     /// Renames seen on each side (local, remote) during the whole case, and whether one took
-    /// the name of a file synced before (a move over a deleted file).
+    /// the name of a file synced before (a move over a deleted file, or below a synced file
+    /// that became a folder).
     renamed: [bool; 2],
     renamed_over_synced: bool,
     /// Passes that crashed or met server faults, during the whole case.
@@ -187,7 +188,8 @@ impl Reference {
     }
 
     /// A second copy under a plain name is tolerated only where renames crossed on both
-    /// sides, a rename took the name of a synced file just deleted, or a rename met a pass
+    /// sides, a rename took the name of a synced file just deleted (or a place below one),
+    /// or a rename met a pass
     /// that crashed (the product then keeps both rather than guess; nothing is lost).
     /// Counted and printed.
     fn duplicates_tolerated(&self) -> bool {
@@ -269,7 +271,12 @@ impl Reference {
 
     fn rename(&mut self, local: bool, from: &RelPath, to: &RelPath) {
         self.renamed[usize::from(!local)] = true;
-        self.renamed_over_synced |= self.base.keys().any(|k| k.starts_with(to));
+        // Over a synced entry, or below a synced file (that file must give its name to a
+        // folder first).
+        self.renamed_over_synced |= self
+            .base
+            .iter()
+            .any(|(k, v)| k.starts_with(to) || (v.is_some() && to.starts_with(k)));
         let side = if local {
             &mut self.local
         } else {
@@ -1255,6 +1262,15 @@ fn regressions() {
         incremental: false,
     };
     let cases: Vec<Vec<Step>> = vec![
+        // A local rename below a synced file that was renamed away while the server edited it.
+        vec![
+            RemoteWrite(2),
+            LocalWrite(0),
+            plain(None),
+            RemoteWrite(2),
+            LocalRename(2, 7),
+            LocalRename(0, 3),
+        ],
         vec![
             RemoteWrite(5),
             plain(None),
