@@ -349,6 +349,13 @@ impl Roots<'_> {
                 "; `skyfill remove-root --keep-local` forgets the root without touching the folder",
             )),
         };
+        // A pass of this root still running holds the folder (and its filesystem) open: wait
+        // for it, boundedly, so the folder is free once the root is gone (an unmount right
+        // after succeeds). Passes that start later find the root gone.
+        let lock = self.sync.lock(&r.id);
+        let _pass = tokio::time::timeout(std::time::Duration::from_secs(30), lock.lock())
+            .await
+            .ok();
         let q = self.quiet(&root)?;
         let found = scan(q.as_fd(), &RelPath::root()).map_err(Error::internal)?;
         // What is not safely on the server?

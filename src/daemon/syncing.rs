@@ -114,6 +114,9 @@ impl Passes<'_> {
         })?;
         let lock = self.sync.lock(&r.id);
         let mut prev = lock.lock().await;
+        if self.root_by_id(&r.id).is_none() {
+            return Ok(Done::default()); // removed while this pass waited
+        }
         // Until this pass ends with nothing done, the base may no longer be what the server
         // was at that ETag (a pass stopped midway leaves it so).
         let matched_at = prev.as_mut().and_then(|p| p.base_version.take());
