@@ -777,7 +777,8 @@ class Bench:
             raise SystemExit(f"bench: unreadable poll log line: {lines[-1]}")
         tpoll = int(m.group(2)) / 1000
         # The listing alone, on WebDAV servers: curl asking for the same properties in one
-        # Depth: infinity PROPFIND (the body read and dropped).
+        # Depth: infinity PROPFIND (the body read and dropped). S3 lists in pages of 1,000
+        # keys, which curl does not follow: reported without a ratio there.
         tlist = None
         if self.a.server in ("webdav", "apache"):
             body = ('<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns">'
@@ -788,7 +789,8 @@ class Bench:
         self.record("7", f"unchanged poll of {self.p['million']} files (server listed, compared with the base as a stream; "
                     f"folders found {m.group(1)}); peak RSS {hwm_poll / MiB:.0f} MiB (before {rss_poll0 / MiB:.0f}); "
                     f"full pass {tpass:.1f} s", tpoll, "curl listing", tlist, None,
-                    f"{tpoll / tlist:.2f}" if tlist else "-", "<= 1.2", tlist is not None and tpoll / tlist <= 1.2)
+                    f"{tpoll / tlist:.2f}" if tlist else "-", "<= 1.2" if tlist else "report",
+                    tlist is None or tpoll / tlist <= 1.2)
         self.sfj("config", "set", "poll_interval", "30")
         # Disk a placeholder uses on an ext4 made with mkfs's defaults (256-byte inodes; the
         # bench's own image has 1 KiB inodes): the small files as a root of their own there.
