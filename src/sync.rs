@@ -280,22 +280,6 @@ fn needs_full(why: &str, p: &RelPath) -> Result<Option<Outcome>, PassError> {
 }
 
 impl Outcome {
-    /// The pass meant to change something on the server (whether or not it got there).
-    pub fn touched_remote(&self) -> bool {
-        self.plan.ops.iter().any(|o| {
-            matches!(
-                o,
-                Op::Upload { .. }
-                    | Op::RemoteMkdir { .. }
-                    | Op::RemoteRename { .. }
-                    | Op::RemoteDelete { .. }
-                    | Op::Resolve { .. }
-                    | Op::Rematch { .. }
-                    | Op::SetAside { .. }
-            )
-        })
-    }
-
     /// The pass left nothing that only a full pass finds: no file still being written, no
     /// error, no conflict, nothing set aside or rematched (their follow-ups are the daemon's
     /// own changes, which the folder watcher does not report). After a pass that is not
