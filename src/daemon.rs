@@ -29,6 +29,7 @@ mod handler;
 mod journal;
 mod keeper;
 pub mod limits;
+mod origin;
 mod prefetch;
 mod rootfs;
 mod roots;
@@ -149,6 +150,12 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
     });
     tokio::spawn(events::run(core.clone(), notices_rx));
     let weak = Arc::downgrade(&core);
+    let weak2 = weak.clone();
+    hydrator.set_origin_finder(Arc::new(move |root: &str, file, hash| {
+        weak2
+            .upgrade()
+            .and_then(|c| origin::find(&c, root, file, hash))
+    }));
     hydrator.set_room_check(Arc::new(move |root: &str, bytes: u64| {
         weak.upgrade()
             .and_then(|c| c.root_by_id(root).map(|r| events::fits(&c, &r, bytes)))

@@ -82,14 +82,14 @@ impl Totals {
             self.size,
             self.local_bytes,
         ] {
-            varint::put(&mut v, x);
+            crate::varint::put(&mut v, x);
         }
         v
     }
 
     fn decode(b: &[u8]) -> Totals {
         let mut c = b;
-        let mut n = || varint::get(&mut c).unwrap_or(0);
+        let mut n = || crate::varint::get(&mut c).unwrap_or(0);
         Totals {
             online_only: n(),
             partial: n(),
@@ -169,6 +169,8 @@ pub trait Index: Send + Sync {
         path: &str,
         limit: usize,
     ) -> Result<Vec<(String, Record)>, IndexError>;
+    /// Calls `f` with the path of every status record of `root`, in order, holding none.
+    fn record_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError>;
     fn remove_root(&self, root: &str) -> Result<(), IndexError>;
     fn is_empty(&self) -> bool;
     /// Drops the status record of one path.
@@ -219,34 +221,6 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// LEB128 unsigned integers: the compact record encoding's numbers.
-mod varint {
-    pub fn put(v: &mut Vec<u8>, mut x: u64) {
-        loop {
-            let b = (x & 0x7f) as u8;
-            x >>= 7;
-            if x == 0 {
-                v.push(b);
-                return;
-            }
-            v.push(b | 0x80);
-        }
-    }
-
-    pub fn get(c: &mut &[u8]) -> Option<u64> {
-        let mut x = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = c.split_first()?;
-            *c = rest;
-            x |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(x);
-            }
-        }
-        None
-    }
-}
-
 /// First byte of a binary status record (a JSON one, from before, starts with `{`).
 const RECORD_V1: u8 = 1;
 
@@ -263,9 +237,9 @@ fn encode(r: &Record, stamp: i64) -> Vec<u8> {
         A::Local => 2,
         A::Pinned => 3,
     });
-    varint::put(&mut v, r.size);
-    varint::put(&mut v, r.local_bytes);
-    varint::put(&mut v, stamp.max(0) as u64);
+    crate::varint::put(&mut v, r.size);
+    crate::varint::put(&mut v, r.local_bytes);
+    crate::varint::put(&mut v, stamp.max(0) as u64);
     v.extend_from_slice(r.version.as_bytes());
     v
 }
@@ -283,9 +257,9 @@ fn decode(b: &[u8]) -> Result<(Record, i64), IndexError> {
                 3 => A::Pinned,
                 _ => return Err(bad()),
             };
-            let size = varint::get(&mut c).ok_or_else(bad)?;
-            let local_bytes = varint::get(&mut c).ok_or_else(bad)?;
-            let stamp = varint::get(&mut c).ok_or_else(bad)? as i64;
+            let size = crate::varint::get(&mut c).ok_or_else(bad)?;
+            let local_bytes = crate::varint::get(&mut c).ok_or_else(bad)?;
+            let stamp = crate::varint::get(&mut c).ok_or_else(bad)? as i64;
             let version = String::from_utf8(c.to_vec()).map_err(|_| bad())?;
             Ok((
                 Record {
@@ -674,6 +648,13 @@ impl Index for SledIndex {
         }
         Ok(out)
     }
+    fn record_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
+        for k in self.db.scan_prefix(key(root, "")).keys() {
+            let k = k.map_err(e)?;
+            f(&String::from_utf8_lossy(&k[root.len() + 1..]));
+        }
+        Ok(())
+    }
     fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
         for k in self.base.scan_prefix(key(root, "")).keys() {
             let k = k.map_err(e)?;
@@ -818,6 +799,20 @@ impl Index for MemoryIndex {
     }
     fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
         for (p, _) in self.base_all(root)? {
+            f(&p);
+        }
+        Ok(())
+    }
+    fn record_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
+        let paths: Vec<String> = self
+            .m
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|(r, _)| r == root)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for p in paths {
             f(&p);
         }
         Ok(())

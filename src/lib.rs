@@ -39,3 +39,5 @@ pub mod remote;
 pub mod roots;
 #[cfg(feature = "daemon")]
 pub mod sync;
+#[cfg(feature = "daemon")]
+pub mod varint;

@@ -21,7 +21,7 @@ pub mod watch;
 
 use crate::hsm::meta::{Fill, Pin};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A local file's identity for change detection: size and mtime (seconds, nanoseconds).
 pub type Stamp = (u64, i64, u32);
@@ -40,6 +40,56 @@ pub struct LocalRecord {
     /// Size and mtime when last in sync.
     pub size: u64,
     pub mtime: (i64, u32),
+    /// Set when the record keeps only a hash of its remote path and the file is not at the
+    /// path with that hash (renamed here since): `origin` is then unknown until
+    /// [`resolve_origins`] finds the path among the base's and the server's.
+    pub origin_hash: Option<u64>,
+}
+
+/// Gives records that name their remote path by a hash (see `LocalRecord::origin_hash`)
+/// the candidate path with that hash. A record none matches names a path that is in
+/// neither the base nor the listing (a crash left it, or the server renamed it too): it
+/// gets a stand-in origin under Skyfill's own ignored prefix, which no base or listing holds,
+/// and the planner treats it as it treats any origin that exists nowhere. Returns the paths
+/// of those files.
+pub fn resolve_origins<'a>(
+    local: &mut LocalMap,
+    candidates: impl IntoIterator<Item = &'a RelPath>,
+) -> Vec<RelPath> {
+    let mut want: HashMap<u64, Vec<RelPath>> = HashMap::new();
+    for (p, e) in local.iter() {
+        if let Some(h) = e.record.as_ref().and_then(|r| r.origin_hash) {
+            want.entry(h).or_default().push(p.clone());
+        }
+    }
+    if want.is_empty() {
+        return Vec::new();
+    }
+    for c in candidates {
+        if let Some(files) = want.remove(&crate::hsm::meta::path_hash(c.as_str())) {
+            for f in files {
+                if let Some(r) = local.get_mut(&f).and_then(|e| e.record.as_mut()) {
+                    r.origin = c.clone();
+                    r.origin_hash = None;
+                }
+            }
+            if want.is_empty() {
+                break;
+            }
+        }
+    }
+    let mut lost = Vec::new();
+    for (h, files) in want {
+        let stand_in = RelPath::parse(&format!(".~skyfill-origin-{h:016x}")).expect("valid name");
+        for f in files {
+            if let Some(r) = local.get_mut(&f).and_then(|e| e.record.as_mut()) {
+                r.origin = stand_in.clone();
+                r.origin_hash = None;
+            }
+            lost.push(f);
+        }
+    }
+    lost
 }
 
 /// One entry of a local scan.
@@ -303,7 +353,7 @@ impl Outcome {
 impl Pass<'_> {
     /// Scan, list, plan, execute.
     pub async fn run(&self) -> Result<Outcome, PassError> {
-        let local = self.local.scan().map_err(PassError::Scan)?;
+        let mut local = self.local.scan().map_err(PassError::Scan)?;
         let snapshot = remote_scan::list(self.remote, self.prev, self.max_entries).await?;
         let base: BaseMap = self
             .index
@@ -311,6 +361,9 @@ impl Pass<'_> {
             .into_iter()
             .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
             .collect();
+        for p in resolve_origins(&mut local, base.keys().chain(snapshot.entries.keys())) {
+            tracing::debug!(path = %p, "renamed here from a path neither in the base nor on the server");
+        }
         let plan = self.plan(&base, &local, &snapshot.entries);
         let report = self.execute(&plan).await?;
         let mut out = Outcome {
@@ -409,9 +462,10 @@ impl Pass<'_> {
                         return needs_full("a new remote file with an id", p);
                     }
                 }
-                // A file moved in: its old folder is part of the change.
+                // A file moved in: its old folder is part of the change. (One whose record
+                // keeps only a hash is looked for among all the folders' paths below.)
                 if let Some(rec) = l.get(p).and_then(|e| e.record.as_ref()) {
-                    if &rec.origin != p {
+                    if &rec.origin != p && rec.origin_hash.is_none() {
                         if let Some(o) = rec.origin.parent() {
                             if !seen.contains(&o) {
                                 todo.insert(o);
@@ -423,6 +477,9 @@ impl Pass<'_> {
             base.extend(b);
             local.extend(l);
             remote.extend(r);
+        }
+        if let Some(p) = resolve_origins(&mut local, base.keys().chain(remote.keys())).first() {
+            return needs_full("a file renamed here from a folder not looked at", p);
         }
         let plan = self.plan(&base, &local, &remote);
         tracing::debug!(

@@ -844,8 +844,12 @@ fn fill_of(p: &Path) -> String {
         "getfattr --only-values -n trusted.skyfill.meta '{}' 2>/dev/null",
         p.display()
     ));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v["fill"].as_str().unwrap_or("?").to_string()
+    // The binary record (`hsm::meta`): magic 0xa7, then flags whose low two bits are the fill.
+    match o.stdout.as_slice() {
+        [0xa7, flags, ..] => ["placeholder", "partial", "complete", "?"][(flags & 3) as usize],
+        _ => "?",
+    }
+    .to_string()
 }
 
 /// A second, unprivileged user cannot list, pin, free, read the status of, or sign in to

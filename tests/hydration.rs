@@ -241,6 +241,19 @@ async fn every_way_in_sees_the_right_bytes() {
             assert_eq!(sha256(&out.path().join(k)).unwrap(), want(k), "{tool} {k}");
         }
     }
+    // Renames inside the root, read before any pass has synced them: the record keeps only
+    // a hash of its remote path, and the daemon finds the path in the sync base.
+    let r = fs.mnt.join("renamed");
+    add_root(&d, &r, &args, &secret);
+    std::fs::create_dir(r.join("elsewhere")).unwrap();
+    for (k, to) in [
+        ("p4096", "p4096.renamed"),
+        ("dir/mib1", "elsewhere/mib1"),
+        ("dir/deep/big64", "elsewhere/big64.moved"),
+    ] {
+        std::fs::rename(r.join(k), r.join(to)).unwrap();
+        assert_eq!(sha256(&r.join(to)).unwrap(), want(k), "after mv {k} {to}");
+    }
     // mv of placeholders to a directory outside the root (same filesystem).
     let r = fs.mnt.join("mv");
     add_root(&d, &r, &args, &secret);

@@ -54,7 +54,7 @@ fn candidates(
             };
             let (Ok(st), Ok(Some(m))) = (
                 crate::fsutil::stat_at(pfd.as_fd(), name),
-                evict::meta_at(pfd.as_fd(), name),
+                evict::meta_at(pfd.as_fd(), name, &p),
             ) else {
                 continue;
             };
@@ -124,6 +124,9 @@ fn fetch_ahead(core: &Arc<Core>, readers: &mut prefetch::Readers, root: &str, pa
 /// One notice: the index and the file's owner learn of it.
 pub fn apply(core: &Core, n: Notice) {
     match n {
+        // A record whose remote path is not known (renamed here, not yet synced): the next
+        // pass resolves it and records it.
+        Notice::Changed(m) if !m.resolved() => {}
         Notice::Changed(m) => {
             let _ = core.index.put(&m.root, &m.path, &super::record_of(&m));
             if let Some(r) = core.root_by_id(&m.root) {
@@ -237,7 +240,7 @@ pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
             Ok(n) => {
                 freed += n;
                 if let Ok((pfd, name)) = crate::fsutil::open_parent(q.as_fd(), v) {
-                    if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                    if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name, v.as_str()) {
                         apply(core, Notice::changed(&m));
                     }
                 }

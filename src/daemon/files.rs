@@ -454,7 +454,7 @@ impl Files<'_> {
                         res.files += 1;
                         res.bytes += b;
                         if let Ok((pfd, name)) = fsutil::open_parent(q.as_fd(), f) {
-                            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+                            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name, f.as_str()) {
                                 self.note(Notice::changed(&m));
                             }
                         }
@@ -486,7 +486,7 @@ impl Files<'_> {
             let Ok((pfd, name)) = fsutil::open_parent(q.as_fd(), &f) else {
                 continue;
             };
-            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name) {
+            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name, f.as_str()) {
                 if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete {
                     todo.push(f);
                 }

@@ -104,7 +104,7 @@ impl RootFs<'_> {
     /// The record of the file at `p`, read without opening it.
     fn meta(&self, p: &RelPath) -> io::Result<Option<FileMeta>> {
         let (pfd, name) = self.parent(p)?;
-        meta_at(pfd.as_fd(), &name)
+        meta_at(pfd.as_fd(), &name, p.as_str())
     }
 }
 
@@ -153,21 +153,32 @@ impl RootFs<'_> {
                     }
                 }
                 libc::S_IFREG => {
-                    let record = meta_at(dfd.as_fd(), name).ok().flatten().and_then(|m| {
-                        if m.root != self.id {
-                            // Another root's file (moved in): its bytes count only if all
-                            // are here; a record naming another root is not ours.
-                            return None;
-                        }
-                        Some(LocalRecord {
-                            origin: RelPath::parse(&m.path).ok()?,
-                            version: m.version,
-                            fill: m.fill,
-                            pin: m.pin,
-                            size: m.size,
-                            mtime: m.mtime,
-                        })
-                    });
+                    let record = meta_at(dfd.as_fd(), name, p.as_str())
+                        .ok()
+                        .flatten()
+                        .and_then(|m| {
+                            if m.root != self.id {
+                                // Another root's file (moved in): its bytes count only if all
+                                // are here; a record naming another root is not ours.
+                                return None;
+                            }
+                            // A record that keeps only a hash, of a file renamed here since it
+                            // was written: the pass finds its remote path (`resolve_origins`).
+                            let origin_hash = m.unknown_hash();
+                            Some(LocalRecord {
+                                origin: if origin_hash.is_some() {
+                                    p.clone()
+                                } else {
+                                    RelPath::parse(&m.path).ok()?
+                                },
+                                origin_hash,
+                                version: m.version,
+                                fill: m.fill,
+                                pin: m.pin,
+                                size: m.size,
+                                mtime: m.mtime,
+                            })
+                        });
                     out.insert(
                         p,
                         LocalEntry {
@@ -234,6 +245,7 @@ impl LocalFs for RootFs<'_> {
             fill: Fill::Complete,
             ranges: Default::default(),
             pin: old.map(|m| m.pin).unwrap_or(Pin::Inherit),
+            at: meta::Place::Here,
         };
         self.write_meta(&f, &m)
     }
@@ -259,20 +271,29 @@ impl LocalFs for RootFs<'_> {
             } else {
                 Pin::Inherit
             },
+            at: meta::Place::Here,
         };
         self.write_meta(&f, &m)
     }
 
     fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()> {
         let f = self.open_file(p, libc::O_RDONLY)?;
-        let Some(mut m) = meta::read_fd(f.as_fd())?.filter(|m| m.root == self.id) else {
+        let Some(mut m) = meta::read_fd(f.as_fd())?
+            .map(|m| m.found_at(p.as_str()))
+            .filter(|m| m.root == self.id)
+        else {
             return Ok(());
         };
         if m.path != origin.as_str() {
-            if origin == p {
+            if origin == p && m.resolved() {
                 let _ = self.index.remove(&self.id, &m.path);
             }
             m.path = origin.as_str().to_string();
+            m.at = if origin == p {
+                meta::Place::Here
+            } else {
+                meta::Place::Elsewhere
+            };
             self.write_meta(&f, &m)?;
         }
         Ok(())
@@ -296,7 +317,7 @@ impl LocalFs for RootFs<'_> {
 
     fn refresh(&self, e: &RemoteEntry, expect: &str) -> io::Result<()> {
         let (pfd, name) = self.parent(&e.path)?;
-        let m = meta_at(pfd.as_fd(), &name)?
+        let m = meta_at(pfd.as_fd(), &name, e.path.as_str())?
             .filter(|m| m.root == self.id && m.version == expect)
             .ok_or_else(|| crate::sync::local::stale(&e.path))?;
         let st = fsutil::stat_at(pfd.as_fd(), &name)?;
@@ -328,7 +349,7 @@ impl LocalFs for RootFs<'_> {
         if kind == Kind::Dir {
             return fsutil::unlink_at(pfd.as_fd(), &name, true);
         }
-        let m = meta_at(pfd.as_fd(), &name)?
+        let m = meta_at(pfd.as_fd(), &name, p.as_str())?
             .filter(|m| m.root == self.id)
             .ok_or_else(|| crate::sync::local::stale(p))?;
         let modified = m.fill == Fill::Complete
@@ -355,11 +376,13 @@ impl LocalFs for RootFs<'_> {
         let st = fsutil::stat_at(a.as_fd(), &an)?;
         if !keep_record && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             let f = self.open_file(from, libc::O_RDONLY)?;
-            if let Some(m) = meta::read_fd(f.as_fd())? {
+            if let Some(m) = meta::read_fd(f.as_fd())?.map(|m| m.found_at(from.as_str())) {
                 if m.fill == Fill::Complete {
                     fsutil::remove_xattr(f.as_fd(), meta::META_XATTR)?;
                     let _ = fsutil::remove_xattr(f.as_fd(), meta::USER_XATTR);
-                    let _ = self.index.remove(&m.root, &m.path);
+                    if m.resolved() {
+                        let _ = self.index.remove(&m.root, &m.path);
+                    }
                 }
             }
         }

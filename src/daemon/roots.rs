@@ -164,14 +164,14 @@ impl Roots<'_> {
         // needed after a full restart). Marks are added by name: nothing is opened.
         let mut n = 0u64;
         let id = r.id.clone();
-        fsutil::walk_files(root.as_fd(), &RelPath::root(), &mut |dfd, name, _| {
-            if let Some(m) = evict::meta_at(dfd, name)? {
+        fsutil::walk_files(root.as_fd(), &RelPath::root(), &mut |dfd, name, p| {
+            if let Some(m) = evict::meta_at(dfd, name, p.as_str())? {
                 if m.fill != Fill::Complete {
                     let c = std::ffi::CString::new(name).unwrap();
                     self.group.mark_at(dfd, &c)?;
                     n += 1;
                 }
-                if rebuild_index && m.root == id {
+                if rebuild_index && m.root == id && m.resolved() {
                     let _ = self.index.put(&id, &m.path, &super::record_of(&m));
                 }
             }
@@ -432,7 +432,7 @@ impl Roots<'_> {
                 Ok(d) => d,
                 Err(_) => continue,
             };
-            match evict::meta_at(pfd.as_fd(), name) {
+            match evict::meta_at(pfd.as_fd(), name, f.as_str()) {
                 Ok(Some(m)) if m.root == r.id && m.fill != Fill::Complete => {
                     // Online-only bytes are on the server; a sparse file would read as zeros.
                     if fsutil::unlink_at(pfd.as_fd(), name, false).is_ok() {

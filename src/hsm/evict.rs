@@ -56,7 +56,7 @@ pub fn evict(
         libc::O_PATH | libc::O_DIRECTORY,
         0,
     )?;
-    let m = meta_at(pfd.as_fd(), rel.name())?.ok_or(EvictError::NotManaged)?;
+    let m = meta_at(pfd.as_fd(), rel.name(), rel.as_str())?.ok_or(EvictError::NotManaged)?;
     match (m.fill, m.pin) {
         (Fill::Placeholder, _) if !quiet => return Err(EvictError::AlreadyOnline),
         (_, Pin::Pinned) => return Err(EvictError::Pinned),
@@ -121,8 +121,9 @@ fn round_up(n: i64, to: i64) -> i64 {
     (n + to - 1) / to * to
 }
 
-/// The record of `name` in directory `dir`, read without opening the file.
-pub fn meta_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<meta::FileMeta>> {
+/// The record of `name` in directory `dir`, read without opening the file and resolved
+/// against `rel`, the file's path in its root (see `FileMeta::resolve`).
+pub fn meta_at(dir: BorrowedFd<'_>, name: &str, rel: &str) -> io::Result<Option<meta::FileMeta>> {
     let p = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), name);
-    meta::read_path(std::path::Path::new(&p))
+    Ok(meta::read_path(std::path::Path::new(&p))?.map(|m| m.found_at(rel)))
 }

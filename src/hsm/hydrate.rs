@@ -162,7 +162,20 @@ pub struct Hydrator {
     /// the index's totals (their records are still in the notice queue): the quick budget
     /// check adds them, so a download never slips past the budget on stale totals.
     reserved: Mutex<HashMap<String, u64>>,
+    /// Finds the remote path of a file whose record holds only its hash and that is not at
+    /// the place the hash names as its path (see [`Hydrator::set_origin_finder`]).
+    origin_finder: std::sync::RwLock<Option<OriginFinder>>,
+    /// Remote paths found for such files, by inode and hash (a file is renamed, then read
+    /// many times before the next pass): bounded, cleared when full.
+    origins: Mutex<HashMap<(FileKey, u64), String>>,
 }
+
+/// See [`Hydrator::set_origin_finder`].
+pub type OriginFinder =
+    Arc<dyn Fn(&str, std::os::fd::BorrowedFd<'_>, u64) -> Option<String> + Send + Sync>;
+
+/// At most this many found origins are remembered.
+const ORIGINS_KEPT: usize = 4096;
 
 /// Bytes reserved in a budgeted root for one download; dropping it (the download ended, its
 /// records noticed) queues their release behind those records.
@@ -234,6 +247,8 @@ impl Hydrator {
             free_floor: std::sync::RwLock::new((32 << 20, 1)),
             room: std::sync::RwLock::new(None),
             reserved: Mutex::new(HashMap::new()),
+            origin_finder: std::sync::RwLock::new(None),
+            origins: Mutex::new(HashMap::new()),
         })
     }
 
@@ -248,6 +263,51 @@ impl Hydrator {
     /// one, every download in a budgeted root asks for room.
     pub fn set_room_check(&self, check: RoomCheck) {
         *self.room.write().unwrap() = Some(check);
+    }
+
+    /// Sets how a file's remote path is found when its record keeps only the path's hash:
+    /// `find(root, file, hash)` returns the root-relative path whose hash it is (the place
+    /// the file is at in its root, or its place in the sync base after a local rename).
+    pub fn set_origin_finder(&self, find: OriginFinder) {
+        *self.origin_finder.write().unwrap() = Some(find);
+    }
+
+    /// The file's record with its remote path resolved; an error (EIO) when the record names
+    /// its path by a hash that nothing found matches.
+    fn read_record(&self, file: &File) -> std::io::Result<Option<FileMeta>> {
+        let Some(mut m) = meta::read_fd(file.as_fd())? else {
+            return Ok(None);
+        };
+        let Some(h) = m.unknown_hash() else {
+            return Ok(Some(m));
+        };
+        let st = fsutil::fstat(file.as_fd())?;
+        let key = ((st.st_dev, st.st_ino), h);
+        if let Some(p) = self.origins.lock().unwrap().get(&key) {
+            m.resolve_origin(p);
+            m.resolve(p);
+            return Ok(Some(m));
+        }
+        let finder = self.origin_finder.read().unwrap().clone();
+        let found = finder.and_then(|f| f(&m.root, file.as_fd(), h));
+        match found {
+            Some(p) if m.resolve_origin(&p) => {
+                let mut o = self.origins.lock().unwrap();
+                if o.len() >= ORIGINS_KEPT {
+                    o.clear();
+                }
+                o.insert(key, p.clone());
+                m.resolve(&p);
+                Ok(Some(m))
+            }
+            _ => {
+                tracing::warn!(root = %m.root, ino = st.st_ino, "the remote path of a renamed file is not known (its record keeps a hash, and neither its place nor the sync base has a match)");
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the file's remote path is not known",
+                ))
+            }
+        }
     }
 
     /// Reserves `bytes` for a download into `root` when it has a budget, and says whether room
@@ -347,12 +407,12 @@ impl Hydrator {
     ) -> std::io::Result<Option<FileMeta>> {
         let st = fsutil::fstat(file.as_fd())?;
         let key = (st.st_dev, st.st_ino);
-        let Some(m) = meta::read_fd(file.as_fd())? else {
+        let Some(m) = self.read_record(file)? else {
             return Ok(None);
         };
         let flow = self.flow(file, key, &m);
         let _g = flow.record.lock().await;
-        let Some(mut m) = meta::read_fd(file.as_fd())? else {
+        let Some(mut m) = self.read_record(file)? else {
             return Ok(None);
         };
         f(&mut m);
@@ -379,7 +439,7 @@ impl Hydrator {
     /// Decides and performs what one kernel event needs; returns the reply to send.
     pub async fn handle(&self, access: Access, file: &Arc<File>, pid: i32) -> Reply {
         self.stats.total.events.fetch_add(1, Ordering::Relaxed);
-        let meta = match meta::read_fd(file.as_fd()) {
+        let meta = match self.read_record(file) {
             Ok(Some(m)) => {
                 self.stats
                     .of(&m.root)
@@ -512,7 +572,7 @@ impl Hydrator {
             Ok(s) => s,
             Err(_) => return Reply::Deny(libc::EIO),
         };
-        let m = match meta::read_fd(file.as_fd()) {
+        let m = match self.read_record(file) {
             Ok(Some(m)) => m,
             Ok(None) => return Reply::Allow, // not ours (any more): nothing to fill
             Err(_) => return Reply::Deny(libc::EIO),
@@ -561,7 +621,7 @@ impl Hydrator {
                 return f.clone();
             }
         }
-        let now = match meta::read_fd(file.as_fd()) {
+        let now = match self.read_record(file) {
             Ok(Some(m)) if m.version == meta.version => m,
             _ => meta.clone(),
         };
@@ -633,7 +693,7 @@ impl Hydrator {
         start: u64,
         end: u64,
     ) -> Result<(), i32> {
-        let meta = match meta::read_fd(file.as_fd()) {
+        let meta = match self.read_record(file) {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             Err(_) => return Err(libc::EIO),
@@ -766,7 +826,7 @@ impl Hydrator {
         if !job.unchanged() {
             return; // the file changed under the download: its bytes are not ours to record
         }
-        let mut meta = match meta::read_fd(file.as_fd()) {
+        let mut meta = match self.read_record(file) {
             Ok(Some(m)) if m.version == flow.version && m.fill != Fill::Complete => m,
             _ => return, // replaced, no longer ours, or already complete
         };

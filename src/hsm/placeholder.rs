@@ -190,6 +190,7 @@ impl<'a> Populator<'a> {
             },
             ranges: Default::default(),
             pin,
+            at: meta::Place::Here,
         };
         let group = self.group;
         let dir = self.dir_fd(&parent)?;

@@ -288,6 +288,7 @@ mod tests {
             fill: Fill::Placeholder,
             ranges: Ranges::default(),
             pin: Pin::Inherit,
+            at: Default::default(),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct MemRecord {
     pub version: String,
     pub size: u64,
     pub mtime: (i64, u32),
+    /// Whether the origin is kept in full; otherwise only its hash is, as on a real file
+    /// whose record was written where it stood (see `hsm::meta::Place`).
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,8 +225,11 @@ impl LocalFs for MemLocal {
                         size: *size,
                         mtime: *mtime,
                         record: record.as_ref().filter(|r| r.root == self.root).map(|r| {
+                            let hashed = !r.explicit && &r.origin != p;
                             LocalRecord {
-                                origin: r.origin.clone(),
+                                origin: if hashed { p.clone() } else { r.origin.clone() },
+                                origin_hash: hashed
+                                    .then(|| crate::hsm::meta::path_hash(r.origin.as_str())),
                                 version: r.version.clone(),
                                 fill: if data.is_some() {
                                     Fill::Complete
@@ -287,6 +293,7 @@ impl LocalFs for MemLocal {
                     version: e.version.token(),
                     size: stamp.0,
                     mtime: (stamp.1, stamp.2),
+                    explicit: false,
                 });
                 Ok(())
             }
@@ -304,6 +311,7 @@ impl LocalFs for MemLocal {
                     version: String::new(),
                     size: stamp.0,
                     mtime: (stamp.1, stamp.2),
+                    explicit: false,
                 });
             }
         }
@@ -317,6 +325,7 @@ impl LocalFs for MemLocal {
         }) = g.0.get_mut(p)
         {
             r.origin = origin.clone();
+            r.explicit = origin != p;
         }
         Ok(())
     }
@@ -340,6 +349,7 @@ impl LocalFs for MemLocal {
                     version: e.version.token(),
                     size: e.size,
                     mtime,
+                    explicit: false,
                 }),
             },
         );

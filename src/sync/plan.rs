@@ -777,6 +777,7 @@ mod tests {
                 pin: Pin::Inherit,
                 size: e.size,
                 mtime: (100, 0),
+                origin_hash: None,
             }),
         }
     }
