@@ -294,76 +294,6 @@ const MAGIC: u8 = 0xa7;
 const F_ROOT_HEX: u8 = 1 << 4;
 const F_PATH: u8 = 1 << 5;
 const F_RANGES: u8 = 1 << 6;
-/// Version token forms.
-const V_RAW: u8 = 0;
-const V_SIZE_MTIME: u8 = 1;
-const V_ETAG_HEX: u8 = 2;
-const V_ETAG: u8 = 3;
-
-fn zigzag(x: i64) -> u64 {
-    ((x << 1) ^ (x >> 63)) as u64
-}
-
-fn unzigzag(x: u64) -> i64 {
-    ((x >> 1) as i64) ^ -((x & 1) as i64)
-}
-
-fn put_bytes(v: &mut Vec<u8>, b: &[u8]) {
-    crate::varint::put(v, b.len() as u64);
-    v.extend_from_slice(b);
-}
-
-/// Lowercase hex digits, in `-`-separated non-empty groups (S3, Apache, Nextcloud ETags).
-fn hex_groups(s: &str) -> Option<Vec<&str>> {
-    let g: Vec<&str> = s.split('-').collect();
-    let ok = g.len() < 16
-        && g.iter().all(|p| {
-            !p.is_empty()
-                && p.len() < 256
-                && p.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-        });
-    ok.then_some(g)
-}
-
-fn put_version(v: &mut Vec<u8>, token: &str) {
-    if let Some(rest) = token.strip_prefix("s:") {
-        if let Some((size, secs)) = rest.split_once(':') {
-            if let (Ok(size), Ok(secs)) = (size.parse::<u64>(), secs.parse::<i64>()) {
-                if format!("s:{size}:{secs}") == token {
-                    v.push(V_SIZE_MTIME);
-                    crate::varint::put(v, size);
-                    crate::varint::put(v, zigzag(secs));
-                    return;
-                }
-            }
-        }
-    }
-    if let Some(etag) = token.strip_prefix("e:") {
-        if let Some(groups) = hex_groups(etag) {
-            v.push(V_ETAG_HEX);
-            v.push(groups.len() as u8);
-            for g in groups {
-                v.push(g.len() as u8);
-                let digits: Vec<u8> = g
-                    .bytes()
-                    .map(|c| if c <= b'9' { c - b'0' } else { c - b'a' + 10 })
-                    .collect();
-                v.extend(
-                    digits
-                        .chunks(2)
-                        .map(|p| p[0] << 4 | p.get(1).copied().unwrap_or(0)),
-                );
-            }
-            return;
-        }
-        v.push(V_ETAG);
-        put_bytes(v, etag.as_bytes());
-        return;
-    }
-    v.push(V_RAW);
-    put_bytes(v, token.as_bytes());
-}
-
 /// The binary form: magic, flags (fill, pin, forms), root id, size, mtime, version, the
 /// remote path or its hash, then the local ranges of a partial file.
 fn encode(m: &FileMeta) -> Vec<u8> {
@@ -398,14 +328,14 @@ fn encode(m: &FileMeta) -> Vec<u8> {
     v.push(flags);
     match u64::from_str_radix(&m.root, 16) {
         Ok(r) if root_hex => v.extend_from_slice(&r.to_be_bytes()),
-        _ => put_bytes(&mut v, m.root.as_bytes()),
+        _ => crate::varint::put_bytes(&mut v, m.root.as_bytes()),
     }
     crate::varint::put(&mut v, m.size);
-    crate::varint::put(&mut v, zigzag(m.mtime.0));
+    crate::varint::put(&mut v, crate::varint::zigzag(m.mtime.0));
     crate::varint::put(&mut v, u64::from(m.mtime.1));
-    put_version(&mut v, &m.version);
+    crate::varint::put_token(&mut v, &m.version);
     match m.at {
-        Place::Elsewhere => put_bytes(&mut v, m.path.as_bytes()),
+        Place::Elsewhere => crate::varint::put_bytes(&mut v, m.path.as_bytes()),
         Place::Here => v.extend_from_slice(&path_hash(&m.path).to_le_bytes()),
         Place::Unknown(h) => v.extend_from_slice(&h.to_le_bytes()),
     }
@@ -463,38 +393,9 @@ fn decode_binary(b: &[u8]) -> Result<FileMeta, String> {
         text(bytes(&mut c)?)?
     };
     let size = num(&mut c)?;
-    let secs = unzigzag(num(&mut c)?);
+    let secs = crate::varint::unzigzag(num(&mut c)?);
     let nanos = u32::try_from(num(&mut c)?).map_err(|_| bad())?;
-    let tag = take(&mut c, 1)?[0];
-    let version = match tag {
-        V_RAW => text(bytes(&mut c)?)?,
-        V_SIZE_MTIME => {
-            let s = num(&mut c)?;
-            format!("s:{s}:{}", unzigzag(num(&mut c)?))
-        }
-        V_ETAG => format!("e:{}", text(bytes(&mut c)?)?),
-        V_ETAG_HEX => {
-            let groups = take(&mut c, 1)?[0];
-            let mut out = String::from("e:");
-            for i in 0..groups {
-                if i > 0 {
-                    out.push('-');
-                }
-                let digits = take(&mut c, 1)?[0] as usize;
-                let packed = take(&mut c, digits.div_ceil(2))?;
-                for d in 0..digits {
-                    let nib = if d % 2 == 0 {
-                        packed[d / 2] >> 4
-                    } else {
-                        packed[d / 2] & 15
-                    };
-                    out.push(char::from_digit(u32::from(nib), 16).ok_or_else(bad)?);
-                }
-            }
-            out
-        }
-        _ => return Err(bad()),
-    };
+    let version = crate::varint::get_token(&mut c).ok_or_else(bad)?;
     let (path, at) = if flags & F_PATH != 0 {
         (text(bytes(&mut c)?)?, Place::Elsewhere)
     } else {
