@@ -320,6 +320,25 @@ pub struct RemoteChanges {
     pub root: Option<Version>,
 }
 
+/// What [`Pass::run_changed`] did.
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub outcome: Outcome,
+    /// A full pass ran: the changes needed one (see [`Pass::run_folders`]), or the server
+    /// differs from the base in too many folders.
+    pub full: bool,
+    /// The comparison with the server, when one ran: the folders found to differ (`None`:
+    /// more than [`MAX_FOLDERS`]) and how long it took.
+    pub compared: Option<(
+        Option<std::collections::BTreeSet<RelPath>>,
+        std::time::Duration,
+    )>,
+    /// After a limited pass, the server's version at which it is known to match the base
+    /// (the next comparison's short-cut, [`remote_scan::Snapshot::base_version`]): kept only
+    /// when nothing changed the base since it was seen.
+    pub base_version: Option<Version>,
+}
+
 /// Most folders a pass limited to the folders that changed looks at; more make a full pass.
 pub const MAX_FOLDERS: usize = 256;
 
@@ -378,6 +397,62 @@ impl Pass<'_> {
             .then(|| out.snapshot.root_version.clone())
             .flatten();
         Ok(out)
+    }
+
+    /// A background pass: over `dirs` (the folders the watcher reported) and, when `remote`,
+    /// the folders where the server differs from the base (`remote_changes`), each looked
+    /// at alone (`run_folders`); a full pass where that cannot describe the changes.
+    /// `matched_at` is the previous pass's [`Changed::base_version`] (or a full pass's
+    /// snapshot's), taken: until this pass ends with nothing done, the base may no longer be
+    /// what the server was at that version.
+    pub async fn run_changed(
+        &self,
+        mut dirs: Vec<RelPath>,
+        remote: bool,
+        matched_at: Option<Version>,
+    ) -> Result<Changed, PassError> {
+        let (mut seen_at, mut compared) = (None, None);
+        let more = if remote {
+            let t = std::time::Instant::now();
+            let c = self
+                .remote_changes(MAX_FOLDERS, matched_at.as_ref())
+                .await?;
+            if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
+                seen_at = c.root;
+            }
+            compared = Some((c.folders.clone(), t.elapsed()));
+            c.folders
+        } else {
+            seen_at = matched_at;
+            Some(Default::default())
+        };
+        let limited = match more {
+            Some(more) => {
+                dirs.extend(more);
+                dirs.sort();
+                dirs.dedup();
+                if dirs.is_empty() {
+                    Some(Outcome::default())
+                } else {
+                    self.run_folders(&dirs).await?
+                }
+            }
+            None => None,
+        };
+        Ok(match limited {
+            Some(outcome) => Changed {
+                base_version: seen_at.filter(|_| outcome.plan.ops.is_empty()),
+                outcome,
+                full: false,
+                compared,
+            },
+            None => Changed {
+                outcome: self.run().await?,
+                full: true,
+                compared,
+                base_version: None,
+            },
+        })
     }
 
     /// A pass over only the folders in `dirs` (those the folder watcher reported): each

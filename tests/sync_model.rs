@@ -642,75 +642,52 @@ impl World {
             Step::SyncChanged { settle, remote } => {
                 let (local, remote_tree) = (self.local_tree(), self.remote.tree());
                 self.reference.taint_kind_changes(&local, &remote_tree);
-                let mut dirs: Vec<RelPath> = std::mem::take(&mut self.dirty).into_iter().collect();
+                let dirs: Vec<RelPath> = std::mem::take(&mut self.dirty).into_iter().collect();
                 let full =
                     std::mem::replace(&mut self.needs_full, false) || (dirs.is_empty() && !remote);
                 let r = self.remote.clone();
                 let ran_full = std::cell::Cell::new(full);
                 // As the daemon keeps its last listing (see `sync_root_once`).
                 let matched_at = self.prev.as_mut().and_then(|p| p.base_version.take());
-                let mut seen_at = None;
                 let fall_back = || {
                     LIMITED_FELL_BACK.fetch_add(1, Ordering::Relaxed);
                     ran_full.set(true);
                 };
-                let out = if full {
-                    self.pass(&r, None, *settle, None).await
+                let (out, seen_at) = if full {
+                    (self.pass(&r, None, *settle, None).await, None)
                 } else {
-                    let found = if *remote {
-                        self.passer(&r, *settle)
-                            .remote_changes(skyfill::sync::MAX_FOLDERS, matched_at.as_ref())
-                            .await
-                            .map(|c| {
-                                if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
-                                    seen_at = c.root;
-                                }
-                                c.folders
-                            })
+                    // The reference diff of the server and the base, taken before the pass
+                    // changes either.
+                    let want = if *remote {
+                        Some(self.differing_folders().await)
                     } else {
-                        seen_at = matched_at.clone();
-                        Ok(Some(Default::default()))
+                        None
                     };
-                    if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
-                        eprintln!("remote changes: {found:?}");
-                    }
-                    if let Ok(Some(f)) = &found {
-                        if *remote {
-                            let want = self.differing_folders().await;
-                            let missed: Vec<&RelPath> =
-                                want.iter().filter(|d| !f.contains(*d)).collect();
-                            prop_assert!(
-                                missed.is_empty(),
-                                "the comparison with the server missed folders {missed:?} (found {f:?})"
-                            );
-                        }
-                    }
-                    match found {
-                        Ok(Some(more)) => {
-                            dirs.extend(more);
-                            dirs.sort();
-                            dirs.dedup();
-                            if dirs.is_empty() {
-                                Ok(Default::default())
-                            } else {
-                                match self.passer(&r, *settle).run_folders(&dirs).await {
-                                    Ok(Some(o)) => {
-                                        LIMITED_PASSES.fetch_add(1, Ordering::Relaxed);
-                                        Ok(o)
-                                    }
-                                    Ok(None) => {
-                                        fall_back();
-                                        self.pass(&r, None, *settle, None).await
-                                    }
-                                    Err(e) => Err(e),
-                                }
+                    match self
+                        .passer(&r, *settle)
+                        .run_changed(dirs.clone(), *remote, matched_at)
+                        .await
+                    {
+                        Ok(c) => {
+                            if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
+                                eprintln!("remote changes: {:?}", c.compared);
                             }
+                            if let (Some(want), Some((Some(found), _))) = (&want, &c.compared) {
+                                let missed: Vec<&RelPath> =
+                                    want.iter().filter(|d| !found.contains(*d)).collect();
+                                prop_assert!(
+                                    missed.is_empty(),
+                                    "the comparison with the server missed folders {missed:?} (found {found:?})"
+                                );
+                            }
+                            if c.full {
+                                fall_back();
+                            } else if c.outcome.snapshot.listed_dirs > 0 {
+                                LIMITED_PASSES.fetch_add(1, Ordering::Relaxed);
+                            }
+                            (Ok(c.outcome), c.base_version)
                         }
-                        Ok(None) => {
-                            fall_back();
-                            self.pass(&r, None, *settle, None).await
-                        }
-                        Err(e) => Err(e),
+                        Err(e) => (Err(e), None),
                     }
                 };
                 if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
@@ -727,7 +704,7 @@ impl World {
                         if ran_full.get() {
                             self.prev = Some(o.snapshot.clone());
                         } else if let Some(p) = self.prev.as_mut() {
-                            p.base_version = seen_at.clone().filter(|_| o.plan.ops.is_empty());
+                            p.base_version = seen_at.clone();
                         }
                         self.remember_versions();
                         self.check_reference_if_equal(

@@ -120,7 +120,6 @@ impl Passes<'_> {
         // Until this pass ends with nothing done, the base may no longer be what the server
         // was at that ETag (a pass stopped midway leaves it so).
         let matched_at = prev.as_mut().and_then(|p| p.base_version.take());
-        let mut seen_at = None;
         let scope = if limited {
             let poll = Duration::from_secs(self.registry.settings(r.uid).poll_interval_secs);
             self.sync.take_scope(&r.id, poll)
@@ -168,54 +167,26 @@ impl Passes<'_> {
             crash_after: None,
         };
         let res = match scope {
-            Scope::Full => pass.run().await.map(|o| (o, true)),
-            Scope::Folders { mut dirs, remote } => {
-                let found = if remote {
-                    let t = Instant::now();
-                    let found = pass
-                        .remote_changes(crate::sync::MAX_FOLDERS, matched_at.as_ref())
-                        .await;
-                    let folders = match &found {
-                        Ok(c) => match &c.folders {
-                            Some(f) => f.len().to_string(),
-                            None => "over-limit".into(),
-                        },
-                        Err(_) => "error".into(),
-                    };
-                    tracing::debug!(root = %r.local.display(), folders,
-                        ms = t.elapsed().as_millis() as u64, "server compared with the sync base");
-                    found.map(|c| {
-                        if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
-                            seen_at = c.root;
+            Scope::Full => pass.run().await.map(|o| (o, true, None)),
+            Scope::Folders { dirs, remote } => {
+                pass.run_changed(dirs, remote, matched_at)
+                    .await
+                    .map(|c| {
+                        if let Some((found, took)) = &c.compared {
+                            let folders = match found {
+                                Some(f) => f.len().to_string(),
+                                None => "over-limit".into(),
+                            };
+                            tracing::debug!(root = %r.local.display(), folders,
+                                ms = took.as_millis() as u64, "server compared with the sync base");
                         }
-                        c.folders
+                        // (Limited passes only: a full one is logged as any pass is.)
+                        if !c.full && c.outcome.snapshot.listed_dirs > 0 {
+                            tracing::info!(root = %r.local.display(), folders = c.outcome.snapshot.listed_dirs,
+                                remote, ops = c.outcome.plan.ops.len(), "sync pass over changed folders");
+                        }
+                        (c.outcome, c.full, c.base_version)
                     })
-                } else {
-                    seen_at = matched_at.clone();
-                    Ok(Some(Default::default()))
-                };
-                match found {
-                    Ok(Some(more)) => {
-                        dirs.extend(more);
-                        dirs.sort();
-                        dirs.dedup();
-                        if dirs.is_empty() {
-                            Ok((Default::default(), false))
-                        } else {
-                            match pass.run_folders(&dirs).await {
-                                Ok(Some(o)) => {
-                                    tracing::info!(root = %r.local.display(), folders = o.snapshot.listed_dirs,
-                                        remote, ops = o.plan.ops.len(), "sync pass over changed folders");
-                                    Ok((o, false))
-                                }
-                                Ok(None) => pass.run().await.map(|o| (o, true)),
-                                Err(e) => Err(e),
-                            }
-                        }
-                    }
-                    Ok(None) => pass.run().await.map(|o| (o, true)),
-                    Err(e) => Err(e),
-                }
             }
         };
         for (k, dir) in fs.watched.lock().unwrap().drain(..) {
@@ -228,7 +199,7 @@ impl Passes<'_> {
         for m in fs.touched.lock().unwrap().drain(..) {
             self.note(Notice::changed(&m));
         }
-        let (mut out, full) = match res {
+        let (mut out, full, seen_at) = match res {
             Ok(o) => o,
             Err(e) => {
                 let offline = e.is_offline();
@@ -307,7 +278,7 @@ impl Passes<'_> {
         } else if let Some(p) = prev.as_mut() {
             // Any change to the base (either side's) parts it from that ETag: seen again
             // (content-derived ETags repeat) it would say nothing about the base.
-            p.base_version = seen_at.filter(|_| out.plan.ops.is_empty());
+            p.base_version = seen_at;
         }
         drop(prev);
         // Pinned files download: after a full pass, wherever they are; after a pass over
