@@ -1010,6 +1010,17 @@ mod tests {
             (Kind::File, "e:ABCDEF", 3, None),
             (Kind::File, "e:0a", 3, None),
             (Kind::File, "e:a", 3, None),
+            (
+                Kind::File,
+                "e:1a2b3c-2faf080-6755c1a0.1f3a5b7c",
+                3,
+                Some("1715004"),
+            ),
+            (Kind::File, "e:a.b", 3, None),
+            (Kind::File, "e:a..b", 3, None),
+            (Kind::File, "e:a.", 3, None),
+            (Kind::File, "e:.a", 3, None),
+            (Kind::File, "e:-", 3, None),
         ] {
             let b = BaseEntry {
                 kind,

@@ -62,17 +62,44 @@ const V_RAW: u8 = 0;
 const V_SIZE_MTIME: u8 = 1;
 const V_ETAG_HEX: u8 = 2;
 const V_ETAG: u8 = 3;
+const V_ETAG_HEX_SEP: u8 = 4;
 
-/// Lowercase hex digits, in `-`-separated non-empty groups (S3, Apache, Nextcloud ETags).
-fn hex_groups(s: &str) -> Option<Vec<&str>> {
-    let g: Vec<&str> = s.split('-').collect();
-    let ok = g.len() < 16
-        && g.iter().all(|p| {
+/// Lowercase hex digits, in non-empty groups separated by `-` or `.` (the ETags of S3,
+/// Apache, Nextcloud, and the `ino-size-mtime.nsec` ones of local folders), each with
+/// whether a `.` comes before it.
+fn hex_groups(s: &str) -> Option<Vec<(bool, &str)>> {
+    let mut out = Vec::new();
+    let mut dot = false;
+    for part in s.split_inclusive(['-', '.']) {
+        let (g, next_dot) = match part.strip_suffix('.') {
+            Some(g) => (g, true),
+            None => (part.strip_suffix('-').unwrap_or(part), false),
+        };
+        out.push((dot, g));
+        dot = next_dot;
+    }
+    if s.ends_with(['-', '.']) {
+        return None; // an empty last group
+    }
+    let ok = out.len() < 16
+        && out.iter().all(|(_, p)| {
             !p.is_empty()
-                && p.len() < 256
+                && p.len() < 128
                 && p.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
         });
-    ok.then_some(g)
+    ok.then_some(out)
+}
+
+fn put_hex(v: &mut Vec<u8>, g: &str) {
+    let digits: Vec<u8> = g
+        .bytes()
+        .map(|c| if c <= b'9' { c - b'0' } else { c - b'a' + 10 })
+        .collect();
+    v.extend(
+        digits
+            .chunks(2)
+            .map(|p| p[0] << 4 | p.get(1).copied().unwrap_or(0)),
+    );
 }
 
 /// A version token (`Version::token`): ETags of hex digits packed, size+mtime as numbers.
@@ -91,19 +118,14 @@ pub fn put_token(v: &mut Vec<u8>, token: &str) {
     }
     if let Some(etag) = token.strip_prefix("e:") {
         if let Some(groups) = hex_groups(etag) {
-            v.push(V_ETAG_HEX);
+            // Dashes only: each group's digit count in a byte. With dots: the byte's high
+            // bit says a dot (not a dash) comes before the group.
+            let dots = groups.iter().any(|(d, _)| *d);
+            v.push(if dots { V_ETAG_HEX_SEP } else { V_ETAG_HEX });
             v.push(groups.len() as u8);
-            for g in groups {
-                v.push(g.len() as u8);
-                let digits: Vec<u8> = g
-                    .bytes()
-                    .map(|c| if c <= b'9' { c - b'0' } else { c - b'a' + 10 })
-                    .collect();
-                v.extend(
-                    digits
-                        .chunks(2)
-                        .map(|p| p[0] << 4 | p.get(1).copied().unwrap_or(0)),
-                );
+            for (dot, g) in groups {
+                v.push(g.len() as u8 | if dot { 0x80 } else { 0 });
+                put_hex(v, g);
             }
             return;
         }
@@ -124,14 +146,18 @@ pub fn get_token(c: &mut &[u8]) -> Option<String> {
             format!("s:{s}:{}", unzigzag(get(c)?))
         }
         V_ETAG => format!("e:{}", text(get_bytes(c)?)?),
-        V_ETAG_HEX => {
+        tag @ (V_ETAG_HEX | V_ETAG_HEX_SEP) => {
             let groups = get_byte(c)?;
             let mut out = String::from("e:");
             for i in 0..groups {
-                if i > 0 {
-                    out.push('-');
+                let mut digits = get_byte(c)? as usize;
+                let dot = tag == V_ETAG_HEX_SEP && digits & 0x80 != 0;
+                if tag == V_ETAG_HEX_SEP {
+                    digits &= 0x7f;
                 }
-                let digits = get_byte(c)? as usize;
+                if i > 0 {
+                    out.push(if dot { '.' } else { '-' });
+                }
                 let n = digits.div_ceil(2);
                 if c.len() < n {
                     return None;

@@ -491,6 +491,7 @@ mod tests {
             "e:9b2cf535f27731c974343645a3985328-12", // S3 multipart
             "e:1f2a-62b4c7d3e8a40",                  // Apache mod_dav
             "e:6571e1b2c3d4e",                       // Nextcloud
+            "e:1a2b3c-2faf080-6755c1a0.1f3a5b7c",    // file:// (ino-size-mtime.nsec)
             "e:0x8DC1A2B3C4D5E6F",                   // other servers: kept as text
             "s:3512331:1733000000",                  // no ETag at all
         ] {
