@@ -12,7 +12,7 @@ mod suite;
 #[path = "support/users.rs"]
 mod users;
 
-use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, xattr_overhead, Daemon, LoopFs};
+use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, Daemon, LoopFs};
 use remotes::{add_root, env, upload, Server};
 use skyfill::ipc::client::Client;
 use skyfill::ipc::proto::{Event, RequestBody};
@@ -168,10 +168,7 @@ fn pin_and_free_folder(server: Server) {
         used += allocated(&p);
         assert_eq!(state_of(&d, &p), "online-only", "{}", p.display());
     }
-    assert!(
-        used <= 101 * xattr_overhead("ext4"),
-        "{used} bytes still allocated after free"
-    );
+    assert!(used == 0, "{used} bytes still allocated after free");
     let s = &status_lines(&d, &[&dir])[0];
     assert_eq!(s["state"], "online-only");
     assert_eq!(s["setting"], "inherit");
@@ -1075,7 +1072,7 @@ fn second_user_is_confined() {
     // Bob's files were never touched: still placeholders, no settings written.
     for f in &bob_files {
         assert_eq!(fill_of(f), "placeholder", "{} was touched", f.display());
-        assert_eq!(allocated(f), allocated(f).min(xattr_overhead("ext4")));
+        assert_eq!(allocated(f), 0);
     }
     let o = sh(&format!(
         "getfattr -d -m - -R '{}' /etc 2>/dev/null | grep -c skyfill.pin",

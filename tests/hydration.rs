@@ -11,10 +11,7 @@ mod remotes;
 #[path = "support/suite.rs"]
 mod suite;
 
-use hsm::{
-    allocated, sh, sh_ok, sha256, sha256_bytes, wait_blocked_in_fanotify, xattr_overhead, Daemon,
-    LoopFs,
-};
+use hsm::{allocated, sh, sh_ok, sha256, sha256_bytes, wait_blocked_in_fanotify, Daemon, LoopFs};
 use remotes::{add_root, env, scratch, upload, Server};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,8 +50,8 @@ fn check_placeholders(root: &Path, files: &BTreeMap<String, Vec<u8>>, fstype: &s
         let m = std::fs::metadata(&f).unwrap_or_else(|e| panic!("{k}: {e}"));
         assert_eq!(m.len(), v.len() as u64, "{k}: size");
         assert!(
-            allocated(&f) <= xattr_overhead(fstype),
-            "{k}: a placeholder must hold no data ({} bytes allocated)",
+            allocated(&f) == 0,
+            "{fstype} {k}: a placeholder must hold no data or xattr block ({} bytes allocated)",
             allocated(&f)
         );
     }
@@ -157,7 +154,7 @@ async fn programs_read_exact_bytes(fstype: &str, server: Server) {
     ));
     assert_eq!(o.trim(), "hello.txt");
     // The placeholder left untouched is still online-only and free.
-    assert!(allocated(&root.join("dir/deep/big64")) <= xattr_overhead(fstype));
+    assert_eq!(allocated(&root.join("dir/deep/big64")), 0);
     let s = d.cli(&["status", root.join("dir/deep/big64").to_str().unwrap()]);
     assert_eq!(s["state"], "online-only");
 }
@@ -635,7 +632,6 @@ async fn killing_the_worker_never_shows_zeros() {
     add_root(&d, &root, &via, &secret);
     // 4 MiB/s on each connection: a file takes seconds to arrive.
     proxy.set(Mode::Throttle(4 << 20), u64::MAX);
-    let overhead = xattr_overhead("ext4");
     let answered = |d: &Daemon| {
         d.log()
             .matches("answered an event of the previous worker")
@@ -649,7 +645,7 @@ async fn killing_the_worker_never_shows_zeros() {
             // Also when online-only: a killed worker may have written bytes it never
             // recorded (never served: the record says they are missing); free reclaims them.
             d.cli(&["free", f.to_str().unwrap()]);
-            if allocated(&f) > overhead {
+            if allocated(&f) > 0 {
                 let log = d.log();
                 let tail: Vec<&str> = log.lines().rev().take(150).collect();
                 panic!(
@@ -674,7 +670,7 @@ async fn killing_the_worker_never_shows_zeros() {
         let big = root.join("a.bin");
         let size = files["a.bin"].len() as u64;
         let t = Instant::now();
-        while allocated(&big) <= overhead + (1 << 20) {
+        while allocated(&big) <= 1 << 20 {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "round {i}: the download never started; log:\n{}",
@@ -765,15 +761,9 @@ async fn killing_the_worker_never_shows_zeros() {
                 // Unrecorded bytes of a killed worker are reclaimed by free (see above).
                 d.cli(&["free", f.to_str().unwrap()]);
                 let have = allocated(&f);
-                assert!(
-                    have <= overhead,
-                    "{k}: online-only with {have} bytes after free"
-                );
+                assert!(have == 0, "{k}: online-only with {have} bytes after free");
             }
-            "partial" => assert!(
-                have > overhead && have < size + overhead,
-                "{k}: partial with {have} bytes"
-            ),
+            "partial" => assert!(have > 0 && have < size, "{k}: partial with {have} bytes"),
             other => panic!("{k}: state {other} after the storm"),
         }
         assert_eq!(sha256(&f).unwrap(), sha256_bytes(v), "{k} after the storm");
@@ -879,7 +869,7 @@ async fn policy_outside_files_refusal_and_eviction() {
     drop(held);
     let r = d.cli(&["free", doc.to_str().unwrap()]);
     assert_eq!(r["files"], 1);
-    assert!(allocated(&doc) <= xattr_overhead("ext4"));
+    assert_eq!(allocated(&doc), 0);
     assert_eq!(
         d.cli(&["status", doc.to_str().unwrap()])["state"],
         "online-only"

@@ -15,23 +15,20 @@ use std::path::Path;
 pub fn find(core: &Core, root: &str, file: BorrowedFd<'_>, hash: u64) -> Option<String> {
     let r = core.root_by_id(root)?;
     let _span = tracing::debug_span!("origin", root = %root).entered();
-    let mut places = Vec::new();
-    // 1. The path the file was opened by, when it is below the root as the owner sees it.
-    if let Some(rel) = link(file).and_then(|l| below(&r.local, &l)) {
-        places.push(rel);
-    }
-    // 2. Its place in the root as the root's own view shows it (a file opened through a
-    //    bind mount elsewhere, or in another mount namespace).
-    if let Some(rel) = place_in_root(core, &r, file) {
-        places.push(rel);
-    }
-    if let Some(p) = places.iter().find(|p| path_hash(p) == hash) {
+    // 1. The path the file was opened by, when it is below the root as the owner sees it;
+    //    else 2. its place in the root as the root's own view shows it (a file opened
+    //    through a bind mount elsewhere, or in another mount namespace). The second costs a
+    //    private mount, so it is looked for only when the first says nothing.
+    let place = link(file)
+        .and_then(|l| below(&r.local, &l))
+        .or_else(|| place_in_root(core, &r, file));
+    if let Some(p) = place.as_ref().filter(|p| path_hash(p) == hash) {
         return Some(p.clone());
     }
     // 3. Renamed here since its record was written: the index has its old path (its status
     //    record, or the sync base). Its current folder first (a rename in place), then
     //    every path of the root (a move; until the next pass records it).
-    for p in &places {
+    if let Some(p) = &place {
         let dir = RelPath::parse(p)
             .ok()
             .and_then(|p| p.parent())

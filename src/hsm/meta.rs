@@ -150,12 +150,7 @@ impl FileMeta {
     /// file was not renamed since the record was written).
     pub fn resolve(&mut self, local: &str) -> bool {
         match self.at {
-            Place::Unknown(h) if path_hash(local) == h => {
-                self.path = local.to_string();
-                self.at = Place::Here;
-                true
-            }
-            Place::Unknown(_) => false,
+            Place::Unknown(h) => self.take_if(h, local, Place::Here),
             Place::Elsewhere if self.path == local => {
                 self.at = Place::Here;
                 true
@@ -172,14 +167,19 @@ impl FileMeta {
     /// the server's listing); true when it matches. The record keeps the path in full.
     pub fn resolve_origin(&mut self, origin: &str) -> bool {
         match self.at {
-            Place::Unknown(h) if path_hash(origin) == h => {
-                self.path = origin.to_string();
-                self.at = Place::Elsewhere;
-                true
-            }
-            Place::Unknown(_) => false,
+            Place::Unknown(h) => self.take_if(h, origin, Place::Elsewhere),
             _ => self.path == origin,
         }
+    }
+
+    /// An unresolved record (hash `h`) takes `path` if it has that hash.
+    fn take_if(&mut self, h: u64, path: &str, at: Place) -> bool {
+        let ok = path_hash(path) == h;
+        if ok {
+            self.path = path.to_string();
+            self.at = at;
+        }
+        ok
     }
 
     /// The stored hash of an unresolved record.
@@ -363,9 +363,10 @@ fn decode_binary(b: &[u8]) -> Result<FileMeta, String> {
         Ok(a.to_vec())
     };
     let num = |c: &mut &[u8]| crate::varint::get(c).ok_or_else(bad);
-    let bytes = |c: &mut &[u8]| -> Result<Vec<u8>, String> {
-        let n = num(c)? as usize;
-        take(c, n)
+    let bytes = |c: &mut &[u8]| {
+        crate::varint::get_bytes(c)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(bad)
     };
     let text =
         |b: Vec<u8>| String::from_utf8(b).map_err(|_| "record text is not UTF-8".to_string());

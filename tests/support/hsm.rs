@@ -448,11 +448,3 @@ pub fn allocated(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).unwrap().blocks() * 512
 }
-
-/// Most bytes a placeholder may have allocated without holding data: ext4 keeps a record
-/// that does not fit in a 256-byte inode in one xattr block; xfs and btrfs keep it inline.
-/// (Measured with st_blocks: opening the file to look for data would hydrate it.)
-pub fn xattr_overhead(_fstype: &str) -> u64 {
-    // The record fits in the inode (ext4's default 256-byte inodes included): no block.
-    0
-}
