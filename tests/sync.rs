@@ -547,13 +547,22 @@ async fn changes_sync_by_passes_over_their_folders_alone() {
             && r.join("d4/sub/g.txt").exists()
     })
     .await;
-    let log = d.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("sync pass over changed folders")
+    // The pass writes its log line after its last change lands here: wait for the line.
+    let limited = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("sync pass over changed folders")
                 && l.contains("remote=true")
-                && l.contains("folders=2"))
-            && log.matches("remote=true").count() > seen,
+                && l.contains("folders=2")
+        }) && log.matches("remote=true").count() > seen
+    };
+    let t = Instant::now();
+    let mut log = d.log();
+    while !limited(&log) && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        log = d.log();
+    }
+    assert!(
+        limited(&log),
         "a pass over the two folders the server changed:\n{log}"
     );
     d.cli(&["config", "set", "poll_interval", "3600"]);
