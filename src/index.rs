@@ -379,17 +379,21 @@ impl SledIndex {
         // Compressed pages: keys share long path prefixes, and sled's log keeps several
         // versions of a page; zstd takes the index from about 600 to about 80 bytes a file
         // (doc/BENCHMARKS.md).
-        let db = match Self::config(path).open() {
-            Ok(db) => db,
-            // An index from before compression (sled refuses to change the setting):
-            // copied over once, keeping the sync base.
-            Err(first) => match sled::Config::new().path(path).open() {
-                Ok(old) => {
-                    Self::recompress(path, old)?;
-                    Self::config(path).open().map_err(e)?
-                }
-                Err(_) => return Err(e(first)),
-            },
+        // An index from before compression (sled refuses to change the setting, and a
+        // refused open can keep the database's lock for the rest of the process): told by
+        // sled's own `conf` file before any open, and copied over once, keeping the sync base.
+        let db = if Self::written_uncompressed(path) {
+            let old = Self::open_when_unlocked(Self::transient(sled::Config::new().path(path)))
+                .map_err(|err| {
+                    e(format!(
+                        "{}: an index from before compression: {err}",
+                        path.display()
+                    ))
+                })?;
+            Self::recompress(path, old)?;
+            Self::open_when_unlocked(Self::config(path)).map_err(e)?
+        } else {
+            Self::config(path).open().map_err(e)?
         };
         let ix = SledIndex {
             totals: db.open_tree("totals").map_err(e)?,
@@ -414,11 +418,46 @@ impl SledIndex {
             .compression_factor(1)
     }
 
+    /// Whether the index at `path` was written without compression: sled's `conf` file in
+    /// it holds a line `use_compression: false` (absent for a new index).
+    fn written_uncompressed(path: &std::path::Path) -> bool {
+        std::fs::read(path.join("conf")).is_ok_and(|conf| {
+            conf.split(|&b| b == b'\n')
+                .any(|line| line == b"use_compression: false")
+        })
+    }
+
+    /// Opens, waiting (up to 5 s) while the database's lock is still held by a handle of
+    /// this process just dropped: sled's background threads let go of the lock file a moment
+    /// after the handle (seen when an old index is copied and reopened at once). sled reports
+    /// a held lock as an `Other` I/O error naming the lock.
+    fn open_when_unlocked(c: sled::Config) -> sled::Result<sled::Db> {
+        let mut tries = 0;
+        loop {
+            match c.open() {
+                Err(sled::Error::Io(io))
+                    if tries < 250 && io.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A handle opened only for a moment (the copy of an old index): no background flusher
+    /// thread, which could still hold the database's lock after the handle is dropped and so
+    /// make the next open of the same files fail. Such handles are flushed explicitly.
+    fn transient(c: sled::Config) -> sled::Config {
+        c.flush_every_ms(None)
+    }
+
     /// Copies an uncompressed index into a compressed one that then takes its place.
     fn recompress(path: &std::path::Path, old: sled::Db) -> Result<(), IndexError> {
         let tmp = path.with_extension("recompressing");
         let _ = std::fs::remove_dir_all(&tmp);
-        let new = Self::config(&tmp).open().map_err(e)?;
+        let new = Self::transient(Self::config(&tmp)).open().map_err(e)?;
         new.import(old.export());
         new.flush().map_err(e)?;
         drop((new, old));
@@ -1057,7 +1096,9 @@ mod tests {
     fn an_old_index_gains_its_totals_on_open() {
         let t = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(t.path().join("ix")).unwrap();
+            let db = SledIndex::transient(sled::Config::new().path(t.path().join("ix")))
+                .open()
+                .unwrap();
             let r = rec(Availability::Local, 10);
             db.insert(key("r", "a/b"), serde_json::to_vec(&r).unwrap())
                 .unwrap();

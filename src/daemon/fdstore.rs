@@ -18,12 +18,20 @@ const LISTEN_FDS_START: RawFd = 3;
 /// fanotify group. Every other passed descriptor is closed. Clears the variables so no child
 /// inherits them.
 pub fn take(name: &str) -> Option<OwnedFd> {
-    let pid = std::env::var("LISTEN_PID").ok()?;
-    let n: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
-    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+    take_from(name, &mut |v| {
+        let x = std::env::var(v).ok();
         std::env::remove_var(v);
-    }
+        x
+    })
+}
+
+/// `take`, with `var(v)` reading and clearing a passed variable (the process environment
+/// in `take`; tests pass their own, since changing the environment of a multi-threaded
+/// process races with every thread that reads it).
+fn take_from(name: &str, var: &mut dyn FnMut(&str) -> Option<String>) -> Option<OwnedFd> {
+    let (pid, n, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
+    let (pid, names) = (pid?, names.unwrap_or_default());
+    let n: RawFd = n?.parse().ok()?;
     if pid.parse::<u32>().ok()? != std::process::id() || !(0..=64).contains(&n) {
         return None;
     }
@@ -62,10 +70,19 @@ fn is_fanotify(fd: RawFd) -> bool {
 /// Sends `state` (e.g. `READY=1`) to the service manager, with `fds` attached when given.
 /// Returns Ok(false) when not running under a manager that listens.
 pub fn notify(state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
+    notify_to(std::env::var_os("NOTIFY_SOCKET"), state, fds)
+}
+
+/// `notify` to the socket `NOTIFY_SOCKET` names (`None`: no manager listens).
+fn notify_to(
+    socket_name: Option<std::ffi::OsString>,
+    state: &str,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<bool> {
     use nix::sys::socket::{
         sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
     };
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(path) = socket_name else {
         return Ok(false);
     };
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
@@ -103,7 +120,11 @@ pub fn notify(state: &str, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
 
 /// Stores `fd` under `name` (needs `FileDescriptorStoreMax=` ≥ 1 in the unit).
 pub fn store(fd: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
-    notify(&format!("FDSTORE=1\nFDNAME={name}"), &[fd])
+    notify(&store_message(name), &[fd])
+}
+
+fn store_message(name: &str) -> String {
+    format!("FDSTORE=1\nFDNAME={name}")
 }
 
 #[cfg(test)]
@@ -117,10 +138,8 @@ mod tests {
         let p = dir.path().join("notify");
         let rx = std::os::unix::net::UnixDatagram::bind(&p).unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();
-        // Tests in this binary share the environment; this one alone sets NOTIFY_SOCKET.
-        std::env::set_var("NOTIFY_SOCKET", &p);
-        assert!(store(f.as_fd(), "fanotify").unwrap());
-        std::env::remove_var("NOTIFY_SOCKET");
+        // The socket is passed, not set in the environment (other tests' threads read it).
+        assert!(notify_to(Some(p.into()), &store_message("fanotify"), &[f.as_fd()]).unwrap());
         let mut buf = [0u8; 128];
         let mut cbuf = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [io::IoSliceMut::new(&mut buf)];
@@ -149,11 +168,15 @@ mod tests {
     #[test]
     fn take_ignores_descriptors_meant_for_another_pid() {
         // LISTEN_PID of another process: nothing is taken and nothing is closed.
-        std::env::set_var("LISTEN_PID", "1");
-        std::env::set_var("LISTEN_FDS", "1");
-        std::env::set_var("LISTEN_FDNAMES", "fanotify");
-        assert!(take("fanotify").is_none());
-        assert!(std::env::var_os("LISTEN_FDS").is_none());
+        // Its own environment, cleared as `take` clears the process's.
+        let mut env: std::collections::HashMap<&str, &str> = [
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_FDNAMES", "fanotify"),
+        ]
+        .into();
+        assert!(take_from("fanotify", &mut |v| env.remove(v).map(String::from)).is_none());
+        assert!(env.is_empty(), "variables left for children: {env:?}");
         assert!(!is_fanotify(0));
     }
 }
