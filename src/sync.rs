@@ -318,6 +318,9 @@ pub struct RemoteChanges {
     pub folders: Option<std::collections::BTreeSet<RelPath>>,
     /// The root's ETag read before the listing, where folder ETags propagate.
     pub root: Option<Version>,
+    /// Folder ETags propagate: the server gives file ids (Nextcloud, ownCloud), as
+    /// [`remote_scan::list`] tells. Known without a listing only from the last pass.
+    pub propagating: bool,
 }
 
 /// What [`Pass::run_changed`] did.
@@ -327,6 +330,9 @@ pub struct Changed {
     /// A full pass ran: the changes needed one (see [`Pass::run_folders`]), or the server
     /// differs from the base in too many folders.
     pub full: bool,
+    /// The full pass was [`Pass::run_full`]'s comparisons and a pass over the folders they
+    /// found: the whole tree was never held, and the snapshot keeps no listing.
+    pub streamed: bool,
     /// The comparison with the server, when one ran: the folders found to differ (`None`:
     /// more than [`MAX_FOLDERS`]) and how long it took.
     pub compared: Option<(
@@ -370,20 +376,10 @@ impl Outcome {
 }
 
 impl Pass<'_> {
-    /// Scan, list, plan, execute.
+    /// Scan, list, plan, execute: the whole root held in memory at once. The daemon's full
+    /// passes go through [`Pass::run_full`], which comes here only when the changes need it.
     pub async fn run(&self) -> Result<Outcome, PassError> {
-        let mut local = self.local.scan().map_err(PassError::Scan)?;
-        let snapshot = remote_scan::list(self.remote, self.prev, self.max_entries).await?;
-        let base: BaseMap = self
-            .index
-            .base_all(self.root)?
-            .into_iter()
-            .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
-            .collect();
-        for p in resolve_origins(&mut local, base.keys().chain(snapshot.entries.keys())) {
-            tracing::debug!(path = %p, "renamed here from a path neither in the base nor on the server");
-        }
-        let plan = self.plan(&base, &local, &snapshot.entries);
+        let (plan, snapshot) = self.full_plan().await?;
         let report = self.execute(&plan).await?;
         let mut out = Outcome {
             plan,
@@ -397,6 +393,150 @@ impl Pass<'_> {
             .then(|| out.snapshot.root_version.clone())
             .flatten();
         Ok(out)
+    }
+
+    /// What a full pass would do, with no side effect: the whole local scan, the whole
+    /// listing and the whole base, planned together ([`Pass::run`]'s first half; the sync
+    /// model's reference for what [`Pass::run_full`]'s comparisons must find).
+    pub async fn full_plan(&self) -> Result<(plan::Plan, remote_scan::Snapshot), PassError> {
+        let mut local = self.local.scan().map_err(PassError::Scan)?;
+        let snapshot = remote_scan::list(self.remote, self.prev, self.max_entries).await?;
+        let base: BaseMap = self
+            .index
+            .base_all(self.root)?
+            .into_iter()
+            .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
+            .collect();
+        for p in resolve_origins(&mut local, base.keys().chain(snapshot.entries.keys())) {
+            tracing::debug!(path = %p, "renamed here from a path neither in the base nor on the server");
+        }
+        let plan = self.plan(&base, &local, &snapshot.entries);
+        Ok((plan, snapshot))
+    }
+
+    /// A full pass (after a start, a lost event queue or a pass that left work) that holds
+    /// one folder at a time where it can: the local tree is compared with the base a folder
+    /// at a time ([`Pass::local_changes`]), the listing streams past the base
+    /// ([`Pass::remote_changes`]), and the folders where either differs get a pass of their
+    /// own ([`Pass::run_folders`]). Only when that cannot describe the changes (a folder made,
+    /// removed or renamed, a remote rename, more than [`MAX_FOLDERS`] folders) does the whole
+    /// tree go through [`Pass::run`]. `matched_at` as for [`Pass::run_changed`].
+    pub async fn run_full(&self, matched_at: Option<Version>) -> Result<Changed, PassError> {
+        let t = std::time::Instant::now();
+        let mut streamed = None;
+        if let Some(mut dirs) = self.local_changes(MAX_FOLDERS)? {
+            let c = self
+                .remote_changes(MAX_FOLDERS, matched_at.as_ref())
+                .await?;
+            let compared = Some((c.folders.clone(), t.elapsed()));
+            if let Some(theirs) = c.folders {
+                let unchanged_there = theirs.is_empty();
+                dirs.extend(theirs);
+                if dirs.len() <= MAX_FOLDERS {
+                    let dirs: Vec<RelPath> = dirs.into_iter().collect();
+                    let limited = if dirs.is_empty() {
+                        Some(Outcome::default())
+                    } else {
+                        self.run_folders(&dirs).await?
+                    };
+                    if let Some(mut outcome) = limited {
+                        // No listing is kept (its entries are what this pass does without),
+                        // only whether folder ETags propagate and where the server matched.
+                        outcome.snapshot.propagating = c.propagating;
+                        outcome.snapshot.base_version = c
+                            .root
+                            .filter(|_| unchanged_there && outcome.plan.ops.is_empty());
+                        streamed = Some((outcome, compared));
+                    }
+                } else {
+                    tracing::debug!(
+                        folders = dirs.len(),
+                        "too many folders differ for passes over them alone"
+                    );
+                }
+            }
+        }
+        Ok(match streamed {
+            Some((outcome, compared)) => Changed {
+                outcome,
+                full: true,
+                streamed: true,
+                compared,
+                base_version: None,
+            },
+            None => Changed {
+                outcome: self.run().await?,
+                full: true,
+                streamed: false,
+                compared: None,
+                base_version: None,
+            },
+        })
+    }
+
+    /// The folders where the local tree differs from the sync base, found a folder at a
+    /// time (its entries and its base children, every local folder gone into): an entry on
+    /// one side only, of another kind, or a file not clean at its path at the base's version.
+    /// `None`: more than `limit` folders differ.
+    pub fn local_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Option<std::collections::BTreeSet<RelPath>>, PassError> {
+        let mut changed = std::collections::BTreeSet::new();
+        let mut todo = vec![RelPath::root()];
+        while let Some(d) = todo.pop() {
+            let l = match self.local.scan_dir(&d) {
+                Ok(l) => l,
+                // Gone or replaced since its parent was read: the parent changed.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    changed.insert(d.parent().unwrap_or_default());
+                    continue;
+                }
+                Err(e) => return Err(PassError::Scan(e)),
+            };
+            let b: BaseMap = self
+                .index
+                .base_children(self.root, d.as_str())?
+                .into_iter()
+                .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
+                .collect();
+            let mut differs = false;
+            for p in b.keys().chain(l.keys().filter(|p| !b.contains_key(*p))) {
+                let (be, le) = (b.get(p), l.get(p));
+                if be.is_none() && self.ignore.matches(p) {
+                    continue;
+                }
+                // Every local folder is gone into: the base may know what is below one it
+                // does not know itself (a pass stopped midway).
+                if le.is_some_and(|l| l.kind == Kind::Dir) {
+                    todo.push(p.clone());
+                }
+                match (be, le) {
+                    (Some(b), Some(l)) if b.kind == l.kind => {
+                        if l.kind == Kind::File
+                            && (!l.clean_at(p)
+                                || l.record.as_ref().is_some_and(|r| r.origin_hash.is_some())
+                                || l.known_version(p) != Some(b.version.as_str()))
+                        {
+                            differs = true;
+                        }
+                    }
+                    _ => differs = true,
+                }
+            }
+            if differs {
+                changed.insert(d);
+                if changed.len() > limit {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(changed))
     }
 
     /// A background pass: over `dirs` (the folders the watcher reported) and, when `remote`,
@@ -444,11 +584,13 @@ impl Pass<'_> {
                 base_version: seen_at.filter(|_| outcome.plan.ops.is_empty()),
                 outcome,
                 full: false,
+                streamed: false,
                 compared,
             },
             None => Changed {
                 outcome: self.run().await?,
                 full: true,
+                streamed: false,
                 compared,
                 base_version: None,
             },
@@ -576,8 +718,9 @@ impl Pass<'_> {
     /// The folders where the server differs from the sync base, found without holding
     /// either in memory: the listing streams past the base (one lookup per entry), and the
     /// base's paths then stream past the hashes of the paths listed (8 bytes per entry).
-    /// Where folder ETags propagate, the root's ETag is read first, and one equal to
-    /// `matched_at` (see [`remote_scan::Snapshot::base_version`]) says nothing changed.
+    /// The root is read first; where folder ETags propagate (the last pass saw file ids, or
+    /// the root has one), an ETag equal to `matched_at` (see
+    /// [`remote_scan::Snapshot::base_version`]) says nothing changed.
     /// `folders: None`: more than `limit` folders differ (a full pass is the better tool).
     pub async fn remote_changes(
         &self,
@@ -586,17 +729,16 @@ impl Pass<'_> {
     ) -> Result<RemoteChanges, PassError> {
         use std::hash::BuildHasher;
         let mut changed = std::collections::BTreeSet::new();
-        let mut root = None;
-        if self.prev.is_some_and(|p| p.propagating) {
-            let v = self.remote.stat(&RelPath::root()).await?.version;
-            if matched_at.is_some_and(|m| m.same(&v)) {
-                return Ok(RemoteChanges {
-                    folders: Some(changed),
-                    root: Some(v),
-                });
-            }
-            root = Some(v);
+        let top = self.remote.stat(&RelPath::root()).await?;
+        let known = self.prev.is_some_and(|p| p.propagating) || top.file_id.is_some();
+        if known && matched_at.is_some_and(|m| m.same(&top.version)) {
+            return Ok(RemoteChanges {
+                folders: Some(changed),
+                root: Some(top.version),
+                propagating: true,
+            });
         }
+        let mut ids = known;
         let hasher = std::collections::hash_map::RandomState::new();
         let hash = |p: &str| hasher.hash_one(p);
         let mut listed = std::collections::HashSet::new();
@@ -613,6 +755,7 @@ impl Pass<'_> {
                     what: "entries in the sync root",
                 });
             }
+            ids |= e.file_id.is_some();
             if self.ignore.matches(&e.path) {
                 return Ok(());
             }
@@ -641,10 +784,12 @@ impl Pass<'_> {
         if let Some(err) = failed {
             return Err(err.into());
         }
+        let root = ids.then_some(top.version);
         if too_many {
             return Ok(RemoteChanges {
                 folders: None,
                 root,
+                propagating: ids,
             });
         }
         self.index.base_paths(self.root, &mut |p| {
@@ -660,6 +805,7 @@ impl Pass<'_> {
         Ok(RemoteChanges {
             folders: (changed.len() <= limit).then_some(changed),
             root,
+            propagating: ids,
         })
     }
 

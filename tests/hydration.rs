@@ -251,9 +251,14 @@ async fn every_way_in_sees_the_right_bytes() {
         std::fs::rename(r.join(k), r.join(to)).unwrap();
         assert_eq!(sha256(&r.join(to)).unwrap(), want(k), "after mv {k} {to}");
     }
-    // mv of placeholders to a directory outside the root (same filesystem).
+    // mv of placeholders to a directory outside the root (same filesystem), read before the
+    // next pass (which deletes them on the server, as for `rm`: doc/SEMANTICS.md). The root
+    // is paused and its first pass waited out (`sync` waits for a running pass), so no pass
+    // comes between the move and the read.
     let r = fs.mnt.join("mv");
     add_root(&d, &r, &args, &secret);
+    d.cli(&["pause", r.to_str().unwrap()]);
+    d.cli(&["sync", r.to_str().unwrap()]);
     let outside = fs.mnt.join("outside");
     std::fs::create_dir(&outside).unwrap();
     for k in ["huge40", "dir/mib1", "p4096"] {

@@ -654,7 +654,22 @@ impl World {
                     ran_full.set(true);
                 };
                 let (out, seen_at) = if full {
-                    (self.pass(&r, None, *settle, None).await, None)
+                    // As the daemon's full passes: compared a folder at a time first. Every
+                    // op a whole-tree plan has must lie in a folder one comparison found.
+                    let passer = self.passer(&r, *settle);
+                    let found = self.compared_folders(&passer).await;
+                    self.check_plan_covered(&passer, &found).await?;
+                    match passer.run_full(matched_at).await {
+                        Ok(c) => {
+                            if c.streamed {
+                                STREAMED_FULL.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                WHOLE_FULL.fetch_add(1, Ordering::Relaxed);
+                            }
+                            (Ok(c.outcome), None)
+                        }
+                        Err(e) => (Err(e), None),
+                    }
                 } else {
                     // The reference diff of the server and the base, taken before the pass
                     // changes either.
@@ -967,6 +982,73 @@ impl World {
         out
     }
 
+    /// Every folder where `Pass::local_changes` or `Pass::remote_changes` (with no limit)
+    /// finds the root differing from the base.
+    async fn compared_folders(&self, passer: &Pass<'_>) -> BTreeSet<RelPath> {
+        let mut found = passer.local_changes(usize::MAX).unwrap().expect("no limit");
+        found.extend(
+            passer
+                .remote_changes(usize::MAX, None)
+                .await
+                .unwrap()
+                .folders
+                .expect("no limit"),
+        );
+        found
+    }
+
+    /// The reference for a full pass made of comparisons: each path a whole-tree plan
+    /// (`Pass::full_plan`) acts on or waits for lies in a folder in `found`, or below
+    /// folders that are not on all three sides (new or gone: the pass over the folder above
+    /// them looks into them, or needs a full pass).
+    async fn check_plan_covered(
+        &self,
+        passer: &Pass<'_>,
+        found: &BTreeSet<RelPath>,
+    ) -> Result<(), TestCaseError> {
+        use skyfill::sync::Op;
+        let (plan, listing) = passer.full_plan().await.unwrap();
+        let base: BTreeMap<RelPath, skyfill::index::BaseEntry> = self
+            .index
+            .base_all("root1")
+            .unwrap()
+            .into_iter()
+            .map(|(p, b)| (RelPath::parse(&p).unwrap(), b))
+            .collect();
+        let nodes = self.local.nodes();
+        let on_all_sides = |d: &RelPath| {
+            d.is_root()
+                || (base.get(d).is_some_and(|b| b.kind == Kind::Dir)
+                    && matches!(nodes.get(d), Some(MemNode::Dir))
+                    && listing.entries.get(d).is_some_and(|e| e.kind == Kind::Dir))
+        };
+        let mut paths: Vec<&RelPath> = plan.waiting.iter().collect();
+        for op in &plan.ops {
+            paths.push(op.path());
+            match op {
+                Op::LocalRename { from, base, .. } => paths.extend([from, base]),
+                Op::RemoteRename { from, .. } | Op::Rebase { from, .. } => paths.push(from),
+                Op::Rematch { from, origin, .. } => paths.extend([from, origin]),
+                _ => {}
+            }
+        }
+        for p in paths {
+            let mut d = p.parent();
+            while let Some(f) = d {
+                if found.contains(&f) {
+                    break;
+                }
+                prop_assert!(
+                    !on_all_sides(&f),
+                    "a full pass would act on {p}, but no comparison found its folder {f} changed (found {found:?}; plan {:?})",
+                    plan.ops
+                );
+                d = f.parent();
+            }
+        }
+        Ok(())
+    }
+
     /// A pass as the daemon's limited ones are made (the last full pass's listing for the
     /// ETag shortcut).
     fn passer<'a>(&'a self, remote: &'a dyn Remote, settle_secs: i64) -> Pass<'a> {
@@ -1051,6 +1133,10 @@ static TRANSIENT_ERRORS: AtomicUsize = AtomicUsize::new(0);
 /// Passes over changed folders that ran as such, and those that needed a full pass.
 static LIMITED_PASSES: AtomicUsize = AtomicUsize::new(0);
 static LIMITED_FELL_BACK: AtomicUsize = AtomicUsize::new(0);
+/// Full passes made of comparisons and passes over folders, and those that needed the
+/// whole tree.
+static STREAMED_FULL: AtomicUsize = AtomicUsize::new(0);
+static WHOLE_FULL: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first failing case: the calls after it are shrinking, not new cases.
 static SHRINKING: AtomicBool = AtomicBool::new(false);
 
@@ -1195,13 +1281,19 @@ fn planner_and_executor_converge_and_lose_nothing() {
     );
     let _ = writeln!(
         std::io::stderr(),
-        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass)",
+        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree)",
         CASES_RUN.load(Ordering::Relaxed),
         LONGEST.load(Ordering::Relaxed),
         TRANSIENT_ERRORS.load(Ordering::Relaxed),
         TOLERATED_DUPLICATES.load(Ordering::Relaxed),
         LIMITED_PASSES.load(Ordering::Relaxed),
-        LIMITED_FELL_BACK.load(Ordering::Relaxed)
+        LIMITED_FELL_BACK.load(Ordering::Relaxed),
+        STREAMED_FULL.load(Ordering::Relaxed),
+        WHOLE_FULL.load(Ordering::Relaxed)
+    );
+    assert!(
+        STREAMED_FULL.load(Ordering::Relaxed) > 0 || cases < 100,
+        "full passes made of comparisons were exercised"
     );
     assert!(
         LIMITED_PASSES.load(Ordering::Relaxed) > 0 || cases < 100,

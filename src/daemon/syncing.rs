@@ -167,7 +167,15 @@ impl Passes<'_> {
             crash_after: None,
         };
         let res = match scope {
-            Scope::Full => pass.run().await.map(|o| (o, true, None)),
+            Scope::Full => pass.run_full(matched_at).await.map(|c| {
+                if c.streamed {
+                    tracing::info!(root = %r.local.display(), folders = c.outcome.snapshot.listed_dirs,
+                        ops = c.outcome.plan.ops.len(),
+                        ms = c.compared.as_ref().map(|(_, t)| t.as_millis() as u64),
+                        "full pass: both sides compared with the sync base, the folders that differ synced");
+                }
+                (c.outcome, true, None)
+            }),
             Scope::Folders { dirs, remote } => {
                 pass.run_changed(dirs, remote, matched_at)
                     .await
