@@ -485,26 +485,11 @@ impl Pass<'_> {
         let mut changed = std::collections::BTreeSet::new();
         let mut todo = vec![RelPath::root()];
         while let Some(d) = todo.pop() {
-            let l = match self.local.scan_dir(&d) {
-                Ok(l) => l,
+            let Some((l, b)) = self.folder_here(&d)? else {
                 // Gone or replaced since its parent was read: the parent changed.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    changed.insert(d.parent().unwrap_or_default());
-                    continue;
-                }
-                Err(e) => return Err(PassError::Scan(e)),
+                changed.insert(d.parent().unwrap_or_default());
+                continue;
             };
-            let b: BaseMap = self
-                .index
-                .base_children(self.root, d.as_str())?
-                .into_iter()
-                .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
-                .collect();
             let mut differs = false;
             for p in b.keys().chain(l.keys().filter(|p| !b.contains_key(*p))) {
                 let (be, le) = (b.get(p), l.get(p));
@@ -616,24 +601,9 @@ impl Pass<'_> {
             if seen.len() > MAX_FOLDERS {
                 return needs_full("too many folders", &d);
             }
-            let l = match self.local.scan_dir(&d) {
-                Ok(l) => l,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return needs_full("folder gone", &d)
-                }
-                Err(e) => return Err(PassError::Scan(e)),
+            let Some((l, b)) = self.folder_here(&d)? else {
+                return needs_full("folder gone", &d);
             };
-            let b: BaseMap = self
-                .index
-                .base_children(self.root, d.as_str())?
-                .into_iter()
-                .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
-                .collect();
             let r: RemoteMap = match self.remote.list_dir(&d).await {
                 Ok(v) => v
                     .into_iter()
@@ -713,6 +683,30 @@ impl Pass<'_> {
                 ..Default::default()
             },
         }))
+    }
+
+    /// Folder `d`'s local entries and its base children; `None` when the folder is not
+    /// there (gone, or no longer a folder).
+    fn folder_here(&self, d: &RelPath) -> Result<Option<(LocalMap, BaseMap)>, PassError> {
+        let l = match self.local.scan_dir(d) {
+            Ok(l) => l,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(PassError::Scan(e)),
+        };
+        let b: BaseMap = self
+            .index
+            .base_children(self.root, d.as_str())?
+            .into_iter()
+            .filter_map(|(p, b)| Some((RelPath::parse(&p).ok()?, b)))
+            .collect();
+        Ok(Some((l, b)))
     }
 
     /// The folders where the server differs from the sync base, found without holding

@@ -948,6 +948,16 @@ impl World {
         }
     }
 
+    /// The sync base as a plain map.
+    fn base_map(&self) -> BTreeMap<RelPath, skyfill::index::BaseEntry> {
+        self.index
+            .base_all("root1")
+            .unwrap()
+            .into_iter()
+            .map(|(p, b)| (RelPath::parse(&p).unwrap(), b))
+            .collect()
+    }
+
     /// The reference for `Pass::remote_changes`: every folder where the server's listing
     /// and the sync base differ, from the two as plain maps.
     async fn differing_folders(&self) -> BTreeSet<RelPath> {
@@ -957,13 +967,7 @@ impl World {
             Ok(())
         };
         self.remote.walk(&RelPath::root(), &mut sink).await.unwrap();
-        let base: BTreeMap<RelPath, skyfill::index::BaseEntry> = self
-            .index
-            .base_all("root1")
-            .unwrap()
-            .into_iter()
-            .map(|(p, b)| (RelPath::parse(&p).unwrap(), b))
-            .collect();
+        let base = self.base_map();
         let mut out = BTreeSet::new();
         for (p, e) in &listed {
             let same = base.get(p).is_some_and(|b| {
@@ -1008,13 +1012,7 @@ impl World {
     ) -> Result<(), TestCaseError> {
         use skyfill::sync::Op;
         let (plan, listing) = passer.full_plan().await.unwrap();
-        let base: BTreeMap<RelPath, skyfill::index::BaseEntry> = self
-            .index
-            .base_all("root1")
-            .unwrap()
-            .into_iter()
-            .map(|(p, b)| (RelPath::parse(&p).unwrap(), b))
-            .collect();
+        let base = self.base_map();
         let nodes = self.local.nodes();
         let on_all_sides = |d: &RelPath| {
             d.is_root()
