@@ -316,11 +316,9 @@ pub struct Outcome {
 pub struct RemoteChanges {
     /// The folders where the server differs from the base (None: too many).
     pub folders: Option<std::collections::BTreeSet<RelPath>>,
-    /// The root's ETag read before the listing, where folder ETags propagate.
+    /// The root's ETag read before the listing, where folder ETags propagate (the server
+    /// gives file ids: Nextcloud, ownCloud, as [`remote_scan::list`] tells).
     pub root: Option<Version>,
-    /// Folder ETags propagate: the server gives file ids (Nextcloud, ownCloud), as
-    /// [`remote_scan::list`] tells. Known without a listing only from the last pass.
-    pub propagating: bool,
 }
 
 /// What [`Pass::run_changed`] did.
@@ -386,10 +384,10 @@ impl Pass<'_> {
             report,
             snapshot,
         };
-        out.snapshot.base_version = out
-            .plan
-            .ops
-            .is_empty()
+        // The server is what the base says only if the plan neither acts nor waits: a file
+        // still being written waits whatever the server did to it meanwhile (found by the
+        // sync model: a remote delete under a local edit left the base behind the server).
+        out.snapshot.base_version = (out.plan.ops.is_empty() && out.plan.waiting.is_empty())
             .then(|| out.snapshot.root_version.clone())
             .flatten();
         Ok(out)
@@ -442,7 +440,7 @@ impl Pass<'_> {
                     if let Some(mut outcome) = limited {
                         // No listing is kept (its entries are what this pass does without),
                         // only whether folder ETags propagate and where the server matched.
-                        outcome.snapshot.propagating = c.propagating;
+                        outcome.snapshot.propagating = c.root.is_some();
                         outcome.snapshot.base_version = c
                             .root
                             .filter(|_| unchanged_there && outcome.plan.ops.is_empty());
@@ -729,7 +727,6 @@ impl Pass<'_> {
             return Ok(RemoteChanges {
                 folders: Some(changed),
                 root: Some(top.version),
-                propagating: true,
             });
         }
         let mut ids = known;
@@ -783,7 +780,6 @@ impl Pass<'_> {
             return Ok(RemoteChanges {
                 folders: None,
                 root,
-                propagating: ids,
             });
         }
         self.index.base_paths(self.root, &mut |p| {
@@ -799,7 +795,6 @@ impl Pass<'_> {
         Ok(RemoteChanges {
             folders: (changed.len() <= limit).then_some(changed),
             root,
-            propagating: ids,
         })
     }
 

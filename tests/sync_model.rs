@@ -659,8 +659,12 @@ impl World {
                     let passer = self.passer(&r, *settle);
                     let found = self.compared_folders(&passer).await;
                     self.check_plan_covered(&passer, &found).await?;
+                    let want = self.differing_folders().await;
                     match passer.run_full(matched_at).await {
                         Ok(c) => {
+                            // Its own comparison (with the root-ETag short-cut) against the
+                            // reference diff, as for passes over changed folders below.
+                            self.check_compared(&want, &c.compared)?;
                             if c.streamed {
                                 STREAMED_FULL.fetch_add(1, Ordering::Relaxed);
                             } else {
@@ -687,13 +691,8 @@ impl World {
                             if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
                                 eprintln!("remote changes: {:?}", c.compared);
                             }
-                            if let (Some(want), Some((Some(found), _))) = (&want, &c.compared) {
-                                let missed: Vec<&RelPath> =
-                                    want.iter().filter(|d| !found.contains(*d)).collect();
-                                prop_assert!(
-                                    missed.is_empty(),
-                                    "the comparison with the server missed folders {missed:?} (found {found:?})"
-                                );
+                            if let Some(want) = &want {
+                                self.check_compared(want, &c.compared)?;
                             }
                             if c.full {
                                 fall_back();
@@ -946,6 +945,23 @@ impl World {
             }
             top = up;
         }
+    }
+
+    /// A pass's comparison with the server (`Changed::compared`) found every folder of
+    /// `want` (the reference diff taken before the pass), where it ran and stayed in bounds.
+    fn check_compared(
+        &self,
+        want: &BTreeSet<RelPath>,
+        compared: &Option<(Option<BTreeSet<RelPath>>, std::time::Duration)>,
+    ) -> Result<(), TestCaseError> {
+        if let Some((Some(found), _)) = compared {
+            let missed: Vec<&RelPath> = want.iter().filter(|d| !found.contains(*d)).collect();
+            prop_assert!(
+                missed.is_empty(),
+                "the comparison with the server missed folders {missed:?} (found {found:?})"
+            );
+        }
+        Ok(())
     }
 
     /// The sync base as a plain map.
@@ -1353,7 +1369,7 @@ fn regressions() {
         settle: 0,
         incremental: false,
     };
-    let cases: Vec<Vec<Step>> = vec![
+    let mut cases: Vec<Vec<Step>> = vec![
         // A local rename below a synced file that was renamed away while the server edited it.
         vec![
             RemoteWrite(2),
@@ -1647,6 +1663,27 @@ fn regressions() {
             LocalWrite(0),
         ],
     ];
+    cases.push(
+        // A full pass with nothing to do but a file still settling, whose server copy was
+        // deleted: the base is behind the server, so that root ETag must not short-cut the
+        // next comparison.
+        vec![
+            RemoteWrite(7),
+            plain(None),
+            LocalWrite(7),
+            RemoteDelete(7),
+            Sync {
+                crash_after: None,
+                fault_every: None,
+                settle: 1,
+                incremental: false,
+            },
+            SyncChanged {
+                settle: 0,
+                remote: false,
+            },
+        ],
+    );
     for c in cases {
         for propagating in [true, false] {
             if let Err(e) = check_case(propagating, c.clone()) {
