@@ -10,8 +10,10 @@
 //! - [`stats`]: transfer counters;
 //! - [`pins`]: folder pin settings and their inheritance;
 //! - [`placeholder`]: populating a root from a listing (mark before visible);
+//! - [`dirgate`]: folders listed during add-root filled first;
 //! - [`evict`]: freeing space safely (write lease, mark before punch).
 
+pub mod dirgate;
 pub mod evict;
 pub mod fanotify;
 pub mod flow;

@@ -1152,3 +1152,124 @@ async fn add_root_of_a_large_tree_makes_every_placeholder_once() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// While add-root is still listing a tree (the listing throttled to take seconds), a program
+/// lists the root, then a folder the listing has not reached and one below it: each listing
+/// waits until that folder is filled and shows all of it, and its files read right. After
+/// add-root ends every file exists once, is counted once, and a pass finds nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_listed_while_its_root_is_added_is_complete() {
+    use proxy::Mode;
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let s = scratch();
+    let dir = Path::new(&env("SKYFILL_TEST_APACHE_DIR"))
+        .join("data")
+        .join(&s);
+    let (folders, per, deep) = (20u64, 150u64, 40u64);
+    for i in 0..folders {
+        let sub = dir.join(format!("d{i:03}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for j in 0..per {
+            std::fs::write(sub.join(format!("f{j:04}")), format!("{i}/{j}\n")).unwrap();
+        }
+    }
+    let last = dir.join(format!("d{:03}/sub", folders - 1));
+    std::fs::create_dir_all(&last).unwrap();
+    for j in 0..deep {
+        std::fs::write(last.join(format!("g{j:03}")), format!("deep {j}\n")).unwrap();
+    }
+    sh_ok(&format!("chown -R www-data:www-data {}", dir.display()));
+    let u = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
+    let args = vec![format!("dav://127.0.0.1:{}/dav/{s}", u.port().unwrap())];
+    let (proxy, via) = via_proxy(&args).await;
+    // A slow link: the full listing (several hundred KiB) takes seconds, a folder's own
+    // listing a fraction of one.
+    proxy.set(Mode::Throttle(128 << 10), u64::MAX);
+    let root = fs.mnt.join("big");
+    let mut adding = std::process::Command::new(env!("CARGO_BIN_EXE_skyfill"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--json")
+        .args(["add-root", root.to_str().unwrap(), &via[0]])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !d.log().contains("populating (on_demand") {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "add-root did not start populating; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let names = |p: &Path| -> Vec<String> {
+        let o = sh_ok(&format!("ls -1 '{}'", p.display()));
+        o.lines().map(str::to_string).collect()
+    };
+    let still_adding = |adding: &mut std::process::Child, what: &str| {
+        assert!(
+            adding.try_wait().unwrap().is_none(),
+            "add-root ended before {what} was listed: this run shows nothing about folders \
+             listed during add-root (is the proxy throttling?)"
+        );
+    };
+    let top = names(&root);
+    still_adding(&mut adding, "the root");
+    let want: Vec<String> = (0..folders).map(|i| format!("d{i:03}")).collect();
+    assert_eq!(top, want, "the root listed during add-root");
+    let lastdir = root.join(format!("d{:03}", folders - 1));
+    let mut inside = names(&lastdir);
+    still_adding(&mut adding, "the last folder");
+    inside.retain(|n| n != "sub");
+    assert_eq!(
+        inside.len() as u64,
+        per,
+        "the last folder listed during add-root"
+    );
+    let sub = names(&lastdir.join("sub"));
+    still_adding(&mut adding, "a folder below it");
+    assert_eq!(sub.len() as u64, deep, "a folder below it: {sub:?}");
+    assert_eq!(
+        std::fs::read_to_string(lastdir.join("f0149")).unwrap(),
+        format!("{}/149\n", folders - 1)
+    );
+    assert_eq!(
+        std::fs::read_to_string(lastdir.join("sub/g039")).unwrap(),
+        "deep 39\n"
+    );
+    let out = adding.wait_with_output().unwrap();
+    proxy.set(Mode::Pass, u64::MAX);
+    assert!(out.status.success(), "add-root failed; log:\n{}", d.log());
+    let res: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(res["files"], folders * per + deep, "{res}");
+    assert_eq!(res["dirs"], folders + 1, "{res}");
+    let log = d.log();
+    assert!(
+        log.matches("filled before its reader went on").count() >= 3,
+        "the listings did not wait for their folders to be filled; log:\n{log}"
+    );
+    let mut n = 0;
+    for i in 0..folders {
+        n += std::fs::read_dir(root.join(format!("d{i:03}")))
+            .unwrap()
+            .count() as u64;
+    }
+    assert_eq!(n, folders * per + 1);
+    // Counted once: the root's totals hold every file's bytes once, and a pass finds nothing
+    // to do.
+    let st = d.cli(&["status", root.to_str().unwrap()]);
+    let bytes: u64 = (0..folders)
+        .flat_map(|i| (0..per).map(move |j| format!("{i}/{j}\n").len() as u64))
+        .chain((0..deep).map(|j| format!("deep {j}\n").len() as u64))
+        .sum();
+    assert_eq!(st["size"], bytes, "the root's totals: {st}");
+    let sync = d.cli(&["sync", root.to_str().unwrap()]);
+    assert_eq!(sync["added"], 0, "{sync}");
+    assert!(
+        !log.contains("File exists") && !log.contains("sync step failed"),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

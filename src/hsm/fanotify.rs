@@ -3,7 +3,9 @@
 //!   ([`Event`]) and their replies ([`Reply`]);
 //! - the folder watcher's notification group (`sync::watch`, file-handle mode), which drives a
 //!   [`Fanotify`] with its own flags and mask and reads the directory handle and name of each
-//!   event ([`RawEvent::dir_fid`]).
+//!   event ([`RawEvent::dir_fid`]);
+//! - the folder gate's content group ([`FolderGroup`]) that holds a listing of a folder
+//!   add-root has not filled yet (`hsm::dirgate`).
 //!
 //! It owns every fanotify syscall (init, mark, read, reply), the walk over a read buffer
 //! ([`RawEvents`]: metadata length, info records, ownership of event descriptors), the
@@ -474,6 +476,93 @@ impl Group {
 
     pub fn respond(&self, ev: &Event, reply: Reply) -> io::Result<()> {
         self.respond_raw(ev.fd.as_raw_fd(), reply)
+    }
+}
+
+/// The folder gate's group (content class, `FAN_ACCESS_PERM|FAN_ONDIR` on directory inodes,
+/// no events on children): the kernel raises a permission event when a program reads a
+/// marked folder's entries (`getdents`), and holds it until answered. `hsm::dirgate` decides.
+pub struct FolderGroup {
+    raw: Fanotify,
+}
+
+/// A program reading a marked folder's entries; answer it with [`FolderGroup::allow`].
+#[derive(Debug)]
+pub struct FolderEvent {
+    /// The folder, opened by the kernel for this event (read-only).
+    pub fd: OwnedFd,
+    pub pid: i32,
+}
+
+const FOLDER_MASK: u64 = libc::FAN_ACCESS_PERM | libc::FAN_ONDIR;
+
+impl FolderGroup {
+    pub fn new() -> io::Result<FolderGroup> {
+        let flags = libc::FAN_CLASS_CONTENT
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_UNLIMITED_QUEUE
+            | libc::FAN_UNLIMITED_MARKS;
+        let ev_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
+        Ok(FolderGroup {
+            raw: Fanotify::init(flags, ev_flags)?,
+        })
+    }
+
+    /// Marks the directory behind `dir` (an open descriptor: the kernel refuses O_PATH ones
+    /// here with EBADF).
+    pub fn guard(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw.mark(
+            libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
+            FOLDER_MASK,
+            dir,
+            None,
+        )
+    }
+
+    /// Removes the mark of the directory behind `dir`; a missing mark is not an error.
+    pub fn release(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        match self.raw.mark(libc::FAN_MARK_REMOVE, FOLDER_MASK, dir, None) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Waits up to `timeout_ms` for events; true when some are queued.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.raw.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live, initialised pollfd for the call; the fd is open (owned by `raw`).
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n > 0)
+    }
+
+    /// The events queued now (non-blocking; events without an fd are dropped).
+    pub fn read_events(&self) -> io::Result<Vec<FolderEvent>> {
+        let mut buf = vec![0u8; READ_BUF];
+        let events = self.raw.read(&mut buf)?;
+        Ok(events
+            .filter_map(|mut ev| {
+                let pid = ev.pid;
+                ev.fd.take().map(|fd| FolderEvent { fd, pid })
+            })
+            .collect())
+    }
+
+    /// Lets the program's read of the folder go on.
+    pub fn allow(&self, ev: &FolderEvent) -> io::Result<()> {
+        self.raw.respond(ev.fd.as_raw_fd(), Reply::Allow)
     }
 }
 

@@ -3,6 +3,7 @@
 //! an anonymous `O_TMPFILE` inode (size, xattr record, mtime, fanotify mark) and only then
 //! linked into its directory, so no process can open it before its mark exists.
 
+use super::dirgate::DirGate;
 use super::fanotify::Group;
 use super::meta::{self, FileMeta, Fill, Pin};
 use crate::fsutil;
@@ -40,6 +41,8 @@ pub struct Populator<'a> {
     /// The root started empty: skip the "is the name taken?" check (linkat still refuses
     /// a taken name).
     fresh: bool,
+    /// Add-root's folder gate: each folder made is held until filled.
+    gate: Option<&'a DirGate>,
     pub stats: PopulateStats,
 }
 
@@ -65,8 +68,15 @@ impl<'a> Populator<'a> {
             cached: None,
             pins: Default::default(),
             fresh: false,
+            gate: None,
             stats: PopulateStats::default(),
         }
+    }
+
+    /// Each folder made is guarded by `gate` until it is filled.
+    pub fn gated(mut self, gate: &'a DirGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// For a root that started empty (add-root): fewer checks per file.
@@ -116,6 +126,20 @@ impl<'a> Populator<'a> {
         match made {
             Ok(()) => {
                 self.stats.dirs += 1;
+                if let Some(gate) = self.gate {
+                    // Whoever makes a folder guards it (a folder found made is someone
+                    // else's). Between the mkdir and the mark a listing is not held.
+                    let guarded = fsutil::open_beneath(
+                        self.root,
+                        dir,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                        0,
+                    )
+                    .and_then(|fd| gate.guard(fd.as_fd(), dir));
+                    if let Err(e) = guarded {
+                        tracing::warn!(folder = %dir, error = %e, "cannot hold listings of a folder until it is filled");
+                    }
+                }
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
@@ -263,6 +287,56 @@ impl<'a> Populator<'a> {
 /// Index records written per transaction while a root is populated.
 const INDEX_BATCH: usize = 256;
 
+/// The index record of a placeholder just made for `e`.
+fn new_record(e: &RemoteEntry) -> (String, Record) {
+    let availability = if e.size == 0 {
+        Availability::Local
+    } else {
+        Availability::OnlineOnly
+    };
+    (
+        e.path.as_str().to_string(),
+        Record {
+            availability,
+            size: e.size,
+            version: e.version.token(),
+            local_bytes: 0,
+        },
+    )
+}
+
+/// Makes `entries` with `pop`, recording each new file in the index (in batches).
+fn make_entries<E: std::borrow::Borrow<RemoteEntry>>(
+    pop: &mut Populator<'_>,
+    index: &dyn Index,
+    id: &str,
+    entries: impl IntoIterator<Item = E>,
+) -> remote::Result<()> {
+    let mut batch: Vec<(String, Record)> = Vec::with_capacity(INDEX_BATCH);
+    for e in entries {
+        let e = e.borrow();
+        let before = pop.stats.files;
+        pop.add(e).map_err(|err| RemoteError::io(&e.path, err))?;
+        // Only the one that linked the name records it (a name found taken was made by the
+        // other side of add-root: the background listing or a folder filled on demand).
+        if e.kind == Kind::File && pop.stats.files > before {
+            batch.push(new_record(e));
+            if batch.len() == INDEX_BATCH {
+                let _ = index.put_new(id, &batch);
+                batch.clear();
+            }
+        }
+    }
+    let _ = index.put_new(id, &batch);
+    Ok(())
+}
+
+fn add_stats(total: &mut PopulateStats, st: &PopulateStats) {
+    total.files += st.files;
+    total.dirs += st.dirs;
+    total.skipped += st.skipped;
+}
+
 /// Creates placeholders for everything the remote lists below `below`, in a root that
 /// started empty, and records each new file in the index. Returns what was made and how
 /// many entries the listing rejected (hostile names).
@@ -272,6 +346,10 @@ const INDEX_BATCH: usize = 256;
 /// about as long as the slowest part rather than the sum. Entries are spread over the
 /// creators by folder (a file goes where its folder is made), so each folder is filled by
 /// one thread. More than `max_entries` entries stop the walk.
+///
+/// Folders are filled on demand meanwhile (`hsm::dirgate`): `below` and every folder made
+/// are held against listings until filled; a program listing one the walk has not filled
+/// yet waits while a thread lists that folder alone and makes its entries first.
 #[allow(clippy::too_many_arguments)]
 pub fn populate(
     root: BorrowedFd<'_>,
@@ -289,8 +367,51 @@ pub fn populate(
         .unwrap_or(1)
         .clamp(1, 4);
     let rt = tokio::runtime::Handle::current();
-    let (created, walked) = tokio::task::block_in_place(|| {
+    // Without the gate (no fanotify content class?) folders fill in listing order only.
+    let gate = match DirGate::new() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "folders cannot be filled on demand during add-root");
+            None
+        }
+    };
+    let gate = gate.as_ref();
+    let mut on_demand = false;
+    if let Some(g) = gate {
+        let top = fsutil::open_beneath(
+            root,
+            below,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(|e| RemoteError::io(below, e))?;
+        match g.guard(top.as_fd(), below) {
+            Ok(()) => on_demand = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hold listings of the root until it is filled")
+            }
+        }
+    }
+    tracing::info!(folder = %below, on_demand, "populating (on_demand: a folder listed meanwhile is filled first)");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (created, walked, on_demand) = tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
+            // Folders listed while the root fills: each is listed alone and made first.
+            let server = gate.map(|g| {
+                let (rt, done) = (rt.clone(), &done);
+                s.spawn(move || {
+                    let mut made = PopulateStats::default();
+                    let mut fill = |dir: &RelPath| -> remote::Result<()> {
+                        let entries = rt.block_on(rem.list_dir(dir))?;
+                        let mut pop = Populator::new(root.as_fd(), id, owner, group).gated(g);
+                        let r = make_entries(&mut pop, index, id, &entries);
+                        add_stats(&mut made, &pop.stats);
+                        r
+                    };
+                    g.serve(done, &mut fill);
+                    made
+                })
+            });
             let mut senders = Vec::new();
             let mut creators = Vec::new();
             for _ in 0..threads {
@@ -298,34 +419,10 @@ pub fn populate(
                 senders.push(tx);
                 creators.push(s.spawn(move || -> remote::Result<_> {
                     let mut pop = Populator::new(root.as_fd(), id, owner, group).fresh();
-                    // Index records go in batches (one transaction each).
-                    let mut batch: Vec<(String, Record)> = Vec::with_capacity(INDEX_BATCH);
-                    for e in rx {
-                        let before = pop.stats.files;
-                        pop.add(&e).map_err(|err| RemoteError::io(&e.path, err))?;
-                        if e.kind == Kind::File && pop.stats.files > before {
-                            let avail = if e.size == 0 {
-                                Availability::Local
-                            } else {
-                                Availability::OnlineOnly
-                            };
-                            batch.push((
-                                e.path.as_str().to_string(),
-                                Record {
-                                    availability: avail,
-                                    size: e.size,
-                                    version: e.version.token(),
-                                    local_bytes: 0,
-                                },
-                            ));
-                            if batch.len() == INDEX_BATCH {
-                                let _ = index.put_new(id, &batch);
-                                batch.clear();
-                            }
-                        }
+                    if let Some(g) = gate {
+                        pop = pop.gated(g);
                     }
-                    let _ = index.put_new(id, &batch);
-                    Ok(pop.stats)
+                    make_entries(&mut pop, index, id, rx).map(|()| pop.stats)
                 }));
             }
             let mut seen = 0u64;
@@ -354,11 +451,7 @@ pub fn populate(
             let mut first_err = None;
             for c in creators {
                 match c.join() {
-                    Ok(Ok(st)) => {
-                        total.files += st.files;
-                        total.dirs += st.dirs;
-                        total.skipped += st.skipped;
-                    }
+                    Ok(Ok(st)) => add_stats(&mut total, &st),
                     Ok(Err(e)) => {
                         first_err.get_or_insert(e);
                     }
@@ -369,10 +462,22 @@ pub fn populate(
                     }
                 }
             }
-            (first_err.map_or(Ok(total), Err), walked)
+            // Every folder is made: reads still held are answered, then the gate closes.
+            done.store(true, std::sync::atomic::Ordering::Release);
+            let on_demand = server.and_then(|t| t.join().ok()).unwrap_or_default();
+            (first_err.map_or(Ok(total), Err), walked, on_demand)
         })
     });
     // A creator's error explains a walk stopped by it; report that one first.
-    let stats = created?;
+    let mut stats = created?;
+    if on_demand.files + on_demand.dirs > 0 {
+        tracing::info!(
+            files = on_demand.files,
+            dirs = on_demand.dirs,
+            "made on demand for folders listed during add-root"
+        );
+    }
+    // (Names either side found made by the other count as skipped.)
+    add_stats(&mut stats, &on_demand);
     Ok((stats, walked?.rejected))
 }
