@@ -1103,17 +1103,13 @@ async fn a_restart_of_the_whole_service_keeps_readers_waiting_through_the_fd_sto
     );
 }
 
-/// add-root of a tree large enough that the first sync pass is due before the placeholders
-/// are all made: the pass waits, every file is made exactly once and counted, nothing fails.
-#[tokio::test(flavor = "multi_thread")]
-async fn add_root_of_a_large_tree_makes_every_placeholder_once() {
-    let fs = LoopFs::new("ext4", 512);
-    let d = Daemon::start(None);
+/// A tree written straight into Apache's data folder at a new scratch place: `folders`
+/// folders `dNNN` of `per` files `fNNNN` holding "i/j\n", plus `extra` (path, content).
+fn apache_tree(folders: u64, per: u64, extra: &[(String, String)]) -> (String, PathBuf) {
     let s = scratch();
     let dir = Path::new(&env("SKYFILL_TEST_APACHE_DIR"))
         .join("data")
         .join(&s);
-    let (folders, per) = (40, 500);
     for i in 0..folders {
         let sub = dir.join(format!("d{i:03}"));
         std::fs::create_dir_all(&sub).unwrap();
@@ -1121,7 +1117,23 @@ async fn add_root_of_a_large_tree_makes_every_placeholder_once() {
             std::fs::write(sub.join(format!("f{j:04}")), format!("{i}/{j}\n")).unwrap();
         }
     }
+    for (p, c) in extra {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, c).unwrap();
+    }
     sh_ok(&format!("chown -R www-data:www-data {}", dir.display()));
+    (s, dir)
+}
+
+/// add-root of a tree large enough that the first sync pass is due before the placeholders
+/// are all made: the pass waits, every file is made exactly once and counted, nothing fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_root_of_a_large_tree_makes_every_placeholder_once() {
+    let fs = LoopFs::new("ext4", 512);
+    let d = Daemon::start(None);
+    let (folders, per) = (40, 500);
+    let (s, dir) = apache_tree(folders, per, &[]);
     let u = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
     let root = fs.mnt.join("big");
     let res = d.cli(&[
@@ -1162,24 +1174,16 @@ async fn a_folder_listed_while_its_root_is_added_is_complete() {
     use proxy::Mode;
     let fs = LoopFs::new("ext4", 512);
     let d = Daemon::start(None);
-    let s = scratch();
-    let dir = Path::new(&env("SKYFILL_TEST_APACHE_DIR"))
-        .join("data")
-        .join(&s);
     let (folders, per, deep) = (20u64, 150u64, 40u64);
-    for i in 0..folders {
-        let sub = dir.join(format!("d{i:03}"));
-        std::fs::create_dir_all(&sub).unwrap();
-        for j in 0..per {
-            std::fs::write(sub.join(format!("f{j:04}")), format!("{i}/{j}\n")).unwrap();
-        }
-    }
-    let last = dir.join(format!("d{:03}/sub", folders - 1));
-    std::fs::create_dir_all(&last).unwrap();
-    for j in 0..deep {
-        std::fs::write(last.join(format!("g{j:03}")), format!("deep {j}\n")).unwrap();
-    }
-    sh_ok(&format!("chown -R www-data:www-data {}", dir.display()));
+    let extra: Vec<(String, String)> = (0..deep)
+        .map(|j| {
+            (
+                format!("d{:03}/sub/g{j:03}", folders - 1),
+                format!("deep {j}\n"),
+            )
+        })
+        .collect();
+    let (s, dir) = apache_tree(folders, per, &extra);
     let u = Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
     let args = vec![format!("dav://127.0.0.1:{}/dav/{s}", u.port().unwrap())];
     let (proxy, via) = via_proxy(&args).await;
