@@ -496,6 +496,7 @@ class Bench:
         big = os.path.join(local, "big")
         # The file-manager extension's own client and paging (what Nautilus, Nemo and Caja run).
         sys.path.insert(0, os.path.join(REPO, "packaging", "filemanagers"))
+        os.environ["SKYFILL_SOCKET"] = self.sock
         import skyfill_nautilus as ext
 
         def page():
@@ -510,7 +511,6 @@ class Bench:
         first = page()
 
         def ext_first():
-            os.environ["SKYFILL_SOCKET"] = self.sock
             st = ext.State().status_of(first)
             assert st is not None and st["path"] == first, st
 

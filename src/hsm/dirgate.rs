@@ -12,7 +12,7 @@
 use super::fanotify::{FolderEvent, FolderGroup};
 use crate::fsutil;
 use crate::model::RelPath;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,21 +31,18 @@ pub enum Verdict {
     Fill(RelPath),
 }
 
-/// Which folders are still waiting to be filled.
+/// Which folders are still waiting to be filled. A folder is guarded by whoever made it,
+/// before any event about it can arrive (events need its mark), so a folder filled is never
+/// guarded again: nothing else is kept.
 #[derive(Debug, Default)]
 pub struct Gate {
     waiting: HashMap<Key, RelPath>,
-    filled: HashSet<Key>,
 }
 
 impl Gate {
-    /// A folder just made at `path`: true when it needs a mark (not filled yet).
-    pub fn guard(&mut self, key: Key, path: &RelPath) -> bool {
-        if self.filled.contains(&key) {
-            return false;
-        }
+    /// A folder just made at `path` waits until filled.
+    pub fn guard(&mut self, key: Key, path: &RelPath) {
         self.waiting.insert(key, path.clone());
-        true
     }
 
     /// The answer to a read of folder `key`; `own` is a read by the daemon itself, which is
@@ -61,7 +58,6 @@ impl Gate {
     /// later reads go on at once.
     pub fn filled(&mut self, key: Key) {
         self.waiting.remove(&key);
-        self.filled.insert(key);
     }
 
     /// How many folders are still waiting.
@@ -94,11 +90,8 @@ impl DirGate {
 
     /// Holds reads of the folder behind `dir` (just made at `path`) until it is filled.
     pub fn guard(&self, dir: BorrowedFd<'_>, path: &RelPath) -> io::Result<()> {
-        let key = key_of(dir)?;
-        if self.gate.lock().unwrap().guard(key, path) {
-            self.group.guard(dir)?;
-        }
-        Ok(())
+        self.gate.lock().unwrap().guard(key_of(dir)?, path);
+        self.group.guard(dir)
     }
 
     /// Answers reads of folders until `done` is set and no event is queued. A read of a
@@ -173,11 +166,6 @@ impl DirGate {
             tracing::warn!(error = %e, "answering a folder gate event failed");
         }
     }
-
-    /// How many folders are still waiting to be filled.
-    pub fn waiting(&self) -> usize {
-        self.gate.lock().unwrap().waiting()
-    }
 }
 
 #[cfg(test)]
@@ -191,8 +179,8 @@ mod tests {
     #[test]
     fn a_folder_waits_until_filled_then_goes_on() {
         let mut g = Gate::default();
-        assert!(g.guard((1, 10), &p("a")));
-        assert!(g.guard((1, 11), &p("a/b")));
+        g.guard((1, 10), &p("a"));
+        g.guard((1, 11), &p("a/b"));
         assert_eq!(g.verdict((1, 10), false), Verdict::Fill(p("a")));
         assert_eq!(g.verdict((1, 11), false), Verdict::Fill(p("a/b")));
         assert_eq!(g.waiting(), 2);
@@ -209,14 +197,5 @@ mod tests {
         assert_eq!(g.verdict((1, 10), true), Verdict::Allow);
         assert_eq!(g.verdict((2, 10), false), Verdict::Allow);
         assert_eq!(g.verdict((1, 99), false), Verdict::Allow);
-    }
-
-    #[test]
-    fn a_filled_folder_is_not_guarded_again() {
-        let mut g = Gate::default();
-        g.guard((1, 10), &p("a"));
-        g.filled((1, 10));
-        assert!(!g.guard((1, 10), &p("a")));
-        assert_eq!(g.verdict((1, 10), false), Verdict::Allow);
     }
 }

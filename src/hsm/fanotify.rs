@@ -358,6 +358,11 @@ impl<'b> Iterator for Infos<'b> {
     }
 }
 
+/// `fanotify_init` flags of both groups that answer permission events: unlimited queue (a
+/// full queue would silently allow access) and marks, non-blocking reads, close on exec.
+const PERMISSION_GROUP: u32 =
+    libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | libc::FAN_UNLIMITED_QUEUE | libc::FAN_UNLIMITED_MARKS;
+
 /// A pre-content fanotify group.
 pub struct Group {
     raw: Fanotify,
@@ -367,11 +372,7 @@ impl Group {
     /// A new group: unlimited queue (a full queue would silently allow access), unlimited
     /// marks, event fds opened read-write so fills can be written through them.
     pub fn new() -> io::Result<Group> {
-        let flags = libc::FAN_CLASS_PRE_CONTENT
-            | libc::FAN_CLOEXEC
-            | libc::FAN_NONBLOCK
-            | libc::FAN_UNLIMITED_QUEUE
-            | libc::FAN_UNLIMITED_MARKS;
+        let flags = libc::FAN_CLASS_PRE_CONTENT | PERMISSION_GROUP;
         let ev_flags = (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
         Ok(Group {
             raw: Fanotify::init(flags, ev_flags)?,
@@ -498,11 +499,7 @@ const FOLDER_MASK: u64 = libc::FAN_ACCESS_PERM | libc::FAN_ONDIR;
 
 impl FolderGroup {
     pub fn new() -> io::Result<FolderGroup> {
-        let flags = libc::FAN_CLASS_CONTENT
-            | libc::FAN_CLOEXEC
-            | libc::FAN_NONBLOCK
-            | libc::FAN_UNLIMITED_QUEUE
-            | libc::FAN_UNLIMITED_MARKS;
+        let flags = libc::FAN_CLASS_CONTENT | PERMISSION_GROUP;
         let ev_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32;
         Ok(FolderGroup {
             raw: Fanotify::init(flags, ev_flags)?,

@@ -126,19 +126,10 @@ impl<'a> Populator<'a> {
         match made {
             Ok(()) => {
                 self.stats.dirs += 1;
+                // Whoever makes a folder guards it (a folder found made is someone else's).
+                // Between the mkdir and the mark a listing is not held.
                 if let Some(gate) = self.gate {
-                    // Whoever makes a folder guards it (a folder found made is someone
-                    // else's). Between the mkdir and the mark a listing is not held.
-                    let guarded = fsutil::open_beneath(
-                        self.root,
-                        dir,
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                        0,
-                    )
-                    .and_then(|fd| gate.guard(fd.as_fd(), dir));
-                    if let Err(e) = guarded {
-                        tracing::warn!(folder = %dir, error = %e, "cannot hold listings of a folder until it is filled");
-                    }
+                    guard(gate, self.root, dir);
                 }
                 Ok(())
             }
@@ -284,6 +275,19 @@ impl<'a> Populator<'a> {
         Ok(())
     }
 }
+/// Holds listings of folder `dir` (below `root`) until `gate` has it filled; false (logged)
+/// when it cannot, and listings of it then show what is made so far.
+fn guard(gate: &DirGate, root: BorrowedFd<'_>, dir: &RelPath) -> bool {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    match fsutil::open_beneath(root, dir, flags, 0).and_then(|fd| gate.guard(fd.as_fd(), dir)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(folder = %dir, error = %e, "cannot hold listings of a folder until it is filled");
+            false
+        }
+    }
+}
+
 /// Index records written per transaction while a root is populated.
 const INDEX_BATCH: usize = 256;
 
@@ -376,23 +380,8 @@ pub fn populate(
         }
     };
     let gate = gate.as_ref();
-    let mut on_demand = false;
-    if let Some(g) = gate {
-        let top = fsutil::open_beneath(
-            root,
-            below,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )
-        .map_err(|e| RemoteError::io(below, e))?;
-        match g.guard(top.as_fd(), below) {
-            Ok(()) => on_demand = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hold listings of the root until it is filled")
-            }
-        }
-    }
-    tracing::info!(folder = %below, on_demand, "populating (on_demand: a folder listed meanwhile is filled first)");
+    let held = gate.is_some_and(|g| guard(g, root, below));
+    tracing::info!(folder = %below, on_demand = held, "populating (on_demand: a folder listed meanwhile is filled first)");
     let done = std::sync::atomic::AtomicBool::new(false);
     let (created, walked, on_demand) = tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
