@@ -27,7 +27,8 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(REPO, "target", "release")
+# bench/run builds the binaries: release, or debug for --quick (a smoke run of the script).
+BIN = os.path.join(REPO, "target", os.environ.get("SKYFILL_BENCH_PROFILE", "release"))
 CACHE = os.environ.get("SKYFILL_CI_CACHE", "/var/cache/skyfill-ci")
 RCLONE = os.path.join(CACHE, "venv", "bin", "rclone")
 S3SFS = os.path.join(CACHE, "s3s", "bin", "s3s-fs")

@@ -79,7 +79,7 @@ fn built_deb(package: &str, version: &str) -> PathBuf {
     let list = repo().join("target/packaging/debs");
     let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}: run scripts/package (scripts/test runs `scripts/package --debug-tray`)",
+            "{}: {e}: run scripts/package (scripts/test runs `scripts/package --debug`)",
             list.display()
         )
     });
