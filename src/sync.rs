@@ -164,6 +164,14 @@ pub enum Op {
         to: RelPath,
         version: String,
     },
+    /// The first half of a remote rename into a folder that another rename's file leaves in
+    /// the same pass: the file steps aside to a temporary name (`to`), and a `RemoteRename`
+    /// from there follows once that folder exists (see `plan`).
+    RemoteAside {
+        from: RelPath,
+        to: RelPath,
+        version: String,
+    },
     /// Upload local content; `expect` is the remote version it was based on (`If-Match`), or
     /// `None` for a new file (`If-None-Match: *`).
     Upload {
@@ -233,7 +241,9 @@ impl Op {
             | Op::LocalDelete { path, .. }
             | Op::RemoteDelete { path, .. }
             | Op::Forget { path } => path,
-            Op::LocalRename { to, .. } | Op::RemoteRename { to, .. } => to,
+            Op::LocalRename { to, .. }
+            | Op::RemoteRename { to, .. }
+            | Op::RemoteAside { to, .. } => to,
         }
     }
 
@@ -244,6 +254,7 @@ impl Op {
             Op::RemoteMkdir { .. } => "mkdir-remote",
             Op::LocalRename { .. } => "rename-local",
             Op::RemoteRename { .. } => "rename-remote",
+            Op::RemoteAside { .. } => "aside-remote",
             Op::Upload { .. } => "upload",
             Op::Placeholder { .. } => "placeholder",
             Op::Refresh { .. } => "refresh",

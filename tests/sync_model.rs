@@ -1041,7 +1041,9 @@ impl World {
             paths.push(op.path());
             match op {
                 Op::LocalRename { from, base, .. } => paths.extend([from, base]),
-                Op::RemoteRename { from, .. } | Op::Rebase { from, .. } => paths.push(from),
+                Op::RemoteRename { from, .. }
+                | Op::RemoteAside { from, .. }
+                | Op::Rebase { from, .. } => paths.push(from),
                 Op::Rematch { from, origin, .. } => paths.extend([from, origin]),
                 _ => {}
             }
@@ -1684,6 +1686,15 @@ fn regressions() {
             },
         ],
     );
+    // A cycle of renames (h -> d/f, d -> h, d/e.tar.gz -> d) over files renamed after a pass.
+    cases.push(vec![
+        LocalWrite(7),
+        LocalWrite(3),
+        plain(None),
+        LocalRename(7, 6),
+        LocalRename(3, 7),
+        LocalRename(5, 3),
+    ]);
     for c in cases {
         for propagating in [true, false] {
             if let Err(e) = check_case(propagating, c.clone()) {

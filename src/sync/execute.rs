@@ -119,6 +119,18 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Fails (skipped) unless the server still has `version` at `p`.
+    async fn still_at(&self, p: &RelPath, version: &str) -> Result<(), ExecError> {
+        let cur = self.remote.stat(p).await?;
+        if !same_version(version, &cur.version) {
+            return Err(ExecError::Skipped {
+                path: p.clone(),
+                what: "changed on the server since it was listed".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn base_move(&self, from: &RelPath, to: &RelPath) -> Result<(), ExecError> {
         if let Some(b) = self.index.base_get(self.root, from.as_str())? {
             self.index.base_put(self.root, to.as_str(), &b)?;
@@ -162,7 +174,10 @@ impl Executor<'_> {
                 Err(e) => {
                     tracing::warn!(op = op.verb(), path = %op.path(), error = %e, "sync step failed; retried next pass");
                     failed.push(op.path().clone());
-                    if let Op::LocalRename { from, .. } | Op::RemoteRename { from, .. } = op {
+                    if let Op::LocalRename { from, .. }
+                    | Op::RemoteRename { from, .. }
+                    | Op::RemoteAside { from, .. } = op
+                    {
                         failed.push(from.clone());
                     }
                     rep.errors.push((op.path().clone(), e.to_string()));
@@ -210,13 +225,7 @@ impl Executor<'_> {
                 self.base_move(base, to)
             }
             Op::RemoteRename { from, to, version } => {
-                let cur = self.remote.stat(from).await?;
-                if !same_version(version, &cur.version) {
-                    return Err(ExecError::Skipped {
-                        path: from.clone(),
-                        what: "changed on the server since it was listed".into(),
-                    });
-                }
+                self.still_at(from, version).await?;
                 self.step()?;
                 if to.starts_with(from) {
                     // Moved below its own old name (`mv a x; mkdir a; mv x a/b`): the old
@@ -238,6 +247,17 @@ impl Executor<'_> {
                 rep.renamed += 1;
                 self.step()?;
                 self.local.set_origin(to, to).map_err(io_at(to))?;
+                self.step()?;
+                self.base_move(from, to)?;
+                self.index.flush()?;
+                Ok(())
+            }
+            Op::RemoteAside { from, to, version } => {
+                self.still_at(from, version).await?;
+                self.step()?;
+                self.remote.rename(from, to, Kind::File).await?;
+                // The local record still names `from`: after a crash here the next pass
+                // finds the file by its version at `to` and replays the rename from there.
                 self.step()?;
                 self.base_move(from, to)?;
                 self.index.flush()?;

@@ -690,17 +690,70 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             _ => false,
         })
     });
+    let (renames, through) = through_vacated(renames, &remote);
     let mut ops = repairs;
     ops.extend(first_files);
     ops.extend(first_dirs.into_iter().map(|(_, o)| o));
     ops.extend(mkdirs);
     ops.extend(renames);
     ops.extend(after_renames);
+    ops.extend(through);
     ops.extend(main);
     ops.extend(deletes);
     ops.extend(dir_ops.into_iter().map(|(_, o)| o));
     ops.extend(forget);
     Plan { ops, waiting }
+}
+
+/// Remote renames into a folder that another rename's file leaves this pass (`mv h d/c/g`
+/// where `d/c`, a synced file, moved to `h` and a folder took its name) cannot run before
+/// that rename and the folder made in its place, and such renames may form a cycle that no
+/// order replays (every pass would fail the same way). Each one is split: the file steps
+/// aside to a temporary name among the renames, and takes its new name from there after
+/// them and after the folders made where they leave (the second list).
+fn through_vacated(renames: Vec<Op>, remote: &RemoteMap) -> (Vec<Op>, Vec<Op>) {
+    let leaving: Vec<RelPath> = renames
+        .iter()
+        .filter_map(|o| match o {
+            Op::RemoteRename { from, .. } => Some(from.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut taken: HashSet<RelPath> = HashSet::new();
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    for o in renames {
+        let Op::RemoteRename { from, to, version } = &o else {
+            now.push(o);
+            continue;
+        };
+        let below_leaving = leaving
+            .iter()
+            .any(|l| l != from && to != l && to.starts_with(l));
+        let dir = from.parent().unwrap_or_default();
+        let tmp = below_leaving
+            .then(|| {
+                (0..64)
+                    .filter_map(|n| dir.join(&format!(".~skyfill-move-{n}.tmp")).ok())
+                    .find(|t| !remote.contains_key(t) && !taken.contains(t))
+            })
+            .flatten();
+        let Some(tmp) = tmp else {
+            now.push(o);
+            continue;
+        };
+        taken.insert(tmp.clone());
+        now.push(Op::RemoteAside {
+            from: from.clone(),
+            to: tmp.clone(),
+            version: version.clone(),
+        });
+        later.push(Op::RemoteRename {
+            from: tmp,
+            to: to.clone(),
+            version: version.clone(),
+        });
+    }
+    (now, later)
 }
 
 #[cfg(test)]
