@@ -185,6 +185,13 @@ pub trait Index: Send + Sync {
     fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError>;
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError>;
     fn base_put(&self, root: &str, path: &str, e: &BaseEntry) -> Result<(), IndexError>;
+    /// Several base entries at once (add-root records what it made from the listing).
+    fn base_put_many(&self, root: &str, items: &[(String, BaseEntry)]) -> Result<(), IndexError> {
+        for (p, b) in items {
+            self.base_put(root, p, b)?;
+        }
+        Ok(())
+    }
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
     /// Makes every write so far durable (after each remote side effect).
     fn flush(&self) -> Result<(), IndexError>;
@@ -766,6 +773,13 @@ impl Index for SledIndex {
             .insert(key(root, path), encode_base(b))
             .map_err(e)?;
         Ok(())
+    }
+    fn base_put_many(&self, root: &str, items: &[(String, BaseEntry)]) -> Result<(), IndexError> {
+        let mut batch = sled::Batch::default();
+        for (p, b) in items {
+            batch.insert(key(root, p), encode_base(b));
+        }
+        self.base.apply_batch(batch).map_err(e)
     }
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
         self.base.remove(key(root, path)).map_err(e)?;

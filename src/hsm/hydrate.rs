@@ -215,6 +215,12 @@ fn below_floor(file: &File, bytes: u64, floor: (u64, u8)) -> bool {
 }
 
 /// The errno an application sees for a failed fetch (only values a deny reply accepts).
+/// A piece's errno when the server answered that the file is not at its path (404): the
+/// reader gets EIO, unless the file turns out to have been moved there by a pass.
+const GONE: i32 = libc::ESTALE;
+/// How long a fetch that found its path gone waits for a pass to record the file's new path.
+const MOVED_WAIT: Duration = Duration::from_secs(2);
+
 pub fn errno_for(e: &RemoteError) -> i32 {
     match e {
         RemoteError::Auth { .. } => libc::EPERM,
@@ -702,25 +708,69 @@ impl Hydrator {
             return Ok(());
         }
         let app = APP.try_with(|a| a.clone()).ok().flatten();
-        let Some(flow) = self.start(file, key, &meta, start, end, app) else {
-            return Err(libc::EIO); // the daemon is stopping
-        };
-        let size = meta
-            .size
-            .min(fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64);
-        match flow.wait(start.min(size), end.min(size)).await {
-            Ok(()) => {
-                if flow.has(0, size) {
-                    // The file is recorded complete before this returns (boundedly: the
-                    // bytes are here either way).
-                    flow.settled_within(SETTLE_WAIT).await;
+        let mut meta = meta;
+        let mut moved = false;
+        loop {
+            let Some(flow) = self.start(file, key, &meta, start, end, app.clone()) else {
+                return Err(libc::EIO); // the daemon is stopping
+            };
+            let size = meta
+                .size
+                .min(fsutil::fstat(file.as_fd()).map_err(|_| libc::EIO)?.st_size as u64);
+            match flow.wait(start.min(size), end.min(size)).await {
+                Ok(()) => {
+                    if flow.has(0, size) {
+                        // The file is recorded complete before this returns (boundedly: the
+                        // bytes are here either way).
+                        flow.settled_within(SETTLE_WAIT).await;
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                Err(GONE) if !moved => match self.moved_since(file, &meta).await {
+                    Some(now) => {
+                        moved = true;
+                        meta = now;
+                    }
+                    None => {
+                        self.note(Notice::failed(&meta, libc::EIO));
+                        return Err(libc::EIO);
+                    }
+                },
+                Err(errno) => {
+                    let errno = if errno == GONE { libc::EIO } else { errno };
+                    self.note(Notice::failed(&meta, errno));
+                    return Err(errno);
+                }
             }
-            Err(errno) => {
-                self.note(Notice::failed(&meta, errno));
-                Err(errno)
+        }
+    }
+
+    /// The file's record once it names another remote path than `was` (same version): a
+    /// sync pass replaying a local rename moves the file on the server, then records its new
+    /// path, so a fetch between the two finds the old path gone. Waits up to
+    /// [`MOVED_WAIT`] for that record; `None` if it does not come (the file is gone).
+    async fn moved_since(&self, file: &File, was: &FileMeta) -> Option<FileMeta> {
+        let until = std::time::Instant::now() + MOVED_WAIT;
+        loop {
+            // The cached answer for a renamed file's path is the one that just failed.
+            if let Ok(st) = fsutil::fstat(file.as_fd()) {
+                self.origins
+                    .lock()
+                    .unwrap()
+                    .retain(|k, _| k.0 != (st.st_dev, st.st_ino));
             }
+            match self.read_record(file) {
+                Ok(Some(m)) if m.path != was.path && m.version == was.version => {
+                    tracing::info!(from = %was.path, to = %m.path, "moved on the server by a pass; fetching from its new path");
+                    return Some(m);
+                }
+                Ok(Some(m)) if m.version == was.version => {}
+                _ => return None,
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -801,7 +851,11 @@ impl Hydrator {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, start = a, end = b, "fetch failed");
-                    Some(errno_for(&err))
+                    // Gone from its path on the server: `fetch` looks whether a pass moved it.
+                    Some(match err {
+                        RemoteError::NotFound { .. } => GONE,
+                        _ => errno_for(&err),
+                    })
                 }
             };
             let present = flow.ended((a, b), errno);

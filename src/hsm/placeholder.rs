@@ -10,6 +10,7 @@ use crate::fsutil;
 use crate::index::{Index, Record};
 use crate::model::{Availability, Kind, RelPath, RemoteEntry};
 use crate::remote::{self, Remote, RemoteError};
+use crate::sync::BaseEntry;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -309,7 +310,9 @@ fn new_record(e: &RemoteEntry) -> (String, Record) {
     )
 }
 
-/// Makes `entries` with `pop`, recording each new file in the index (in batches).
+/// Makes `entries` with `pop`, recording each new file in the index and each entry made in
+/// the sync base (in batches): both sides hold what the listing said, so the first pass
+/// after add-root finds nothing to do.
 fn make_entries<E: std::borrow::Borrow<RemoteEntry>>(
     pop: &mut Populator<'_>,
     index: &dyn Index,
@@ -317,21 +320,34 @@ fn make_entries<E: std::borrow::Borrow<RemoteEntry>>(
     entries: impl IntoIterator<Item = E>,
 ) -> remote::Result<()> {
     let mut batch: Vec<(String, Record)> = Vec::with_capacity(INDEX_BATCH);
+    let mut base: Vec<(String, BaseEntry)> = Vec::with_capacity(INDEX_BATCH);
+    let flush = |batch: &mut Vec<(String, Record)>, base: &mut Vec<(String, BaseEntry)>| {
+        // The status records first: a base entry names a file whose record exists.
+        let _ = index.put_new(id, batch);
+        let _ = index.base_put_many(id, base);
+        batch.clear();
+        base.clear();
+    };
     for e in entries {
         let e = e.borrow();
         let before = pop.stats.files;
         pop.add(e).map_err(|err| RemoteError::io(&e.path, err))?;
         // Only the one that linked the name records it (a name found taken was made by the
         // other side of add-root: the background listing or a folder filled on demand).
-        if e.kind == Kind::File && pop.stats.files > before {
-            batch.push(new_record(e));
-            if batch.len() == INDEX_BATCH {
-                let _ = index.put_new(id, &batch);
-                batch.clear();
+        // A folder is the same whoever made it: recorded either way.
+        match e.kind {
+            Kind::File if pop.stats.files > before => {
+                batch.push(new_record(e));
+                base.push((e.path.as_str().to_string(), BaseEntry::of(e)));
             }
+            Kind::Dir => base.push((e.path.as_str().to_string(), BaseEntry::of(e))),
+            Kind::File => {}
+        }
+        if batch.len() >= INDEX_BATCH || base.len() >= INDEX_BATCH {
+            flush(&mut batch, &mut base);
         }
     }
-    let _ = index.put_new(id, &batch);
+    flush(&mut batch, &mut base);
     Ok(())
 }
 
