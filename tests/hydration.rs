@@ -1151,6 +1151,13 @@ async fn a_read_goes_on_while_a_pass_moves_its_file_on_the_server() {
     let root = fs.mnt.join("r");
     d.cli(&["add-root", root.to_str().unwrap(), &via[0]]);
     d.cli(&["sync", root.to_str().unwrap()]);
+    // Add-root wrote the sync base: no pass after it had anything to do (a pass that does
+    // something logs "sync pass").
+    let log = d.log();
+    assert!(
+        log.contains("full pass") && !log.contains("sync pass root="),
+        "a pass after add-root found work (the sync base was not written?); log:\n{log}"
+    );
     // Paused, so that the rename is replayed when the test says, mid-read.
     d.cli(&["pause", root.to_str().unwrap()]);
     std::fs::rename(root.join("big.txt"), root.join("d000/moved.txt")).unwrap();

@@ -214,13 +214,13 @@ fn below_floor(file: &File, bytes: u64, floor: (u64, u8)) -> bool {
     free < need.saturating_add(bytes)
 }
 
-/// The errno an application sees for a failed fetch (only values a deny reply accepts).
 /// A piece's errno when the server answered that the file is not at its path (404): the
 /// reader gets EIO, unless the file turns out to have been moved there by a pass.
 const GONE: i32 = libc::ESTALE;
 /// How long a fetch that found its path gone waits for a pass to record the file's new path.
 const MOVED_WAIT: Duration = Duration::from_secs(2);
 
+/// The errno an application sees for a failed fetch (only values a deny reply accepts).
 pub fn errno_for(e: &RemoteError) -> i32 {
     match e {
         RemoteError::Auth { .. } => libc::EPERM,
