@@ -463,8 +463,10 @@ async fn saving_over_a_file_stops_its_background_download() {
     let (proxy, via) = via_proxy(&args).await;
     let root = fs.mnt.join("r");
     add_root(&d, &root, &via, &secret);
-    // 4 MiB/s per connection: the window is still arriving when the reader stops.
-    proxy.set(Mode::Throttle(4 << 20), u64::MAX);
+    // 512 KiB/s per connection: the reader's window (about 9 MiB past its first chunk, in
+    // two pieces) takes some 10 s to arrive, and the reader stops after 3 MiB, some 6 s in:
+    // the window is still arriving, by seconds, when the editor saves.
+    proxy.set(Mode::Throttle(512 << 10), u64::MAX);
     let f = root.join("movie.bin");
     let o = sh_ok(&format!(
         "dd if='{}' bs=1M count=3 status=none | sha256sum",
@@ -476,13 +478,20 @@ async fn saving_over_a_file_stops_its_background_download() {
     );
     std::fs::write(&f, b"new content\n").unwrap();
     // Long enough for the whole window to have arrived, had it gone on.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     proxy.set(Mode::Pass, u64::MAX);
     assert_eq!(std::fs::read(&f).unwrap(), b"new content\n");
+    let log = d.log();
     assert!(
-        d.log().contains("the file changed under the download"),
-        "the download was not stopped: {}",
-        d.log()
+        log.contains("the file changed under the download"),
+        "the download was not stopped: {log}"
+    );
+    // The stopped pieces never landed whole: only the first chunk (1 MiB, fetched before the
+    // reader was seen to be sequential) was counted; each piece of the window is 4 MiB or more.
+    let fetched = d.stats()["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < 4 << 20,
+        "{fetched} bytes fetched: the window went on after the save"
     );
 }
 
