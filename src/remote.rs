@@ -291,6 +291,30 @@ impl<'a> ReadRange<'a> {
     }
 }
 
+/// What a server said about a file it renamed. A WebDAV `MOVE` keeps the object, so its
+/// version; S3 has no rename, and its copy gives the object a new ETag and time, which the
+/// copy's own answer names (so no listing in between can be mistaken for them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// The ETag the object has at its new name, if the server said.
+    pub etag: Option<Version>,
+    /// Its modification time there, if the server said.
+    pub mtime: Option<std::time::SystemTime>,
+}
+
+impl Moved {
+    /// The moved file's version, in the form `old` has (the form this server's listings give:
+    /// an ETag, or size and time where the listing has no ETag). `old` when the move kept the
+    /// version or the server did not say. The bytes are the same, so the size is `old`'s.
+    pub fn version(&self, old: &Version) -> Version {
+        match (old, &self.etag, self.mtime) {
+            (Version::Etag { .. }, Some(e @ Version::Etag { .. }), _) => e.clone(),
+            (Version::SizeMtime { size, .. }, _, Some(t)) => Version::size_mtime(*size, t),
+            _ => old.clone(),
+        }
+    }
+}
+
 /// Receives the entries of a walk one at a time (bounded memory). Parents come before children.
 pub type Sink<'a> = &'a mut (dyn FnMut(RemoteEntry) -> Result<()> + Send);
 
@@ -320,8 +344,9 @@ pub trait Remote: Send + Sync {
     /// Deletes a file, or a directory with everything below it.
     async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()>;
 
-    /// Renames a file or directory; the target must not exist.
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()>;
+    /// Renames a file or directory; the target must not exist. For a file, says what the
+    /// server told of its new version ([`Moved`]; default when it keeps the old one).
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved>;
 
     /// Creates a directory (parents must exist). An existing directory is not an error.
     async fn mkdir(&self, path: &RelPath) -> Result<()>;
@@ -350,7 +375,7 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
     async fn delete(&self, path: &RelPath, kind: Kind) -> Result<()> {
         (**self).delete(path, kind).await
     }
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         (**self).rename(from, to, kind).await
     }
     async fn mkdir(&self, path: &RelPath) -> Result<()> {
@@ -384,4 +409,35 @@ pub fn entry_matches(e: &RemoteEntry, v: &Version) -> bool {
 pub(crate) fn reject(stats: &mut WalkStats, what: &str, why: &dyn std::fmt::Display) {
     stats.rejected += 1;
     tracing::warn!(entry = %what.escape_debug(), reason = %why, "rejected a remote entry");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_moved_file_keeps_the_form_of_its_version() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let copy = Moved {
+            etag: Version::from_etag("\"abc\""),
+            mtime: Some(t),
+        };
+        let tag = Version::from_etag("\"old-2\"").unwrap();
+        let sized = Version::SizeMtime {
+            size: 7,
+            mtime_secs: 5,
+        };
+        assert_eq!(copy.version(&tag), Version::from_etag("abc").unwrap());
+        assert_eq!(copy.version(&sized), Version::size_mtime(7, t));
+        // A move that kept the object (WebDAV), or a server that said nothing.
+        assert_eq!(Moved::default().version(&tag), tag);
+        assert_eq!(Moved::default().version(&sized), sized);
+        // Half an answer: only what it names is taken.
+        let etag_only = Moved {
+            etag: None,
+            mtime: Some(t),
+        };
+        assert_eq!(etag_only.version(&tag), tag);
+    }
 }

@@ -16,6 +16,12 @@ async fn memory_conforms() {
     suite::run_all(&Memory::new()).await;
 }
 
+/// The reference model renaming as S3 does (a copy: moved files get new versions).
+#[tokio::test]
+async fn memory_renaming_by_copy_conforms() {
+    suite::run_all(&Memory::copying()).await;
+}
+
 #[tokio::test]
 async fn faulty_memory_with_retries_conforms() {
     let policy = RetryPolicy {

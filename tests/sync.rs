@@ -166,6 +166,9 @@ async fn two_machines(server: Server) {
     seed.insert("docs/a.txt".to_string(), b"a v1\n".to_vec());
     seed.insert("docs/b.txt".to_string(), b"b v1\n".to_vec());
     seed.insert("photos/p.bin".to_string(), data(7, 300_000));
+    seed.insert("photos/q.bin".to_string(), data(8, 200_000));
+    // Keeps `photos` on S3, where a folder with no object in it is gone.
+    seed.insert("photos/keep.txt".to_string(), b"keep\n".to_vec());
     let (args, secret) = upload(&server, &seed).await;
     let a = fs.mnt.join("A");
     let b = fs.mnt.join("B");
@@ -213,6 +216,8 @@ async fn two_machines(server: Server) {
             "docs/a.txt",
             "docs/b.txt",
             "docs/moved.txt",
+            "photos/keep.txt",
+            "photos/q.bin",
             "renamed_dir/x.bin"
         ],
         "server after edits, deletes and renames"
@@ -232,7 +237,33 @@ async fn two_machines(server: Server) {
         );
     }
 
-    // 3. Both edit docs/b.txt: A syncs first, so B's edit becomes the conflict copy. (Paused,
+    // 3. A renames an online-only file; the pass that moves it on the server (a MOVE, or
+    // S3's copy and delete, which gives the object a new version) leaves it readable at once,
+    // with no pass in between.
+    d.cli(&["pause"]);
+    assert_eq!(
+        allocated(&a.join("photos/q.bin")),
+        0,
+        "q.bin is online-only"
+    );
+    std::fs::rename(a.join("photos/q.bin"), a.join("q.bin")).unwrap();
+    let v = sync_settled(&d, &a);
+    assert_eq!(v["changed"], 1, "the rename is replayed: {v}");
+    assert_eq!(
+        std::fs::read(a.join("q.bin")).unwrap(),
+        data(8, 200_000),
+        "the moved placeholder reads its bytes"
+    );
+    let v = sync_settled(&d, &a);
+    assert_eq!(
+        (&v["changed"], &v["added"], &v["uploaded"]),
+        (&0.into(), &0.into(), &0.into()),
+        "nothing left to do after the rename: {v}"
+    );
+    d.cli(&["resume"]);
+    settle(&d, &[&a, &b]);
+
+    // 4. Both edit docs/b.txt: A syncs first, so B's edit becomes the conflict copy. (Paused,
     // so that only the explicit syncs below run, in this order.)
     assert_eq!(std::fs::read(a.join("docs/b.txt")).unwrap(), b"b v1\n");
     assert_eq!(std::fs::read(b.join("docs/b.txt")).unwrap(), b"b v1\n");
@@ -265,7 +296,7 @@ async fn two_machines(server: Server) {
         "the other edit is kept as the copy"
     );
 
-    // 4. Both machines hold exactly the server's files and bytes.
+    // 5. Both machines hold exactly the server's files and bytes.
     let la = local_files(&a);
     let lb = local_files(&b);
     assert_eq!(la, s, "A converged");

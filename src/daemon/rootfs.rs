@@ -276,7 +276,12 @@ impl LocalFs for RootFs<'_> {
         self.write_meta(&f, &m)
     }
 
-    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()> {
+    fn set_origin(
+        &self,
+        p: &RelPath,
+        origin: &RelPath,
+        version: Option<(&str, &str)>,
+    ) -> io::Result<()> {
         let f = self.open_file(p, libc::O_RDONLY)?;
         let Some(mut m) = meta::read_fd(f.as_fd())?
             .map(|m| m.found_at(p.as_str()))
@@ -284,8 +289,11 @@ impl LocalFs for RootFs<'_> {
         else {
             return Ok(());
         };
-        if m.path != origin.as_str() {
-            if origin == p && m.resolved() {
+        let new_version = version
+            .filter(|(was, now)| *was == m.version && now != was)
+            .map(|(_, now)| now);
+        if m.path != origin.as_str() || new_version.is_some() {
+            if m.path != origin.as_str() && origin == p && m.resolved() {
                 let _ = self.index.remove(&self.id, &m.path);
             }
             m.path = origin.as_str().to_string();
@@ -294,6 +302,9 @@ impl LocalFs for RootFs<'_> {
             } else {
                 meta::Place::Elsewhere
             };
+            if let Some(v) = new_version {
+                m.version = v.to_string();
+            }
             self.write_meta(&f, &m)?;
         }
         Ok(())

@@ -745,10 +745,11 @@ impl Hydrator {
         }
     }
 
-    /// The file's record once it names another remote path than `was` (same version): a
-    /// sync pass replaying a local rename moves the file on the server, then records its new
-    /// path, so a fetch between the two finds the old path gone. Waits up to
-    /// [`MOVED_WAIT`] for that record; `None` if it does not come (the file is gone).
+    /// The file's record once it names another remote path than `was`: a sync pass replaying
+    /// a local rename moves the file on the server, then records its new path (and the new
+    /// version S3's copy gave the same bytes, in the same write), so a fetch between the two
+    /// finds the old path gone. Waits up to [`MOVED_WAIT`] for that record; `None` if it does
+    /// not come (the file is gone).
     async fn moved_since(&self, file: &File, was: &FileMeta) -> Option<FileMeta> {
         let until = std::time::Instant::now() + MOVED_WAIT;
         loop {
@@ -760,7 +761,7 @@ impl Hydrator {
                     .retain(|k, _| k.0 != (st.st_dev, st.st_ino));
             }
             match self.read_record(file) {
-                Ok(Some(m)) if m.path != was.path && m.version == was.version => {
+                Ok(Some(m)) if m.path != was.path => {
                     tracing::info!(from = %was.path, to = %m.path, "moved on the server by a pass; fetching from its new path");
                     return Some(m);
                 }

@@ -6,7 +6,7 @@
 //! `Retrying<Faulty<Memory>>` to show that faults never turn into wrong bytes.
 
 use super::retry::{retry, Breaker, RetryPolicy};
-use super::{Precondition, ReadRange, Remote, RemoteError, Result, Sink, WalkStats};
+use super::{Moved, Precondition, ReadRange, Remote, RemoteError, Result, Sink, WalkStats};
 use crate::model::{Kind, RelPath, RemoteEntry};
 use async_trait::async_trait;
 use std::fs::File;
@@ -98,7 +98,7 @@ impl<R: Remote> Remote for Faulty<R> {
         self.fault(path)?;
         self.inner.delete(path, kind).await
     }
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         self.fault(from)?;
         self.inner.rename(from, to, kind).await
     }
@@ -186,7 +186,7 @@ impl<R: Remote> Remote for Retrying<R> {
         })
         .await
     }
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         retry(&self.policy, &self.breaker, "rename", from, |_| {
             self.inner.rename(from, to, kind)
         })

@@ -12,7 +12,7 @@
 //! directory the user owns; every re-open (restart, login) checks that again. Opens of
 //! files use `O_NONBLOCK` and are type-checked, so a FIFO swapped in never blocks a thread.
 
-use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Moved, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::asuser::{self, UserCreds};
 use crate::fsutil;
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
@@ -379,7 +379,7 @@ impl super::Remote for LocalDir {
         self.blocking(path, move |root| rm(root, &p, kind)).await
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath, _kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, _kind: Kind) -> Result<Moved> {
         let (from, to) = (from.clone(), to.clone());
         self.blocking(&from.clone(), move |root| {
             let (a, an) = fsutil::open_parent(root.as_fd(), &from).map_err(|e| map_io(&from, e))?;
@@ -391,7 +391,8 @@ impl super::Remote for LocalDir {
                 }
             })
         })
-        .await
+        .await?;
+        Ok(Moved::default()) // rename(2) keeps the inode, so the size and mtime
     }
 
     async fn mkdir(&self, path: &RelPath) -> Result<()> {

@@ -1,7 +1,8 @@
 //! In-memory remote for unit tests and the conformance suite's reference model.
-//! Versions are strong ETags from a counter, so every write is a new version.
+//! Versions are strong ETags from a counter, so every write is a new version. [`Memory::copying`]
+//! renames as S3 does (a copy and a delete: moved files get new versions).
 
-use super::{Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
+use super::{Moved, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ struct Node {
 pub struct Memory {
     state: Mutex<(BTreeMap<RelPath, Node>, u64)>,
     propagate: bool,
+    copy_renames: bool,
 }
 
 impl Memory {
@@ -37,6 +39,15 @@ impl Memory {
     pub fn propagating() -> Self {
         Memory {
             propagate: true,
+            ..Self::default()
+        }
+    }
+
+    /// A server that renames as S3 does: a copy and a delete, so every moved file gets a new
+    /// ETag and time, which the rename's answer names for a file.
+    pub fn copying() -> Self {
+        Memory {
+            copy_renames: true,
             ..Self::default()
         }
     }
@@ -298,7 +309,7 @@ impl super::Remote for Memory {
         Ok(())
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath, _kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         let mut g = self.state.lock().unwrap();
         if !g.0.contains_key(from) {
             return Err(RemoteError::NotFound { path: from.clone() });
@@ -316,13 +327,26 @@ impl super::Remote for Memory {
                 .filter(|p| p.starts_with(from))
                 .cloned()
                 .collect();
+        let mut answer = Moved::default();
         for p in moved {
-            let n = g.0.remove(&p).unwrap();
+            let mut n = g.0.remove(&p).unwrap();
+            if self.copy_renames && n.kind == Kind::File {
+                g.1 += 1;
+                n.tag = g.1;
+                n.mtime = SystemTime::now();
+                if kind == Kind::File {
+                    let e = entry(&p, &n);
+                    answer = Moved {
+                        etag: Some(e.version),
+                        mtime: Some(e.mtime),
+                    };
+                }
+            }
             let rest = &p.as_str()[from.as_str().len()..];
             let np = RelPath::parse(&format!("{}{}", to.as_str(), rest)).expect("valid");
             g.0.insert(np, n);
         }
-        Ok(())
+        Ok(answer)
     }
 
     async fn mkdir(&self, path: &RelPath) -> Result<()> {

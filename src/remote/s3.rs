@@ -8,7 +8,7 @@ pub mod listing;
 
 use super::http::{self, HttpConfig};
 use super::retry::{retry, Breaker};
-use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Moved, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
@@ -425,7 +425,7 @@ impl S3 {
         let mtime = o
             .last_modified
             .as_deref()
-            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+            .and_then(parse_time)
             .unwrap_or(UNIX_EPOCH);
         RemoteEntry {
             path,
@@ -1054,7 +1054,7 @@ impl super::Remote for S3 {
         Ok(())
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         if self.stat(to).await.is_ok() {
             return Err(RemoteError::AlreadyExists { path: to.clone() });
         }
@@ -1066,6 +1066,7 @@ impl super::Remote for S3 {
         if keys.is_empty() {
             return Err(RemoteError::NotFound { path: from.clone() });
         }
+        let mut moved = Moved::default();
         for k in &keys {
             let nk = format!("{dst_base}{}", &k[src_base.len()..]);
             let source = format!("/{}/{}", self.cfg.bucket, utf8_percent_encode(k, KEY));
@@ -1084,6 +1085,16 @@ impl super::Remote for S3 {
             if listing::is_error_document(&body) {
                 return Err(RemoteError::protocol(from, "CopyObject failed"));
             }
+            if kind == Kind::File {
+                // The copy is a new object: its ETag (a multipart upload's becomes a plain
+                // MD5) and its time, as the copy's answer names them.
+                let (etag, time) = listing::parse_copy_result(&body[..])
+                    .map_err(|e| RemoteError::protocol(from, format!("CopyObject answer: {e}")))?;
+                moved = Moved {
+                    etag: etag.as_deref().and_then(Version::from_etag),
+                    mtime: time.as_deref().and_then(parse_time),
+                };
+            }
         }
         for k in &keys {
             let url = self.object_url(k, &[]);
@@ -1095,7 +1106,7 @@ impl super::Remote for S3 {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     async fn mkdir(&self, path: &RelPath) -> Result<()> {
@@ -1135,6 +1146,11 @@ impl super::Remote for S3 {
         }
         Ok(())
     }
+}
+
+/// An S3 timestamp (`2026-01-02T03:04:05.000Z`, as listings and copy answers give it).
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ pub mod propfind;
 
 use super::http::{self, HttpConfig};
 use super::retry::{retry, Breaker};
-use super::{reject, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
+use super::{reject, Moved, Precondition, ReadRange, RemoteError, Result, Sink, WalkStats};
 use crate::model::{validate_name, Kind, RelPath, RemoteEntry, Version};
 use async_trait::async_trait;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -530,7 +530,7 @@ impl super::Remote for WebDav {
         .await
     }
 
-    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<()> {
+    async fn rename(&self, from: &RelPath, to: &RelPath, kind: Kind) -> Result<Moved> {
         let dir = kind == Kind::Dir;
         let src = self.url_for(from, dir);
         let dst = self.url_for(to, dir);
@@ -545,7 +545,9 @@ impl super::Remote for WebDav {
                     .await
                     .map_err(|e| http::net_err(from, e))?;
                 match r.status() {
-                    s if s.is_success() => Ok(()),
+                    // A MOVE answers with no ETag: the resource is the same one, and servers
+                    // keep its ETag (Apache's comes from the inode, size and mtime).
+                    s if s.is_success() => Ok(Moved::default()),
                     StatusCode::PRECONDITION_FAILED => {
                         Err(RemoteError::AlreadyExists { path: to.clone() })
                     }

@@ -11,7 +11,7 @@ use super::local::LocalFs;
 use super::{same_version, BaseEntry, Op, Stamp};
 use crate::index::{Index, IndexError};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
-use crate::remote::{Precondition, Remote, RemoteError};
+use crate::remote::{Moved, Precondition, Remote, RemoteError};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -70,6 +70,10 @@ pub struct Report {
     pub errors: Vec<(RelPath, String)>,
     /// The server was unreachable: the pass stopped, to be resumed when it is back.
     pub offline: bool,
+    /// Each move aside of this pass, by temporary name: the version the move was planned
+    /// from, and the one the server has there now (on S3 a new one), which the move from
+    /// there expects.
+    pub aside: std::collections::HashMap<RelPath, (String, String)>,
 }
 
 pub struct Executor<'a> {
@@ -119,20 +123,61 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Fails (skipped) unless the server still has `version` at `p`.
-    async fn still_at(&self, p: &RelPath, version: &str) -> Result<(), ExecError> {
-        let cur = self.remote.stat(p).await?;
-        if !same_version(version, &cur.version) {
-            return Err(ExecError::Skipped {
-                path: p.clone(),
-                what: "changed on the server since it was listed".into(),
-            });
+    /// The version token a file moved from `from` at version `was` has now, when the move
+    /// gave it a new one (S3's copy) and `was` is the version the base holds for `from` (the
+    /// bytes both sides agreed on). `None` when the move kept the version, or when the server
+    /// had changed the file since the base: the base keeps its version, so the next pass sees
+    /// that change.
+    fn moved_version(
+        &self,
+        from: &RelPath,
+        was: &str,
+        moved: &Moved,
+    ) -> Result<Option<String>, ExecError> {
+        let Some(old) = Version::from_token(was) else {
+            return Ok(None);
+        };
+        let base = self.index.base_get(self.root, from.as_str())?;
+        if base.is_none_or(|b| !same_version(&b.version, &old)) {
+            return Ok(None);
         }
-        Ok(())
+        let now = moved.version(&old).token();
+        Ok((now != was).then_some(now))
     }
 
-    fn base_move(&self, from: &RelPath, to: &RelPath) -> Result<(), ExecError> {
-        if let Some(b) = self.index.base_get(self.root, from.as_str())? {
+    /// Fails (skipped) unless the server still has `version` at `p`, or the version a move
+    /// aside of this pass left there (`aside`: on S3 a new one). Returns the version the
+    /// file was planned from (before that move aside, if there was one).
+    async fn still_at(
+        &self,
+        p: &RelPath,
+        version: &str,
+        aside: &std::collections::HashMap<RelPath, (String, String)>,
+    ) -> Result<String, ExecError> {
+        let cur = self.remote.stat(p).await?;
+        if same_version(version, &cur.version) {
+            return Ok(version.to_string());
+        }
+        match aside.get(p) {
+            Some((planned, there)) if same_version(there, &cur.version) => Ok(planned.clone()),
+            _ => Err(ExecError::Skipped {
+                path: p.clone(),
+                what: "changed on the server since it was listed".into(),
+            }),
+        }
+    }
+
+    /// Moves the base entry of `from` to `to`, with the new version a move gave it, if any.
+    fn base_move(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        version: Option<&str>,
+    ) -> Result<(), ExecError> {
+        if let Some(mut b) = self.index.base_get(self.root, from.as_str())? {
+            if let Some(v) = version {
+                b.version = v.to_string();
+            }
             self.index.base_put(self.root, to.as_str(), &b)?;
         }
         self.index.base_remove(self.root, from.as_str())?;
@@ -220,46 +265,60 @@ impl Executor<'_> {
                 // The record learns its new path before the base does: after a crash in
                 // between, the next pass finds the rename done and moves the base (Rebase).
                 self.step()?;
-                self.local.set_origin(to, to).map_err(io_at(to))?;
+                self.local.set_origin(to, to, None).map_err(io_at(to))?;
                 self.step()?;
-                self.base_move(base, to)
+                self.base_move(base, to, None)
             }
             Op::RemoteRename { from, to, version } => {
-                self.still_at(from, version).await?;
+                let at = self.still_at(from, version, &rep.aside).await?;
                 self.step()?;
-                if to.starts_with(from) {
+                let moved = if to.starts_with(from) {
                     // Moved below its own old name (`mv a x; mkdir a; mv x a/b`): the old
                     // name must become a folder on the server too, so step aside first.
                     let tmp = temp_beside(from)?;
                     self.remote.rename(from, &tmp, Kind::File).await?;
                     self.mkdir_p(&to.parent().unwrap_or_default()).await?;
-                    self.remote.rename(&tmp, to, Kind::File).await?;
-                } else if let Err(e) = self.remote.rename(from, to, Kind::File).await {
-                    match (e, to.parent().filter(|p| !p.is_root())) {
-                        // The target folder went away on the server meanwhile.
-                        (RemoteError::NotFound { path }, Some(parent)) if &path != from => {
-                            self.mkdir_p(&parent).await?;
-                            self.remote.rename(from, to, Kind::File).await?;
-                        }
-                        (e, _) => return Err(e.into()),
+                    self.remote.rename(&tmp, to, Kind::File).await?
+                } else {
+                    match self.remote.rename(from, to, Kind::File).await {
+                        Ok(m) => m,
+                        Err(e) => match (e, to.parent().filter(|p| !p.is_root())) {
+                            // The target folder went away on the server meanwhile.
+                            (RemoteError::NotFound { path }, Some(parent)) if &path != from => {
+                                self.mkdir_p(&parent).await?;
+                                self.remote.rename(from, to, Kind::File).await?
+                            }
+                            (e, _) => return Err(e.into()),
+                        },
                     }
-                }
+                };
                 rep.renamed += 1;
+                let now = self.moved_version(from, &at, &moved)?;
                 self.step()?;
-                self.local.set_origin(to, to).map_err(io_at(to))?;
+                // The record still names the version the pass planned from (a move aside
+                // left it alone).
+                let record = now.as_deref().map(|n| (version.as_str(), n));
+                self.local.set_origin(to, to, record).map_err(io_at(to))?;
                 self.step()?;
-                self.base_move(from, to)?;
+                self.base_move(from, to, now.as_deref())?;
                 self.index.flush()?;
                 Ok(())
             }
             Op::RemoteAside { from, to, version } => {
-                self.still_at(from, version).await?;
+                let at = self.still_at(from, version, &rep.aside).await?;
                 self.step()?;
-                self.remote.rename(from, to, Kind::File).await?;
-                // The local record still names `from`: after a crash here the next pass
-                // finds the file by its version at `to` and replays the rename from there.
+                let moved = self.remote.rename(from, to, Kind::File).await?;
+                let there = Version::from_token(&at).map(|v| moved.version(&v).token());
+                rep.aside.insert(
+                    to.clone(),
+                    (at.clone(), there.unwrap_or_else(|| at.clone())),
+                );
+                // The local record still names `from` and its version, and so does the base
+                // at `to` (not the new version a copy gave it on S3): after a crash here
+                // the next pass finds the file there by that version, and replays the rename
+                // from there (on S3 also a change on the server: the record is refreshed).
                 self.step()?;
-                self.base_move(from, to)?;
+                self.base_move(from, to, None)?;
                 self.index.flush()?;
                 Ok(())
             }
@@ -281,7 +340,7 @@ impl Executor<'_> {
                 self.base_put(&entry.path, entry)
             }
             Op::Rebase { from, entry } => {
-                match self.local.set_origin(&entry.path, &entry.path) {
+                match self.local.set_origin(&entry.path, &entry.path, None) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(io_at(&entry.path)(e))
                     }
@@ -293,7 +352,9 @@ impl Executor<'_> {
             }
             Op::Adopt { path, entry } => {
                 if entry.kind == Kind::File {
-                    self.local.set_origin(path, path).map_err(io_at(path))?;
+                    self.local
+                        .set_origin(path, path, None)
+                        .map_err(io_at(path))?;
                 }
                 self.step()?;
                 self.base_put(path, entry)
@@ -332,7 +393,7 @@ impl Executor<'_> {
             } => {
                 let aside = self.aside_name(path)?;
                 if let Some(o) = origin {
-                    self.local.set_origin(path, o).map_err(io_at(path))?;
+                    self.local.set_origin(path, o, None).map_err(io_at(path))?;
                 }
                 self.step()?;
                 self.local

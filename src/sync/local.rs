@@ -23,8 +23,15 @@ pub trait LocalFs: Send + Sync {
     /// recognised, even renamed, and compared instead of uploaded twice.
     fn mark_pending(&self, p: &RelPath, stamp: Stamp) -> io::Result<()>;
     /// Points the record of the file at `p` to the remote path `origin` (`p` itself after a
-    /// rename was replayed).
-    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()>;
+    /// rename was replayed), and with `version` = `(was, now)` to the version `now` if it
+    /// names `was` (the server gave the same bytes a new version by moving them: S3's copy).
+    /// One record write, so a reader never sees the new path with the old version.
+    fn set_origin(
+        &self,
+        p: &RelPath,
+        origin: &RelPath,
+        version: Option<(&str, &str)>,
+    ) -> io::Result<()>;
     /// A placeholder for a new remote file (fails with `EEXIST` if the name is taken).
     fn create_placeholder(&self, e: &RemoteEntry) -> io::Result<()>;
     /// Replaces the clean file at `e.path` (still at version `expect`) by a placeholder of

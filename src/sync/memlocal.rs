@@ -318,7 +318,12 @@ impl LocalFs for MemLocal {
         Ok(())
     }
 
-    fn set_origin(&self, p: &RelPath, origin: &RelPath) -> io::Result<()> {
+    fn set_origin(
+        &self,
+        p: &RelPath,
+        origin: &RelPath,
+        version: Option<(&str, &str)>,
+    ) -> io::Result<()> {
         let mut g = self.state.lock().unwrap();
         if let Some(MemNode::File {
             record: Some(r), ..
@@ -326,6 +331,9 @@ impl LocalFs for MemLocal {
         {
             r.origin = origin.clone();
             r.explicit = origin != p;
+            if let Some((_, now)) = version.filter(|(was, _)| *was == r.version) {
+                r.version = now.to_string();
+            }
         }
         Ok(())
     }

@@ -54,6 +54,13 @@ fn as_base_knew(r: &crate::model::RemoteEntry, b: &super::BaseEntry) -> crate::m
     e
 }
 
+/// Whether `q` is a name our executor moves a file from `o` aside to (beside it,
+/// `.~skyfill-….tmp`). After a crash between such a move and its base write, on a server
+/// whose renames give new versions (S3's copy), the file is found there by its size alone.
+fn aside_of(o: &RelPath, q: &RelPath) -> bool {
+    q.parent() == o.parent() && q.name().starts_with(".~skyfill-") && q.name().ends_with(".tmp")
+}
+
 fn moved<V>(map: &mut std::collections::BTreeMap<RelPath, V>, from: &RelPath, to: &RelPath) {
     if let Some(v) = map.remove(from) {
         map.insert(to.clone(), v);
@@ -115,7 +122,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         let b = base[o].clone();
         let hits: Vec<RelPath> = fresh
             .iter()
-            .filter(|q| same(&b, &remote[*q]))
+            .filter(|q| same(&b, &remote[*q]) || (aside_of(o, q) && remote[*q].size == b.size))
             .cloned()
             .collect();
         if hits.len() != 1 {
@@ -690,7 +697,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             _ => false,
         })
     });
-    let (renames, through) = through_vacated(renames, &remote);
+    let (renames, through) = through_vacated(renames, &[&remote, inp.remote]);
     let mut ops = repairs;
     ops.extend(first_files);
     ops.extend(first_dirs.into_iter().map(|(_, o)| o));
@@ -711,7 +718,9 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
 /// order replays (every pass would fail the same way). Each one is split: the file steps
 /// aside to a temporary name among the renames, and takes its new name from there after
 /// them and after the folders made where they leave (the second list).
-fn through_vacated(renames: Vec<Op>, remote: &RemoteMap) -> (Vec<Op>, Vec<Op>) {
+/// A temporary name is one no map of `remote` has (the server as listed, and as this plan
+/// leaves it) and no rename of this pass leaves (a file left at one by an interrupted pass).
+fn through_vacated(renames: Vec<Op>, remote: &[&RemoteMap]) -> (Vec<Op>, Vec<Op>) {
     let leaving: Vec<RelPath> = renames
         .iter()
         .filter_map(|o| match o {
@@ -734,7 +743,11 @@ fn through_vacated(renames: Vec<Op>, remote: &RemoteMap) -> (Vec<Op>, Vec<Op>) {
             .then(|| {
                 (0..64)
                     .filter_map(|n| dir.join(&format!(".~skyfill-move-{n}.tmp")).ok())
-                    .find(|t| !remote.contains_key(t) && !taken.contains(t))
+                    .find(|t| {
+                        remote.iter().all(|m| !m.contains_key(t))
+                            && !taken.contains(t)
+                            && !leaving.contains(t)
+                    })
             })
             .flatten();
         let Some(tmp) = tmp else {

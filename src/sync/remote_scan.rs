@@ -179,7 +179,12 @@ mod tests {
         async fn delete(&self, p: &RelPath, k: Kind) -> crate::remote::Result<()> {
             self.0.delete(p, k).await
         }
-        async fn rename(&self, f: &RelPath, t: &RelPath, k: Kind) -> crate::remote::Result<()> {
+        async fn rename(
+            &self,
+            f: &RelPath,
+            t: &RelPath,
+            k: Kind,
+        ) -> crate::remote::Result<crate::remote::Moved> {
             self.0.rename(f, t, k).await
         }
         async fn mkdir(&self, p: &RelPath) -> crate::remote::Result<()> {

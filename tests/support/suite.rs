@@ -34,6 +34,16 @@ pub fn p(s: &str) -> RelPath {
     RelPath::parse(s).unwrap()
 }
 
+/// The entry a listing of `dir` gives for `path`.
+async fn listed<R: Remote + ?Sized>(r: &R, dir: &str, path: &str) -> RemoteEntry {
+    r.list_dir(&RelPath::parse(dir).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.path.as_str() == path)
+        .unwrap_or_else(|| panic!("{}: {path} not listed", r.describe()))
+}
+
 pub async fn read_all<R: Remote + ?Sized>(r: &R, e: &RemoteEntry) -> Vec<u8> {
     let f = tempfile::tempfile().unwrap();
     let t = Transfer {
@@ -275,13 +285,35 @@ pub async fn run_all<R: Remote + ?Sized>(r: &R) {
     );
 
     // --- rename file and directory
-    r.rename(&p("one"), &p("d/one-moved"), Kind::File)
+    let before = listed(r, "", "one").await;
+    let answer = r
+        .rename(&p("one"), &p("d/one-moved"), Kind::File)
         .await
         .unwrap();
     assert!(matches!(
         r.stat(&p("one")).await,
         Err(RemoteError::NotFound { .. })
     ));
+    // The version the rename's answer gives is the one listings give from then on (what the
+    // sync base and the file's record keep), and reads at it get the bytes.
+    let after = listed(r, "d", "d/one-moved").await;
+    let said = answer.version(&before.version);
+    assert!(
+        said.same(&after.version),
+        "{who}: the rename said {said}, the listing says {}",
+        after.version
+    );
+    assert_eq!(
+        read_all(
+            r,
+            &RemoteEntry {
+                version: said,
+                ..after
+            }
+        )
+        .await,
+        want["one"]
+    );
     let m = r.stat(&p("d/one-moved")).await.unwrap();
     assert_eq!(read_all(r, &m).await, want["one"]);
     let e = r

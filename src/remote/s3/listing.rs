@@ -287,6 +287,23 @@ pub fn parse_parts<R: BufRead>(input: R) -> Result<(Vec<Part>, Option<u32>), Par
     Ok((parts, if truncated { next } else { None }))
 }
 
+/// `ETag` and `LastModified` of a `CopyObjectResult` (the copy's new version), as given.
+pub fn parse_copy_result<R: BufRead>(
+    input: R,
+) -> Result<(Option<String>, Option<String>), ParseError> {
+    let (mut etag, mut time) = (None, None);
+    walk(input, &["CopyObjectResult"], |st, v| {
+        let Some(v) = v else { return };
+        let t = String::from_utf8_lossy(&v).trim().to_string();
+        if is(st, &["CopyObjectResult", "ETag"]) {
+            etag = Some(t);
+        } else if is(st, &["CopyObjectResult", "LastModified"]) {
+            time = Some(t);
+        }
+    })?;
+    Ok((etag, time))
+}
+
 /// Whether a `CompleteMultipartUpload` 200 answer is really an `<Error>` (S3 does that).
 pub fn is_error_document(body: &[u8]) -> bool {
     walk(body, &["Error"], |_, _| {}).is_ok()
@@ -347,5 +364,22 @@ mod tests {
             b"<Error><Code>InternalError</Code></Error>"
         ));
         assert!(!is_error_document(b"<CompleteMultipartUploadResult/>"));
+    }
+
+    #[test]
+    fn copy_results_name_the_new_etag_and_time() {
+        let x = br#"<?xml version="1.0" encoding="UTF-8"?>
+<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LastModified>2026-01-02T03:04:05.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyObjectResult>"#;
+        let (etag, time) = parse_copy_result(&x[..]).unwrap();
+        assert_eq!(
+            etag.as_deref(),
+            Some("\"9b2cf535f27731c974343645a3985328\"")
+        );
+        assert_eq!(time.as_deref(), Some("2026-01-02T03:04:05.000Z"));
+        assert_eq!(
+            parse_copy_result(&b"<CopyObjectResult/>"[..]).unwrap(),
+            (None, None)
+        );
+        assert!(parse_copy_result(&b"<Error><Code>NoSuchKey</Code></Error>"[..]).is_err());
     }
 }
