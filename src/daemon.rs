@@ -109,6 +109,8 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
             )
         }
     };
+    // Before any mark of this worker: each mark from here on also tells the gate.
+    crate::hsm::gate::install_from_env();
     let group = Arc::new(group);
     let (journal, pending) = Journal::open(&opts.state_dir.join("inflight.log"))?;
     let journal = Arc::new(journal);

@@ -11,12 +11,14 @@
 //! - [`pins`]: folder pin settings and their inheritance;
 //! - [`placeholder`]: populating a root from a listing (mark before visible);
 //! - [`dirgate`]: folders listed during add-root filled first;
-//! - [`evict`]: freeing space safely (write lease, mark before punch).
+//! - [`evict`]: freeing space safely (write lease, mark before punch);
+//! - [`gate`]: the BPF LSM gate that refuses to open a placeholder while no daemon serves.
 
 pub mod dirgate;
 pub mod evict;
 pub mod fanotify;
 pub mod flow;
+pub mod gate;
 pub mod hydrate;
 pub mod meta;
 pub mod pins;

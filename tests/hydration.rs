@@ -1116,6 +1116,193 @@ async fn a_restart_of_the_whole_service_keeps_readers_waiting_through_the_fd_sto
     );
 }
 
+/// An orderly stop (SIGTERM to the keeper with no service manager holding the group) refuses
+/// the reads still waiting for bytes with EAGAIN (closing the group would let them read
+/// zeros); started again, the daemon serves the bytes. `doctor` says whether the kernel gate
+/// is active, and why not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orderly_stop_refuses_waiting_readers_never_zeros() {
+    use proxy::Mode;
+    let fs = LoopFs::new("ext4", 512);
+    let mut d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("big.bin".to_string(), data(51, 16 << 20));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let (proxy, via) = via_proxy(&args).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &via, &secret);
+    let gate = gate_line(&d);
+    assert!(
+        gate.contains("the kernel gate is active")
+            || gate.contains("the kernel gate is not active ("),
+        "doctor: {gate}"
+    );
+    let big = root.join("big.bin");
+    // A reader waits for bytes arriving at 256 KiB/s when the service is stopped.
+    proxy.set(Mode::Throttle(256 << 10), u64::MAX);
+    let reader = std::process::Command::new("sha256sum")
+        .arg(&big)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while allocated(&big) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the download never started; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_blocked_in_fanotify(reader.id(), "the reader of big.bin");
+    d.stop();
+    let out = reader.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("Resource temporarily unavailable"),
+        "the waiting reader was not refused with EAGAIN at the stop (status {}, stdout {}, stderr {said}); log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        d.log()
+    );
+    assert!(
+        d.log().contains("refused the accesses still waiting"),
+        "log:\n{}",
+        d.log()
+    );
+    // Back: the file that was partly there reads right.
+    proxy.set(Mode::Pass, u64::MAX);
+    d.restart();
+    assert_eq!(sha256(&big).unwrap(), sha256_bytes(&files["big.bin"]));
+    drop(proxy);
+}
+
+/// `doctor`'s finding about the kernel gate (its JSON line).
+fn gate_line(d: &Daemon) -> String {
+    let o = d.try_cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("kernel gate"))
+        .unwrap_or_else(|| panic!("doctor says nothing of the kernel gate: {text}"))
+        .to_string()
+}
+
+/// What `cmd` (a shell command reading `f`) says: its stdout on success, or its stderr.
+fn read_with(cmd: &str, f: &Path) -> Result<String, String> {
+    let o = sh(&cmd.replace("{}", &f.display().to_string()));
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// With the daemon stopped (SIGTERM to the keeper) or killed whole (SIGKILL, no service
+/// manager), the kernel gate refuses to open a placeholder: programs get EAGAIN at once,
+/// never zeros; a complete file opens as ever. Started again, the daemon serves the bytes.
+/// Needs a kernel that loads BPF LSM programs: the CI machine's answers EPERM to every
+/// trampoline program (`bpftool feature probe`: "program_type lsm is NOT available"), so this
+/// runs by hand: `cargo test --features integration --test hydration -- --ignored gate`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a kernel that loads BPF LSM programs (not the CI machine's: see doc/SEMANTICS.md)"]
+async fn the_kernel_gate_refuses_placeholders_while_no_daemon_serves() {
+    let fs = LoopFs::new("ext4", 512);
+    let mut d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("big.bin".to_string(), data(52, 4 << 20));
+    files.insert("note.txt".to_string(), b"a small file\n".to_vec());
+    files.insert("tool.py".to_string(), b"print('ran')\n".to_vec());
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let gate = gate_line(&d);
+    assert!(
+        gate.contains("the kernel gate is active"),
+        "{gate}; log:\n{}",
+        d.log()
+    );
+    assert!(d.gate.join("gate").exists() && d.gate.join("placeholders").exists());
+    let big = root.join("big.bin");
+    let note = root.join("note.txt");
+    let check_refused = |when: &str| {
+        for (f, cmd) in [
+            (&note, "cat {}"),
+            (&big, "sha256sum {}"),
+            (&big, "python3 -c 'import mmap,sys; f=open(sys.argv[1],\"rb\"); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ); print(sum(m[:4096]))' {}"),
+            (&root.join("tool.py"), "python3 {}"),
+        ] {
+            let t = Instant::now();
+            match read_with(cmd, f) {
+                Ok(out) => panic!("{when}: `{cmd}` on {} read {out:?} with no daemon", f.display()),
+                Err(e) => assert!(
+                    e.contains("Resource temporarily unavailable"),
+                    "{when}: `{cmd}` failed otherwise than with EAGAIN: {e}"
+                ),
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{when}: the refusal was not at once");
+        }
+        // Metadata needs no bytes: the placeholder is listed with its size.
+        assert_eq!(std::fs::metadata(&big).unwrap().len(), 4 << 20);
+    };
+    d.stop();
+    check_refused("after SIGTERM to the keeper");
+    d.restart();
+    assert_eq!(sha256(&big).unwrap(), sha256_bytes(&files["big.bin"]));
+    assert_eq!(std::fs::read(&note).unwrap(), files["note.txt"]);
+    for f in [&big, &note] {
+        d.cli(&["free", f.to_str().unwrap()]);
+        assert_eq!(allocated(f), 0);
+    }
+    d.kill_all();
+    check_refused("after SIGKILL of keeper and worker");
+    d.restart();
+    assert_eq!(sha256(&big).unwrap(), sha256_bytes(&files["big.bin"]));
+    assert_eq!(
+        read_with("python3 {}", &root.join("tool.py")).unwrap(),
+        "ran\n"
+    );
+    // A complete file opens with no daemon: the gate refuses placeholders only.
+    d.stop();
+    assert_eq!(sha256(&big).unwrap(), sha256_bytes(&files["big.bin"]));
+}
+
+/// The gate's keys name the inode as the kernel does: the generation read from a file handle
+/// (no open) is the one `FS_IOC_GETVERSION` answers, on each filesystem with pre-content events.
+#[test]
+fn gate_keys_carry_the_kernels_inode_generation() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    for fstype in ["ext4", "xfs", "btrfs"] {
+        let fs = LoopFs::new(fstype, 320);
+        for i in 0..20 {
+            let p = fs.mnt.join(format!("f{i}"));
+            let f = std::fs::File::create(&p).unwrap();
+            let (htype, handle) = skyfill::hsm::fanotify::handle_of(f.as_fd()).unwrap();
+            let gen = skyfill::hsm::gate::generation(htype, &handle).unwrap_or_else(|| {
+                panic!("{fstype}: no generation in a handle of type {htype:#x}")
+            });
+            let mut want: libc::c_long = 0;
+            // SAFETY: FS_IOC_GETVERSION writes one long through the pointer, on our own fd.
+            let r = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    0x8008_7601u64 as _, // FS_IOC_GETVERSION
+                    &mut want,
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "{fstype}: FS_IOC_GETVERSION: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(gen, want as u32, "{fstype}: f{i}");
+            assert!(f.metadata().unwrap().ino() > 0);
+        }
+    }
+}
+
 /// A tree written straight into Apache's data folder at a new scratch place: `folders`
 /// folders `dNNN` of `per` files `fNNNN` holding "i/j\n", plus `extra` (path, content).
 fn apache_tree(folders: u64, per: u64, extra: &[(String, String)]) -> (String, PathBuf) {

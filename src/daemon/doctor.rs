@@ -159,9 +159,39 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
             }
         }
     }
+    let gate = match crate::hsm::gate::status() {
+        crate::hsm::gate::Status::Active(dir) => GateInfo {
+            active: true,
+            detail: dir.display().to_string(),
+        },
+        crate::hsm::gate::Status::Inactive(why) => GateInfo {
+            active: false,
+            detail: why,
+        },
+    };
+    if gate.active {
+        checks.push(Check {
+            level: Level::Ok,
+            what: format!(
+                "the kernel gate is active ({}): while the daemon is stopped, online-only files refuse to open (EAGAIN) instead of reading zeros",
+                gate.detail
+            ),
+            fix: String::new(),
+        });
+    } else {
+        checks.push(Check {
+            level: Level::Warn,
+            what: format!(
+                "the kernel gate is not active ({}): while the daemon is stopped, online-only files read as zeros",
+                gate.detail
+            ),
+            fix: "keep skyfilld running; the gate needs a kernel with the BPF LSM active (`bpf` in /sys/kernel/security/lsm, e.g. boot with lsm=...,bpf)".into(),
+        });
+    }
     DoctorResult {
         daemon: super::daemon_name(),
         kernel,
         checks,
+        gate,
     }
 }

@@ -3,8 +3,9 @@
 //! keeper's copy of the group keeps marks and pending events alive, so readers wait for the
 //! next worker instead of reading zeros.
 
+use super::journal::Journal;
 use super::{fdstore, Options, GROUP_FD, LISTEN_FD};
-use crate::hsm::fanotify::Group;
+use crate::hsm::fanotify::{Group, Reply};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
@@ -32,11 +33,17 @@ pub fn run_keeper(opts: &Options) -> io::Result<()> {
     let listener = bind_socket(&opts.socket)?;
     // Under systemd, park a copy of the group in the fd store: if this whole service dies or
     // restarts, marks and queued events survive and the next keeper answers them.
-    match fdstore::store(group.as_fd(), fdstore::GROUP_NAME) {
-        Ok(true) => tracing::info!("fanotify group kept in the service manager's fd store"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!("cannot store the fanotify group with the service manager: {e}"),
-    }
+    let stored = match fdstore::store(group.as_fd(), fdstore::GROUP_NAME) {
+        Ok(true) => {
+            tracing::info!("fanotify group kept in the service manager's fd store");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!("cannot store the fanotify group with the service manager: {e}");
+            false
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -61,14 +68,57 @@ pub fn run_keeper(opts: &Options) -> io::Result<()> {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                _ = term.recv() => { stop(&mut child).await; break; }
-                _ = int.recv() => { stop(&mut child).await; break; }
+                _ = term.recv() => { stop(&mut child).await; fail_closed(&group, &opts.state_dir, !stored); break; }
+                _ = int.recv() => { stop(&mut child).await; fail_closed(&group, &opts.state_dir, !stored); break; }
             }
         }
         let _ = std::fs::remove_file(&opts.socket);
-        tracing::info!("stopped; marks are gone with the group (see doc/SEMANTICS.md)");
+        tracing::info!("stopped; marks are gone with the group; the kernel gate, where active, refuses placeholders until the next start (doc/SEMANTICS.md)");
         Ok::<(), io::Error>(())
     })
+}
+
+/// An orderly stop, once the worker is gone: every event still waiting (those the worker had
+/// taken, by the numbers in its journal, and those never read) is refused with EAGAIN: closing
+/// the group would let them through, and their readers would see zeros. With `flush` (no
+/// service manager keeps a copy of the group, so it closes with us) the marks go first, so no
+/// new event arrives meanwhile; under systemd the marks stay with the stored group (on a
+/// restart, new readers wait for the next worker).
+fn fail_closed(group: &Group, state_dir: &Path, flush: bool) {
+    if flush {
+        if let Err(e) = group.flush_marks() {
+            tracing::warn!(error = %e, "cannot remove the marks before stopping");
+        }
+    }
+    let refuse = Reply::Deny(libc::EAGAIN);
+    let mut refused = 0usize;
+    match Journal::open(&state_dir.join("inflight.log")) {
+        Ok((journal, pending)) => {
+            for p in pending {
+                if group.respond_raw(p.fd, refuse).is_ok() {
+                    refused += 1;
+                }
+                journal.done(p.fd);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the worker's in-flight journal"),
+    }
+    loop {
+        match group.read_events() {
+            Ok(evs) if !evs.is_empty() => {
+                for ev in &evs {
+                    if group.respond(ev, refuse).is_ok() {
+                        refused += 1;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    tracing::info!(
+        refused,
+        "refused the accesses still waiting (EAGAIN), so none reads zeros"
+    );
 }
 
 async fn stop(child: &mut tokio::process::Child) {

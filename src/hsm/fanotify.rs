@@ -394,9 +394,12 @@ impl Group {
     }
 
     /// Marks the inode behind `fd` (any open descriptor, O_PATH included).
+    /// The kernel-side gate learns of the placeholder after its mark ([`super::gate`]).
     pub fn mark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.raw
-            .mark(libc::FAN_MARK_ADD, PLACEHOLDER_MASK, fd, None)
+            .mark(libc::FAN_MARK_ADD, PLACEHOLDER_MASK, fd, None)?;
+        super::gate::cover(fd, c"", libc::AT_EMPTY_PATH);
+        Ok(())
     }
 
     /// Marks `name` in directory `dir` without opening it (no event to ourselves).
@@ -406,11 +409,15 @@ impl Group {
             PLACEHOLDER_MASK,
             dir,
             Some(name),
-        )
+        )?;
+        super::gate::cover(dir, name, 0);
+        Ok(())
     }
 
-    /// Removes our mark from the inode behind `fd`; a missing mark is not an error.
+    /// Removes our mark from the inode behind `fd`; a missing mark is not an error. The gate
+    /// forgets the file first (a complete file must open with no daemon).
     pub fn unmark_inode(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        super::gate::uncover(fd);
         match self
             .raw
             .mark(libc::FAN_MARK_REMOVE, PLACEHOLDER_MASK, fd, None)
@@ -418,6 +425,13 @@ impl Group {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r,
         }
+    }
+
+    /// Removes every inode mark of this group at once (an orderly stop: no new event may
+    /// arrive while the keeper refuses the ones still waiting).
+    pub fn flush_marks(&self) -> io::Result<()> {
+        self.raw
+            .mark(libc::FAN_MARK_FLUSH, 0, self.raw.as_fd(), None)
     }
 
     /// A private, detached clone of the mount holding `dir` whose accesses this group ignores:
@@ -618,18 +632,24 @@ impl HandleBuf {
 
 /// A file handle (`name_to_handle_at`), to find a file again after a restart.
 pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<(i32, Vec<u8>)> {
+    handle_at(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+/// The handle of `name` in directory `dir` (or of `dir` itself with `AT_EMPTY_PATH` and an
+/// empty name), without opening it: no event reaches us.
+pub fn handle_at(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<(i32, Vec<u8>)> {
     let mut h = HandleBuf::new();
     let mut mnt = 0;
     // SAFETY: `h` is a `repr(C)` `struct file_handle` (same leading fields, same alignment)
-    // with `handle_bytes` bytes of room after its header; the path is an empty NUL-terminated
-    // string; `mnt` is a writable int; `fd` is open for the call.
+    // with `handle_bytes` bytes of room after its header; `name` is NUL-terminated; `mnt` is
+    // a writable int; `dir` is open for the call.
     let r = unsafe {
         libc::name_to_handle_at(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
             (&mut h as *mut HandleBuf).cast(),
             &mut mnt,
-            libc::AT_EMPTY_PATH,
+            flags,
         )
     };
     cvt(r)?;

@@ -478,6 +478,17 @@ pub struct DoctorResult {
     pub daemon: String,
     pub kernel: String,
     pub checks: Vec<Check>,
+    /// The kernel-side gate (absent from daemons before it: not active).
+    #[serde(default)]
+    pub gate: GateInfo,
+}
+
+/// Whether the kernel gate refuses placeholders while no daemon serves (`hsm::gate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateInfo {
+    pub active: bool,
+    /// Where it is pinned, or why it is not active.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

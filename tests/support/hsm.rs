@@ -79,6 +79,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub socket: PathBuf,
     pub state: PathBuf,
+    /// This daemon's kernel gate (bpffs), apart from every other test's; removed on drop.
+    pub gate: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -96,10 +98,20 @@ impl Daemon {
             std::fs::write(state.join("policy.json"), p.to_string()).unwrap();
         }
         let socket = dir.path().join("sock");
+        let gate = PathBuf::from(format!(
+            "/sys/fs/bpf/skyfill_test_{}_{}",
+            std::process::id(),
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace('.', "_")
+        ));
         let mut d = Daemon {
             child: None,
             socket,
             state,
+            gate,
             _dir: dir,
         };
         d.spawn();
@@ -126,7 +138,8 @@ impl Daemon {
         cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
-            .arg(&self.state);
+            .arg(&self.state)
+            .env("SKYFILL_GATE_DIR", &self.gate);
         let child = wrap(cmd).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         self.wait_ready(None);
@@ -294,6 +307,11 @@ impl FdStore {
                 .arg(prog)
                 .args(args)
                 .env("NOTIFY_SOCKET", &np);
+            for (k, v) in c.get_envs() {
+                if let Some(v) = v {
+                    sh.env(k, v);
+                }
+            }
             if let Some(raw) = raw {
                 sh.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "fanotify");
                 // SAFETY: dup2 between fork and exec.
@@ -421,6 +439,9 @@ pub fn wait_blocked_in_fanotify(pid: u32, what: &str) {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        if let Err(e) = skyfill::hsm::gate::remove(&self.gate) {
+            eprintln!("cannot remove the test's gate {}: {e}", self.gate.display());
+        }
     }
 }
 
