@@ -37,8 +37,8 @@ GiB = 1 << 30
 
 # Small online-only files case 7 opens in its large root (half with a disk budget set).
 SMALL_OPENS = 20
-FULL = dict(big=GiB, huge=4 * GiB, small=1000, many=100_000, million=1_000_000, upload=GiB, runs=3)
-QUICK = dict(big=8 * MiB, huge=64 * MiB, small=20, many=300, million=2000, upload=8 * MiB, runs=1)
+FULL = dict(big=GiB, huge=4 * GiB, small=1000, many=100_000, million=1_000_000, upload=GiB, runs=3, kmem=200_000)
+QUICK = dict(big=8 * MiB, huge=64 * MiB, small=20, many=300, million=2000, upload=8 * MiB, runs=1, kmem=2000)
 
 # A way to the server: its name (keeps rclone mounts apart), Skyfill's add-root arguments and
 # secret for a folder, rclone's remote for it, and a file's URL for curl.
@@ -158,10 +158,14 @@ class Bench:
         if want & {"5", "6"}:
             self.tree(os.path.join(self.data, "many"), p["many"], 64)
         if "7" in want:
-            self.tree(os.path.join(self.data, "million"), p["million"] - 2 * SMALL_OPENS, 0)
+            # Empty files, but 10,000 in the middle of the tree (case 7's hydration row).
+            n = p["million"] - 2 * SMALL_OPENS
+            self.tree(os.path.join(self.data, "million"), n, 0, range(n // 2, n // 2 + 10_000))
             # Small files to open in the large root, with and without a disk budget.
             for i in range(2 * SMALL_OPENS):
                 write_random(os.path.join(self.data, "million", "small", f"s{i:03}"), 4096, 5000 + i)
+        if "13" in want:
+            self.tree(os.path.join(self.data, "kmem"), self.p["kmem"], 64, per=100)
         if "12" in want:
             big = os.path.join(self.data, "rows", "big")
             os.makedirs(big, exist_ok=True)
@@ -177,7 +181,7 @@ class Bench:
         size = 16 * GiB if not self.a.quick else 2 * GiB
         with open(img, "wb") as f:
             f.truncate(size)
-        inodes = p["million"] + 3 * p["many"] + 200_000
+        inodes = p["million"] + 3 * p["many"] + p["kmem"] + p["kmem"] // 50 + 200_000
         # 1 KiB inodes keep each placeholder's xattr inside its inode (no extra block).
         run(["mkfs.ext4", "-q", "-F", "-I", "1024", "-N", str(inodes), img])
         os.makedirs(self.mnt)
@@ -187,15 +191,17 @@ class Bench:
         log("== skyfilld")
         self.start_daemon()
 
-    def tree(self, root, n, size):
-        per = 1000
+    def tree(self, root, n, size, sized=range(0), per=1000):
+        """`n` files of `size` bytes in folders of `per`; those numbered in `sized` hold 64
+        bytes whatever `size` is (files to hydrate in an otherwise empty tree)."""
         for i in range(n):
             d = os.path.join(root, f"d{i // per:04}")
             if i % per == 0:
                 os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, f"f{i % per:04}"), "wb") as f:
-                if size:
-                    f.write(i.to_bytes(8, "little") * (size // 8))
+                k = size or (64 if i in sized else 0)
+                if k:
+                    f.write(i.to_bytes(8, "little") * (k // 8))
 
     def endpoint(self, name, hostport):
         """How Skyfill, rclone and curl reach the chosen server at host:port (the loopback one, or
@@ -884,6 +890,58 @@ class Bench:
                     f"full pass {tpass:.1f} s", tpoll, "curl listing", tlist, None,
                     f"{tpoll / tlist:.2f}" if tlist else "-", "<= 1.2" if tlist else "report",
                     tlist is None or tpoll / tlist <= 1.2)
+        # A pass with 1 % changes on both sides: 1 % of the files rewritten here and another
+        # 1 % rewritten on the server, each a run of files in path order (edits cluster in
+        # a few folders, as people's do), then one `sync`: its time and peak RSS.
+        root = os.path.join(self.mnt, "million")
+        run(self.sf("pause", root))
+        files = sorted(os.path.relpath(f, root) for f in walk_files(root)
+                       if not f.startswith(os.path.join(root, "small") + "/"))
+        n = max(1, len(files) // 100)
+        here, there = files[:n], files[n:2 * n]
+        old = time.time() - 60
+        for rel in here:
+            with open(os.path.join(root, rel), "wb") as f:  # O_TRUNC: nothing is downloaded
+                f.write(b"changed here\n")
+            os.utime(os.path.join(root, rel), (old, old))  # past the "still being written" wait
+        for rel in there:
+            with open(os.path.join(self.data, "million", rel), "wb") as f:
+                f.write(b"changed on the server\n")
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5\n")
+        _, rss_ch0 = mem()
+        tp = time.perf_counter()
+        self.sfj("sync", root)
+        tch = time.perf_counter() - tp
+        hwm_ch, _ = mem()
+        probe = os.path.join(self.data, "million", here[0])
+        if open(probe, "rb").read() != b"changed here\n":
+            raise SystemExit(f"bench: the 1 % pass did not upload {here[0]}")
+        if open(os.path.join(root, there[0]), "rb").read() != b"changed on the server\n":
+            raise SystemExit(f"bench: the 1 % pass did not bring {there[0]} here")
+        run(self.sf("resume", root))
+        self.record("7", f"peak RSS, a pass with 1 % changes on both sides ({n} files each way, in path order; "
+                    f"RSS before {rss_ch0 / MiB:.0f} MiB; {tch:.1f} s)", hwm_ch / MiB, "-", None, None,
+                    f"{hwm_ch / MiB:.1f} MiB", "<= 64 MiB", hwm_ch <= 64 * MiB, unit="MiB")
+        # Hydration of 10,000 files (fewer in a smaller tree): non-empty online-only files read whole by
+        # cat, in path order (the tree's middle); the worker's peak meanwhile.
+        # The files the tree made non-empty in its middle (far from the files changed above).
+        total_tree = self.p["million"] - 2 * SMALL_OPENS
+        rest = [f"d{i // 1000:04}/f{i % 1000:04}" for i in range(total_tree // 2, min(total_tree, total_tree // 2 + 10_000))]
+        st = self.sfj("status", os.path.join(root, rest[0]))
+        if st["state"] != "online-only":
+            raise SystemExit(f"bench: {rest[0]} is not online-only before the hydration row: {st}")
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5\n")
+        _, rss_h0 = mem()
+        tp = time.perf_counter()
+        subprocess.run(["xargs", "-0", "cat"], input=b"\0".join(os.path.join(root, f).encode() for f in rest),
+                       stdout=subprocess.DEVNULL, check=True)
+        th = time.perf_counter() - tp
+        hwm_h, _ = mem()
+        self.record("7", f"peak RSS, hydration of {len(rest)} files by cat (RSS before {rss_h0 / MiB:.0f} MiB; "
+                    f"{th:.1f} s)", hwm_h / MiB, "-", None, None, f"{hwm_h / MiB:.1f} MiB", "<= 64 MiB",
+                    hwm_h <= 64 * MiB, unit="MiB")
         self.sfj("config", "set", "poll_interval", "30")
         # Disk a placeholder uses on an ext4 made with mkfs's defaults (256-byte inodes; the
         # bench's own image has 1 KiB inodes): the small files as a root of their own there.
@@ -1016,6 +1074,43 @@ class Bench:
             self.case7()
         if "12" in want:
             self.case12()
+        if "13" in want:
+            self.case13()
+
+    def case13(self):
+        """The kernel's memory per online-only file: Slab after dropping caches, with the
+        placeholders of a root (each carrying an inode mark, which pins its inode), against
+        the same with the root removed (no marks). #19's goal: <= 256 B a file."""
+        n = self.p["kmem"]
+        log(f"== 13. kernel memory per online-only file ({n} placeholders in {n // 100} folders)")
+
+        def slab():
+            run(["sync"])
+            for _ in range(2):
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+            time.sleep(0.5)
+            m = {l.split(":")[0]: int(l.split()[1]) * 1024 for l in open("/proc/meminfo")}
+            return m["Slab"]
+
+        self.idle()
+        base = slab()
+        local = os.path.join(self.mnt, "kmem")
+        t, res = self.add_root(local, "kmem")
+        assert res["files"] == n, res
+        self.idle()
+        names = sorted(os.listdir(local))
+        some = os.path.join(local, names[0], sorted(os.listdir(os.path.join(local, names[0])))[0])
+        assert self.sfj("status", some)["state"] == "online-only"
+        marked = slab()
+        run(self.sf("remove-root", local, "--keep-local"))
+        self.idle()
+        after = slab()
+        per = (marked - base) / n
+        self.record("13", f"kernel memory per online-only file: Slab after drop_caches, {n} placeholders "
+                    f"(Slab {base / MiB:.0f} MiB before, {marked / MiB:.0f} with the root, {after / MiB:.0f} "
+                    f"after remove-root)", per, "after remove-root", (after - base) / n, None, f"{per:.0f} B",
+                    "<= 256 B", per <= 256, unit="B")
 
 
 def sha256(path):
@@ -1180,7 +1275,7 @@ def main():
     ap.add_argument("--scale", type=int, help="files in case 7's large root (default 1,000,000; quick 2,000)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12", help="which cases to run (default all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which cases to run (default all)")
     ap.add_argument("--rtt", type=float, default=25, metavar="MS", help="round trip of the link of cases 10 and 11, ms (default 25)")
     ap.add_argument("--rate", default="1gbit", help="rate of that link, each way, as tc writes it (default 1gbit)")
     a = ap.parse_args()
