@@ -235,7 +235,9 @@ class Bench:
         errlog = open(os.path.join(self.w, "daemon.log"), "ab")
         # The poll's comparison of the server with the sync base is logged at debug level
         # (case 7 reads its time from the log).
-        env = dict(os.environ, SKYFILL_LOG="info,skyfill::daemon::syncing=debug")
+        # The kernel gate (where the kernel loads it) pinned apart and removed in teardown.
+        self.gate = f"/sys/fs/bpf/skyfill_bench_{os.getpid()}"
+        env = dict(os.environ, SKYFILL_LOG="info,skyfill::daemon::syncing=debug", SKYFILL_GATE_DIR=self.gate)
         self.daemon = subprocess.Popen([os.path.join(BIN, "skyfilld"), "--socket", self.sock, "--state-dir",
                                         self.state], stdout=subprocess.DEVNULL, stderr=errlog, env=env)
         for _ in range(200):
@@ -336,6 +338,11 @@ class Bench:
             self.umount_rclone(mp)
         self.teardown_link()
         self.stop_daemon()
+        if getattr(self, "gate", None) and os.path.isdir(self.gate):
+            for n in ("gate", "gate_new", "placeholders"):
+                if os.path.exists(os.path.join(self.gate, n)):
+                    os.unlink(os.path.join(self.gate, n))
+            os.rmdir(self.gate)
         if getattr(self, "default_mnt", None):
             run(["umount", self.default_mnt], check=False)
         if self.mounted:

@@ -98,6 +98,11 @@ pub fn install_from_env() {
             "kernel gate active: placeholders refuse opens while no daemon serves"
         ),
         Err(e) => {
+            // What this attempt pinned goes (a map is pinned before the program is refused),
+            // unless an earlier start's gate runs from there.
+            if !Path::new(&dir).join("gate").exists() {
+                let _ = remove(Path::new(&dir));
+            }
             tracing::warn!(error = %e, "kernel gate not active; with the daemon stopped, placeholders read zeros (doc/SEMANTICS.md)");
             *STATUS.lock().unwrap() = Some(e);
         }
