@@ -911,6 +911,12 @@ class Bench:
             with open(os.path.join(root, rel), "wb") as f:  # O_TRUNC: nothing is downloaded
                 f.write(b"changed here\n")
             os.utime(os.path.join(root, rel), (old, old))  # past the "still being written" wait
+        # Written into the server's folder: Apache and s3s-fs serve it as it is; rclone serve
+        # webdav keeps a directory cache that would hide the change for minutes, so on that
+        # server only the local half is made (the row says so).
+        both = self.a.server != "webdav"
+        if not both:
+            there = []
         for rel in there:
             with open(os.path.join(self.data, "million", rel), "wb") as f:
                 f.write(b"changed on the server\n")
@@ -924,10 +930,11 @@ class Bench:
         probe = os.path.join(self.data, "million", here[0])
         if open(probe, "rb").read() != b"changed here\n":
             raise SystemExit(f"bench: the 1 % pass did not upload {here[0]}")
-        if open(os.path.join(root, there[0]), "rb").read() != b"changed on the server\n":
+        if there and open(os.path.join(root, there[0]), "rb").read() != b"changed on the server\n":
             raise SystemExit(f"bench: the 1 % pass did not bring {there[0]} here")
         run(self.sf("resume", root))
-        self.record("7", f"peak RSS, a pass with 1 % changes on both sides ({n} files each way, in path order; "
+        self.record("7", f"peak RSS, a pass with 1 % changes " + (f"on both sides ({n} files each way" if both else
+                    f"here ({n} files; rclone's directory cache hides server-side writes") + ", in path order; "
                     f"RSS before {rss_ch0 / MiB:.0f} MiB; {tch:.1f} s)", hwm_ch / MiB, "-", None, None,
                     f"{hwm_ch / MiB:.1f} MiB", "<= 64 MiB", hwm_ch <= 64 * MiB, unit="MiB")
         # Hydration of 10,000 files (fewer in a smaller tree): non-empty online-only files read whole by
