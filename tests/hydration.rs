@@ -1137,6 +1137,12 @@ async fn an_orderly_stop_refuses_waiting_readers_never_zeros() {
             || gate.contains("the kernel gate is not active ("),
         "doctor: {gate}"
     );
+    // A gate the kernel refused leaves nothing pinned (its map is pinned before the refusal).
+    assert!(
+        gate.contains("the kernel gate is active") || !d.gate.exists(),
+        "the refused gate left {} behind",
+        d.gate.display()
+    );
     let big = root.join("big.bin");
     // A reader waits for bytes arriving at 256 KiB/s when the service is stopped.
     proxy.set(Mode::Throttle(256 << 10), u64::MAX);

@@ -6,10 +6,12 @@
 //! program again and puts it in place of the old one (no moment without a gate). The marks
 //! of [`super::fanotify::Group`] keep the map: a key is added after a placeholder's mark and
 //! removed before a complete file's mark goes. Where the kernel lacks the BPF LSM the daemon
-//! works as without it, and `skyfill doctor` says so.
+//! works as without it, and `skyfill doctor` says so. The pin folder is opened once and
+//! checked (bpffs, root's, writable by root alone); pins, renames and unlinks go through its
+//! descriptor, never its path again.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -98,10 +100,8 @@ pub fn install_from_env() {
             "kernel gate active: placeholders refuse opens while no daemon serves"
         ),
         Err(e) => {
-            // What this attempt pinned goes (a map is pinned before the program is refused),
-            // unless an earlier start's gate runs from there.
-            if !Path::new(&dir).join("gate").exists() {
-                let _ = remove(Path::new(&dir));
+            if dir != "off" {
+                discard_attempt(Path::new(&dir));
             }
             tracing::warn!(error = %e, "kernel gate not active; with the daemon stopped, placeholders read zeros (doc/SEMANTICS.md)");
             *STATUS.lock().unwrap() = Some(e);
@@ -162,10 +162,152 @@ fn mount_fs(fstype: &str, at: &str) -> Result<(), GateError> {
     })
 }
 
-/// Whether `p` is on bpffs.
-fn on_bpffs(p: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `openat(dir, name, O_DIRECTORY|O_NOFOLLOW)`, read-only.
+fn open_dir_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> std::io::Result<OwnedFd> {
+    let at = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: `name` is NUL-terminated; `at` is open for the call (or AT_FDCWD).
+    let fd = cvt(unsafe {
+        libc::openat(
+            at,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: a descriptor the kernel has just opened for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the directory behind `fd` is on bpffs.
+fn on_bpffs(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::statfs::fstatfs(fd).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// The gate's pin directory, opened once and verified (on bpffs, a directory owned by root
+/// that nobody else may write): every pin, rename and unlink goes through its descriptor
+/// (pins by `/proc/self/fd/N/NAME`, the rest with `*at` calls), never its path again.
+struct PinDir {
+    parent: OwnedFd,
+    name: std::ffi::CString,
+    fd: OwnedFd,
+}
+
+impl PinDir {
+    /// Opens `dir` (made when `create`; bpffs mounted on its parent first if it is not
+    /// there). `None`: without `create`, no such directory on bpffs.
+    fn open(dir: &Path, create: bool) -> Result<Option<PinDir>, GateError> {
+        use std::os::unix::ffi::OsStrExt;
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(GateError::Io {
+                what: format!("{}: not a folder below bpffs", dir.display()),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            });
+        };
+        let cpath = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+        let (pc, name) = match (cpath(parent), std::ffi::CString::new(name.as_bytes())) {
+            (Ok(p), Ok(n)) => (p, n),
+            _ => {
+                return Err(GateError::Io {
+                    what: format!("{}: a NUL in the path", dir.display()),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                })
+            }
+        };
+        let what = |w: &str| io_err(format!("{w} {}", dir.display()));
+        let mut pfd = open_dir_at(None, &pc).map_err(what("opening the parent of"))?;
+        if !on_bpffs(pfd.as_fd()) {
+            if !create {
+                return Ok(None);
+            }
+            mount_fs("bpf", &parent.to_string_lossy())?;
+            pfd = open_dir_at(None, &pc).map_err(what("opening the parent of"))?;
+            if !on_bpffs(pfd.as_fd()) {
+                return Err(GateError::Io {
+                    what: format!("{} is not on bpffs", parent.display()),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                });
+            }
+        }
+        if create {
+            // SAFETY: `name` is NUL-terminated; `pfd` is open for the call.
+            let r = cvt(unsafe { libc::mkdirat(pfd.as_raw_fd(), name.as_ptr(), 0o700) });
+            match r {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(what("making")(e)),
+                _ => {}
+            }
+        }
+        let fd = match open_dir_at(Some(pfd.as_fd()), &name) {
+            Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            r => r.map_err(what("opening"))?,
+        };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| what("checking")(e.into()))?;
+        if !on_bpffs(fd.as_fd()) || st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+            return Err(GateError::Io {
+                what: format!(
+                    "{}: not a root-only folder on bpffs (owner {}, mode {:o})",
+                    dir.display(),
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+                source: std::io::ErrorKind::PermissionDenied.into(),
+            });
+        }
+        Ok(Some(PinDir {
+            parent: pfd,
+            name,
+            fd,
+        }))
+    }
+
+    /// A path naming `entry` of this directory through its descriptor (for the bpf(2) pin
+    /// calls, which take paths).
+    #[cfg_attr(not(skyfill_gate), allow(dead_code))]
+    fn path(&self, entry: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{entry}", self.fd.as_raw_fd()))
+    }
+
+    fn has(&self, entry: &CStr) -> bool {
+        nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            entry,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
+    /// Unlinks `entry`; one that is not there is no error.
+    fn unlink(&self, entry: &CStr) -> std::io::Result<()> {
+        // SAFETY: `entry` is NUL-terminated; our descriptor is open for the call.
+        match cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), entry.as_ptr(), 0) }) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unpins everything in it, then the directory itself.
+    fn remove(self) -> std::io::Result<()> {
+        for n in [c"gate", c"gate_new", c"placeholders"] {
+            self.unlink(n)?;
+        }
+        // SAFETY: as in `unlink`, on the parent's descriptor.
+        cvt(unsafe {
+            libc::unlinkat(
+                self.parent.as_raw_fd(),
+                self.name.as_ptr(),
+                libc::AT_REMOVEDIR,
+            )
+        })
+        .map(|_| ())
+    }
 }
 
 /// Loads, attaches and pins the gate at `dir` (on bpffs), reusing the pinned map of an
@@ -185,14 +327,12 @@ pub fn install(dir: &Path) -> Result<(), GateError> {
         if !lsms.split(',').any(|l| l.trim() == "bpf") {
             return Err(GateError::NoBpfLsm(lsms.trim().to_string()));
         }
-        let top = dir.parent().unwrap_or(Path::new("/sys/fs/bpf"));
-        if !on_bpffs(top) {
-            mount_fs("bpf", &top.to_string_lossy())?;
-        }
-        std::fs::create_dir_all(dir).map_err(io_err(dir.display().to_string()))?;
-        let map_pin = dir.join("placeholders");
+        let pins = PinDir::open(dir, true)?.ok_or_else(|| GateError::Io {
+            what: dir.display().to_string(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
         let mut bpf = aya::EbpfLoader::new()
-            .map_pin_path(MAP, map_pin.as_path())
+            .map_pin_path(MAP, pins.path("placeholders"))
             .load(OBJECT)
             .map_err(bpf_err("loading the gate program"))?;
         let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
@@ -213,10 +353,14 @@ pub fn install(dir: &Path) -> Result<(), GateError> {
             .into();
         // Pinned under a new name, then renamed over the old pin: the old program runs until
         // the new one does (both refusing is harmless), then goes with its last reference.
-        let fresh = dir.join("gate_new");
-        let _ = std::fs::remove_file(&fresh);
-        link.pin(&fresh).map_err(bpf_err("pinning the gate"))?;
-        std::fs::rename(&fresh, dir.join("gate")).map_err(io_err("putting the gate in place"))?;
+        pins.unlink(c"gate_new")
+            .map_err(io_err("removing an old gate_new"))?;
+        link.pin(pins.path("gate_new"))
+            .map_err(bpf_err("pinning the gate"))?;
+        let d = pins.fd.as_raw_fd();
+        // SAFETY: both names are NUL-terminated; the descriptor is open for the call.
+        cvt(unsafe { libc::renameat(d, c"gate_new".as_ptr(), d, c"gate".as_ptr()) })
+            .map_err(io_err("putting the gate in place"))?;
         let map = bpf.take_map(MAP).ok_or(GateError::Bpf {
             what: "the gate object",
             msg: format!("no map {MAP}"),
@@ -233,16 +377,21 @@ pub fn install(dir: &Path) -> Result<(), GateError> {
 /// Removes the gate pinned at `dir`: its program stops with the last reference (the package's
 /// removal and the tests call this; the daemon never does, the gate is for when it is gone).
 pub fn remove(dir: &Path) -> std::io::Result<()> {
-    if !on_bpffs(dir) {
-        return Ok(());
+    match PinDir::open(dir, false) {
+        Ok(Some(pins)) => pins.remove(),
+        Ok(None) => Ok(()),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
-    for n in ["gate", "gate_new", "placeholders"] {
-        match std::fs::remove_file(dir.join(n)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+}
+
+/// After a failed [`install`]: what the attempt pinned goes (a map is pinned before the
+/// program is refused), unless an earlier start's gate runs from there.
+fn discard_attempt(dir: &Path) {
+    if let Ok(Some(pins)) = PinDir::open(dir, false) {
+        if !pins.has(c"gate") {
+            let _ = pins.remove();
         }
     }
-    std::fs::remove_dir(dir)
 }
 
 /// The key of `name` in `dir` (or of `dir` itself with `AT_EMPTY_PATH`), read without
