@@ -181,6 +181,11 @@ class Bench:
         size = 16 * GiB if not self.a.quick else 2 * GiB
         with open(img, "wb") as f:
             f.truncate(size)
+            if not self.a.quick:
+                # Allocated up front, so the image lies in few extents of the host's disk and a
+                # cold read's speed depends on where a file is in the image, not on the order
+                # the image's blocks were first written (cold rows of case 1 varied 0.73-1.06).
+                os.posix_fallocate(f.fileno(), 0, size)
         inodes = p["million"] + 3 * p["many"] + p["kmem"] + p["kmem"] // 50 + 200_000
         # 1 KiB inodes keep each placeholder's xattr inside its inode (no extra block).
         run(["mkfs.ext4", "-q", "-F", "-I", "1024", "-N", str(inodes), img])
@@ -586,20 +591,23 @@ class Bench:
         rf = os.path.join(rmp, "big.bin")
         run(["dd", f"if={rf}", "of=/dev/null", "bs=1M", "status=none"])  # fill rclone's cache
         time.sleep(1)
+        # Warm rows (issue #19's targets) alternate at least 5 times outside --quick; a warm read
+        # of the whole file takes a fraction of a second, so each sample averages several.
+        alternations = self.runs if self.runs == 1 else max(self.runs, 5)
         for bs in ("4K", "1M"):
             for cold in (True, False):
                 s, n, r = [], [], []
-                # Warm reads of 1 MiB are short: several per sample.
-                reps = 1 if cold or bs == "4K" else 5
-                for _ in range(self.runs):
+                reps = 1 if cold else 3 if bs == "4K" else 5
+                for _ in range(alternations if not cold else self.runs):
                     s.append(sum(self.dd(f, bs, cold) for _ in range(reps)) / reps)
                     n.append(sum(self.dd(plain, bs, cold) for _ in range(reps)) / reps)
                     r.append(sum(self.dd(rf, bs, cold, rclone=True) for _ in range(reps)) / reps)
                 sm, nm, rm = median(s), median(n), median(r)
                 ratio = nm / sm
-                tgt = ">= 0.97" if bs == "1M" else "report"
+                want = None if cold and bs == "4K" else 0.97 if cold or bs == "4K" else 0.99
+                tgt = f">= {want}" if want else "report"
                 self.record("1", f"{bs} reads, {'cold' if cold else 'warm'}", sm, "native", nm, rm, ratio, tgt,
-                            ratio >= 0.97 if bs == "1M" else True)
+                            want is None or ratio >= want)
         self.umount_rclone(rmp)
         os.unlink(plain)
 

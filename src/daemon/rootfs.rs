@@ -15,6 +15,7 @@ use crate::model::{Kind, RelPath, RemoteEntry};
 use crate::sync::local::LocalFs;
 use crate::sync::watch::{DirKey, Watcher};
 use crate::sync::{LocalEntry, LocalMap, LocalRecord, Stamp};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,10 +28,10 @@ pub struct RootFs<'a> {
     pub owner: Owner,
     pub group: &'a Group,
     pub index: &'a dyn Index,
-    /// Folders seen by the scan are watched for changes; their keys (and paths) are
-    /// collected here.
+    /// Folders seen by the scan are watched for changes; their keys (with the root and
+    /// path) go into the watcher's map at once, so a change right after the scan is known.
     pub watcher: Option<&'a Watcher>,
-    pub watched: Mutex<Vec<(DirKey, RelPath)>>,
+    pub watched: &'a Mutex<HashMap<DirKey, (String, RelPath)>>,
     /// Records changed by the pass (for state events).
     pub touched: Mutex<Vec<FileMeta>>,
 }
@@ -120,7 +121,12 @@ impl RootFs<'_> {
         let dfd = fsutil::open_beneath(self.q(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         if let Some(w) = self.watcher {
             match w.watch(dfd.as_fd()) {
-                Ok(k) => self.watched.lock().unwrap().push((k, d.clone())),
+                Ok(k) => {
+                    self.watched
+                        .lock()
+                        .unwrap()
+                        .insert(k, (self.id.clone(), d.clone()));
+                }
                 Err(e) => tracing::warn!(dir = %d, error = %e, "cannot watch folder"),
             }
         }

@@ -151,7 +151,7 @@ impl Passes<'_> {
             group: &self.group,
             index: &*self.index,
             watcher: self.sync.watcher.as_ref(),
-            watched: Mutex::new(Vec::new()),
+            watched: &self.sync.keys,
             touched: Mutex::new(Vec::new()),
         };
         let pass = Pass {
@@ -197,13 +197,6 @@ impl Passes<'_> {
                     })
             }
         };
-        for (k, dir) in fs.watched.lock().unwrap().drain(..) {
-            self.sync
-                .keys
-                .lock()
-                .unwrap()
-                .insert(k, (r.id.clone(), dir));
-        }
         for m in fs.touched.lock().unwrap().drain(..) {
             self.note(Notice::changed(&m));
         }

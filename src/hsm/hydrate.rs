@@ -221,6 +221,39 @@ const GONE: i32 = libc::ESTALE;
 const MOVED_WAIT: Duration = Duration::from_secs(2);
 
 /// The errno an application sees for a failed fetch (only values a deny reply accepts).
+/// Allocates the blocks of `pieces` in file order before their bytes arrive, out of order,
+/// over parallel connections: the file then lies on disk as if written in one go. With
+/// blocks allocated in arrival order, a hydrated 1 GiB file lay in extents out of order and
+/// cold sequential reads of it ran at 0.68-0.75x a copy of it (bench case 1). Best effort
+/// (a filesystem without `fallocate` only loses the ordering); the size never changes
+/// (`FALLOC_FL_KEEP_SIZE`: a file truncated meanwhile stays truncated). The descriptor is
+/// the daemon's (an event's or one opened through the root's private mount): no event.
+fn preallocate(file: &File, pieces: &[(u64, u64)]) {
+    let mut sorted = pieces.to_vec();
+    sorted.sort_unstable();
+    for (a, b) in sorted {
+        let (Ok(off), Ok(len)) = (i64::try_from(a), i64::try_from(b.saturating_sub(a))) else {
+            continue;
+        };
+        if len == 0 {
+            continue;
+        }
+        // SAFETY: fallocate on a descriptor borrowed for the call; no memory is passed.
+        let r = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "preallocation skipped");
+            return;
+        }
+    }
+}
+
 pub fn errno_for(e: &RemoteError) -> i32 {
     match e {
         RemoteError::Auth { .. } => libc::EPERM,
@@ -831,6 +864,7 @@ impl Hydrator {
             }
             job.unchanged()
         };
+        preallocate(file, &pieces);
         let whole = ReadRange::new(&path, &version, 0, job.size, file).on_landed(&tell);
         let mut results = Box::pin(transfer::fetch(
             &*remote,

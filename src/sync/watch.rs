@@ -6,6 +6,12 @@
 //! the planner decides. Events the daemon caused itself are recognised by pid. What is
 //! specific to watching lives here (the group's flags, the folder mask, what a change is);
 //! the syscalls and the event decoding are the fanotify adapter's ([`crate::hsm::fanotify`]).
+//!
+//! The mask's events on children cost every `read()` of a file in a watched folder
+//! fsnotify's parent path (4 KiB reads about 0.88x). Do not move them to a filesystem or
+//! mount mark of this group: a reader waiting on a pre-content event pins such marks, and
+//! closing this group (a worker's exit) then waits for readers only the next worker answers,
+//! a deadlock (`doc/BENCHMARKS.md`, "Reads of complete files with the daemon running").
 
 use crate::hsm::fanotify::{self, Fanotify, RawEvent};
 use std::io;
