@@ -119,6 +119,42 @@ fn pin_and_free_folder(server: Server) {
     let s = &status_lines(&d, &[&dir])[0];
     assert_eq!(s["state"], "pinned", "{s}");
     assert_eq!(s["local_bytes"], total);
+
+    // `du`: where the space goes. The pinned folder holds every local byte of the root
+    // (outside.bin is online-only), and is its largest local item.
+    let du = d.cli(&["du", root.to_str().unwrap()]);
+    assert_eq!(du["local_bytes"], total, "{du}");
+    assert_eq!(du["size"], total + 50_000, "{du}");
+    assert!(du["free_bytes"].as_u64().unwrap() > 0, "{du}");
+    let largest = du["largest"].as_array().unwrap();
+    assert_eq!(largest.len(), 1, "only the folder holds local bytes: {du}");
+    assert_eq!(largest[0]["path"], dir.to_str().unwrap(), "{du}");
+    let plain = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_skyfill"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = plain(&["du", "--top", "3", root.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        said.contains("largest on this device:") && said.contains(" folder/"),
+        "{said}"
+    );
+    assert!(
+        said.contains("(100 pinned)") && said.contains(", 1 online-only"),
+        "{said}"
+    );
+    // Messages say each thing once: the path of a missing file, no "(os error N)".
+    let missing = root.join("no-such-file");
+    let o = plain(&["pin", missing.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(err.matches(missing.to_str().unwrap()).count(), 1, "{err}");
+    assert!(!err.contains("os error"), "{err}");
     // The folder's rows whole (`list`) and a window at a time (`list_page`): the same rows
     // in the same order, and the folder count in its parent's rows comes from the totals.
     let call = |v: serde_json::Value| d.cli(&["call", &v.to_string()]);

@@ -143,7 +143,7 @@ pub fn socket() -> PathBuf {
 /// What to tell the user when the daemon cannot be used.
 pub fn explain(e: &ClientError) -> String {
     match e {
-        ClientError::Connect { source, .. } => match source.kind() {
+        ClientError::Connect { error, .. } => match error.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 "The Skyfill daemon is not running. Start it with: sudo systemctl start skyfilld"
                     .into()
@@ -151,7 +151,7 @@ pub fn explain(e: &ClientError) -> String {
             std::io::ErrorKind::PermissionDenied => {
                 "You may not use the Skyfill daemon's socket. Check that it runs and that /run/skyfill is reachable.".into()
             }
-            _ => format!("Cannot reach the Skyfill daemon: {source}"),
+            _ => format!("Cannot reach the Skyfill daemon: {error}"),
         },
         ClientError::Daemon {
             code: ErrorCode::VersionMismatch,

@@ -75,6 +75,14 @@ enum Cmd {
     Roots,
     /// Availability and sync state of files and folders (all roots without a path).
     Status { paths: Vec<PathBuf> },
+    /// Where the space goes: for each root (or folder), its bytes in the cloud and on this
+    /// device, the budget, the free space of its disk, and its largest local items.
+    Du {
+        paths: Vec<PathBuf>,
+        /// How many of the largest local items to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
     /// Always keep on this device: download now; new files below a pinned folder follow.
     Pin {
         #[arg(short, long)]
@@ -282,6 +290,65 @@ impl From<ClientError> for Fail {
 
 type Res<T = ()> = Result<T, Fail>;
 
+/// Bytes free for unprivileged use on the filesystem holding `path`.
+fn free_space(path: &str) -> Option<u64> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut sv = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is NUL-terminated and `sv` is writable for one statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), sv.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `sv`.
+    let sv = unsafe { sv.assume_init() };
+    Some(sv.f_bavail.saturating_mul(sv.f_frsize))
+}
+
+/// `path` with the user's home folder written `~`.
+fn home_relative(path: &str) -> String {
+    match std::env::var("HOME") {
+        Ok(h) if h.len() > 1 && (path == h || path.starts_with(&format!("{h}/"))) => {
+            format!("~{}", &path[h.len()..])
+        }
+        _ => path.to_string(),
+    }
+}
+
+/// "1 file", "2 files": a count with the noun it counts.
+fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// An error about `path`, said once: the path first unless the message already names it,
+/// and without the "(os error N)" the system's own words already say.
+fn about(path: &str, e: &anyhow::Error) -> String {
+    let msg = plain(&format!("{e:#}"));
+    if msg.contains(path) {
+        msg
+    } else {
+        format!("{path}: {msg}")
+    }
+}
+
+/// `msg` without Rust's " (os error N)" suffixes.
+fn plain(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" (os error ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " (os error ".len()..];
+        match tail.find(')') {
+            Some(j) if tail[..j].chars().all(|c| c.is_ascii_digit()) => rest = &tail[j + 1..],
+            _ => {
+                out.push_str(" (os error ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Absolute, lexically normalised path (the daemon refuses `..` itself, too).
 fn abs(p: &Path) -> anyhow::Result<String> {
     let p = if p.is_absolute() {
@@ -426,7 +493,10 @@ impl Cli {
                         } else {
                             ""
                         };
-                        println!("{verb} {path}: {} file(s){what}{later}", r.files);
+                        println!(
+                            "{verb} {path}: {}{what}{later}",
+                            count(r.files, "file", "files")
+                        );
                         for s in &r.skipped {
                             eprintln!("  skipped {}: {}", s.path, s.reason);
                         }
@@ -436,8 +506,111 @@ impl Cli {
                     }
                 }
                 Err(Fail(c, e)) => {
-                    eprintln!("skyfill: {path}: {e:#}");
+                    eprintln!("skyfill: {}", about(&path, &e));
                     code = code.max(c);
+                }
+            }
+        }
+        if code != 0 {
+            return Err(Fail(code, anyhow!("")));
+        }
+        Ok(())
+    }
+
+    fn du(&self, paths: &[PathBuf], top: usize) -> Res {
+        let mut c = self.connect()?;
+        let roots = c.roots()?;
+        let targets: Vec<String> = if paths.is_empty() {
+            roots.iter().map(|r| r.local.clone()).collect()
+        } else {
+            paths
+                .iter()
+                .map(|p| abs(p))
+                .collect::<anyhow::Result<_>>()?
+        };
+        if targets.is_empty() {
+            println!("no sync roots yet: add one with `skyfill add-root`");
+        }
+        let mut code = 0;
+        for path in targets {
+            let st = match c.status(&path) {
+                Ok(st) => st,
+                Err(e) => {
+                    let Fail(k, e) = Fail::from(e);
+                    eprintln!("skyfill: {}", about(&path, &e));
+                    code = k;
+                    continue;
+                }
+            };
+            // Everything in the folder, a page at a time, keeping only the largest.
+            let mut items: Vec<PathStatus> = Vec::new();
+            if st.kind == skyfill::model::Kind::Dir {
+                let mut offset = 0u64;
+                loop {
+                    let page = c.list_page(&path, offset, 1000)?;
+                    let n = page.entries.len() as u64;
+                    items.extend(page.entries.into_iter().filter(|e| e.local_bytes > 0));
+                    items.sort_by_key(|e| std::cmp::Reverse(e.local_bytes));
+                    items.truncate(top);
+                    offset += n;
+                    if n == 0 || offset >= page.total {
+                        break;
+                    }
+                }
+            }
+            let budget = roots
+                .iter()
+                .find(|r| r.local == path)
+                .and_then(|r| r.budget);
+            let free = free_space(&path);
+            if self.json {
+                let v = serde_json::json!({
+                    "path": path, "size": st.size, "local_bytes": st.local_bytes,
+                    "counts": st.counts, "budget": budget, "free_bytes": free,
+                    "largest": items.iter().map(|e| serde_json::json!({
+                        "path": e.path, "kind": e.kind, "local_bytes": e.local_bytes,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+                continue;
+            }
+            let share = (st.local_bytes as f64 * 100.0 / st.size.max(1) as f64).min(100.0);
+            println!("{}", home_relative(&path));
+            println!(
+                "  {} on this device of {} in the cloud ({share:.0} %)",
+                human(st.local_bytes),
+                human(st.size)
+            );
+            if let Some(k) = &st.counts {
+                println!(
+                    "  {} local ({} pinned), {} partly local, {} online-only",
+                    count(k.local + k.pinned, "file", "files"),
+                    k.pinned,
+                    k.partial,
+                    k.online_only
+                );
+            }
+            match budget {
+                Some(Budget::MaxBytes(n)) => println!("  budget: {}", human(n)),
+                Some(Budget::KeepFreePercent(p)) => {
+                    println!("  budget: keep {p} % of the disk free")
+                }
+                None => {}
+            }
+            if let Some(f) = free {
+                println!("  free on its disk: {}", human(f));
+            }
+            if !items.is_empty() {
+                println!("  largest on this device:");
+                let base = format!("{}/", path.trim_end_matches('/'));
+                for e in &items {
+                    let name = e.path.strip_prefix(&base).unwrap_or(&e.path);
+                    let slash = if e.kind == skyfill::model::Kind::Dir {
+                        "/"
+                    } else {
+                        ""
+                    };
+                    println!("  {:>10}  {name}{slash}", human(e.local_bytes));
                 }
             }
         }
@@ -460,7 +633,7 @@ impl Cli {
                 Ok(s) => rows.push(s),
                 Err(e) => {
                     let Fail(k, e) = Fail::from(e);
-                    eprintln!("skyfill: {path}: {e:#}");
+                    eprintln!("skyfill: {}", about(&path, &e));
                     code = k;
                 }
             }
@@ -782,15 +955,15 @@ impl Cli {
                     println!("{}", Self::line(&r));
                 } else {
                     println!(
-                        "added {}: {} files and {} folders, online-only, in {:.2} s{}",
+                        "added {}: {} and {}, online-only, in {:.2} s{}",
                         local.display(),
-                        r.files,
-                        r.dirs,
+                        count(r.files, "file", "files"),
+                        count(r.dirs, "folder", "folders"),
                         r.seconds,
                         if r.rejected > 0 {
                             format!(
-                                " ({} remote names refused as unsafe; see the daemon log)",
-                                r.rejected
+                                " ({} refused as unsafe; see the daemon log)",
+                                count(r.rejected, "remote name", "remote names")
                             )
                         } else {
                             String::new()
@@ -823,10 +996,10 @@ impl Cli {
                     println!("{}", Self::line(&r));
                 } else {
                     println!(
-                        "removed the sync root {}: {} files kept as ordinary files, {} online-only files removed",
+                        "removed the sync root {}: {} kept as ordinary files, {} removed",
                         local.display(),
-                        r.kept,
-                        r.removed
+                        count(r.kept, "file", "files"),
+                        count(r.removed, "online-only file", "online-only files")
                     );
                     for u in &r.unsynced_kept {
                         println!("  kept, not on the server: {u}");
@@ -868,6 +1041,7 @@ impl Cli {
                 Ok(())
             }
             Cmd::Status { paths } => self.status(&paths),
+            Cmd::Du { paths, top } => self.du(&paths, top),
             Cmd::Pin { recursive, paths } => {
                 self.batch(&paths, "pinned", |path| RequestBody::Pin {
                     path,
@@ -922,13 +1096,14 @@ impl Cli {
                     println!("{}", Self::line(&r));
                 } else {
                     println!(
-                        "synced {} root(s): {} uploaded, {} new from the server, {} downloaded for pinned folders, {} renamed, deleted or refreshed, {} conflict(s) kept as copies",
-                        r.roots, r.uploaded, r.added, r.downloaded, r.changed, r.conflicts
+                        "synced {}: {} uploaded, {} new from the server, {} downloaded for pinned folders, {} renamed, deleted or refreshed, {} kept as copies",
+                        count(r.roots, "root", "roots"), r.uploaded, r.added, r.downloaded, r.changed,
+                        count(r.conflicts, "conflict", "conflicts")
                     );
                     if r.waiting > 0 {
                         println!(
-                            "{} file(s) still being written: they sync once they settle",
-                            r.waiting
+                            "{} still being written: they sync once they settle",
+                            count(r.waiting, "file", "files")
                         );
                     }
                     for e in &r.errors {
@@ -1033,7 +1208,7 @@ fn main() -> ExitCode {
     match cli.run(args.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, e)) => {
-            let msg = format!("{e:#}");
+            let msg = plain(&format!("{e:#}"));
             if !msg.is_empty() {
                 eprintln!("skyfill: {msg}");
             }
@@ -1053,6 +1228,30 @@ mod tests {
             Cmd::AddRoot { at, .. } => at.spec(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn messages_say_each_thing_once() {
+        assert_eq!(count(1u64, "folder", "folders"), "1 folder");
+        assert_eq!(count(0u64, "folder", "folders"), "0 folders");
+        assert_eq!(count(2u32, "file", "files"), "2 files");
+        let e = anyhow!("/c/x: No such file or directory (os error 2)");
+        assert_eq!(about("/c/x", &e), "/c/x: No such file or directory");
+        let e = anyhow!("not in a sync root");
+        assert_eq!(about("/c/x", &e), "/c/x: not in a sync root");
+        assert_eq!(plain("a (os error x) b"), "a (os error x) b");
+        let e: anyhow::Error = ClientError::Connect {
+            path: "/run/s".into(),
+            error: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }
+        .into();
+        let said = plain(&format!("{e:#}"));
+        assert_eq!(
+            said.matches("No such file or directory").count(),
+            1,
+            "{said}"
+        );
+        assert!(!said.contains("os error"), "{said}");
     }
 
     #[test]

@@ -20,12 +20,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the Skyfill daemon at {path}: {source} (is skyfilld running?)")]
-    Connect {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The OS error is part of the message, not a `source`: callers print error chains, and
+    // it would be said twice.
+    #[error("cannot connect to the Skyfill daemon at {path}: {error} (is skyfilld running?)")]
+    Connect { path: String, error: std::io::Error },
     #[error("daemon connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("daemon sent an unreadable answer: {0}")]
@@ -168,7 +166,7 @@ impl Client {
             } else {
                 ClientError::Connect {
                     path: path.display().to_string(),
-                    source: e,
+                    error: e,
                 }
             }
         })?;
