@@ -580,6 +580,11 @@ class Bench:
 
     # ---------------------------------------------------------------- the cases
 
+    def alternations(self):
+        """Rounds of a comparison that alternates its sides (cases 1 and 8): this machine's
+        run-to-run noise is several per cent, so at least five outside --quick."""
+        return max(self.runs, 5) if not self.a.quick else 1
+
     def case1(self):
         log("== 1. sequential read of a hydrated file")
         f = os.path.join(self.A, "big.bin")
@@ -591,9 +596,9 @@ class Bench:
         rf = os.path.join(rmp, "big.bin")
         run(["dd", f"if={rf}", "of=/dev/null", "bs=1M", "status=none"])  # fill rclone's cache
         time.sleep(1)
-        # Warm rows (issue #19's targets) alternate at least 5 times outside --quick; a warm read
-        # of the whole file takes a fraction of a second, so each sample averages several.
-        alternations = self.runs if self.runs == 1 else max(self.runs, 5)
+        # Warm rows (issue #19's targets) alternate as case 8's do; a warm read of the whole
+        # file takes a fraction of a second, so each sample averages several.
+        alternations = self.alternations()
         for bs in ("4K", "1M"):
             for cold in (True, False):
                 s, n, r = [], [], []
@@ -1039,9 +1044,8 @@ class Bench:
         write_random(f, self.p["big"], 99)
         os.sync()
         res = {}
-        # Alternate running and stopped, so drift of the machine hits both alike; this
-        # machine's run-to-run noise is several per cent, so at least five rounds.
-        for _ in range(max(self.runs, 5) if not self.a.quick else 1):
+        # Alternate running and stopped, so drift of the machine hits both alike.
+        for _ in range(self.alternations()):
             for phase in ("running", "stopped"):
                 if phase == "stopped":
                     self.stop_daemon()

@@ -292,15 +292,8 @@ type Res<T = ()> = Result<T, Fail>;
 
 /// Bytes free for unprivileged use on the filesystem holding `path`.
 fn free_space(path: &str) -> Option<u64> {
-    let c = std::ffi::CString::new(path).ok()?;
-    let mut sv = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is NUL-terminated and `sv` is writable for one statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), sv.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled `sv`.
-    let sv = unsafe { sv.assume_init() };
-    Some(sv.f_bavail.saturating_mul(sv.f_frsize))
+    let v = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(v.blocks_available().saturating_mul(v.fragment_size()))
 }
 
 /// `path` with the user's home folder written `~`.
@@ -310,6 +303,14 @@ fn home_relative(path: &str) -> String {
             format!("~{}", &path[h.len()..])
         }
         _ => path.to_string(),
+    }
+}
+
+/// A root's budget as people read it.
+fn budget_text(b: Budget) -> String {
+    match b {
+        Budget::MaxBytes(n) => human(n),
+        Budget::KeepFreePercent(p) => format!("keep {p}% of the disk free"),
     }
 }
 
@@ -590,12 +591,8 @@ impl Cli {
                     k.online_only
                 );
             }
-            match budget {
-                Some(Budget::MaxBytes(n)) => println!("  budget: {}", human(n)),
-                Some(Budget::KeepFreePercent(p)) => {
-                    println!("  budget: keep {p} % of the disk free")
-                }
-                None => {}
+            if let Some(b) = budget {
+                println!("  budget: {}", budget_text(b));
             }
             if let Some(f) = free {
                 println!("  free on its disk: {}", human(f));
@@ -898,11 +895,7 @@ impl Cli {
             r.system_never_download.join(", ")
         );
         for root in &r.roots {
-            let b = match root.budget {
-                None => "none".to_string(),
-                Some(Budget::MaxBytes(n)) => human(n),
-                Some(Budget::KeepFreePercent(p)) => format!("keep {p}% of the disk free"),
-            };
+            let b = root.budget.map_or("none".to_string(), budget_text);
             println!("budget           {} ({})", b, root.local);
         }
         Ok(())

@@ -220,20 +220,26 @@ const GONE: i32 = libc::ESTALE;
 /// How long a fetch that found its path gone waits for a pass to record the file's new path.
 const MOVED_WAIT: Duration = Duration::from_secs(2);
 
-/// The errno an application sees for a failed fetch (only values a deny reply accepts).
-/// Allocates the blocks of `pieces` in file order before their bytes arrive, out of order,
-/// over parallel connections: the file then lies on disk as if written in one go. With
-/// blocks allocated in arrival order, a hydrated 1 GiB file lay in extents out of order and
-/// cold sequential reads of it ran at 0.68-0.75x a copy of it (bench case 1). Best effort
-/// (a filesystem without `fallocate` only loses the ordering); the size never changes
-/// (`FALLOC_FL_KEEP_SIZE`: a file truncated meanwhile stays truncated). The descriptor is
-/// the daemon's (an event's or one opened through the root's private mount): no event.
+/// Allocates the blocks of `pieces` (in file order, as [`Flow::plan`] gives them) before their
+/// bytes arrive, out of order, over parallel connections: the file then lies on disk as if
+/// written in one go. With blocks allocated in arrival order, a hydrated 1 GiB file lay in
+/// extents out of order and cold sequential reads of it ran at 0.68-0.75x a copy of it
+/// (bench case 1). Adjacent pieces are one call. Best effort (a filesystem without
+/// `fallocate` only loses the ordering); the size never changes (`FALLOC_FL_KEEP_SIZE`: a
+/// file truncated meanwhile stays truncated). The descriptor is the daemon's (an event's or
+/// one opened through the root's private mount): no event.
 fn preallocate(file: &File, pieces: &[(u64, u64)]) {
-    let mut sorted = pieces.to_vec();
-    sorted.sort_unstable();
-    for (a, b) in sorted {
+    let mut runs = pieces.iter().copied().peekable();
+    while let Some((a, mut b)) = runs.next() {
+        while let Some(&(c, d)) = runs.peek() {
+            if c != b {
+                break;
+            }
+            b = d;
+            runs.next();
+        }
         let (Ok(off), Ok(len)) = (i64::try_from(a), i64::try_from(b.saturating_sub(a))) else {
-            continue;
+            return;
         };
         if len == 0 {
             continue;
@@ -254,6 +260,7 @@ fn preallocate(file: &File, pieces: &[(u64, u64)]) {
     }
 }
 
+/// The errno an application sees for a failed fetch (only values a deny reply accepts).
 pub fn errno_for(e: &RemoteError) -> i32 {
     match e {
         RemoteError::Auth { .. } => libc::EPERM,
