@@ -39,7 +39,14 @@ fn take_from(name: &str, var: &mut dyn FnMut(&str) -> Option<String>) -> Option<
     let mut found = None;
     for i in 0..n {
         let fd = LISTEN_FDS_START + i;
-        // SAFETY: systemd passed descriptors LISTEN_FDS_START.. to this pid; we own them.
+        if !is_open(fd) {
+            // A manager that counted wrong (or a descriptor closed on exec): nothing to own,
+            // and wrapping it would close whatever this process opens there later.
+            tracing::warn!(fd, "the fd store named a descriptor that is not open");
+            continue;
+        }
+        // SAFETY: systemd passed descriptors LISTEN_FDS_START.. to this pid and `fd` is open;
+        // nothing in this process opened it (take runs before the keeper opens anything).
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         set_cloexec(fd);
         if found.is_none() && names.get(i as usize) == Some(&name) && is_fanotify(fd) {
@@ -49,6 +56,11 @@ fn take_from(name: &str, var: &mut dyn FnMut(&str) -> Option<String>) -> Option<
         }
     }
     found
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 fn set_cloexec(fd: RawFd) {

@@ -314,10 +314,18 @@ impl FdStore {
             }
             if let Some(raw) = raw {
                 sh.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "fanotify");
-                // SAFETY: dup2 between fork and exec.
+                // SAFETY: dup2/fcntl between fork and exec.
                 unsafe {
                     sh.pre_exec(move || {
-                        if libc::dup2(raw, 3) < 0 {
+                        // dup2 onto itself keeps close-on-exec set: when the stored group
+                        // already is fd 3 here, clear the flag instead (the CI failure of
+                        // stop 29: the keeper found fd 3 closed).
+                        let r = if raw == 3 {
+                            libc::fcntl(3, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(raw, 3)
+                        };
+                        if r < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())
