@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -89,6 +90,56 @@ def write_random(path, size, seed):
             i += 1
 
 
+
+def realistic_tree(root, n, seed=18):
+    """Writes `n` empty files under `root` in a tree as people's clouds are (#18's benchmark):
+    folders 1-8 levels deep, most holding a few files, a few holding hundreds, and one
+    folder ("archive/scans") holding a tenth of the files up to 100,000. Files 64 bytes long
+    instead of empty: 10,000 (at most a tenth) in the middle of the tree in path order, for
+    the hydration row. Deterministic. Returns (folders, files, sized, big): relative paths,
+    files sorted; `big` the large folder."""
+    rng = random.Random(seed)
+    big = "archive/scans"
+    n_big = min(100_000, n // 10)
+    folders, files = [], []
+    for i in range(n_big):
+        files.append(f"{big}/scan-{i:06}.pdf")
+    # The rest: grow a tree folder by folder; each new folder goes below a random one that
+    # is not yet 8 deep (a parent chosen among recent folders more often, so branches run
+    # deep), and takes a small number of files (geometric, mean ~12; one in 50 takes 200-2,000).
+    left = n - n_big
+    words = ["docs", "photos", "src", "music", "projects", "notes", "backup", "work", "2019", "2020",
+             "2021", "2022", "2023", "2024", "raw", "export", "old", "misc", "shared", "drafts"]
+    exts = [".txt", ".jpg", ".pdf", ".md", ".rs", ".png", ".odt", ".mp3", ".json", ".py"]
+    depth = {}
+    k = 0
+    while left > 0:
+        cands = folders[-50:] if folders and rng.random() < 0.7 else folders
+        parent = rng.choice(cands) if cands and rng.random() < 0.9 else ""
+        if parent and depth[parent] >= 8:
+            parent = ""
+        name = f"{rng.choice(words)}-{k:05}"
+        k += 1
+        d = f"{parent}/{name}" if parent else name
+        depth[d] = depth.get(parent, 0) + 1
+        folders.append(d)
+        m = rng.randint(200, 2000) if rng.random() < 0.02 else min(int(rng.expovariate(1 / 12)), 150)
+        m = min(m, left)
+        for j in range(m):
+            files.append(f"{d}/file-{j:04}{rng.choice(exts)}")
+        left -= m
+    folders = sorted(set(folders) | {"archive", big})
+    files.sort()
+    mid = len(files) // 2
+    sized = set(files[mid:mid + min(10_000, max(1, n // 10))])
+    for d in folders:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    for f in files:
+        with open(os.path.join(root, f), "wb") as fh:
+            if f in sized:
+                fh.write(b"\x07" * 64)
+    return folders, files, sorted(sized), big
+
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -158,9 +209,10 @@ class Bench:
         if want & {"5", "6"}:
             self.tree(os.path.join(self.data, "many"), p["many"], 64)
         if "7" in want:
-            # Empty files, but 10,000 in the middle of the tree (case 7's hydration row).
+            # The issue's realistic tree: folders 1-8 deep, most of them small, one of 100,000
+            # files; empty files, but 10,000 in the middle of it (case 7's hydration row).
             n = p["million"] - 2 * SMALL_OPENS
-            self.tree(os.path.join(self.data, "million"), n, 0, range(n // 2, n // 2 + 10_000))
+            self.million = realistic_tree(os.path.join(self.data, "million"), n)
             # Small files to open in the large root, with and without a disk budget.
             for i in range(2 * SMALL_OPENS):
                 write_random(os.path.join(self.data, "million", "small", f"s{i:03}"), 4096, 5000 + i)
@@ -794,9 +846,13 @@ class Bench:
         adder.start()
         server_root = os.path.join(self.data, "million")
         last = sorted(e.name for e in os.scandir(server_root) if e.is_dir() and e.name != "small")[-1]
+        big = self.million[3]
         seen = {}
-        for rel in ("", last):
+        # Each listing timed from when it is asked for (the root's from the start of add-root):
+        # the root, the folder last in name order, then the folder of 100,000 files.
+        for rel in ("", last, big):
             want = set(os.listdir(os.path.join(server_root, rel)))
+            t_ask = time.perf_counter()
             while True:
                 try:
                     got = set(os.listdir(os.path.join(local_root, rel)))
@@ -807,14 +863,15 @@ class Bench:
                 if not adder.is_alive():
                     raise SystemExit(f"bench: add-root ended and {rel or 'the root'} lacks {len(want - got)} entries")
                 time.sleep(0.01)
-            seen[rel] = (time.perf_counter() - t_start, len(want))
+            seen[rel] = (time.perf_counter() - (t_start if rel == "" else t_ask), len(want))
         adder.join()
         t, res = out["r"]
         assert res["files"] == self.p["million"], res
-        t_last, n_last = seen[last]
-        self.record("7", f"add-root: until the root ({seen[''][1]} entries), then its last folder "
-                    f"({n_last} entries) list complete ({seen[''][0]:.2f} s for the root; add-root {t:.1f} s)",
-                    t_last, "-", None, None, f"{t_last:.2f} s", "<= 2 s", t_last <= 2.0)
+        worst = max(v[0] for v in seen.values())
+        self.record("7", f"add-root: a folder lists complete, the slowest of the root ({seen[''][1]} entries, "
+                    f"{seen[''][0]:.2f} s), its last folder ({seen[last][1]} entries, {seen[last][0]:.2f} s) and "
+                    f"{big} ({seen[big][1]} entries, {seen[big][0]:.2f} s), each from when it was asked for "
+                    f"(add-root {t:.1f} s)", worst, "-", None, None, f"{worst:.2f} s", "<= 2 s", worst <= 2.0)
         if self.worker_pid() != pid:
             raise SystemExit("bench: the worker restarted during add-root; its peak is lost")
         hwm_add, _ = mem()
@@ -915,8 +972,10 @@ class Bench:
         # a few folders, as people's do), then one `sync`: its time and peak RSS.
         root = os.path.join(self.mnt, "million")
         run(self.sf("pause", root))
+        # (Outside the folder of 100,000 files, which sorts first.)
         files = sorted(os.path.relpath(f, root) for f in walk_files(root)
-                       if not f.startswith(os.path.join(root, "small") + "/"))
+                       if not f.startswith((os.path.join(root, "small") + "/",
+                                            os.path.join(root, self.million[3]) + "/")))
         n = max(1, len(files) // 100)
         here, there = files[:n], files[n:2 * n]
         old = time.time() - 60
@@ -953,8 +1012,7 @@ class Bench:
         # Hydration of 10,000 files (fewer in a smaller tree): non-empty online-only files read whole by
         # cat, in path order (the tree's middle); the worker's peak meanwhile.
         # The files the tree made non-empty in its middle (far from the files changed above).
-        total_tree = self.p["million"] - 2 * SMALL_OPENS
-        rest = [f"d{i // 1000:04}/f{i % 1000:04}" for i in range(total_tree // 2, min(total_tree, total_tree // 2 + 10_000))]
+        rest = self.million[2]
         st = self.sfj("status", os.path.join(root, rest[0]))
         if st["state"] != "online-only":
             raise SystemExit(f"bench: {rest[0]} is not online-only before the hydration row: {st}")
