@@ -170,6 +170,79 @@ fn pin_and_free_folder(server: Server) {
         paged.extend(p["entries"].as_array().unwrap().iter().cloned());
     }
     assert_eq!(paged, all);
+    // Another order, and a filter, as the tray's Files view asks: the daemon sorts the
+    // whole folder (not the page), and `total` counts what the filter kept.
+    let sizes = |p: &serde_json::Value| -> Vec<(u64, String)> {
+        p["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["size"].as_u64().unwrap(),
+                    e["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let by_size = call(
+        serde_json::json!({"op": "list_page", "path": dir, "limit": 1000,
+        "sort": "size", "descending": true}),
+    );
+    let mut want: Vec<(u64, String)> = files
+        .iter()
+        .filter(|(k, _)| k.starts_with("folder/"))
+        .map(|(k, v)| (v.len() as u64, root.join(k).display().to_string()))
+        .collect();
+    want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(sizes(&by_size), want, "largest first, ties by name");
+    let second = call(
+        serde_json::json!({"op": "list_page", "path": dir, "offset": 10,
+        "limit": 5, "sort": "size", "descending": true}),
+    );
+    assert_eq!(
+        sizes(&second),
+        want[10..15].to_vec(),
+        "a later page of the same order"
+    );
+    let by_time = call(
+        serde_json::json!({"op": "list_page", "path": dir, "limit": 1000,
+        "sort": "modified"}),
+    );
+    let times: Vec<i64> = by_time["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["mtime"].as_i64().expect("entries carry their mtime"))
+        .collect();
+    assert_eq!(times.len(), 100);
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let found = call(
+        serde_json::json!({"op": "list_page", "path": dir, "limit": 3,
+        "filter": "F05"}),
+    );
+    assert_eq!(found["total"], 10, "f050..f059, whatever the case: {found}");
+    assert_eq!(
+        found["entries"][0]["path"],
+        dir.join("f050.bin").to_str().unwrap()
+    );
+    let none = call(
+        serde_json::json!({"op": "list_page", "path": dir, "limit": 3,
+        "filter": "no such name"}),
+    );
+    assert_eq!(none["total"], 0, "{none}");
+    // `status` of a folder as a tree (a pipe: no colour), five entries and the rest counted.
+    let o = plain(&["status", "--limit", "5", dir.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(said.starts_with("STATE"), "{said}");
+    assert!(
+        said.contains("├── f000.bin") && said.contains("├── f004.bin"),
+        "{said}"
+    );
+    assert!(said.contains("└── … and 95 more"), "{said}");
+    assert!(said.contains("always local"), "{said}");
+    assert!(!said.contains('\x1b'), "colour in a pipe: {said:?}");
     let top = call(serde_json::json!({"op": "list_page", "path": root, "limit": 1}));
     assert_eq!(top["entries"][0]["path"], dir.to_str().unwrap(), "{top}");
     assert_eq!(top["entries"][0]["counts"]["pinned"], 100, "{top}");

@@ -77,6 +77,9 @@ async fn remotes() -> Remotes {
         files.insert(format!("docs/d{i}.txt"), data(500 + i, 30_000 + i as usize));
     }
     files.insert("big.bin".to_string(), data(77, 9 << 20));
+    // Files of other sizes and types: the Files view's sorting, filter and type icons.
+    files.insert("a-small.txt".to_string(), data(78, 1_000));
+    files.insert("photo.jpg".to_string(), data(79, 200_000));
     let scratch = remotes::scratch();
     let apache = url::Url::parse(&env("SKYFILL_TEST_APACHE")).unwrap();
     let auth_dir = PathBuf::from(env("SKYFILL_TEST_APACHE_DIR"))

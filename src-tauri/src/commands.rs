@@ -7,8 +7,8 @@ use crate::daemon::{ApiError, Connection, Daemon, Res};
 use crate::desktop;
 use crate::wizard::{self, AppPassword, Form};
 use skyfill::ipc::proto::{
-    AddRootResult, BatchResult, ConfigResult, Page, PathStatus, RemoveMode, RemoveResult, RootInfo,
-    SyncResult,
+    AddRootResult, BatchResult, ConfigResult, Page, PageOrder, PathStatus, RemoveMode,
+    RemoveResult, RootInfo, SyncResult,
 };
 use tauri::State;
 
@@ -32,10 +32,41 @@ pub async fn list(d: State<'_, Daemon>, path: String) -> Res<Vec<PathStatus>> {
     d.run(move |d| d.list(&path)).await
 }
 
-/// A window of a large folder's rows (the Files view asks for what it shows).
+/// A window of a large folder's rows (the Files view asks for what it shows), sorted and
+/// filtered as the view says (`order`; absent: by name, everything).
 #[tauri::command]
-pub async fn list_page(d: State<'_, Daemon>, path: String, offset: u64, limit: u32) -> Res<Page> {
-    d.run(move |d| d.list_page(&path, offset, limit)).await
+pub async fn list_page(
+    d: State<'_, Daemon>,
+    path: String,
+    offset: u64,
+    limit: u32,
+    order: Option<PageOrder>,
+) -> Res<Page> {
+    let order = order.unwrap_or_default();
+    d.run(move |d| d.list_page(&path, offset, limit, &order))
+        .await
+}
+
+/// A file's or folder's state (a folder's: the totals below it, for the storage overview).
+#[tauri::command]
+pub async fn status(d: State<'_, Daemon>, path: String) -> Res<PathStatus> {
+    d.run(move |d| d.status(&path)).await
+}
+
+/// Free bytes on the disk holding `path` (for the storage overview); the user's own view
+/// of the filesystem (the app runs as the user).
+#[tauri::command]
+pub fn free_space(path: String) -> Option<u64> {
+    desktop::free_space(&path)
+}
+
+/// The desktop icon theme's icon for each freedesktop icon name (`image-x-generic`, ...), as a
+/// data URL; a name the theme lacks is left out (the window draws its own then).
+#[tauri::command]
+pub async fn icons(names: Vec<String>) -> std::collections::HashMap<String, String> {
+    tokio::task::spawn_blocking(move || desktop::icons(&names))
+        .await
+        .unwrap_or_default()
 }
 
 /// Make available offline / Free up space / Online-only on many files and folders.

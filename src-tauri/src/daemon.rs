@@ -19,8 +19,8 @@
 use serde::{Deserialize, Serialize, Serializer};
 use skyfill::ipc::client::{setting_value, Client, ClientError};
 use skyfill::ipc::proto::{
-    AddRootResult, BatchResult, ConfigResult, ErrorCode, Page, PathStatus, PinSetting, RemoveMode,
-    RemoveResult, RequestBody, RootInfo, SyncResult, PROTOCOL_VERSION,
+    AddRootResult, BatchResult, ConfigResult, ErrorCode, Page, PageOrder, PathStatus, PinSetting,
+    RemoveMode, RemoveResult, RequestBody, RootInfo, SyncResult, PROTOCOL_VERSION,
 };
 use skyfill::remote::RemoteSpec;
 use std::path::{Path, PathBuf};
@@ -290,12 +290,16 @@ impl Daemon {
         self.call(|c| c.roots())
     }
 
+    pub fn status(&self, path: &str) -> Res<PathStatus> {
+        self.call(|c| c.status(path))
+    }
+
     pub fn list(&self, path: &str) -> Res<Vec<PathStatus>> {
         self.call(|c| c.list(path))
     }
 
-    pub fn list_page(&self, path: &str, offset: u64, limit: u32) -> Res<Page> {
-        self.call(|c| c.list_page(path, offset, limit))
+    pub fn list_page(&self, path: &str, offset: u64, limit: u32, order: &PageOrder) -> Res<Page> {
+        self.call(|c| c.list_page_in(path, offset, limit, order))
     }
 
     /// Make available offline / Free up space / Online-only / download on many files and

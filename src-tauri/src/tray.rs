@@ -10,8 +10,9 @@
 use crate::daemon::{self, ApiError, Connection, Daemon};
 use crate::desktop;
 use skyfill::ipc::proto::{Event, RootInfo, RootState};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Listener, Manager};
@@ -97,13 +98,14 @@ pub fn overall(connected: bool, roots: &[RootInfo], active: usize) -> Overall {
 pub fn activity_line(transfers: &HashMap<String, Transfer>) -> String {
     match transfers.iter().next() {
         None => "Up to date".to_string(),
-        Some((p, (d, n, who))) => {
+        Some((p, t)) => {
             let name = p.rsplit('/').next().unwrap_or(p);
-            let by = who
+            let by = t
+                .app
                 .as_deref()
                 .map(|w| format!(" for {w}"))
                 .unwrap_or_default();
-            let pct = if *n > 0 { d * 100 / n } else { 0 };
+            let pct = (t.done * 100).checked_div(t.total).unwrap_or(0);
             if transfers.len() > 1 {
                 format!(
                     "Downloading {name}{by} ({pct} %) and {} more",
@@ -116,18 +118,90 @@ pub fn activity_line(transfers: &HashMap<String, Transfer>) -> String {
     }
 }
 
-/// A download in progress: bytes done, total, the program it is for.
-pub type Transfer = (u64, u64, Option<String>);
+/// How long rates are averaged over: bursts of pieces are smoothed, a change of speed shows
+/// within seconds (the window's `RATE_WINDOW` too).
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// A transfer in progress: bytes done, total, the program it is for, and its recent samples.
+#[derive(Debug, Clone, Default)]
+pub struct Transfer {
+    pub done: u64,
+    pub total: u64,
+    pub app: Option<String>,
+    /// (when, bytes done) of the last RATE_WINDOW, and the one sample before it.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Transfer {
+    /// Takes a progress sample.
+    pub fn sample(&mut self, now: Instant, done: u64, total: u64, app: Option<String>) {
+        self.done = done;
+        self.total = total;
+        if app.is_some() {
+            self.app = app;
+        }
+        self.samples.push_back((now, done));
+        while self.samples.len() > 2 && self.samples[1].0 + RATE_WINDOW <= now {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Bytes per second over the last seconds as of `now`: None with one sample; falling once
+    /// bytes stop coming (the time since the last sample counts), never the average since the
+    /// start.
+    pub fn rate(&self, now: Instant) -> Option<f64> {
+        if self.samples.len() < 2 {
+            return None;
+        }
+        // From the last sample at or before the window's start (the first, if none is).
+        let (at, done) = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(at, _)| *at + RATE_WINDOW <= now)
+            .or(self.samples.front())
+            .copied()?;
+        let span = now.saturating_duration_since(at).as_secs_f64();
+        (span > 0.0).then(|| self.done.saturating_sub(done) as f64 / span)
+    }
+}
+
+/// The tooltip's speed words for the transfers in progress: " · 1.2 MiB/s · 5 s left", or
+/// nothing while no rate is known yet.
+pub fn speed_words(transfers: &HashMap<String, Transfer>, now: Instant) -> String {
+    let rates: Vec<f64> = transfers.values().filter_map(|t| t.rate(now)).collect();
+    if rates.is_empty() {
+        return String::new();
+    }
+    let rate: f64 = rates.iter().sum();
+    let left: u64 = transfers
+        .values()
+        .map(|t| t.total.saturating_sub(t.done))
+        .sum();
+    if rate < 1.0 {
+        return " · stalled".into();
+    }
+    let secs = (left as f64 / rate).ceil() as u64;
+    let eta = match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", (secs + 30) / 60),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600 + 30) / 60),
+    };
+    format!(
+        " · {}/s · {eta} left",
+        skyfill::model::human_bytes(rate as u64)
+    )
+}
 
 /// What the tray knows, from the app events and the last `roots` answer.
 #[derive(Default)]
 pub struct View {
     pub connected: bool,
     pub roots: Vec<RootInfo>,
-    /// Downloads in progress: path -> (done, total, app).
+    /// Downloads in progress, by path.
     pub transfers: HashMap<String, Transfer>,
-    /// The state the icon shows.
-    last: Option<Overall>,
+    /// The state the icon shows, and the tooltip.
+    last: Option<(Overall, String)>,
 }
 
 pub struct TrayState {
@@ -259,16 +333,25 @@ pub fn reload(app: &AppHandle) {
 /// Updates icon, tooltip and menu words from what the tray knows (the view is not locked
 /// while the tray is changed: that may wait for the main thread).
 fn render(t: &TrayState) {
-    let (o, line, paused, changed) = {
+    let (o, tip, line, paused, icon_changed, tip_changed) = {
         let mut v = t.view.lock().unwrap();
         let o = overall(v.connected, &v.roots, v.transfers.len());
-        let changed = v.last != Some(o);
-        v.last = Some(o);
+        let mut tip = o.tooltip();
+        if matches!(o, Overall::Syncing(_)) {
+            tip.push_str(&speed_words(&v.transfers, Instant::now()));
+        }
+        let (icon_changed, tip_changed) = match &v.last {
+            Some((lo, lt)) => (*lo != o, *lt != tip),
+            None => (true, true),
+        };
+        v.last = Some((o, tip.clone()));
         (
             o,
+            tip,
             activity_line(&v.transfers),
             all_paused(&v.roots),
-            changed,
+            icon_changed,
+            tip_changed,
         )
     };
     let _ = t.activity.set_text(line);
@@ -277,11 +360,13 @@ fn render(t: &TrayState) {
     } else {
         "Pause syncing"
     });
-    if changed {
+    if icon_changed {
         if let Ok(img) = tauri::image::Image::from_bytes(o.icon()) {
             let _ = t.icon.set_icon(Some(img));
         }
-        let _ = t.icon.set_tooltip(Some(o.tooltip()));
+    }
+    if tip_changed {
+        let _ = t.icon.set_tooltip(Some(tip));
     }
 }
 
@@ -318,8 +403,12 @@ fn on_event(app: &AppHandle, ev: &Event) {
                 if done >= total {
                     v.transfers.remove(path);
                 } else {
-                    v.transfers
-                        .insert(path.clone(), (*done, *total, who.clone()));
+                    v.transfers.entry(path.clone()).or_default().sample(
+                        Instant::now(),
+                        *done,
+                        *total,
+                        who.clone(),
+                    );
                 }
             }
             render(&t);
@@ -410,12 +499,38 @@ mod tests {
     fn the_activity_line_names_the_download() {
         let mut t = HashMap::new();
         assert_eq!(activity_line(&t), "Up to date");
-        t.insert(
-            "/c/a/big.bin".to_string(),
-            (25, 100, Some("cat".to_string())),
-        );
+        let now = Instant::now();
+        let mut big = Transfer::default();
+        big.sample(now, 25, 100, Some("cat".to_string()));
+        t.insert("/c/a/big.bin".to_string(), big);
         assert_eq!(activity_line(&t), "Downloading big.bin for cat (25 %)");
-        t.insert("/c/b".to_string(), (0, 0, None));
+        t.insert("/c/b".to_string(), Transfer::default());
         assert!(activity_line(&t).ends_with(" and 1 more"));
+    }
+
+    #[test]
+    fn rates_are_a_moving_average_and_never_zero_while_bytes_move() {
+        let t0 = Instant::now();
+        let s = |x: u64| t0 + Duration::from_secs(x);
+        let mut t = Transfer::default();
+        t.sample(s(0), 0, 100 << 20, None);
+        assert_eq!(t.rate(s(0)), None, "one sample: unknown, not 0 B/s");
+        // 1 MiB/s for 10 s after a 20 s wait in the queue (no bytes).
+        t.sample(s(20), 0, 100 << 20, None);
+        for i in 1..=10 {
+            t.sample(s(20 + i), i << 20, 100 << 20, None);
+        }
+        let r = t.rate(s(30)).unwrap();
+        assert!(
+            (r - (1 << 20) as f64).abs() < 1.0,
+            "{r}: the average since the start would be a third of this"
+        );
+        // No bytes for 10 s: the rate falls to 0.
+        assert!(t.rate(s(40)).unwrap() < 1.0);
+        let mut all = HashMap::new();
+        all.insert("/c/x".to_string(), t.clone());
+        // 90 MiB left at 1 MiB/s.
+        assert_eq!(speed_words(&all, s(30)), " · 1.0 MiB/s · 2 min left");
+        assert_eq!(speed_words(&all, s(40)), " · stalled");
     }
 }

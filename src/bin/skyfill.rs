@@ -14,6 +14,9 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[path = "skyfill/tree.rs"]
+mod tree;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "skyfill",
@@ -73,8 +76,18 @@ enum Cmd {
     },
     /// Your sync roots.
     Roots,
-    /// Availability and sync state of files and folders (all roots without a path).
-    Status { paths: Vec<PathBuf> },
+    /// Availability and sync state of files and folders (all roots without a path): a folder
+    /// with what is in it, as a tree.
+    Status {
+        paths: Vec<PathBuf>,
+        /// Levels of a folder's contents to show (0: the folder alone; default 1 for a folder
+        /// named, 0 for the roots).
+        #[arg(long)]
+        depth: Option<u32>,
+        /// Entries shown per folder (the rest are counted).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Where the space goes: for each root (or folder), its bytes in the cloud and on this
     /// device, the budget, the free space of its disk, and its largest local items.
     Du {
@@ -372,20 +385,7 @@ fn abs(p: &Path) -> anyhow::Result<String> {
         .context("path is not UTF-8")
 }
 
-fn human(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
+use skyfill::model::human_bytes as human;
 
 fn read_secret_stdin() -> anyhow::Result<String> {
     let mut s = String::new();
@@ -617,7 +617,7 @@ impl Cli {
         Ok(())
     }
 
-    fn status(&self, paths: &[PathBuf]) -> Res {
+    fn status(&self, paths: &[PathBuf], depth: Option<u32>, limit: u32) -> Res {
         let mut c = self.connect()?;
         let mut rows: Vec<PathStatus> = Vec::new();
         let mut code = 0;
@@ -635,8 +635,8 @@ impl Cli {
                 }
             }
         }
-        for s in &rows {
-            if self.json {
+        if self.json {
+            for s in &rows {
                 let mut v = serde_json::json!({
                     "path": s.path, "state": s.state, "sync": s.sync,
                     "size": s.size, "local_bytes": s.local_bytes,
@@ -645,26 +645,50 @@ impl Cli {
                 if let Some(p) = s.percent {
                     v["percent"] = p.into();
                 }
+                if let Some(t) = s.mtime {
+                    v["mtime"] = t.into();
+                }
                 println!("{v}");
-            } else {
-                let state = match s.percent {
-                    Some(p) => format!("{} {p:.0}%", s.state),
-                    None => s.state.to_string(),
-                };
-                println!(
-                    "{:<14} {:<9} {:>10} {:>10}  {}",
-                    state,
-                    s.sync,
-                    human(s.size),
-                    human(s.local_bytes),
-                    s.path
-                );
+            }
+        } else {
+            let style = tree::Style::new(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            let depth = depth.unwrap_or(if paths.is_empty() { 0 } else { 1 });
+            if !rows.is_empty() {
+                println!("{}", tree::header(style));
+            }
+            for s in rows {
+                let name = home_relative(&s.path);
+                let node = self.tree_below(&mut c, s, depth, limit)?;
+                for l in tree::lines(&node, &name, style) {
+                    println!("{l}");
+                }
             }
         }
         if code != 0 {
             return Err(Fail(code, anyhow!("")));
         }
         Ok(())
+    }
+
+    /// `s` and, for a folder, its first `limit` entries `depth` levels down (a page each).
+    fn tree_below(&self, c: &mut Client, s: PathStatus, depth: u32, limit: u32) -> Res<tree::Node> {
+        let mut node = tree::Node {
+            status: s,
+            children: Vec::new(),
+            more: 0,
+        };
+        if depth == 0 || node.status.kind != skyfill::model::Kind::Dir {
+            return Ok(node);
+        }
+        let page = c.list_page(&node.status.path, 0, limit.min(MAX_PAGE))?;
+        node.more = page.total.saturating_sub(page.entries.len() as u64);
+        for e in page.entries {
+            node.children.push(self.tree_below(c, e, depth - 1, limit)?);
+        }
+        Ok(node)
     }
 
     fn roots(&self) -> Res<Vec<RootInfo>> {
@@ -1033,7 +1057,11 @@ impl Cli {
                 }
                 Ok(())
             }
-            Cmd::Status { paths } => self.status(&paths),
+            Cmd::Status {
+                paths,
+                depth,
+                limit,
+            } => self.status(&paths, depth, limit),
             Cmd::Du { paths, top } => self.du(&paths, top),
             Cmd::Pin { recursive, paths } => {
                 self.batch(&paths, "pinned", |path| RequestBody::Pin {

@@ -114,23 +114,41 @@ impl std::ops::Deref for Files<'_> {
 
 impl Files<'_> {
     pub fn list(&self, peer: Peer, path: &str) -> Result<Vec<PathStatus>> {
-        Ok(self.page(peer, path, 0, usize::MAX)?.entries)
+        Ok(self
+            .page(peer, path, 0, usize::MAX, &PageOrder::default())?
+            .entries)
     }
 
-    /// Entries `offset..offset + limit` of a folder in `list`'s order (folders first, then by
-    /// name). The folder's names and types come from one directory read; only the entries
-    /// of the page are looked at, so a page of a 100,000-entry folder costs its rows.
-    pub fn list_page(&self, peer: Peer, path: &str, offset: u64, limit: u32) -> Result<Page> {
+    /// Entries `offset..offset + limit` of a folder in `order` (by default `list`'s: folders
+    /// first, then by name). The folder's names and types come from one directory read (and,
+    /// to sort by size or time, one `fstatat` per entry); only the entries of the page are
+    /// looked at further, so a page of a 100,000-entry folder costs its rows.
+    pub fn list_page(
+        &self,
+        peer: Peer,
+        path: &str,
+        offset: u64,
+        limit: u32,
+        order: &PageOrder,
+    ) -> Result<Page> {
         let limit = limit.min(crate::ipc::proto::MAX_PAGE) as usize;
         self.page(
             peer,
             path,
             usize::try_from(offset).unwrap_or(usize::MAX),
             limit,
+            order,
         )
     }
 
-    fn page(&self, peer: Peer, path: &str, offset: usize, limit: usize) -> Result<Page> {
+    fn page(
+        &self,
+        peer: Peer,
+        path: &str,
+        offset: usize,
+        limit: usize,
+        order: &PageOrder,
+    ) -> Result<Page> {
         let (r, rel) = self.resolve(peer, path)?;
         let root = self.open_root(&r)?;
         let dfd = fsutil::open_beneath(
@@ -141,7 +159,12 @@ impl Files<'_> {
         )
         .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
         let base = path.trim_end_matches('/');
-        let mut names: Vec<(bool, String)> = fsutil::read_dir_kinds(dfd.as_fd())
+        let needle = order
+            .filter
+            .as_deref()
+            .map(str::to_lowercase)
+            .filter(|f| !f.is_empty());
+        let mut rows: Vec<Row> = fsutil::read_dir_kinds(dfd.as_fd())
             .map_err(Error::internal)?
             .into_iter()
             .filter_map(|(raw, dir)| {
@@ -149,19 +172,35 @@ impl Files<'_> {
                 if name.starts_with(".~skyfill-") {
                     return None;
                 }
-                Some((!dir?, name.to_string()))
+                if let Some(n) = &needle {
+                    if !name.to_lowercase().contains(n.as_str()) {
+                        return None;
+                    }
+                }
+                Some(Row {
+                    file: !dir?,
+                    key: 0,
+                    name: name.to_string(),
+                })
             })
             .collect();
-        names.sort_unstable();
-        let entries = names
+        sort_rows(&mut rows, order, |row| {
+            let st = fsutil::stat_at(dfd.as_fd(), &row.name).ok()?;
+            Some(match order.sort {
+                SortKey::Size if row.file => st.st_size,
+                SortKey::Size | SortKey::Name => 0,
+                SortKey::Modified => st.st_mtime,
+            })
+        });
+        let entries = rows
             .iter()
             .skip(offset)
             .take(limit)
-            .filter_map(|(_, name)| self.status(peer, &format!("{base}/{name}")).ok())
+            .filter_map(|row| self.status(peer, &format!("{base}/{}", row.name)).ok())
             .collect();
         Ok(Page {
             entries,
-            total: names.len() as u64,
+            total: rows.len() as u64,
         })
     }
 
@@ -213,6 +252,7 @@ impl Files<'_> {
                     percent: (state == Availability::Partial).then(|| percent(local, size)),
                     setting,
                     counts: Some(c),
+                    mtime: Some(st.st_mtime),
                 })
             }
             libc::S_IFREG => {
@@ -230,6 +270,7 @@ impl Files<'_> {
                         percent: None,
                         setting: Pin::Inherit,
                         counts: None,
+                        mtime: Some(st.st_mtime),
                     },
                     Some(m) => PathStatus {
                         path: path.into(),
@@ -242,6 +283,7 @@ impl Files<'_> {
                             .then(|| percent(m.local_bytes(), m.size)),
                         setting: m.pin,
                         counts: None,
+                        mtime: Some(st.st_mtime),
                     },
                 })
             }
@@ -510,4 +552,39 @@ impl Files<'_> {
             )
             .await)
     }
+}
+
+/// One entry of a folder being listed: a file (after the folders), its sort key, its name.
+struct Row {
+    file: bool,
+    key: i64,
+    name: String,
+}
+
+/// Sorts a folder's rows for `list_page`: folders first, then by `order`'s key (`key_of`,
+/// asked only when the sort is not by name; an entry it cannot read sorts as 0), ties and the
+/// name sort by name; `descending` reverses within each group.
+fn sort_rows(rows: &mut [Row], order: &PageOrder, key_of: impl Fn(&Row) -> Option<i64>) {
+    if order.sort != SortKey::Name {
+        for row in rows.iter_mut() {
+            row.key = key_of(row).unwrap_or(0);
+        }
+    }
+    let by_name = order.sort == SortKey::Name;
+    rows.sort_unstable_by(|a, b| {
+        let within = a.key.cmp(&b.key).then_with(|| a.name.cmp(&b.name));
+        let within = if order.descending {
+            if by_name {
+                within.reverse()
+            } else {
+                a.key
+                    .cmp(&b.key)
+                    .reverse()
+                    .then_with(|| a.name.cmp(&b.name))
+            }
+        } else {
+            within
+        };
+        a.file.cmp(&b.file).then(within)
+    });
 }

@@ -73,8 +73,9 @@ async fn dispatch(core: &Core, peer: Peer, body: RequestBody, jobs: JobSink) -> 
             path,
             offset,
             limit,
+            order,
         } => Reply::Page(fsutil::blocking(|| {
-            files.list_page(peer, &path, offset, limit)
+            files.list_page(peer, &path, offset, limit, &order)
         })?),
         RequestBody::Status { path: None } => Reply::Statuses(fsutil::blocking(|| {
             core.mine(peer)

@@ -10,7 +10,7 @@
 
 use super::proto::{
     decode_incoming, BatchResult, ConfigResult, DoctorResult, Event, HelloResult, Incoming, Page,
-    PathStatus, Request, RequestBody, RootInfo, StatsBody, SyncResult, PROTOCOL_VERSION,
+    PageOrder, PathStatus, Request, RequestBody, RootInfo, StatsBody, SyncResult, PROTOCOL_VERSION,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -252,10 +252,22 @@ impl Client {
     /// [`super::proto::MAX_PAGE`]) and how many it
     /// holds.
     pub fn list_page(&mut self, path: &str, offset: u64, limit: u32) -> Result<Page, ClientError> {
+        self.list_page_in(path, offset, limit, &PageOrder::default())
+    }
+
+    /// `list_page` in another order, or filtered (`order`).
+    pub fn list_page_in(
+        &mut self,
+        path: &str,
+        offset: u64,
+        limit: u32,
+        order: &PageOrder,
+    ) -> Result<Page, ClientError> {
         self.request(RequestBody::ListPage {
             path: path.into(),
             offset,
             limit,
+            order: order.clone(),
         })
     }
 

@@ -89,6 +89,9 @@ pub enum RequestBody {
         #[serde(default)]
         offset: u64,
         limit: u32,
+        /// The order and filter of the window (default: `list`'s order, every entry).
+        #[serde(default, flatten)]
+        order: PageOrder,
     },
     /// Set the pin setting (pinned downloads now; online-only frees now).
     Pin {
@@ -336,6 +339,31 @@ pub struct Page {
     pub total: u64,
 }
 
+/// How `list_page` orders and filters a folder: folders first, then by `sort` (ties by
+/// name), `descending` reversing the sort within each group; `filter` keeps the entries whose
+/// name contains it, ignoring case. `total` counts the entries the filter kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOrder {
+    #[serde(default)]
+    pub sort: SortKey,
+    #[serde(default)]
+    pub descending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// What `list_page` sorts by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    #[default]
+    Name,
+    /// Files by size (folders by name).
+    Size,
+    /// By modification time.
+    Modified,
+}
+
 /// The most entries one `list_page` answer holds.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -358,6 +386,9 @@ pub struct PathStatus {
     pub setting: PinSetting,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<Counts>,
+    /// Modification time, seconds since the epoch (the server's for an online-only file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

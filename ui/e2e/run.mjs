@@ -176,6 +176,72 @@ try {
   }
   await shot("files-online-only");
 
+  // The storage overview says what is on this device and what is online-only.
+  await until("the storage overview", async () => (await text("#storage-summary")).includes("on this device"));
+  const bar = await b.execute(() => [...document.querySelectorAll("#storage-bar span")].map((e) => e.className));
+  if (!bar.includes("local") || !bar.includes("online")) throw new Error(`storage bar parts: ${bar}`);
+  log(`storage overview: ${await text("#storage-summary")}`);
+
+  // Sorting: a click on Size lists the largest file first (folders stay first); the
+  // daemon sorts the whole folder. A second click reverses.
+  const files = () => b.execute(() => [...document.querySelectorAll("#file-rows tr[data-path]")]
+    .filter((r) => !r.querySelector("td.name button")).map((r) => r.dataset.path.split("/").pop()));
+  const sortedBy = async (col) => b.execute((c) => document.querySelector(`#files th[data-sort=${c}]`).getAttribute("aria-sort"), col);
+  await click("#sort-size");
+  await until("largest first", async () =>
+    (await sortedBy("size")) === "descending" && JSON.stringify(await files()) === JSON.stringify(["big.bin", "photo.jpg", "a-small.txt"]));
+  await shot("files-sorted-by-size");
+  await click("#sort-size");
+  await until("smallest first", async () =>
+    (await sortedBy("size")) === "ascending" && (await files())[0] === "a-small.txt");
+  await click("#sort-name");
+  await until("by name again", async () =>
+    (await sortedBy("name")) === "ascending" && JSON.stringify(await files()) === JSON.stringify(["a-small.txt", "big.bin", "photo.jpg"]));
+  log("sorting by size and name, both ways");
+
+  // Filter: only the matching rows, then everything again.
+  const filter = (v) => b.execute((x) => {
+    const f = document.getElementById("filter");
+    f.value = x;
+    f.dispatchEvent(new Event("input", { bubbles: true }));
+  }, v);
+  await filter("PHOTO");
+  await until("only photo.jpg", async () =>
+    JSON.stringify(await b.execute(() => [...document.querySelectorAll("#file-rows tr[data-path]")].map((r) => r.dataset.path.split("/").pop()))) === JSON.stringify(["photo.jpg"]));
+  await shot("files-filtered");
+  await filter("");
+  await until("every row back", async () => (await files()).length === 3 && (await rowState(`${root1}/docs`)) !== null);
+  log("filter: one row, then all again");
+
+  // File-type icons: an image and a text file look different.
+  const kinds = await b.execute(() => Object.fromEntries([...document.querySelectorAll("#file-rows tr[data-path]")]
+    .map((r) => {
+      const i = r.querySelector(".ftype");
+      return [r.dataset.path.split("/").pop(), i ? i.getAttribute("src") || i.className : ""];
+    })));
+  if (!kinds["photo.jpg"] || kinds["photo.jpg"] === kinds["a-small.txt"] || kinds["docs"] === kinds["a-small.txt"])
+    throw new Error(`type icons: ${JSON.stringify(kinds).slice(0, 400)}`);
+  const themed = Object.values(kinds).filter((k) => k.startsWith("data:image/")).length;
+  log(`file-type icons: ${themed} of ${Object.keys(kinds).length} from the icon theme`);
+
+  // Right-click on a row: the menu with the file manager's actions; Escape closes it.
+  await b.execute((p) => {
+    const r = document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"] td.date`).getBoundingClientRect();
+    document.querySelector(`#file-rows tr[data-path="${CSS.escape(p)}"] td.date`).dispatchEvent(
+      new MouseEvent("contextmenu", { bubbles: true, cancelable: true, clientX: r.left + 5, clientY: r.top + 5 }));
+  }, `${root1}/photo.jpg`);
+  await until("the row menu", async () => b.execute(() => !document.getElementById("row-menu").hidden));
+  const items = await b.execute(() => [...document.querySelectorAll("#row-menu [data-action]:not([hidden])")].map((e) => e.textContent));
+  if (!items.includes("Open") || !items.includes("Make available offline")) throw new Error(`menu items: ${items}`);
+  if ((await b.execute(() => document.activeElement?.textContent)) !== "Open") throw new Error("the menu's first item lacks the focus");
+  await shot("files-row-menu");
+  await b.keys(["Escape"]);
+  await until("the menu closed", async () => b.execute(() => document.getElementById("row-menu").hidden));
+  log(`right-click menu: ${items.join(", ")}`);
+  // The selection the right-click made is let go before the folder actions below.
+  await b.execute(() => document.getElementById("select-all").click());
+  await b.execute(() => document.getElementById("select-all").click());
+
   // Make available offline on the folder: its files become local with the right bytes.
   await showRow(`${root1}/docs`);
   await click(`#file-rows tr[data-path="${root1}/docs"] input[type=checkbox]`);

@@ -31,6 +31,18 @@ import {
   overall,
   recognizeServer,
   s3Url,
+  ariaSort,
+  displayName,
+  fileType,
+  formatDate,
+  homeRelative,
+  nextSort,
+  rangeOf,
+  selectAll,
+  storage,
+  totalRate,
+  transferRate,
+  transferText,
 } from "../public/src/logic.js";
 
 d("file states", () => {
@@ -68,12 +80,46 @@ d("formatting", () => {
   });
   test("progress gives a rate and time left", () => {
     let t = applyProgress({}, { path: "/c/a", direction: "down", done: 0, total: 1000, pid: 7, app: "cat" }, 0);
+    expect(t["/c/a"].rate).toBeNull(); // one sample: unknown, never "0 B/s"
+    expect(transferText(t["/c/a"], 0)).toBe("0 B of 1.0 KB · starting…");
     t = applyProgress(t, { path: "/c/a", direction: "down", done: 500, total: 1000 }, 1000);
     expect(t["/c/a"].rate).toBe(500);
     expect(t["/c/a"].eta).toBe("1 s");
     expect(t["/c/a"].finished).toBe(false);
+    expect(t["/c/a"].app).toBe("cat"); // kept from the first event
     t = applyProgress(t, { path: "/c/a", direction: "down", done: 1000, total: 1000 }, 2000);
     expect(t["/c/a"].finished).toBe(true);
+  });
+  test("the rate is a moving average: a wait in the queue does not drag it to zero, a stall shows", () => {
+    const M = 1_000_000;
+    let t = applyProgress({}, { path: "/c/b", direction: "down", done: 0, total: 100 * M }, 0);
+    t = applyProgress(t, { path: "/c/b", direction: "down", done: 0, total: 100 * M }, 20_000); // queued 20 s
+    for (let i = 1; i <= 10; i++)
+      t = applyProgress(t, { path: "/c/b", direction: "down", done: i * M, total: 100 * M }, 20_000 + i * 1000);
+    const x = t["/c/b"];
+    expect(transferRate(x, 30_000)).toBe(M); // 1 MB/s, not 10 MB over 30 s
+    expect(x.samples.length).toBeLessThanOrEqual(7); // only the window is kept
+    expect(transferText(x, 30_000)).toBe("10 MB of 100 MB · 1.0 MB/s · 2 min left");
+    expect(transferRate(x, 40_000)).toBe(0); // nothing for 10 s
+    expect(transferText(x, 40_000)).toBe("10 MB of 100 MB · stalled");
+    expect(totalRate(t, 30_000)).toEqual({ rate: M, eta: "2 min" });
+    expect(totalRate({}, 0)).toBeNull();
+  });
+  test("paths as people read them", () => {
+    expect(homeRelative("/home/ann/Cloud", "/home/ann")).toBe("~/Cloud");
+    expect(homeRelative("/home/ann", "/home/ann/")).toBe("~");
+    expect(homeRelative("/home/annex/Cloud", "/home/ann")).toBe("/home/annex/Cloud");
+    expect(homeRelative("/srv/Cloud", "")).toBe("/srv/Cloud");
+    expect(displayName("/home/ann/Cloud/")).toBe("Cloud");
+  });
+  test("dates: today, yesterday, this year, other years", () => {
+    const now = new Date(2026, 5, 15, 12, 0).getTime();
+    const at = (...a) => new Date(...a).getTime() / 1000;
+    expect(formatDate(at(2026, 5, 15, 9, 5), now, "en-GB")).toBe("Today 09:05");
+    expect(formatDate(at(2026, 5, 14, 23, 59), now, "en-GB")).toBe("Yesterday 23:59");
+    expect(formatDate(at(2026, 2, 3), now, "en-GB")).toBe("3 Mar");
+    expect(formatDate(at(2023, 2, 3), now, "en-GB")).toBe("3 Mar 2023");
+    expect(formatDate(undefined, now)).toBe("");
   });
 });
 
@@ -319,5 +365,48 @@ d("virtualized file list", () => {
     expect(actionsForSelection(all, 2, () => ({ path: "/c/z", kind: "file" }))).toContain("open");
     expect(actionsForSelection(all, 2)).toEqual(["offline", "free", "online-only", "reveal"]);
     expect(actionsForSelection(all, 1)).toEqual([]);
+  });
+});
+
+d("the Files view's columns", () => {
+  test("a header click sorts by it; a second click reverses", () => {
+    let o = { sort: "name", descending: false, filter: "x" };
+    o = nextSort(o, "name");
+    expect(o).toEqual({ sort: "name", descending: true });
+    o = nextSort(o, "size");
+    expect(o).toEqual({ sort: "size", descending: true }); // largest first
+    expect(nextSort(o, "size")).toEqual({ sort: "size", descending: false });
+    expect(ariaSort({ sort: "size", descending: true }, "size")).toBe("descending");
+    expect(ariaSort({ sort: "size", descending: true }, "name")).toBe("none");
+  });
+  test("file types from the name, with the icon theme's generic icon names", () => {
+    expect(fileType({ kind: "file", path: "/c/Photo.JPG" })).toMatchObject({ kind: "image", icon: "image-x-generic" });
+    expect(fileType({ kind: "file", path: "/c/a.tar.gz" }).kind).toBe("archive");
+    expect(fileType({ kind: "file", path: "/c/.bashrc" }).kind).toBe("file");
+    expect(fileType({ kind: "file", path: "/c/README" }).icon).toBe("text-x-generic");
+    expect(fileType({ kind: "dir", path: "/c/x.pdf" }).icon).toBe("folder");
+  });
+  test("shift-click ranges and adding them to a selection", () => {
+    expect(rangeOf(5, 2)).toEqual({ start: 2, end: 6 });
+    expect(rangeOf(-1, 3)).toEqual({ start: 3, end: 4 });
+    const es = ["/c/a", "/c/b", "/c/c"].map((path) => ({ path, kind: "file" }));
+    const s = selectAll(selection(), es);
+    expect(selectedCount(s, 3)).toBe(3);
+    const but = selectAll(selection(true), es); // all selected already: nothing changes
+    expect(selectedCount(but, 10)).toBe(10);
+  });
+});
+
+d("storage overview", () => {
+  test("the bar's parts, budget mark and words", () => {
+    const G = 1e9;
+    const v = storage({ size: 10 * G, local_bytes: 2.5 * G, counts: { pinned: 3 } }, { max_bytes: 5 * G }, 40 * G);
+    expect(v.parts.map((p) => [p.kind, p.percent])).toEqual([["local", 25], ["online", 75]]);
+    expect(v.budgetPercent).toBe(50);
+    expect(v.summary).toBe("2.5 GB of 10 GB on this device · 3 files always kept here · budget 5.0 GB · 40 GB free on the disk");
+    const e = storage({ size: 0, local_bytes: 0 }, null, NaN);
+    expect(e.parts.every((p) => p.percent === 0)).toBe(true);
+    expect(e.summary).toBe("0 B of 0 B on this device");
+    expect(storage({ size: 1, local_bytes: 1 }, { keep_free_percent: 10 }).summary).toContain("keeps 10 % of the disk free");
   });
 });

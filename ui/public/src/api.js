@@ -125,12 +125,22 @@ export const roots = () => call("roots");
 /** @param {string} path @returns {Promise<PathStatus[]>} */
 export const list = (path) => call("list", { path });
 /**
- * Rows offset..offset+limit of a folder, in `list`'s order (folders first, then by name), and
- * how many entries the folder has.
- * @param {string} path @param {number} offset @param {number} limit
+ * Rows offset..offset+limit of a folder, in `list`'s order (folders first, then by name) or in
+ * `order`, and how many entries the folder has (that the filter keeps).
+ * @param {string} path @param {number} offset @param {number} limit @param {?PageOrder} [order]
  * @returns {Promise<{entries: PathStatus[], total: number}>}
  */
-export const listPage = (path, offset, limit) => call("list_page", { path, offset, limit });
+export const listPage = (path, offset, limit, order = null) => call("list_page", { path, offset, limit, order });
+/**
+ * How `listPage` orders and filters (folders first always).
+ * @typedef {{sort: "name"|"size"|"modified", descending: boolean, filter: ?string}} PageOrder
+ */
+/** @param {string} path @returns {Promise<PathStatus>} a file's or folder's state (a folder's totals) */
+export const status = (path) => call("status", { path });
+/** @param {string} path @returns {Promise<?number>} free bytes on the disk holding it */
+export const freeSpace = (path) => call("free_space", { path });
+/** @param {string[]} names freedesktop icon names @returns {Promise<Object<string, string>>} name -> data URL */
+export const icons = (names) => call("icons", { names });
 /** @param {Action} action @param {string[]} paths @returns {Promise<BatchResult>} */
 export const act = (action, paths) => call("act", { action, paths });
 /** @param {boolean} paused @returns {Promise<RootInfo[]>} */

@@ -6,6 +6,17 @@
 
 import * as api from "./api.js";
 import {
+  ariaSort,
+  displayName,
+  fileType,
+  formatDate,
+  homeRelative,
+  nextSort,
+  rangeOf,
+  selectAll,
+  storage,
+  transferText,
+  totalRate,
   sizeText,
   actionsForSelection,
   applyProgress,
@@ -88,6 +99,10 @@ const model = {
   done: [],
   settings: null,
   home: "",
+  // How the Files view orders and filters the folder (the daemon sorts: `list_page`).
+  order: { sort: "name", descending: false, filter: "" },
+  anchor: -1, // the row a shift-click selects from
+  icons: new Map(), // icon name -> data URL from the desktop's icon theme (null: none there)
 };
 
 // ------------------------------------------------------------------ rendering
@@ -110,7 +125,9 @@ function renderSummary() {
     transfers: model.transfers,
     pendingConflicts: model.conflicts.length,
   });
-  $("summary").textContent = o.tooltip.replace(/^Skyfill: /, "");
+  const speed = o.icon === "syncing" ? totalRate(model.transfers, Date.now()) : null;
+  $("summary").textContent = o.tooltip.replace(/^Skyfill: /, "") +
+    (speed ? ` · ${speed.rate >= 1 ? formatRate(speed.rate) : "stalled"}${speed.eta ? ` · ${speed.eta} left` : ""}` : "");
   $("summary").dataset.state = o.icon;
 }
 
@@ -122,7 +139,10 @@ function renderBanner(text) {
 
 function renderRoots() {
   const s = $("root-select");
-  s.replaceChildren(...model.roots.map((r) => el("option", { value: r.local }, r.local)));
+  // Each sync folder by its name ("Cloud"), or its home-relative path where two share a name.
+  const names = model.roots.map((r) => displayName(r.local));
+  s.replaceChildren(...model.roots.map((r, i) => el("option", { value: r.local, title: homeRelative(r.local, model.home) },
+    names.indexOf(names[i]) === names.lastIndexOf(names[i]) ? names[i] : homeRelative(r.local, model.home))));
   if (model.root) s.value = model.root;
 }
 
@@ -163,6 +183,43 @@ function geometry() {
   };
 }
 
+/** The file-type icon of an entry: the icon theme's, or a drawn one until (or unless) it has one. */
+function typeIcon(e) {
+  const t = fileType(e);
+  const url = model.icons.get(t.icon);
+  if (url) return el("img", { class: "ftype", src: url, alt: "", "aria-hidden": "true" });
+  if (!model.icons.has(t.icon)) wantIcon(t.icon);
+  return el("span", { class: `ftype ${t.kind}`, "aria-hidden": "true" });
+}
+
+let iconWanted = new Set();
+let iconTimer = 0;
+/** Asks the Rust side for the theme's icons (batched): rows drawn meanwhile get them on the next render. */
+function wantIcon(name) {
+  iconWanted.add(name);
+  if (iconTimer) return;
+  iconTimer = setTimeout(async () => {
+    const names = [...iconWanted];
+    iconWanted = new Set();
+    iconTimer = 0;
+    for (const n of names) model.icons.set(n, null);
+    let got = {};
+    try {
+      got = await api.icons(names);
+    } catch {
+      return; // drawn icons stay
+    }
+    for (const [n, url] of Object.entries(got)) model.icons.set(n, url);
+    if (Object.keys(got).length) {
+      for (const [i, tr] of shown) {
+        tr.remove();
+        shown.delete(i);
+      }
+      scheduleFrame();
+    }
+  }, 30);
+}
+
 function fileRow(index, e, sel) {
   const d = describe(e);
   const name = e.path.split("/").pop();
@@ -182,13 +239,14 @@ function fileRow(index, e, sel) {
       "aria-label": `Select ${name}`,
       onchange: (ev) => select(e, ev.target.checked),
     })),
-    el("td", { class: "name" }, e.kind === "dir"
+    el("td", { class: "name", title: fileType(e).words }, el("span", { class: "namecell" }, typeIcon(e), e.kind === "dir"
       ? el("button", { onclick: () => openDir(e.path) }, `${name}/`)
-      : name),
+      : name)),
     el("td", {}, el("span", { class: "state", title: d.words },
       el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
       el("span", { class: "words" }, d.detail ? `${d.words} · ${d.detail}` : d.words))),
     el("td", { class: "num" }, e.kind === "dir" ? "" : formatBytes(e.size)),
+    el("td", { class: "date" }, formatDate(e.mtime)),
   );
   tr._entry = e;
   tr._sel = sel;
@@ -198,7 +256,7 @@ function fileRow(index, e, sel) {
 /** A row whose page is being fetched. */
 function loadingRow(index) {
   return el("tr", { class: "loading", "data-index": index, "aria-rowindex": index + 2, "aria-busy": "true", tabindex: "-1" },
-    el("td", { class: "sel" }), el("td", { class: "name" }, "…"), el("td"), el("td", { class: "num" }));
+    el("td", { class: "sel" }), el("td", { class: "name" }, "…"), el("td"), el("td", { class: "num" }), el("td", { class: "date" }));
 }
 
 function markSelected(tr, sel) {
@@ -304,6 +362,8 @@ function shortPath(p) {
   return r ? `${r.local.split("/").pop()}/${p.slice(r.local.length + 1)}` : p;
 }
 
+let activityTick = 0;
+
 function renderActivity() {
   const t = $("transfers");
   t.replaceChildren();
@@ -313,21 +373,24 @@ function renderActivity() {
     t.append(el("li", { "data-path": x.path },
       el("span", { class: "grow", title: x.path }, `${x.direction === "up" ? "↑" : "↓"} ${shortPath(x.path)}${who}`),
       el("progress", { max: x.total || 1, value: x.done }),
-      el("span", { class: "muted" }, `${formatBytes(x.done)} of ${formatBytes(x.total)} · ${formatRate(x.rate)}${x.eta ? ` · ${x.eta} left` : ""}`),
+      el("span", { class: "muted rate" }, transferText(x, Date.now())),
       x.app ? el("button", { onclick: () => blockApp(x.app) }, `Never let ${x.app} download`) : "",
     ));
   }
   $("transfers-empty").hidden = live.length > 0;
+  // While bytes move, the rates are redrawn each second (a stalled transfer says so).
+  clearTimeout(activityTick);
+  if (live.length) activityTick = setTimeout(() => { renderActivity(); renderSummary(); }, 1000);
   const badge = $("activity-count");
   badge.hidden = live.length === 0;
   badge.textContent = String(live.length);
   $("conflicts").replaceChildren(...model.conflicts.map((c) => el("li", {},
-    el("span", { class: "grow" }, `${c.path} ⇄ ${c.copy}`),
+    el("span", { class: "grow", title: `${c.path} ⇄ ${c.copy}` }, `${shortPath(c.path)} ⇄ ${shortPath(c.copy)}`),
     el("button", { onclick: () => { api.openPath(c.path); api.openPath(c.copy); } }, "Open both"),
   )));
   $("conflicts-empty").hidden = model.conflicts.length > 0;
   $("errors").replaceChildren(...model.errors.map((e) => el("li", {},
-    el("span", { class: "grow" }, errorText(e.code, `${e.path ? e.path + ": " : ""}${e.message}`)))));
+    el("span", { class: "grow", title: e.path || "" }, errorText(e.code, `${e.path ? shortPath(e.path) + ": " : ""}${e.message}`)))));
   $("errors-empty").hidden = model.errors.length > 0;
   $("done").replaceChildren(...model.done.slice(0, 20).map((x) => el("li", {},
     el("span", { class: "grow", title: x.path }, `${x.direction === "up" ? "↑" : "↓"} ${shortPath(x.path)}`),
@@ -338,10 +401,10 @@ async function renderSettings() {
   const s = model.settings;
   if (!s) return;
   $("accounts").replaceChildren(...model.roots.map((r) => el("li", { "data-root": r.local },
-    el("span", { class: "grow" }, `${r.local} ← ${r.remote}${needsSignIn(r) ? " (needs sign-in)" : ""}`),
+    el("span", { class: "grow", title: r.local }, `${homeRelative(r.local, model.home)} ← ${r.remote}${needsSignIn(r) ? " (needs sign-in)" : ""}`),
     el("button", { onclick: () => removeRoot(r.local) }, "Remove…"),
   )));
-  $("budgets").replaceChildren(...model.roots.map((r) => el("label", {}, `${r.local}: keep at most `,
+  $("budgets").replaceChildren(...model.roots.map((r) => el("label", { title: r.local }, `${displayName(r.local)} (${homeRelative(r.local, model.home)}): keep at most `,
     el("input", {
       "data-budget": r.local,
       placeholder: "no limit",
@@ -368,12 +431,34 @@ function pagesInView(l) {
   return pagesFor(visibleRange({ ...geometry(), total: l.total ?? PAGE }), PAGE);
 }
 
+/** The order and filter the daemon lists the folder in. */
+function pageOrder() {
+  const o = model.order;
+  return { sort: o.sort, descending: o.descending, filter: o.filter || null };
+}
+
+/** The folder shown again from its top in the order (or with the filter) now chosen. */
+function reorder() {
+  model.list = listing("");
+  renderHeaders();
+  return openDir(model.dir, true);
+}
+
+/** The column headers say how the folder is sorted (`aria-sort`, and an arrow). */
+function renderHeaders() {
+  for (const th of document.querySelectorAll("#files th[data-sort]")) {
+    const v = ariaSort(model.order, th.dataset.sort);
+    th.setAttribute("aria-sort", v);
+    th.querySelector(".arrow").textContent = v === "ascending" ? "▲" : v === "descending" ? "▼" : "";
+  }
+}
+
 /** Fetches page `p` of listing `l` into its cache; an answer for an older refresh is dropped. */
 async function fetchPage(l, p) {
   const { gen, loading } = l;
   loading.add(p);
   try {
-    const r = await api.listPage(l.dir, p * PAGE, PAGE);
+    const r = await api.listPage(l.dir, p * PAGE, PAGE, pageOrder());
     if (model.list !== l || l.gen !== gen) return;
     l.cache = cachePut(l.cache, p, l.events.size ? applyStates(r.entries, l.events).entries : r.entries);
     l.total = r.total;
@@ -428,11 +513,17 @@ function pageFailed(l, e) {
  * are fetched again, the rest of the cache is dropped). Resolves once the rows in view are
  * there.
  */
-async function openDir(path) {
+async function openDir(path, keepFilter = false) {
   cancelRefresh();
   let l = model.list;
   if (path !== l.dir) {
+    if (!keepFilter && model.order.filter && path !== model.dir) {
+      // Another folder: the filter was for the one before.
+      model.order = { ...model.order, filter: "" };
+      $("filter").value = "";
+    }
     model.dir = path;
+    model.anchor = -1;
     l = model.list = listing(path);
     model.sel = selection();
     model.focus = -1;
@@ -485,6 +576,7 @@ function scheduleRefresh() {
   refreshTimer = setTimeout(() => {
     refreshTimer = 0;
     if (model.dir) openDir(model.dir);
+    renderStorage();
   }, wait);
 }
 
@@ -501,7 +593,7 @@ async function selectedPaths(l, sel) {
   else if (!paged) paths = (await api.list(l.dir)).map((e) => e.path);
   else {
     for (let off = 0; ; ) {
-      const r = await api.listPage(l.dir, off, BULK);
+      const r = await api.listPage(l.dir, off, BULK, pageOrder());
       for (const e of r.entries) paths.push(e.path);
       off += r.entries.length;
       if (!r.entries.length || off >= r.total) break;
@@ -528,6 +620,7 @@ async function act(action) {
     said = problem(e);
   }
   model.sel = selection(); // done with: the rows show what it did
+  renderStorage();
   await openDir(model.dir);
   // The listing clears the message: say how it went after it (unless the listing failed).
   if (!msg.textContent) msg.textContent = said;
@@ -583,6 +676,7 @@ async function refreshRoots(fromEvent = false) {
     model.dir = model.root || "";
   }
   renderRoots();
+  renderStorage();
   renderSummary();
   await renderSettings();
   if (model.root) {
@@ -615,6 +709,12 @@ async function saveSettings() {
 }
 
 // ------------------------------------------------------------------ wizard
+
+/** "~/Cloud" typed in the wizard is the home folder's Cloud. */
+function expandHome(p) {
+  if (p === "~") return model.home;
+  return p.startsWith("~/") ? `${model.home}${p.slice(1)}` : p;
+}
 
 const wiz = { steps: [], at: 0 };
 
@@ -673,13 +773,13 @@ async function wizardNext() {
     if ($("w-test-result").dataset.ok !== "true") return (err.textContent = "Test the connection first.");
   }
   if (name === "folder") {
-    const folder = $("w-folder").value.trim();
+    const folder = expandHome($("w-folder").value.trim());
     const bad = checkFolder(folder, model.home);
     if (bad) return (err.textContent = bad);
     $("w-next").disabled = true;
     try {
       const r = await api.addAccount(wizardForm(), folder);
-      $("w-done").textContent = `Done: ${r.files} files and ${r.dirs} folders are in ${folder}, online-only. They download when you open them.`;
+      $("w-done").textContent = `Done: ${r.files} files and ${r.dirs} folders are in ${homeRelative(folder, model.home)}, online-only. They download when you open them.`;
       model.root = folder;
       model.dir = folder;
     } catch (e) {
@@ -714,7 +814,7 @@ function openWizard() {
   const w = $("wizard");
   if (w.open) return;
   wiz.at = 0;
-  $("w-folder").value = `${model.home}/Cloud`;
+  $("w-folder").value = "~/Cloud";
   $("w-test-result").textContent = "";
   $("w-test-result").dataset.ok = "false";
   showStep();
@@ -814,6 +914,179 @@ function onConnection(c) {
   }
 }
 
+// ------------------------------------------------------------------ storage overview
+
+let storageGen = 0;
+/**
+ * The sync folder's storage at a glance (above its files): a bar of what is on this device
+ * and what is online-only, the budget's mark, the free space on its disk and its largest
+ * local folders. Asked again when the root or its files change (debounced with the rows).
+ */
+async function renderStorage() {
+  const box = $("storage");
+  const root = model.roots.find((r) => r.local === model.root);
+  if (!root) {
+    box.hidden = true;
+    return;
+  }
+  const gen = ++storageGen;
+  let st;
+  let free = null;
+  let top = [];
+  try {
+    [st, free] = await Promise.all([api.status(root.local), api.freeSpace(root.local).catch(() => null)]);
+    const page = await api.listPage(root.local, 0, 200, { sort: "name", descending: false, filter: null });
+    top = page.entries.filter((e) => e.kind === "dir" && e.local_bytes > 0)
+      .sort((a, b) => b.local_bytes - a.local_bytes).slice(0, 3);
+  } catch {
+    if (gen === storageGen) box.hidden = true;
+    return;
+  }
+  if (gen !== storageGen) return;
+  const budget = root.budget?.max_bytes ? { max_bytes: root.budget.max_bytes }
+    : root.budget?.keep_free_percent ? { keep_free_percent: root.budget.keep_free_percent } : null;
+  const v = storage(st, budget, free ?? NaN);
+  const bar = $("storage-bar");
+  bar.replaceChildren(...v.parts.map((p) => el("span", { class: p.kind, style: `width: ${p.percent}%`, title: p.words })));
+  if (v.budgetPercent !== null) bar.append(el("span", { class: "budget", style: `left: ${v.budgetPercent}%`, title: "budget" }));
+  bar.setAttribute("aria-label", v.summary);
+  $("storage-summary").textContent = v.summary;
+  $("storage-largest").textContent = top.length
+    ? `· largest here: ${top.map((e) => `${displayName(e.path)} ${formatBytes(e.local_bytes)}`).join(", ")}` : "";
+  $("storage-free").disabled = !st.local_bytes;
+  box.hidden = false;
+}
+
+async function freeRoot() {
+  if (!model.root) return;
+  const msg = $("files-message");
+  msg.textContent = "Freeing up space…";
+  try {
+    const r = await api.act("free", [model.root]);
+    msg.textContent = `${r.files} file(s), ${formatBytes(r.bytes)} freed.`;
+  } catch (e) {
+    msg.textContent = problem(e);
+  }
+  renderStorage();
+  openDir(model.dir);
+}
+
+// ------------------------------------------------------------------ rows: mouse and menu
+
+/** The entry of the row an event happened in, and its index. */
+function rowOf(ev) {
+  const tr = ev.target.closest?.("#file-rows tr[data-index]");
+  if (!tr) return null;
+  const index = Number(tr.dataset.index);
+  const e = rowAt(index);
+  return e ? { index, e, tr } : null;
+}
+
+/** The entries of rows start..end-1 (fetched as pages where they are not at hand). */
+async function entriesIn({ start, end }) {
+  const out = [];
+  for (let i = start; i < end; ) {
+    const e = rowAt(i);
+    if (e) {
+      out.push(e);
+      i++;
+      continue;
+    }
+    const r = await api.listPage(model.list.dir, i, Math.min(BULK, end - i), pageOrder());
+    if (!r.entries.length) break;
+    out.push(...r.entries);
+    i += r.entries.length;
+  }
+  return out;
+}
+
+/**
+ * A click on a row (not on its box or its folder button): selects that row alone; with Ctrl,
+ * adds or removes it; with Shift, selects from the last row clicked to this one.
+ */
+async function rowClick(ev) {
+  if (ev.target.closest("input, button")) return;
+  const r = rowOf(ev);
+  if (!r) return;
+  model.focus = r.index;
+  if (ev.shiftKey) {
+    const range = rangeOf(model.anchor, r.index);
+    model.sel = selectAll(ev.ctrlKey ? model.sel : selection(), await entriesIn(range));
+  } else if (ev.ctrlKey || ev.metaKey) {
+    model.sel = setSelected(model.sel, r.e, !isSelected(model.sel, r.e.path));
+    model.anchor = r.index;
+  } else {
+    model.sel = setSelected(selection(), r.e, true);
+    model.anchor = r.index;
+  }
+  renderFiles();
+  shown.get(r.index)?.focus({ preventScroll: true });
+}
+
+/** Double-click: a folder opens in the view, a file with its default program. */
+function rowOpen(ev) {
+  if (ev.target.closest("input")) return;
+  const r = rowOf(ev);
+  if (!r) return;
+  if (r.e.kind === "dir") openDir(r.e.path);
+  else api.openPath(r.e.path).catch((e) => ($("files-message").textContent = problem(e)));
+}
+
+/** Opens the row menu at (x, y) for the selection (the row under the pointer joins it, alone, if it was not selected). */
+function openMenu(x, y, r) {
+  if (r && !isSelected(model.sel, r.e.path)) {
+    model.sel = setSelected(selection(), r.e, true);
+    model.anchor = r.index;
+    renderFiles();
+  }
+  const total = model.list.total ?? 0;
+  const acts = actionsForSelection(model.sel, total, onlySelected);
+  if (!acts.length) return;
+  const m = $("row-menu");
+  for (const b of m.querySelectorAll("[data-action]")) b.hidden = !acts.includes(b.dataset.action);
+  m.hidden = false;
+  const w = m.offsetWidth;
+  const h = m.offsetHeight;
+  m.style.left = `${Math.max(0, Math.min(x, innerWidth - w - 4))}px`;
+  m.style.top = `${Math.max(0, Math.min(y, innerHeight - h - 4))}px`;
+  m.querySelector("[data-action]:not([hidden])")?.focus();
+}
+
+function closeMenu(refocus = true) {
+  const m = $("row-menu");
+  if (m.hidden) return;
+  m.hidden = true;
+  if (refocus) (shown.get(model.focus) ?? $("files-scroll")).focus({ preventScroll: true });
+}
+
+function menuKeys(ev) {
+  const items = [...$("row-menu").querySelectorAll("[data-action]:not([hidden])")];
+  const i = items.indexOf(document.activeElement);
+  if (ev.key === "Escape" || ev.key === "Tab") {
+    closeMenu();
+    ev.preventDefault();
+  } else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    const n = items.length;
+    items[(i + (ev.key === "ArrowDown" ? 1 : n - 1)) % n]?.focus();
+    ev.preventDefault();
+  } else if (ev.key === "Home" || ev.key === "End") {
+    items[ev.key === "Home" ? 0 : items.length - 1]?.focus();
+    ev.preventDefault();
+  }
+}
+
+let filterTimer = 0;
+/** Typing in the filter lists the folder again, filtered by the daemon (debounced). */
+function filterInput() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    const f = $("filter").value.trim();
+    if (f === model.order.filter) return;
+    model.order = { ...model.order, filter: f };
+    reorder();
+  }, 200);
+}
+
 // ------------------------------------------------------------------ wiring
 
 function showView(name) {
@@ -857,6 +1130,11 @@ function keyboard(ev) {
     const e = rowAt(i);
     if (e) select(e, !isSelected(model.sel, e.path));
     ev.preventDefault();
+  } else if ((ev.key === "ContextMenu" || (ev.key === "F10" && ev.shiftKey)) && onRow) {
+    const r = tr.getBoundingClientRect();
+    const e = rowAt(i);
+    if (e) openMenu(r.left + 40, r.bottom, { index: i, e, tr });
+    ev.preventDefault();
   } else if (ev.key === "Enter" && onRow) {
     const e = rowAt(i);
     if (e?.kind === "dir") openDir(e.path);
@@ -867,14 +1145,50 @@ function keyboard(ev) {
 async function main() {
   for (const t of document.querySelectorAll("nav [role=tab]")) t.addEventListener("click", () => showView(t.dataset.view));
   for (const b of document.querySelectorAll(".toolbar [data-action]")) b.addEventListener("click", () => act(b.dataset.action));
-  $("root-select").addEventListener("change", (e) => { model.root = e.target.value; openDir(model.root); });
+  $("root-select").addEventListener("change", (e) => {
+    model.root = e.target.value;
+    openDir(model.root);
+    renderStorage();
+  });
   $("select-all").addEventListener("change", (e) => {
     model.sel = selection(e.target.checked);
     renderFiles();
   });
+  for (const th of document.querySelectorAll("#files th[data-sort]"))
+    th.querySelector("button").addEventListener("click", () => {
+      model.order = { ...nextSort(model.order, th.dataset.sort), filter: model.order.filter };
+      reorder();
+    });
+  $("filter").addEventListener("input", filterInput);
+  $("filter").addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && $("filter").value) {
+      $("filter").value = "";
+      filterInput();
+      e.stopPropagation();
+    }
+  });
+  $("storage-free").addEventListener("click", freeRoot);
+  const rows = $("file-rows");
+  rows.addEventListener("click", rowClick);
+  rows.addEventListener("dblclick", rowOpen);
+  rows.addEventListener("contextmenu", (ev) => {
+    const r = rowOf(ev);
+    if (!r) return;
+    ev.preventDefault();
+    openMenu(ev.clientX, ev.clientY, r);
+  });
+  const menu = $("row-menu");
+  menu.addEventListener("keydown", menuKeys);
+  for (const b of menu.querySelectorAll("[data-action]"))
+    b.addEventListener("click", () => {
+      closeMenu();
+      act(b.dataset.action);
+    });
+  document.addEventListener("mousedown", (ev) => { if (!menu.contains(ev.target)) closeMenu(false); });
+  window.addEventListener("blur", () => closeMenu(false));
   const scroller = $("files-scroll");
   scroller.addEventListener("keydown", keyboard);
-  scroller.addEventListener("scroll", scheduleFrame, { passive: true });
+  scroller.addEventListener("scroll", () => { closeMenu(false); scheduleFrame(); }, { passive: true });
   new ResizeObserver(scheduleFrame).observe(scroller);
   $("file-rows").addEventListener("focusin", (e) => {
     const tr = e.target.closest("tr");

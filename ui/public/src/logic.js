@@ -65,29 +65,89 @@ export function formatEta(seconds) {
   return `${h} h ${Math.round((seconds - h * 3600) / 60)} min`;
 }
 
+/** The window over which rates are averaged (ms): long enough to smooth bursts of pieces, short enough to follow a change of speed. */
+export const RATE_WINDOW = 5000;
+
 /**
- * Transfers: `progress` events folded into a map keyed by path, with rate and time left
- * (from the first and latest sample). `now` in milliseconds.
+ * Transfers: `progress` events folded into a map keyed by path. Each keeps its samples of the
+ * last RATE_WINDOW ms (and the one just before, so the window is always covered); the rate
+ * is a moving average over them, never the rate since the start (which a transfer that
+ * waited for its turn would drag towards zero) and never "0 B/s" while bytes move: until two
+ * samples span some time the rate is unknown (null). `now` in milliseconds.
  */
 export function applyProgress(transfers, ev, now) {
-  const t = transfers[ev.path] || { first: now, firstDone: ev.done };
-  const elapsed = (now - t.first) / 1000;
-  const rate = elapsed > 0 ? (ev.done - t.firstDone) / elapsed : 0;
-  const left = rate > 0 ? (ev.total - ev.done) / rate : null;
+  const t = transfers[ev.path] || { samples: [] };
+  const samples = [...t.samples.filter((s) => s.at !== now), { at: now, done: ev.done }];
+  while (samples.length > 2 && samples[1].at <= now - RATE_WINDOW) samples.shift();
   const next = {
     ...t,
     path: ev.path,
     direction: ev.direction,
     done: ev.done,
     total: ev.total,
-    pid: ev.pid ?? null,
-    app: ev.app ?? null,
-    rate,
-    eta: formatEta(left),
+    pid: ev.pid ?? t.pid ?? null,
+    app: ev.app ?? t.app ?? null,
+    samples,
     finished: ev.total > 0 && ev.done >= ev.total,
     at: now,
   };
+  next.rate = transferRate(next, now);
+  next.eta = formatEta(next.rate > 0 ? (ev.total - ev.done) / next.rate : NaN);
   return { ...transfers, [ev.path]: next };
+}
+
+/**
+ * Bytes per second of a transfer over the last RATE_WINDOW ms, as of `now`: null while
+ * unknown (a single sample), and falling towards 0 once no bytes arrive (the time since the
+ * last sample counts).
+ */
+export function transferRate(t, now) {
+  const s = t.samples || [];
+  if (s.length < 2) return null;
+  // From the last sample at or before the window's start (the first, if none is).
+  let base = s[0];
+  for (const x of s) if (x.at <= now - RATE_WINDOW) base = x;
+  const span = (now - base.at) / 1000;
+  return span > 0 ? Math.max(0, t.done - base.done) / span : null;
+}
+
+/** Rate and time left of all live transfers together (the tray tooltip's words), or null. */
+export function totalRate(transfers, now) {
+  let rate = 0;
+  let left = 0;
+  let known = false;
+  for (const t of Object.values(transfers)) {
+    if (t.finished) continue;
+    const r = transferRate(t, now);
+    left += Math.max(0, t.total - t.done);
+    if (r !== null) {
+      rate += r;
+      known = true;
+    }
+  }
+  if (!known) return null;
+  return { rate, eta: formatEta(rate > 0 ? left / rate : NaN) };
+}
+
+/** What a transfer's line says of its speed: "3.1 MB of 9.4 MB · 1.2 MB/s · 5 s left". */
+export function transferText(t, now) {
+  const r = transferRate(t, now);
+  const speed = r === null ? "starting…" : r < 1 ? "stalled" : formatRate(r);
+  const eta = r > 0 ? formatEta((t.total - t.done) / r) : null;
+  return `${formatBytes(t.done)} of ${formatBytes(t.total)} · ${speed}${eta ? ` · ${eta} left` : ""}`;
+}
+
+/** A path as people read it: `~/Cloud` for a path in the home folder, the path itself elsewhere. */
+export function homeRelative(path, home) {
+  const h = (home || "").replace(/\/+$/, "");
+  if (!h || !path) return path;
+  if (path === h) return "~";
+  return path.startsWith(`${h}/`) ? `~${path.slice(h.length)}` : path;
+}
+
+/** A sync folder's display name: its last component ("Cloud"). */
+export function displayName(path) {
+  return path.replace(/\/+$/, "").split("/").pop() || "/";
 }
 
 /** A root needs the user to sign in again (the daemon's `state`, or no usable secret). */
@@ -405,4 +465,102 @@ export function sizeText(n) {
     }
   }
   return String(n);
+}
+
+// ------------------------------------------------------------------ the Files view's columns
+
+/** Sort orders the daemon's `list_page` knows; folders always come first. */
+export const SORT_KEYS = ["name", "size", "modified"];
+
+/** The order after a click on column `key`'s header (`{sort, descending}`, as `list_page` takes it): the same column flips, another starts ascending by name, largest or newest first by size or date. */
+export function nextSort(cur, key) {
+  if (cur && cur.sort === key) return { sort: key, descending: !cur.descending };
+  return { sort: key, descending: key !== "name" };
+}
+
+/** The `aria-sort` value of column `key` under `order`. */
+export function ariaSort(order, key) {
+  if (!order || order.sort !== key) return "none";
+  return order.descending ? "descending" : "ascending";
+}
+
+const TYPES = [
+  ["image", "image-x-generic", "Image", ["jpg", "jpeg", "png", "gif", "webp", "heic", "tif", "tiff", "bmp", "svg", "raw", "cr2", "nef"]],
+  ["audio", "audio-x-generic", "Audio", ["mp3", "flac", "ogg", "opus", "wav", "m4a", "aac"]],
+  ["video", "video-x-generic", "Video", ["mp4", "mkv", "webm", "mov", "avi", "m4v"]],
+  ["pdf", "application-pdf", "PDF document", ["pdf"]],
+  ["archive", "package-x-generic", "Archive", ["zip", "tar", "gz", "tgz", "xz", "zst", "bz2", "7z", "rar", "deb", "iso"]],
+  ["document", "x-office-document", "Document", ["odt", "doc", "docx", "rtf"]],
+  ["spreadsheet", "x-office-spreadsheet", "Spreadsheet", ["ods", "xls", "xlsx", "csv"]],
+  ["presentation", "x-office-presentation", "Presentation", ["odp", "ppt", "pptx"]],
+  ["code", "text-x-script", "Source code", ["rs", "py", "js", "ts", "c", "h", "cpp", "go", "java", "sh", "rb", "json", "toml", "yaml", "yml", "html", "css"]],
+  ["text", "text-x-generic", "Text", ["txt", "md", "log", "ini", "conf"]],
+];
+const BY_EXT = new Map(TYPES.flatMap(([kind, icon, words, exts]) => exts.map((x) => [x, { kind, icon, words }])));
+
+/**
+ * The type of an entry for its icon: a kind (CSS class of the fallback), the freedesktop icon
+ * name of its MIME type's generic icon (looked up in the desktop's icon theme), and words.
+ */
+export function fileType(entry) {
+  if (entry.kind === "dir") return { kind: "folder", icon: "folder", words: "Folder" };
+  const name = entry.path.split("/").pop();
+  const dot = name.lastIndexOf(".");
+  const ext = dot > 0 ? name.slice(dot + 1).toLowerCase() : "";
+  return BY_EXT.get(ext) || { kind: "file", icon: "text-x-generic", words: "File" };
+}
+
+/** "Today 14:05", "Yesterday 09:12", "3 Mar", "3 Mar 2023" for seconds since the epoch (null: ""). */
+export function formatDate(secs, now = Date.now(), locale = undefined) {
+  if (!Number.isFinite(secs)) return "";
+  const d = new Date(secs * 1000);
+  const n = new Date(now);
+  const time = d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
+  const day = (x) => new Date(x.getFullYear(), x.getMonth(), x.getDate()).getTime();
+  const days = Math.round((day(n) - day(d)) / 86_400_000);
+  if (days === 0) return `Today ${time}`;
+  if (days === 1) return `Yesterday ${time}`;
+  const opts = { day: "numeric", month: "short" };
+  if (d.getFullYear() !== n.getFullYear()) opts.year = "numeric";
+  return d.toLocaleDateString(locale, opts);
+}
+
+/**
+ * The rows a shift-click selects: from the anchor to the row clicked, both included, as a
+ * range of indexes (either direction).
+ */
+export function rangeOf(anchor, index) {
+  const a = anchor >= 0 ? anchor : index;
+  return { start: Math.min(a, index), end: Math.max(a, index) + 1 };
+}
+
+/** The selection with every entry of `entries` selected (a shift-click's range added). */
+export function selectAll(sel, entries) {
+  let s = sel;
+  for (const e of entries) s = setSelected(s, e, true);
+  return s;
+}
+
+// ------------------------------------------------------------------ the storage overview
+
+/**
+ * A sync folder's storage at a glance, from its status (`size`, `local_bytes`, `counts`), its
+ * budget and the free space on its disk: the bar's parts as shares of the cloud (on this
+ * device, online-only), the budget's mark on the same scale, and the words beside it.
+ */
+export function storage({ size = 0, local_bytes = 0, counts = {} }, budget, free) {
+  const total = Math.max(size, local_bytes, 1);
+  const online = Math.max(0, size - local_bytes);
+  const pct = (x) => Math.min(100, Math.round((1000 * x) / total) / 10);
+  const pinned = counts.pinned || 0;
+  const parts = [
+    { kind: "local", bytes: local_bytes, percent: pct(local_bytes), words: `${formatBytes(local_bytes)} on this device` },
+    { kind: "online", bytes: online, percent: pct(online), words: `${formatBytes(online)} online-only` },
+  ];
+  const lines = [`${formatBytes(local_bytes)} of ${formatBytes(size)} on this device`];
+  if (pinned) lines.push(`${pinned} file${pinned === 1 ? "" : "s"} always kept here`);
+  if (budget?.max_bytes) lines.push(`budget ${formatBytes(budget.max_bytes)}`);
+  else if (budget?.keep_free_percent) lines.push(`keeps ${budget.keep_free_percent} % of the disk free`);
+  if (Number.isFinite(free)) lines.push(`${formatBytes(free)} free on the disk`);
+  return { parts, summary: lines.join(" · "), budgetPercent: budget?.max_bytes ? pct(budget.max_bytes) : null };
 }
