@@ -278,6 +278,13 @@ pub fn walk_files(
     Ok(())
 }
 
+/// Free bytes on the disk holding `path`, as the caller sees them (`statvfs`'s available
+/// blocks: what an unprivileged user may still write).
+pub fn free_space(path: &str) -> Option<u64> {
+    let v = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(v.blocks_available().saturating_mul(v.fragment_size()))
+}
+
 pub fn mtime_of(st: &libc::stat) -> SystemTime {
     crate::model::from_unix_secs(st.st_mtime)
         + std::time::Duration::from_nanos(st.st_mtime_nsec as u64)

@@ -57,7 +57,7 @@ pub async fn status(d: State<'_, Daemon>, path: String) -> Res<PathStatus> {
 /// of the filesystem (the app runs as the user).
 #[tauri::command]
 pub fn free_space(path: String) -> Option<u64> {
-    desktop::free_space(&path)
+    skyfill::fsutil::free_space(&path)
 }
 
 /// The desktop icon theme's icon for each freedesktop icon name (`image-x-generic`, ...), as a

@@ -1,6 +1,6 @@
 //! What the app asks of the desktop: open a file, folder or address with the user's default
-//! program (`xdg-open`), show a file in the file manager, the free space on a disk, and the
-//! icon theme's icons for file types.
+//! program (`xdg-open`), show a file in the file manager, and the icon theme's icons for file
+//! types.
 
 use crate::daemon::{ApiError, Res};
 
@@ -50,12 +50,6 @@ pub fn reveal(path: &str) -> Res<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| path.to_string());
     open(&parent)
-}
-
-/// Free bytes on the disk holding `path`, as its user sees them (`statvfs`'s available blocks).
-pub fn free_space(path: &str) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// The icon theme's file for each freedesktop icon name, as a data URL (names it lacks are

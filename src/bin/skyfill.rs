@@ -304,10 +304,7 @@ impl From<ClientError> for Fail {
 type Res<T = ()> = Result<T, Fail>;
 
 /// Bytes free for unprivileged use on the filesystem holding `path`.
-fn free_space(path: &str) -> Option<u64> {
-    let v = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(v.blocks_available().saturating_mul(v.fragment_size()))
-}
+use skyfill::fsutil::free_space;
 
 /// `path` with the user's home folder written `~`.
 fn home_relative(path: &str) -> String {

@@ -45,8 +45,10 @@ fn take_from(name: &str, var: &mut dyn FnMut(&str) -> Option<String>) -> Option<
             tracing::warn!(fd, "the fd store named a descriptor that is not open");
             continue;
         }
-        // SAFETY: systemd passed descriptors LISTEN_FDS_START.. to this pid and `fd` is open;
-        // nothing in this process opened it (take runs before the keeper opens anything).
+        // SAFETY: systemd passed descriptors LISTEN_FDS_START.. to this pid and `fd` is open.
+        // (Were one of them closed at exec, a descriptor this process opened since, such as
+        // the journal's socket, could sit at its number: `take` should run before anything
+        // opens one; see the closing note of stop 30.)
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         set_cloexec(fd);
         if found.is_none() && names.get(i as usize) == Some(&name) && is_fanotify(fd) {

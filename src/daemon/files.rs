@@ -572,19 +572,13 @@ fn sort_rows(rows: &mut [Row], order: &PageOrder, key_of: impl Fn(&Row) -> Optio
     }
     let by_name = order.sort == SortKey::Name;
     rows.sort_unstable_by(|a, b| {
-        let within = a.key.cmp(&b.key).then_with(|| a.name.cmp(&b.name));
-        let within = if order.descending {
-            if by_name {
-                within.reverse()
-            } else {
-                a.key
-                    .cmp(&b.key)
-                    .reverse()
-                    .then_with(|| a.name.cmp(&b.name))
-            }
+        let (key, name) = (a.key.cmp(&b.key), a.name.cmp(&b.name));
+        let key = if order.descending { key.reverse() } else { key };
+        let name = if order.descending && by_name {
+            name.reverse()
         } else {
-            within
+            name
         };
-        a.file.cmp(&b.file).then(within)
+        a.file.cmp(&b.file).then(key).then(name)
     });
 }
