@@ -294,6 +294,9 @@ pub struct Pass<'a> {
     pub max_entries: u64,
     /// Test hook: simulated crash after this many side effects.
     pub crash_after: Option<&'a std::sync::atomic::AtomicI64>,
+    /// Most folders one pass over changed folders holds at once ([`MAX_FOLDERS`] in the
+    /// daemon); more are synced in batches of this many ([`Pass::run_batched`]).
+    pub folders_per_pass: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +323,8 @@ pub struct Outcome {
     pub plan: plan::Plan,
     pub report: execute::Report,
     pub snapshot: remote_scan::Snapshot,
+    /// Passes over changed folders this outcome adds up ([`Pass::run_batched`]).
+    pub batches: u32,
 }
 
 /// What [`Pass::remote_changes`] found.
@@ -354,8 +359,12 @@ pub struct Changed {
     pub base_version: Option<Version>,
 }
 
-/// Most folders a pass limited to the folders that changed looks at; more make a full pass.
+/// Most folders one pass over changed folders holds at once; more are synced in batches.
 pub const MAX_FOLDERS: usize = 256;
+
+/// Most folders a comparison with the base reports; past it (nearly every folder of a
+/// very large root differs) the whole tree goes through one pass.
+pub const MAX_COMPARED: usize = 1 << 16;
 
 /// Why a folder scope cannot be synced alone (a full pass must look).
 fn needs_full(why: &str, p: &RelPath) -> Result<Option<Outcome>, PassError> {
@@ -364,6 +373,15 @@ fn needs_full(why: &str, p: &RelPath) -> Result<Option<Outcome>, PassError> {
 }
 
 impl Outcome {
+    /// Adds the outcome of another batch of the same pass to this one.
+    pub fn absorb(&mut self, o: Outcome) {
+        self.plan.ops.extend(o.plan.ops);
+        self.plan.waiting.extend(o.plan.waiting);
+        self.report.absorb(o.report);
+        self.snapshot.listed_dirs += o.snapshot.listed_dirs;
+        self.batches += o.batches;
+    }
+
     /// The pass left nothing that only a full pass finds: no file still being written, no
     /// error, no conflict, nothing set aside or rematched (their follow-ups are the daemon's
     /// own changes, which the folder watcher does not report). After a pass that is not
@@ -394,6 +412,7 @@ impl Pass<'_> {
             plan,
             report,
             snapshot,
+            batches: 0,
         };
         // The server is what the base says only if the plan neither acts nor waits: a file
         // still being written waits whatever the server did to it meanwhile (found by the
@@ -433,20 +452,19 @@ impl Pass<'_> {
     pub async fn run_full(&self, matched_at: Option<Version>) -> Result<Changed, PassError> {
         let t = std::time::Instant::now();
         let mut streamed = None;
-        if let Some(mut dirs) = self.local_changes(MAX_FOLDERS)? {
+        if let Some(mut dirs) = self.local_changes(MAX_COMPARED)? {
             let c = self
-                .remote_changes(MAX_FOLDERS, matched_at.as_ref())
+                .remote_changes(MAX_COMPARED, matched_at.as_ref())
                 .await?;
             let compared = Some((c.folders.clone(), t.elapsed()));
             if let Some(theirs) = c.folders {
                 let unchanged_there = theirs.is_empty();
                 dirs.extend(theirs);
-                if dirs.len() <= MAX_FOLDERS {
-                    let dirs: Vec<RelPath> = dirs.into_iter().collect();
+                if dirs.len() <= MAX_COMPARED {
                     let limited = if dirs.is_empty() {
                         Some(Outcome::default())
                     } else {
-                        self.run_folders(&dirs).await?
+                        self.run_batched(dirs).await?
                     };
                     if let Some(mut outcome) = limited {
                         // No listing is kept (its entries are what this pass does without),
@@ -549,7 +567,7 @@ impl Pass<'_> {
         let more = if remote {
             let t = std::time::Instant::now();
             let c = self
-                .remote_changes(MAX_FOLDERS, matched_at.as_ref())
+                .remote_changes(MAX_COMPARED, matched_at.as_ref())
                 .await?;
             if c.folders.as_ref().is_some_and(|f| f.is_empty()) {
                 seen_at = c.root;
@@ -562,13 +580,14 @@ impl Pass<'_> {
         };
         let limited = match more {
             Some(more) => {
-                dirs.extend(more);
-                dirs.sort();
-                dirs.dedup();
+                let dirs: std::collections::BTreeSet<RelPath> =
+                    dirs.drain(..).chain(more).collect();
                 if dirs.is_empty() {
                     Some(Outcome::default())
+                } else if dirs.len() > MAX_COMPARED {
+                    None
                 } else {
-                    self.run_folders(&dirs).await?
+                    self.run_batched(dirs).await?
                 }
             }
             None => None,
@@ -599,6 +618,16 @@ impl Pass<'_> {
     /// or more than [`MAX_FOLDERS`] folders. The outcome's snapshot holds no entries, only
     /// the number of folders looked at.
     pub async fn run_folders(&self, dirs: &[RelPath]) -> Result<Option<Outcome>, PassError> {
+        self.run_folders_within(dirs, self.folders_per_pass).await
+    }
+
+    /// [`Pass::run_folders`] holding at most `limit` folders (those of `dirs`, the new
+    /// local folders below them and the folders files moved in from).
+    async fn run_folders_within(
+        &self,
+        dirs: &[RelPath],
+        limit: usize,
+    ) -> Result<Option<Outcome>, PassError> {
         let mut todo: std::collections::BTreeSet<RelPath> = dirs.iter().cloned().collect();
         let mut seen = std::collections::BTreeSet::new();
         let mut new_here = std::collections::BTreeSet::new();
@@ -607,7 +636,7 @@ impl Pass<'_> {
             if !seen.insert(d.clone()) {
                 continue;
             }
-            if seen.len() > MAX_FOLDERS {
+            if seen.len() > limit {
                 return needs_full("too many folders", &d);
             }
             let Some((l, b)) = self.folder_here(&d)? else {
@@ -685,6 +714,7 @@ impl Pass<'_> {
         );
         let report = self.execute(&plan).await?;
         Ok(Some(Outcome {
+            batches: 1,
             plan,
             report,
             snapshot: remote_scan::Snapshot {
@@ -692,6 +722,131 @@ impl Pass<'_> {
                 ..Default::default()
             },
         }))
+    }
+
+    /// The changed folders `dirs` synced in batches of about [`Pass::folders_per_pass`]
+    /// folders, one [`Pass::run_folders`] each, so a pass holds one batch, not the tree.
+    /// A file moved from one folder to another is seen from both (gone from one, in the other
+    /// with a record naming where it came from), so such folders always share a batch
+    /// ([`Pass::batches`]): apart, the first would plan the move as a delete. `Ok(None)` as
+    /// for `run_folders` (a batch needs a full pass; the batches before it are done).
+    pub async fn run_batched(
+        &self,
+        dirs: std::collections::BTreeSet<RelPath>,
+    ) -> Result<Option<Outcome>, PassError> {
+        let per = self.folders_per_pass.max(1);
+        if dirs.len() <= per {
+            let dirs: Vec<RelPath> = dirs.into_iter().collect();
+            return self.run_folders_within(&dirs, per).await;
+        }
+        let Some(batches) = self.batches(dirs)? else {
+            return Ok(None);
+        };
+        tracing::debug!(batches = batches.len(), "changed folders synced in batches");
+        let mut total = Outcome::default();
+        for b in batches {
+            // Room for the new folders below and the origins that run_folders adds.
+            let limit = 2 * b.len().max(per);
+            let Some(o) = self.run_folders_within(&b, limit).await? else {
+                return Ok(None);
+            };
+            total.absorb(o);
+            if total.report.offline {
+                break;
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// `dirs` in batches of about [`Pass::folders_per_pass`] folders, the folders a file
+    /// moved between in the same batch: each folder's moved-in files (their records name the
+    /// origin, or its hash) are matched with the base paths of the other folders (and of
+    /// the new local folders below each). `None`: a moved file's origin is in no folder
+    /// here (the folder passes would ask for a full pass).
+    fn batches(
+        &self,
+        dirs: std::collections::BTreeSet<RelPath>,
+    ) -> Result<Option<Vec<Vec<RelPath>>>, PassError> {
+        let mut folders: Vec<RelPath> = dirs.into_iter().collect();
+        let mut at: BTreeMap<RelPath, usize> = folders
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), i))
+            .collect();
+        let mut wanted: Vec<(u64, usize)> = Vec::new();
+        let mut held: HashMap<u64, usize> = HashMap::new();
+        let mut named: Vec<(usize, RelPath)> = Vec::new();
+        for (i, d) in folders.iter().enumerate() {
+            let mut todo = vec![d.clone()];
+            while let Some(f) = todo.pop() {
+                // A folder gone is left to its pass (which asks for a full one).
+                let Some((l, b)) = self.folder_here(&f)? else {
+                    continue;
+                };
+                for (p, e) in &l {
+                    if e.kind == Kind::Dir && !b.contains_key(p) && !self.ignore.matches(p) {
+                        todo.push(p.clone());
+                    }
+                    match e.record.as_ref() {
+                        Some(r) if r.origin_hash.is_some() => {
+                            wanted.push((r.origin_hash.unwrap_or_default(), i))
+                        }
+                        Some(r) if &r.origin != p => {
+                            if let Some(o) = r.origin.parent() {
+                                named.push((i, o));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for p in b.keys() {
+                    held.insert(crate::hsm::meta::path_hash(p.as_str()), i);
+                }
+            }
+        }
+        let mut up: Vec<usize> = (0..folders.len()).collect();
+        fn find(up: &mut [usize], mut i: usize) -> usize {
+            while up[i] != i {
+                up[i] = up[up[i]];
+                i = up[i];
+            }
+            i
+        }
+        fn join(up: &mut [usize], a: usize, b: usize) {
+            let (a, b) = (find(up, a), find(up, b));
+            if a != b {
+                up[a.max(b)] = a.min(b);
+            }
+        }
+        for (h, i) in wanted {
+            let Some(&j) = held.get(&h) else {
+                tracing::debug!(folder = %folders[i], "a file moved here from a folder not compared");
+                return Ok(None);
+            };
+            join(&mut up, i, j);
+        }
+        for (i, o) in named {
+            let j = *at.entry(o.clone()).or_insert_with(|| {
+                folders.push(o);
+                up.push(folders.len() - 1);
+                folders.len() - 1
+            });
+            join(&mut up, i, j);
+        }
+        let mut groups: BTreeMap<usize, Vec<RelPath>> = BTreeMap::new();
+        for (i, d) in folders.into_iter().enumerate() {
+            let g = find(&mut up, i);
+            groups.entry(g).or_default().push(d);
+        }
+        let per = self.folders_per_pass.max(1);
+        let mut batches: Vec<Vec<RelPath>> = Vec::new();
+        for g in groups.into_values() {
+            match batches.last_mut() {
+                Some(b) if b.len() + g.len() <= per => b.extend(g),
+                _ => batches.push(g),
+            }
+        }
+        Ok(Some(batches))
     }
 
     /// Folder `d`'s local entries and its base children; `None` when the folder is not

@@ -466,6 +466,9 @@ struct World {
     /// Every remote version ever seen (token -> bytes): what a placeholder stands for, even
     /// when the server no longer has it at that path.
     seen: std::collections::HashMap<String, Vec<u8>>,
+    /// `Pass::folders_per_pass`: small values make passes over changed folders run in
+    /// batches, which must plan what one pass over all of them would.
+    per: usize,
 }
 
 impl World {
@@ -486,6 +489,7 @@ impl World {
             next: 0,
             must: BTreeSet::new(),
             seen: Default::default(),
+            per: skyfill::sync::MAX_FOLDERS,
         }
     }
 
@@ -676,6 +680,9 @@ impl World {
                             self.check_compared(&want, &c.compared)?;
                             if c.streamed {
                                 STREAMED_FULL.fetch_add(1, Ordering::Relaxed);
+                                if c.outcome.batches > 1 {
+                                    BATCHED.fetch_add(1, Ordering::Relaxed);
+                                }
                             } else {
                                 WHOLE_FULL.fetch_add(1, Ordering::Relaxed);
                             }
@@ -707,6 +714,9 @@ impl World {
                                 fall_back();
                             } else if c.outcome.snapshot.listed_dirs > 0 {
                                 LIMITED_PASSES.fetch_add(1, Ordering::Relaxed);
+                                if c.outcome.batches > 1 {
+                                    BATCHED.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             (Ok(c.outcome), c.base_version)
                         }
@@ -932,6 +942,7 @@ impl World {
             host: "modelhost".into(),
             prev,
             crash_after: crash,
+            folders_per_pass: self.per,
         }
         .run()
         .await
@@ -1088,6 +1099,7 @@ impl World {
             host: "modelhost".into(),
             prev: self.prev.as_ref(),
             crash_after: None,
+            folders_per_pass: self.per,
         }
     }
 
@@ -1160,17 +1172,19 @@ static LIMITED_PASSES: AtomicUsize = AtomicUsize::new(0);
 static LIMITED_FELL_BACK: AtomicUsize = AtomicUsize::new(0);
 /// Full passes made of comparisons and passes over folders, and those that needed the
 /// whole tree.
+/// Passes over changed folders that ran in more than one batch.
+static BATCHED: AtomicUsize = AtomicUsize::new(0);
 static STREAMED_FULL: AtomicUsize = AtomicUsize::new(0);
 static WHOLE_FULL: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first failing case: the calls after it are shrinking, not new cases.
 static SHRINKING: AtomicBool = AtomicBool::new(false);
 
-fn run_case((server, steps): (Server, Vec<Step>)) -> Result<(), TestCaseError> {
+fn run_case((server, per, steps): (Server, usize, Vec<Step>)) -> Result<(), TestCaseError> {
     if !SHRINKING.load(Ordering::Relaxed) {
         CASES_RUN.fetch_add(1, Ordering::Relaxed);
         LONGEST.fetch_max(steps.len(), Ordering::Relaxed);
     }
-    let r = check_case(server, steps);
+    let r = check_case(server, per, steps);
     if r.is_err() {
         SHRINKING.store(true, Ordering::Relaxed);
     }
@@ -1183,13 +1197,14 @@ fn sides(w: &World) -> (BTreeMap<String, String>, BTreeMap<String, String>, Stri
     (show_local(w), show_remote(w), base)
 }
 
-fn check_case(server: Server, steps: Vec<Step>) -> Result<(), TestCaseError> {
+fn check_case(server: Server, per: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let mut w = World::new(server);
+        w.per = per;
         for (n, s) in steps.iter().enumerate() {
             w.remember_versions();
             w.apply(s).await?;
@@ -1304,13 +1319,14 @@ fn planner_and_executor_converge_and_lose_nothing() {
                 Just(Server::Propagating),
                 Just(Server::Copying)
             ],
+            prop_oneof![Just(1usize), Just(2), Just(skyfill::sync::MAX_FOLDERS)],
             proptest::collection::vec(step(), 1..60),
         ),
         run_case,
     );
     let _ = writeln!(
         std::io::stderr(),
-        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree)",
+        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree), {} of these passes ran in batches",
         CASES_RUN.load(Ordering::Relaxed),
         LONGEST.load(Ordering::Relaxed),
         TRANSIENT_ERRORS.load(Ordering::Relaxed),
@@ -1318,7 +1334,12 @@ fn planner_and_executor_converge_and_lose_nothing() {
         LIMITED_PASSES.load(Ordering::Relaxed),
         LIMITED_FELL_BACK.load(Ordering::Relaxed),
         STREAMED_FULL.load(Ordering::Relaxed),
-        WHOLE_FULL.load(Ordering::Relaxed)
+        WHOLE_FULL.load(Ordering::Relaxed),
+        BATCHED.load(Ordering::Relaxed)
+    );
+    assert!(
+        BATCHED.load(Ordering::Relaxed) > 0 || cases < 100,
+        "passes in batches were exercised"
     );
     assert!(
         STREAMED_FULL.load(Ordering::Relaxed) > 0 || cases < 100,
@@ -1766,8 +1787,10 @@ fn regressions() {
     ]);
     for c in cases {
         for server in [Server::Plain, Server::Propagating, Server::Copying] {
-            if let Err(e) = check_case(server, c.clone()) {
-                panic!("{c:?} (server: {server:?}): {e}");
+            for per in [1, skyfill::sync::MAX_FOLDERS] {
+                if let Err(e) = check_case(server, per, c.clone()) {
+                    panic!("{c:?} (server: {server:?}, folders per pass: {per}): {e}");
+                }
             }
         }
     }

@@ -165,6 +165,7 @@ impl Passes<'_> {
             prev: prev.as_ref(),
             max_entries: self.limits.entries_per_root,
             crash_after: None,
+            folders_per_pass: crate::sync::MAX_FOLDERS,
         };
         let res = match scope {
             Scope::Full => pass.run_full(matched_at).await.map(|c| {

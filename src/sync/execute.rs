@@ -76,6 +76,36 @@ pub struct Report {
     pub aside: std::collections::HashMap<RelPath, (String, String)>,
 }
 
+impl Report {
+    /// Adds the report of another batch of the same pass to this one.
+    pub fn absorb(&mut self, r: Report) {
+        let Report {
+            done,
+            uploaded,
+            uploaded_bytes,
+            placeholders,
+            refreshed,
+            renamed,
+            deleted,
+            conflicts,
+            errors,
+            offline,
+            aside,
+        } = r;
+        self.done += done;
+        self.uploaded += uploaded;
+        self.uploaded_bytes += uploaded_bytes;
+        self.placeholders += placeholders;
+        self.refreshed += refreshed;
+        self.renamed += renamed;
+        self.deleted += deleted;
+        self.conflicts.extend(conflicts);
+        self.errors.extend(errors);
+        self.offline |= offline;
+        self.aside.extend(aside);
+    }
+}
+
 pub struct Executor<'a> {
     pub root: &'a str,
     pub remote: &'a dyn Remote,
