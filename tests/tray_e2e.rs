@@ -301,7 +301,13 @@ fn run_app(
         .env("E2E_S3_BUCKET", "bucket")
         .env("E2E_S3_PREFIX", &r.s3prefix)
         .env("E2E_S3_KEY", &r.s3key)
-        .env("E2E_S3_SECRET", &r.s3secret);
+        .env("E2E_S3_SECRET", &r.s3secret)
+        // The user's run has the dark theme (GTK's, which WebKit follows for
+        // prefers-color-scheme), so the accessibility audit checks both palettes' contrast.
+        .env("E2E_THEME", if who.is_some() { "dark" } else { "light" });
+    if who.is_some() {
+        cmd.env("GTK_THEME", "Adwaita:dark");
+    }
     let (stop, killer) = worker_killer(out.clone(), d.state.clone());
     let status = cmd.status().unwrap();
     stop.send(()).unwrap();
@@ -407,7 +413,7 @@ async fn tray_app_as_root_and_as_a_user_wizard_files_activity_and_keyring() {
         sh_ok("mkdir -m 1777 /tmp/.X11-unix && chmod 1777 /tmp/.X11-unix");
     }
     // Slow downloads down so that a transfer is visible in Activity for a while.
-    d.cli(&["config", "set", "download-limit", "3M"]);
+    d.cli(&["config", "set", "download-limit", "1M"]);
 
     let root_roots = [fs.mnt.join("Cloud"), fs.mnt.join("Bucket")];
     let r = remotes().await;
@@ -426,7 +432,7 @@ async fn tray_app_as_root_and_as_a_user_wizard_files_activity_and_keyring() {
     // The same as a user, against the same daemon, which still has root's two roots.
     let user = User::create("tray");
     let cli = SharedCli::new();
-    let o = cli.run(&user, &d.socket, &["config", "set", "download-limit", "3M"]);
+    let o = cli.run(&user, &d.socket, &["config", "set", "download-limit", "1M"]);
     assert!(
         o.status.success(),
         "as {}: config set: {}",

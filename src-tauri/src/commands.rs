@@ -219,3 +219,27 @@ mod tests {
         assert!(!autostart_enabled());
     }
 }
+
+/// When the window was last asked for while none existed (see `tray::show_window`).
+#[derive(Default)]
+pub struct Opening(pub std::sync::Mutex<Option<std::time::Instant>>);
+
+/// The page's first draw after start-up or a reopen: logs how long the window took, from
+/// the moment it was asked for to a page the user can use (milliseconds; `None` when no
+/// opening was timed).
+#[tauri::command]
+pub fn window_ready(o: State<'_, Opening>) -> Option<u64> {
+    let ms =
+        o.0.lock()
+            .unwrap()
+            .take()
+            .map(|t| t.elapsed().as_millis() as u64);
+    tracing::info!(ms, "window ready");
+    ms
+}
+
+/// Closes the window (Ctrl+W): it is destroyed, and the app stays in the tray.
+#[tauri::command]
+pub fn close_window(w: tauri::WebviewWindow) -> Res<()> {
+    w.close().map_err(|e| ApiError::internal(e.to_string()))
+}

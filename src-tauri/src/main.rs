@@ -3,6 +3,10 @@
 //! wizard. It talks to `skyfilld` only through the shared protocol (`skyfill::ipc`).
 //! `--hidden` starts it in the tray only (XDG autostart).
 //!
+//! The window is made when it is shown and destroyed when it is closed (its WebKit processes
+//! exit with it), so the app left in the tray all day costs the tray alone. Starting the app
+//! again while it runs opens the running one's window (`--hidden`: nothing).
+//!
 //! Modules, each using only those below it: `commands` (what the window may `invoke`) over
 //! `wizard` and `desktop`; `tray` and `notify`, which follow the app events; `link` (the
 //! subscription, which announces the daemon's events and the connection as app events); and
@@ -16,19 +20,39 @@ mod notify;
 mod tray;
 mod wizard;
 
-use tauri::Manager;
-
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "skyfill_tray=info".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "skyfill_tray=info".into());
+    // SKYFILL_TRAY_LOG=FILE: the log goes there (appended), not to stderr.
+    let file = std::env::var_os("SKYFILL_TRAY_LOG").and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| eprintln!("skyfill-tray: cannot log to {}: {e}", p.to_string_lossy()))
+            .ok()
+    });
+    match file {
+        Some(f) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
+        None => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
     let hidden = std::env::args().any(|a| a == "--hidden");
     tauri::Builder::default()
+        // First, so a second start hands over before this one sets anything up.
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            if !argv.iter().any(|a| a == "--hidden") {
+                if let Err(e) = tray::show_window(app) {
+                    tracing::warn!(error = %e, "could not open the window for a second start");
+                }
+            }
+        }))
         .plugin(tauri_plugin_notification::init())
         .manage(daemon::Daemon::new(daemon::socket()))
+        .manage(commands::Opening::default())
         .invoke_handler(tauri::generate_handler![
             commands::connection,
             commands::home_dir,
@@ -51,25 +75,36 @@ fn main() {
             commands::nextcloud_login,
             commands::autostart_enabled,
             commands::set_autostart,
+            commands::window_ready,
+            commands::close_window,
         ])
         .setup(move |app| {
             tray::build(app.handle())?;
             notify::listen(app.handle());
-            if hidden {
-                if let Some(w) = app.get_webview_window("main") {
-                    let _ = w.hide();
-                }
+            if !hidden {
+                tray::show_window(app.handle())?;
             }
             link::spawn(app.handle().clone());
             Ok(())
         })
         .on_window_event(|w, e| {
-            // Closing the window keeps the app in the tray; Quit is in the tray menu.
-            if let tauri::WindowEvent::CloseRequested { api, .. } = e {
-                api.prevent_close();
-                let _ = w.hide();
+            if let tauri::WindowEvent::Destroyed = e {
+                tracing::info!(
+                    window = w.label(),
+                    "window closed; the app stays in the tray"
+                );
             }
         })
-        .run(tauri::generate_context!())
-        .expect("the Skyfill tray app failed to start");
+        .build(tauri::generate_context!())
+        .expect("the Skyfill tray app failed to start")
+        .run(|_app, e| {
+            // The last window closed: the app lives on in the tray (Quit is in its menu,
+            // which exits with a code).
+            if let tauri::RunEvent::ExitRequested {
+                code: None, api, ..
+            } = e
+            {
+                api.prevent_exit();
+            }
+        });
 }

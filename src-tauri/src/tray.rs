@@ -95,9 +95,18 @@ pub fn overall(connected: bool, roots: &[RootInfo], active: usize) -> Overall {
 }
 
 /// The menu's activity line: the first download in progress, and how many more.
-pub fn activity_line(transfers: &HashMap<String, Transfer>) -> String {
+/// The menu's state line: the download in progress, else the overall state in words (the
+/// tooltip's, without "Skyfill: ").
+pub fn activity_line(o: Overall, transfers: &HashMap<String, Transfer>) -> String {
     match transfers.iter().next() {
-        None => "Up to date".to_string(),
+        None => {
+            let tip = o.tooltip();
+            let words = tip.strip_prefix("Skyfill: ").unwrap_or(&tip);
+            let mut c = words.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        }
         Some((p, t)) => {
             let name = p.rsplit('/').next().unwrap_or(p);
             let by = t
@@ -304,10 +313,28 @@ async fn menu_action(app: &AppHandle, id: &str) {
     reload(app);
 }
 
+/// Brings the window up: the one open, or a new one made from the configuration (a closed
+/// window is destroyed, see `main`). The time from here to the page's first draw is logged
+/// when the page says it is ready ([`crate::commands::window_ready`]).
 pub fn show_window(app: &AppHandle) -> Result<(), String> {
-    let w = app
-        .get_webview_window("main")
-        .ok_or_else(|| "no window".to_string())?;
+    let w = match app.get_webview_window("main") {
+        Some(w) => w,
+        None => {
+            let conf = app
+                .config()
+                .app
+                .windows
+                .iter()
+                .find(|w| w.label == "main")
+                .ok_or_else(|| "no window in the configuration".to_string())?;
+            if let Some(t) = app.try_state::<crate::commands::Opening>() {
+                *t.0.lock().unwrap() = Some(std::time::Instant::now());
+            }
+            tauri::WebviewWindowBuilder::from_config(app, conf)
+                .and_then(|b| b.build())
+                .map_err(|e| e.to_string())?
+        }
+    };
     w.show().map_err(|e| e.to_string())?;
     let _ = w.unminimize();
     w.set_focus().map_err(|e| e.to_string())
@@ -348,7 +375,7 @@ fn render(t: &TrayState) {
         (
             o,
             tip,
-            activity_line(&v.transfers),
+            activity_line(o, &v.transfers),
             all_paused(&v.roots),
             icon_changed,
             tip_changed,
@@ -498,14 +525,22 @@ mod tests {
     #[test]
     fn the_activity_line_names_the_download() {
         let mut t = HashMap::new();
-        assert_eq!(activity_line(&t), "Up to date");
+        assert_eq!(activity_line(Overall::Ok, &t), "Up to date");
+        assert_eq!(activity_line(Overall::Paused, &t), "Paused");
+        assert_eq!(
+            activity_line(Overall::Offline, &t),
+            "Offline; your changes are kept"
+        );
         let now = Instant::now();
         let mut big = Transfer::default();
         big.sample(now, 25, 100, Some("cat".to_string()));
         t.insert("/c/a/big.bin".to_string(), big);
-        assert_eq!(activity_line(&t), "Downloading big.bin for cat (25 %)");
+        assert_eq!(
+            activity_line(Overall::Syncing(1), &t),
+            "Downloading big.bin for cat (25 %)"
+        );
         t.insert("/c/b".to_string(), Transfer::default());
-        assert!(activity_line(&t).ends_with(" and 1 more"));
+        assert!(activity_line(Overall::Syncing(2), &t).ends_with(" and 1 more"));
     }
 
     #[test]

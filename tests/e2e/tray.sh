@@ -9,7 +9,7 @@
 set -euo pipefail
 : "${SKYFILL_TRAY_APP:?}" "${SKYFILL_SOCKET:?}" "${TAURI_DRIVER:?}" "${E2E_OUT:?}" "${E2E_DRIVER_PORT:?}"
 cd "$(dirname "$0")/../.."
-for tool in gnome-keyring-daemon Xvfb node secret-tool WebKitWebDriver; do
+for tool in gnome-keyring-daemon Xvfb node secret-tool WebKitWebDriver xfce4-panel xdotool dbus-send; do
   command -v "$tool" >/dev/null || { echo "FATAL: $tool missing; .ci/install-deps installs it" >&2; exit 1; }
 done
 pids=()
@@ -23,11 +23,33 @@ cleanup() {
 trap cleanup EXIT
 printf 'e2e-keyring-password' | gnome-keyring-daemon --unlock --components=secrets >"$E2E_OUT/keyring.env"
 exec 5>"$E2E_OUT/display"
-Xvfb -displayfd 5 -screen 0 1280x900x24 -nolisten tcp >"$E2E_OUT/xvfb.log" 2>&1 &
+# -fbdir: the screen is also a file (an XWD dump), which tests/e2e/screen.py reads.
+Xvfb -displayfd 5 -fbdir "$E2E_OUT" -screen 0 1280x900x24 -nolisten tcp >"$E2E_OUT/xvfb.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do [ -s "$E2E_OUT/display" ] && break; sleep 0.1; done
 [ -s "$E2E_OUT/display" ] || { echo "FATAL: Xvfb did not start within 30 s" >&2; cat "$E2E_OUT/xvfb.log" >&2; exit 1; }
 export DISPLAY=":$(head -1 "$E2E_OUT/display")"
+export E2E_SCREEN="$E2E_OUT/Xvfb_screen0"
+# A real StatusNotifierItem host: xfce4-panel with the notification area alone
+# (tests/e2e/xfce4-panel.xml), its settings served by a private xfconfd.
+panel_cfg="$E2E_OUT/panel-config/xfce4/xfconf/xfce-perchannel-xml"
+mkdir -p "$panel_cfg"
+cp tests/e2e/xfce4-panel.xml "$panel_cfg/"
+xfconfd=$(ls /usr/lib/*/xfce4/xfconf/xfconfd 2>/dev/null | head -1)
+[ -x "$xfconfd" ] || { echo "FATAL: xfconfd missing (package xfconf)" >&2; exit 1; }
+XDG_CONFIG_HOME="$E2E_OUT/panel-config" "$xfconfd" >"$E2E_OUT/xfconfd.log" 2>&1 &
+pids+=($!)
+XDG_CONFIG_HOME="$E2E_OUT/panel-config" xfce4-panel >"$E2E_OUT/panel.log" 2>&1 &
+pids+=($!)
+up=
+for _ in $(seq 300); do
+  if dbus-send --session --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.NameHasOwner \
+      string:org.kde.StatusNotifierWatcher 2>/dev/null | grep -q 'boolean true'; then up=1; break; fi
+  sleep 0.1
+done
+[ -n "$up" ] || { echo "FATAL: xfce4-panel did not host a StatusNotifierWatcher within 30 s" >&2; cat "$E2E_OUT/panel.log" >&2; exit 1; }
+# The app's log (run.mjs reads the "window ready" lines of a reopened window there).
+export SKYFILL_TRAY_LOG="$E2E_OUT/tray.log"
 "$TAURI_DRIVER" --port "$E2E_DRIVER_PORT" --native-port "$((E2E_DRIVER_PORT + 1))" >"$E2E_OUT/tauri-driver.log" 2>&1 &
 driver=$!
 pids+=("$driver")

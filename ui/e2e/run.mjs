@@ -11,8 +11,10 @@
 // page by `showRow` before it is clicked.
 import { remote } from "webdriverio";
 import { createHash } from "node:crypto";
-import { statSync, readFileSync, writeFileSync } from "node:fs";
+import { statSync, readFileSync, writeFileSync, readdirSync, existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { createRequire } from "node:module";
 
 const env = (k) => {
   const v = process.env[k];
@@ -153,8 +155,178 @@ async function rowState(path) {
 }
 const exists = (sel) => b.execute((s) => document.querySelector(s) !== null, sel);
 
+// ------------------------------------------------------------------ the tray under a real panel
+// tests/e2e/tray.sh runs xfce4-panel (a StatusNotifierItem host) at the top of the screen;
+// tests/e2e/screen.py reads Xvfb's screen file: the tray icon's pixels, the open menu's
+// items. Without a window manager the app's window may cover the panel: it is raised first.
+const screenPy = new URL("../../tests/e2e/screen.py", import.meta.url).pathname;
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+function screen(what, name, box = []) {
+  return JSON.parse(run("python3", [screenPy, what, `${out}/${name}.png`, ...box.map(String)]));
+}
+function raisePanel() {
+  for (const id of run("xdotool", ["search", "--class", "xfce4-panel"]).trim().split("\n")) {
+    spawnSync("xdotool", ["windowraise", id]);
+  }
+}
+function registered() {
+  return run("dbus-send", ["--session", "--print-reply", "--dest=org.kde.StatusNotifierWatcher", "/StatusNotifierWatcher",
+    "org.freedesktop.DBus.Properties.Get", "string:org.kde.StatusNotifierWatcher", "string:RegisteredStatusNotifierItems"]);
+}
+// Waits until the tray icon in the panel is not one of NOT and has looked the same for a
+// second; saves the panel as tray-NAME.png. Returns the icon's box and pixel digest.
+async function trayIcon(name, not = []) {
+  let last = null, icon = null;
+  await until(`the tray icon showing ${name}`, async () => {
+    raisePanel();
+    await new Promise((r) => setTimeout(r, 500));
+    icon = screen("panel", `tray-${name}`);
+    const steady = icon && last && icon.digest === last.digest && !not.includes(icon.digest);
+    last = icon;
+    return steady;
+  }, 60);
+  log(`screenshot tray-${name}.png: the tray icon (${icon.digest}) in xfce4-panel`);
+  return icon;
+}
+// The visible X windows with their geometry (xdotool), by id.
+function windows() {
+  const ids = spawnSync("xdotool", ["search", "--onlyvisible", "--name", ""], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
+  const all = new Map();
+  for (const id of ids) {
+    const g = Object.fromEntries(run("xdotool", ["getwindowgeometry", "--shell", id]).trim().split("\n").map((l) => l.split("=")));
+    all.set(id, [Number(g.X), Number(g.Y), Number(g.WIDTH), Number(g.HEIGHT)]);
+  }
+  return all;
+}
+// Opens the tray menu with a click on the icon: the menu is the window that appears, below
+// the panel. Saves it as tray-menu-NAME.png; returns its items' positions (rows of text, in
+// order).
+async function trayMenu(name, icon) {
+  let m = null;
+  await until(`the tray menu (${name})`, async () => {
+    raisePanel();
+    const before = windows();
+    run("xdotool", ["mousemove", String(icon.box[0] + icon.box[2] / 2), String(icon.box[1] + icon.box[3] / 2), "click", "1"]);
+    await new Promise((r) => setTimeout(r, 1000));
+    const box = [...windows()].find(([id, g]) => !before.has(id) && g[2] > 50 && g[3] > 50 && g[1] >= 20)?.[1];
+    if (box) m = screen("menu", `tray-menu-${name}`, box);
+    if (m && m.items.length >= 6) return true;
+    spawnSync("xdotool", ["key", "Escape"]);
+    return false;
+  }, 30);
+  log(`screenshot tray-menu-${name}.png: the tray menu open, ${m.items.length} items`);
+  return m;
+}
+function trayChoose(m, i) {
+  run("xdotool", ["mousemove", String(m.x), String(m.items[i]), "click", "1"]);
+}
+
+// ------------------------------------------------------------------ keyboard
+// Keys go to whatever has focus, as a person's do (WebDriver key codes).
+const K = { Tab: "\uE004", Enter: "\uE007", Space: "\uE00D", Down: "\uE015", Ctrl: "\uE009" };
+// Types TEXT into what has focus, a key at a time (in one action, a repeated character such as
+// the "ll" of a path is dropped: its second press comes before the first is released).
+async function typeKeys(text) {
+  for (const ch of text) await b.keys(ch);
+}
+const focused = () => b.execute(() => {
+  const e = document.activeElement;
+  return e ? (e.id ? `#${e.id}` : `${e.tagName.toLowerCase()}${e.name ? `[name=${e.name}]` : ""}${e.value ? `[value=${e.value}]` : ""}`) : "";
+});
+// Presses Tab until SEL has focus (at most MAX presses): SEL is reachable by keyboard.
+async function tabTo(sel, max = 80) {
+  const seen = [];
+  for (let i = 0; i < max; i++) {
+    const f = await focused();
+    if (f === sel) return;
+    seen.push(f);
+    await b.keys(K.Tab);
+  }
+  throw new Error(`${sel} not reached by Tab in ${max} presses (went through ${seen.join(" ")})`);
+}
+async function expectFocus(sel, what) {
+  await until(`${what}: focus on ${sel}`, async () => (await focused()) === sel, 20);
+}
+
+// ------------------------------------------------------------------ accessibility audit
+// axe-core (from npm) run in the real window: no serious or critical finding allowed, the
+// rest logged. Findings go to E2E_OUT/a11y-NAME.json.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+async function audit(name) {
+  await b.execute(axeSource);
+  const r = await b.executeAsync((done) => {
+    globalThis.axe
+      .run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+      .then((r) => done({
+        dark: matchMedia("(prefers-color-scheme: dark)").matches,
+        passes: r.passes.length,
+        violations: r.violations.map((v) => ({
+          id: v.id, impact: v.impact, help: v.help,
+          nodes: v.nodes.map((n) => `${n.target.join(" ")}: ${n.failureSummary}`),
+        })),
+      }))
+      .catch((e) => done({ error: String(e) }));
+  });
+  writeFileSync(`${out}/a11y-${name}.json`, JSON.stringify(r, null, 2));
+  if (r.error) throw new Error(`accessibility audit of ${name} failed to run: ${r.error}`);
+  const theme = process.env.E2E_THEME;
+  if (theme && r.dark !== (theme === "dark")) throw new Error(`the window has the ${r.dark ? "dark" : "light"} theme, not ${theme}`);
+  const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  if (bad.length) {
+    throw new Error(`accessibility audit of ${name} (${r.dark ? "dark" : "light"} theme): ` +
+      bad.map((v) => `${v.impact} ${v.id} (${v.help}): ${v.nodes.slice(0, 3).join("; ")}`).join(" | "));
+  }
+  log(`accessibility audit ${name} (${r.dark ? "dark" : "light"} theme): ${r.passes} rules pass, ` +
+    `${r.violations.length} minor or moderate findings${r.violations.length ? ` (${r.violations.map((v) => v.id).join(", ")})` : ""}`);
+  return r;
+}
+
+// ------------------------------------------------------------------ memory
+// The app's process and its descendants (WebKit's web and network processes), with their
+// proportional set sizes (PSS, KiB).
+function processes() {
+  const all = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      all.push({ pid: Number(d), ppid, comm });
+    } catch {}
+  }
+  return all;
+}
+function appTree() {
+  const all = processes();
+  const apps = all.filter((p) => p.comm === "skyfill-tray" && !all.some((q) => q.pid === p.ppid && q.comm === "skyfill-tray"));
+  if (apps.length !== 1) throw new Error(`expected one running skyfill-tray, found ${apps.length}`);
+  const tree = [apps[0]];
+  for (let i = 0; i < tree.length; i++) tree.push(...all.filter((p) => p.ppid === tree[i].pid));
+  return tree.map((p) => {
+    let pss = 0;
+    try {
+      pss = Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p.pid}/smaps_rollup`, "utf8"))[1]);
+    } catch {}
+    return { ...p, pss };
+  });
+}
+const sumPss = (t) => t.reduce((a, p) => a + p.pss, 0);
+const showTree = (t) => t.map((p) => `${p.comm} ${(p.pss / 1024).toFixed(1)} MiB`).join(", ");
+const webProcess = (t) => t.some((p) => p.comm.startsWith("WebKitWebProces"));
+const readyLines = (f) => (existsSync(f) ? readFileSync(f, "utf8").split("\n").filter((l) => l.includes("window ready")) : []);
+
+let windowClosed = false;
 try {
   const root1 = env("E2E_ROOT1");
+  // The tray item is hosted by the panel; with no sync folder yet its icon says so.
+  await until("the tray item registered with the panel's StatusNotifierWatcher", async () =>
+    registered().includes("/org/ayatana/NotificationItem/"), 30);
+  const trayNone = await trayIcon("no-folder");
   // The daemon has no root: the window opens on the wizard (WebDAV, with a password).
   await wizard({
     kind: "webdav",
@@ -175,6 +347,7 @@ try {
     if (allocated(`${root1}/${rel}`) > 8192) throw new Error(`${rel} takes disk before any read`);
   }
   await shot("files-online-only");
+  const trayOk = await trayIcon("up-to-date", [trayNone.digest]);
 
   // The storage overview says what is on this device and what is online-only.
   await until("the storage overview", async () => (await text("#storage-summary")).includes("on this device"));
@@ -274,28 +447,76 @@ try {
   await until("a transfer with a progress bar", async () =>
     exists(`#transfers li[data-path="${root1}/big.bin"] progress`), 30);
   await shot("activity-transfer");
+  const traySyncing = await trayIcon("syncing", [trayNone.digest, trayOk.digest]);
   const bytes = await reading;
   if (createHash("sha256").update(bytes).digest("hex") !== expected["big.bin"]) throw new Error("big.bin: wrong bytes");
   await until("the transfer listed as done", async () => (await text("#done")).includes("big.bin"), 30);
   await shot("activity-done");
   log("activity: progress shown while big.bin downloaded");
 
+  // The tray menu, opened with a click on the icon in the panel: Pause syncing (the third
+  // item: open the folder, the state line, pause) shows the paused icon; Resume brings the
+  // up-to-date one back.
+  await trayIcon("up-to-date-again", [traySyncing.digest]);
+  const menu = await trayMenu("up-to-date", trayOk);
+  trayChoose(menu, 2);
+  const trayPaused = await trayIcon("paused", [trayOk.digest, traySyncing.digest, trayNone.digest]);
+  const menu2 = await trayMenu("paused", trayPaused);
+  trayChoose(menu2, 2);
+  const back = await trayIcon("resumed", [trayPaused.digest]);
+  if (back.digest !== trayOk.digest) throw new Error(`after Resume the tray icon is not the up-to-date one (${back.digest}, ${trayOk.digest})`);
+  log("tray: no folder, up to date, syncing and paused icons differ; the menu pauses and resumes");
+
   // A second account, on S3.
   await click("#tab-settings");
   await shot("settings");
-  await click("#add-account");
-  await wizard({
-    kind: "s3",
-    folder: env("E2E_ROOT2"),
-    fill: async () => {
-      await type("#s-endpoint", env("E2E_S3_ENDPOINT"));
-      await type("#s-region", "us-east-1");
-      await type("#s-bucket", env("E2E_S3_BUCKET"));
-      await type("#s-prefix", env("E2E_S3_PREFIX"));
-      await type("#s-key", env("E2E_S3_KEY"));
-      await type("#s-secret", env("E2E_S3_SECRET"));
-    },
-  });
+  await audit("settings");
+  // The second account by keyboard alone, from the Add account button to the wizard's end:
+  // Tab to move, arrows for the choice, typing, Enter to go on.
+  await tabTo("#add-account");
+  await b.keys(K.Enter);
+  await until("the wizard", async () => (await $("#wizard")).isDisplayed());
+  await expectFocus("input[name=kind][value=webdav]", "the wizard opens on the chosen kind");
+  await b.keys(K.Down);
+  await until("S3 chosen by the arrow key", async () =>
+    b.execute(() => document.querySelector("input[name=kind][value=s3]").checked));
+  await shot("wizard-1-kind-s3");
+  await audit("wizard");
+  await tabTo("#w-next");
+  await b.keys(K.Enter);
+  await expectFocus("#s-endpoint", "the S3 step starts at its first field");
+  for (const [sel, v] of [["#s-endpoint", env("E2E_S3_ENDPOINT")], ["#s-region", "us-east-1"], ["#s-bucket", env("E2E_S3_BUCKET")], ["#s-prefix", env("E2E_S3_PREFIX")]]) {
+    await expectFocus(sel, "the next field");
+    await typeKeys(v);
+    await b.keys(K.Tab);
+  }
+  await expectFocus("#s-path-style", "the path-style check box"); // left checked
+  await b.keys(K.Tab);
+  await expectFocus("#s-key", "the access key");
+  await typeKeys(env("E2E_S3_KEY"));
+  await b.keys(K.Tab);
+  await typeKeys(env("E2E_S3_SECRET"));
+  const typed = await b.execute(() => ["#s-endpoint", "#s-region", "#s-bucket", "#s-prefix", "#s-key", "#s-secret"].map((s) => document.querySelector(s).value));
+  const want = [env("E2E_S3_ENDPOINT"), "us-east-1", env("E2E_S3_BUCKET"), env("E2E_S3_PREFIX"), env("E2E_S3_KEY"), env("E2E_S3_SECRET")];
+  if (JSON.stringify(typed) !== JSON.stringify(want)) throw new Error(`the S3 fields hold ${JSON.stringify(typed)} after typing ${JSON.stringify(want)}`);
+  await shot("wizard-2-server-s3");
+  await b.keys(K.Enter); // Enter in a field goes on
+  await expectFocus("#w-test", "the test step");
+  await b.keys(K.Enter);
+  await until("a successful connection test", async () => (await text("#w-test-result")).startsWith("Connected"), 60);
+  await shot("wizard-3-test-s3");
+  await expectFocus("#w-next", "Next after a good test");
+  await b.keys(K.Enter);
+  await expectFocus("#w-folder", "the folder step");
+  await b.keys([K.Ctrl, "a"]);
+  await typeKeys(env("E2E_ROOT2"));
+  await b.keys(K.Enter);
+  await until("the account to be set up", async () => (await text("#w-done")).startsWith("Done"), 120);
+  await shot("wizard-4-done-s3");
+  await expectFocus("#w-next", "Done");
+  await b.keys(K.Enter);
+  await until("the wizard to close", async () => !(await (await $("#wizard")).isDisplayed()));
+  log("S3 account added with the keyboard alone");
   await click("#tab-files");
   await choose("#root-select", env("E2E_ROOT2"));
   await until("S3 files listed", async () => (await rowState(`${env("E2E_ROOT2")}/s3file.txt`)) === "online-only");
@@ -331,6 +552,52 @@ try {
     }
   }, 90);
   log("after a daemon restart the app re-sent the secret from the keyring");
+
+  // Every view audited for accessibility in the theme this run has.
+  for (const v of ["files", "activity"]) {
+    await click(`#tab-${v}`);
+    await audit(v);
+  }
+
+  // A light tray: idle with the window open, then Ctrl+W closes it; its web view is
+  // destroyed (WebKit's web process exits) and the app lives on in the tray. Starting the
+  // app again opens the running one's window. Memory (PSS of the app and its children) and
+  // the time to reopen go to E2E_OUT/tray-memory.json; doc/BENCHMARKS.md has the release
+  // build's figures.
+  const trayLog = env("SKYFILL_TRAY_LOG");
+  await new Promise((r) => setTimeout(r, 3000));
+  const open = appTree();
+  if (!webProcess(open)) throw new Error(`no WebKit web process under the app with its window open: ${showTree(open)}`);
+  log(`window open: ${(sumPss(open) / 1024).toFixed(1)} MiB PSS (${showTree(open)})`);
+  await click("#tab-files");
+  windowClosed = true;
+  // (The window goes while the keys are still held: WebDriver then reports no such window.)
+  await b.keys([K.Ctrl, "w"]).catch((e) => {
+    if (!/no such window/i.test(String(e))) throw e;
+  });
+  let closed;
+  await until("the web process to exit after Ctrl+W", async () => !webProcess((closed = appTree())), 30);
+  await new Promise((r) => setTimeout(r, 3000));
+  closed = appTree();
+  log(`window closed, the app in the tray: ${(sumPss(closed) / 1024).toFixed(1)} MiB PSS (${showTree(closed)})`);
+  if (sumPss(closed) >= sumPss(open)) throw new Error("closing the window freed no memory");
+  const before = readyLines(trayLog).length;
+  const t0 = Date.now();
+  const again = spawn(env("SKYFILL_TRAY_APP"), [], { stdio: "ignore" });
+  const second = await new Promise((r) => again.on("exit", (code) => r(code)));
+  await until("the window to open again when the app is started a second time", async () => readyLines(trayLog).length > before, 60);
+  const took = Date.now() - t0;
+  const line = readyLines(trayLog).at(-1);
+  const inApp = Number(/ms=(\d+)/.exec(line)?.[1]);
+  await new Promise((r) => setTimeout(r, 3000));
+  const reopened = appTree();
+  if (!webProcess(reopened)) throw new Error(`the reopened window has no web process: ${showTree(reopened)}`);
+  log(`second start (exit ${second}) reopened the window: page ready ${inApp} ms after the request, ${took} ms after the launch; open again: ${(sumPss(reopened) / 1024).toFixed(1)} MiB PSS`);
+  writeFileSync(`${out}/tray-memory.json`, JSON.stringify({
+    open_kib: sumPss(open), closed_kib: sumPss(closed), reopened_kib: sumPss(reopened),
+    reopen_ms: inApp, reopen_from_launch_ms: took,
+    open, closed, reopened,
+  }, null, 2));
   writeFileSync(`${out}/steps.txt`, steps.join("\n") + "\n");
 } catch (e) {
   try {
@@ -339,5 +606,8 @@ try {
   console.error(`e2e failed after: ${steps.join(" | ")}`);
   throw e;
 } finally {
-  await b.deleteSession();
+  // (After Ctrl+W the session's window is gone: ending it may fail.)
+  await b.deleteSession().catch((e) => {
+    if (!windowClosed) throw e;
+  });
 }

@@ -171,6 +171,12 @@ export const autostartEnabled = () => call("autostart_enabled");
 /** @param {boolean} enabled @returns {Promise<void>} */
 export const setAutostart = (enabled) => call("set_autostart", { enabled });
 
+/** Tells the app the page is drawn (it logs how long opening the window took). */
+export const windowReady = () => call("window_ready");
+
+/** Closes the window (the app stays in the tray; the window's web view is destroyed). */
+export const closeWindow = () => call("close_window");
+
 // ------------------------------------------------------------------ events
 
 /**

@@ -732,6 +732,11 @@ function showStep() {
   $("w-next").textContent = name === "folder" ? "Set up" : name === "done" ? "Done" : "Next";
   $("w-error").textContent = "";
   if (name === "webdav") updateResolved();
+  // Keyboard users land on what the step asks for: the chosen kind, the first field, the
+  // test button, or Next.
+  const step = document.querySelector(`#wizard .step[data-step="${name}"]`);
+  const first = step?.querySelector("input[type=radio]:checked, input:not([type=radio]), button");
+  (first ?? $("w-next")).focus();
 }
 
 function updateResolved() {
@@ -805,6 +810,7 @@ async function testConnection() {
   try {
     out.textContent = await api.testConnection(f);
     out.dataset.ok = "true";
+    $("w-next").focus();
   } catch (e) {
     out.textContent = problem(e);
   }
@@ -815,6 +821,7 @@ function openWizard() {
   if (w.open) return;
   wiz.at = 0;
   $("w-folder").value = "~/Cloud";
+  $("w-done").textContent = "";
   $("w-test-result").textContent = "";
   $("w-test-result").dataset.ok = "false";
   showStep();
@@ -1202,7 +1209,12 @@ async function main() {
     if (v) setNever([...model.settings.never_download, v]);
     $("never-add").value = "";
   });
-  $("w-next").addEventListener("click", wizardNext);
+  // Next is the form's submit button, so Enter in a field goes on too (the dialog form
+  // would otherwise close).
+  $("wizard-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    wizardNext();
+  });
   $("w-back").addEventListener("click", () => { wiz.at = Math.max(0, wiz.at - 1); showStep(); });
   $("w-cancel").addEventListener("click", () => $("wizard").close());
   $("w-test").addEventListener("click", testConnection);
@@ -1222,6 +1234,14 @@ async function main() {
   await api.subscribe({ ...daemonEvents, connection: onConnection, view: showView });
   onConnection(await api.connection());
   renderActivity();
+  // Ctrl+W closes the window, as in other desktop apps (the app stays in the tray).
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "w") {
+      e.preventDefault();
+      api.closeWindow().catch(() => {});
+    }
+  });
+  requestAnimationFrame(() => api.windowReady().catch(() => {}));
 }
 
 main();
