@@ -348,7 +348,7 @@ pub struct Changed {
     /// found: the whole tree was never held, and the snapshot keeps no listing.
     pub streamed: bool,
     /// The comparison with the server, when one ran: the folders found to differ (`None`:
-    /// more than [`MAX_FOLDERS`]) and how long it took.
+    /// more than [`MAX_COMPARED`]) and how long it took.
     pub compared: Option<(
         Option<std::collections::BTreeSet<RelPath>>,
         std::time::Duration,
@@ -445,10 +445,10 @@ impl Pass<'_> {
     /// A full pass (after a start, a lost event queue or a pass that left work) that holds
     /// one folder at a time where it can: the local tree is compared with the base a folder
     /// at a time ([`Pass::local_changes`]), the listing streams past the base
-    /// ([`Pass::remote_changes`]), and the folders where either differs get a pass of their
-    /// own ([`Pass::run_folders`]). Only when that cannot describe the changes (a folder made,
-    /// removed or renamed, a remote rename, more than [`MAX_FOLDERS`] folders) does the whole
-    /// tree go through [`Pass::run`]. `matched_at` as for [`Pass::run_changed`].
+    /// ([`Pass::remote_changes`]), and the folders where either differs get passes of their
+    /// own, in batches ([`Pass::run_batched`]). Only when that cannot describe the changes (a
+    /// folder made, removed or renamed, a remote rename, more than [`MAX_COMPARED`] folders)
+    /// does the whole tree go through [`Pass::run`]. `matched_at` as for [`Pass::run_changed`].
     pub async fn run_full(&self, matched_at: Option<Version>) -> Result<Changed, PassError> {
         let t = std::time::Instant::now();
         let mut streamed = None;
@@ -460,26 +460,19 @@ impl Pass<'_> {
             if let Some(theirs) = c.folders {
                 let unchanged_there = theirs.is_empty();
                 dirs.extend(theirs);
-                if dirs.len() <= MAX_COMPARED {
-                    let limited = if dirs.is_empty() {
-                        Some(Outcome::default())
-                    } else {
-                        self.run_batched(dirs).await?
-                    };
-                    if let Some(mut outcome) = limited {
-                        // No listing is kept (its entries are what this pass does without),
-                        // only whether folder ETags propagate and where the server matched.
-                        outcome.snapshot.propagating = c.root.is_some();
-                        outcome.snapshot.base_version = c
-                            .root
-                            .filter(|_| unchanged_there && outcome.plan.ops.is_empty());
-                        streamed = Some((outcome, compared));
-                    }
+                let limited = if dirs.is_empty() {
+                    Some(Outcome::default())
                 } else {
-                    tracing::debug!(
-                        folders = dirs.len(),
-                        "too many folders differ for passes over them alone"
-                    );
+                    self.run_batched(dirs).await?
+                };
+                if let Some(mut outcome) = limited {
+                    // No listing is kept (its entries are what this pass does without),
+                    // only whether folder ETags propagate and where the server matched.
+                    outcome.snapshot.propagating = c.root.is_some();
+                    outcome.snapshot.base_version = c
+                        .root
+                        .filter(|_| unchanged_there && outcome.plan.ops.is_empty());
+                    streamed = Some((outcome, compared));
                 }
             }
         }
@@ -584,8 +577,6 @@ impl Pass<'_> {
                     dirs.drain(..).chain(more).collect();
                 if dirs.is_empty() {
                     Some(Outcome::default())
-                } else if dirs.len() > MAX_COMPARED {
-                    None
                 } else {
                     self.run_batched(dirs).await?
                 }
@@ -615,8 +606,8 @@ impl Pass<'_> {
     /// and the folders that files moved in from. Its cost is that of the folders, not of the
     /// root. It handles changes to files; `Ok(None)` says a full pass must run instead: a
     /// folder created, removed or renamed on either side, a remote rename, a folder gone,
-    /// or more than [`MAX_FOLDERS`] folders. The outcome's snapshot holds no entries, only
-    /// the number of folders looked at.
+    /// or more than [`Pass::folders_per_pass`] folders. The outcome's snapshot holds no
+    /// entries, only the number of folders looked at.
     pub async fn run_folders(&self, dirs: &[RelPath]) -> Result<Option<Outcome>, PassError> {
         self.run_folders_within(dirs, self.folders_per_pass).await
     }
@@ -734,12 +725,15 @@ impl Pass<'_> {
         &self,
         dirs: std::collections::BTreeSet<RelPath>,
     ) -> Result<Option<Outcome>, PassError> {
+        if dirs.len() > MAX_COMPARED {
+            return needs_full("too many folders differ", &RelPath::root());
+        }
         let per = self.folders_per_pass.max(1);
         if dirs.len() <= per {
             let dirs: Vec<RelPath> = dirs.into_iter().collect();
             return self.run_folders_within(&dirs, per).await;
         }
-        let Some(batches) = self.batches(dirs)? else {
+        let Some(batches) = self.batches(dirs, per)? else {
             return Ok(None);
         };
         tracing::debug!(batches = batches.len(), "changed folders synced in batches");
@@ -758,7 +752,7 @@ impl Pass<'_> {
         Ok(Some(total))
     }
 
-    /// `dirs` in batches of about [`Pass::folders_per_pass`] folders, the folders a file
+    /// `dirs` in batches of about `per` folders, the folders a file
     /// moved between in the same batch: each folder's moved-in files (their records name the
     /// origin, or its hash) are matched with the base paths of the other folders (and of
     /// the new local folders below each). `None`: a moved file's origin is in no folder
@@ -766,6 +760,7 @@ impl Pass<'_> {
     fn batches(
         &self,
         dirs: std::collections::BTreeSet<RelPath>,
+        per: usize,
     ) -> Result<Option<Vec<Vec<RelPath>>>, PassError> {
         let mut folders: Vec<RelPath> = dirs.into_iter().collect();
         let mut at: BTreeMap<RelPath, usize> = folders
@@ -787,16 +782,14 @@ impl Pass<'_> {
                     if e.kind == Kind::Dir && !b.contains_key(p) && !self.ignore.matches(p) {
                         todo.push(p.clone());
                     }
-                    match e.record.as_ref() {
-                        Some(r) if r.origin_hash.is_some() => {
-                            wanted.push((r.origin_hash.unwrap_or_default(), i))
-                        }
-                        Some(r) if &r.origin != p => {
-                            if let Some(o) = r.origin.parent() {
-                                named.push((i, o));
+                    if let Some(r) = &e.record {
+                        match r.origin_hash {
+                            Some(h) => wanted.push((h, i)),
+                            None if &r.origin != p => {
+                                named.extend(r.origin.parent().map(|o| (i, o)))
                             }
+                            None => {}
                         }
-                        _ => {}
                     }
                 }
                 for p in b.keys() {
@@ -838,7 +831,6 @@ impl Pass<'_> {
             let g = find(&mut up, i);
             groups.entry(g).or_default().push(d);
         }
-        let per = self.folders_per_pass.max(1);
         let mut batches: Vec<Vec<RelPath>> = Vec::new();
         for g in groups.into_values() {
             match batches.last_mut() {
