@@ -771,9 +771,21 @@ impl Pass<'_> {
         let mut wanted: Vec<(u64, usize)> = Vec::new();
         let mut held: HashMap<u64, usize> = HashMap::new();
         let mut named: Vec<(usize, RelPath)> = Vec::new();
+        let mut same: Vec<(usize, usize)> = Vec::new();
         for (i, d) in folders.iter().enumerate() {
             let mut todo = vec![d.clone()];
             while let Some(f) = todo.pop() {
+                // A new local folder is looked at by the pass over the folder above it: an
+                // origin there belongs to that batch, and so does the folder itself if it
+                // differs too.
+                if &f != d {
+                    match at.get(&f) {
+                        Some(&j) => same.push((i, j)),
+                        None => {
+                            at.insert(f.clone(), i);
+                        }
+                    }
+                }
                 // A folder gone is left to its pass (which asks for a full one).
                 let Some((l, b)) = self.folder_here(&f)? else {
                     continue;
@@ -810,6 +822,9 @@ impl Pass<'_> {
             if a != b {
                 up[a.max(b)] = a.min(b);
             }
+        }
+        for (i, j) in same {
+            join(&mut up, i, j);
         }
         for (h, i) in wanted {
             let Some(&j) = held.get(&h) else {

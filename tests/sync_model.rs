@@ -1406,6 +1406,23 @@ fn regressions() {
         incremental: false,
     };
     let mut cases: Vec<Vec<Step>> = vec![
+        // Found with one or two folders per pass: a folder renamed away and a file made at its
+        // old name (set aside), so the folder is new here again; the batch of the root looks
+        // into it and must hold the folder the file moved to, or it deletes the file's origin.
+        vec![
+            RemoteWrite(3),
+            plain(None),
+            LocalRename(2, 0),
+            LocalWrite(2),
+            LocalWrite(1),
+            LocalWrite(1),
+            plain(None),
+            plain(Some(0)),
+            SyncChanged {
+                settle: 0,
+                remote: false,
+            },
+        ],
         // A local rename below a synced file that was renamed away while the server edited it.
         vec![
             RemoteWrite(2),
@@ -1787,7 +1804,7 @@ fn regressions() {
     ]);
     for c in cases {
         for server in [Server::Plain, Server::Propagating, Server::Copying] {
-            for per in [1, skyfill::sync::MAX_FOLDERS] {
+            for per in [1, 2, skyfill::sync::MAX_FOLDERS] {
                 if let Err(e) = check_case(server, per, c.clone()) {
                     panic!("{c:?} (server: {server:?}, folders per pass: {per}): {e}");
                 }
