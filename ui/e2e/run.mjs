@@ -177,14 +177,25 @@ function registered() {
   return run("dbus-send", ["--session", "--print-reply", "--dest=org.kde.StatusNotifierWatcher", "/StatusNotifierWatcher",
     "org.freedesktop.DBus.Properties.Get", "string:org.kde.StatusNotifierWatcher", "string:RegisteredStatusNotifierItems"]);
 }
-// Waits until the tray icon in the panel is not one of NOT and has looked the same for a
-// second; saves the panel as tray-NAME.png. Returns the icon's box and pixel digest.
-async function trayIcon(name, not = []) {
+// Waits until the window's summary says STATE (its `data-state`: the same overall state the
+// tray shows, from the same events) and the tray icon in the panel is not one of NOT and has
+// looked the same for a second under that state; saves the panel as tray-NAME.png. Returns the
+// icon's box and pixel digest.
+async function trayIcon(name, state, not = []) {
   let last = null, icon = null;
-  await until(`the tray icon showing ${name}`, async () => {
+  const inState = async () => (await b.execute(() => document.getElementById("summary")?.dataset.state)) === state;
+  await until(`the tray icon showing ${name} (${state})`, async () => {
+    if (!(await inState())) {
+      last = null;
+      return false;
+    }
     raisePanel();
     await new Promise((r) => setTimeout(r, 500));
     icon = screen("panel", `tray-${name}`);
+    if (!(await inState())) {
+      last = null;
+      return false;
+    }
     const steady = icon && last && icon.digest === last.digest && !not.includes(icon.digest);
     last = icon;
     return steady;
@@ -326,7 +337,7 @@ try {
   // The tray item is hosted by the panel; with no sync folder yet its icon says so.
   await until("the tray item registered with the panel's StatusNotifierWatcher", async () =>
     registered().includes("/org/ayatana/NotificationItem/"), 30);
-  const trayNone = await trayIcon("no-folder");
+  const trayNone = await trayIcon("no-folder", "idle");
   // The daemon has no root: the window opens on the wizard (WebDAV, with a password).
   await wizard({
     kind: "webdav",
@@ -347,7 +358,7 @@ try {
     if (allocated(`${root1}/${rel}`) > 8192) throw new Error(`${rel} takes disk before any read`);
   }
   await shot("files-online-only");
-  const trayOk = await trayIcon("up-to-date", [trayNone.digest]);
+  const trayOk = await trayIcon("up-to-date", "ok", [trayNone.digest]);
 
   // The storage overview says what is on this device and what is online-only.
   await until("the storage overview", async () => (await text("#storage-summary")).includes("on this device"));
@@ -447,7 +458,7 @@ try {
   await until("a transfer with a progress bar", async () =>
     exists(`#transfers li[data-path="${root1}/big.bin"] progress`), 30);
   await shot("activity-transfer");
-  const traySyncing = await trayIcon("syncing", [trayNone.digest, trayOk.digest]);
+  const traySyncing = await trayIcon("syncing", "syncing", [trayNone.digest, trayOk.digest]);
   const bytes = await reading;
   if (createHash("sha256").update(bytes).digest("hex") !== expected["big.bin"]) throw new Error("big.bin: wrong bytes");
   await until("the transfer listed as done", async () => (await text("#done")).includes("big.bin"), 30);
@@ -457,13 +468,13 @@ try {
   // The tray menu, opened with a click on the icon in the panel: Pause syncing (the third
   // item: open the folder, the state line, pause) shows the paused icon; Resume brings the
   // up-to-date one back.
-  await trayIcon("up-to-date-again", [traySyncing.digest]);
+  await trayIcon("up-to-date-again", "ok", [traySyncing.digest]);
   const menu = await trayMenu("up-to-date", trayOk);
   trayChoose(menu, 2);
-  const trayPaused = await trayIcon("paused", [trayOk.digest, traySyncing.digest, trayNone.digest]);
+  const trayPaused = await trayIcon("paused", "paused", [trayOk.digest, traySyncing.digest, trayNone.digest]);
   const menu2 = await trayMenu("paused", trayPaused);
   trayChoose(menu2, 2);
-  const back = await trayIcon("resumed", [trayPaused.digest]);
+  const back = await trayIcon("resumed", "ok", [trayPaused.digest]);
   if (back.digest !== trayOk.digest) throw new Error(`after Resume the tray icon is not the up-to-date one (${back.digest}, ${trayOk.digest})`);
   log("tray: no folder, up to date, syncing and paused icons differ; the menu pauses and resumes");
 
