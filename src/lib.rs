@@ -11,6 +11,7 @@
 //! - [`index`]: the rebuildable cache of file states (sled).
 //! - [`roots`]: the registry of sync roots and their secrets.
 //! - [`credentials`]: the user's keyring, for the user-side clients.
+//! - [`i18n`]: translations (gettext catalogues of `po/`), shared by CLI, tray and window.
 //! - [`ipc`]: the socket protocol shared by daemon, CLI, tray and extensions.
 //! - [`sync`]: two-way sync: scans, the pure planner, the executor, conflicts, budget.
 //! - [`daemon`]: keeper and worker processes, wiring everything; the only place that names
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod fsutil;
 #[cfg(feature = "daemon")]
 pub mod hsm;
+pub mod i18n;
 #[cfg(feature = "daemon")]
 pub mod index;
 pub mod ipc;

@@ -163,8 +163,13 @@ impl Stage {
         for d in ["tests", "ui"] {
             std::fs::create_dir_all(t.path().join(d)).unwrap();
         }
-        let items: [(PathBuf, PathBuf); 6] = [
+        let items: [(PathBuf, PathBuf); 7] = [
             (app.to_path_buf(), t.path().join("skyfill-tray")),
+            // The tray process, which the window starts from its own folder.
+            (
+                app.with_file_name("skyfill-tray-icon"),
+                t.path().join("skyfill-tray-icon"),
+            ),
             (driver.to_path_buf(), t.path().join("tauri-driver")),
             (repo.join("tests/e2e"), t.path().join("tests/e2e")),
             (repo.join("ui/e2e"), t.path().join("ui/e2e")),

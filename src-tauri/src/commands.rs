@@ -3,14 +3,20 @@
 //! (`desktop.rs`), run off the UI thread. Failures reach the window as `{code, message}`
 //! ([`ApiError`]).
 
-use crate::daemon::{ApiError, Connection, Daemon, Res};
-use crate::desktop;
 use crate::wizard::{self, AppPassword, Form};
 use skyfill::ipc::proto::{
     AddRootResult, BatchResult, ConfigResult, Page, PageOrder, PathStatus, RemoveMode,
     RemoveResult, RootInfo, SyncResult,
 };
+use skyfill_tray::daemon::{ApiError, Connection, Daemon, Res};
+use skyfill_tray::desktop;
 use tauri::State;
+
+/// The messages of the desktop's language for the page (`ui/public/src/i18n.js`).
+#[tauri::command]
+pub fn catalogue() -> serde_json::Value {
+    skyfill::i18n::current().to_json()
+}
 
 #[tauri::command]
 pub fn connection(d: State<'_, Daemon>) -> Connection {
@@ -220,25 +226,25 @@ mod tests {
     }
 }
 
-/// When the window was last asked for while none existed (see `tray::show_window`).
+/// When this window process started (its first page is timed from there).
 #[derive(Default)]
 pub struct Opening(pub std::sync::Mutex<Option<std::time::Instant>>);
 
 /// The page's first draw after start-up or a reopen: logs how long the window took, from
 /// the moment it was asked for to a page the user can use (milliseconds; `None` when no
-/// opening was timed).
+/// opening was timed), and the language the page shows (`lang`, the Files tab's `tab` words).
 #[tauri::command]
-pub fn window_ready(o: State<'_, Opening>) -> Option<u64> {
+pub fn window_ready(o: State<'_, Opening>, lang: String, tab: String) -> Option<u64> {
     let ms =
         o.0.lock()
             .unwrap()
             .take()
             .map(|t| t.elapsed().as_millis() as u64);
-    tracing::info!(ms, "window ready");
+    tracing::info!(ms, lang, tab, "window ready");
     ms
 }
 
-/// Closes the window (Ctrl+W): it is destroyed, and the app stays in the tray.
+/// Closes the window (Ctrl+W): this process ends, the tray process stays.
 #[tauri::command]
 pub fn close_window(w: tauri::WebviewWindow) -> Res<()> {
     w.close().map_err(|e| ApiError::internal(e.to_string()))

@@ -23,6 +23,7 @@ use skyfill::ipc::proto::{
     RemoveMode, RemoveResult, RequestBody, RootInfo, SyncResult, PROTOCOL_VERSION,
 };
 use skyfill::remote::RemoteSpec;
+use skyfill::t;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +46,7 @@ impl Default for Connection {
     fn default() -> Self {
         Connection {
             connected: false,
-            message: Some("Connecting to the Skyfill daemon…".into()),
+            message: Some(t!("Connecting to the Skyfill daemon…")),
             daemon: None,
         }
     }
@@ -145,25 +146,25 @@ pub fn explain(e: &ClientError) -> String {
     match e {
         ClientError::Connect { error, .. } => match error.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                "The Skyfill daemon is not running. Start it with: sudo systemctl start skyfilld"
-                    .into()
+                t!("The Skyfill daemon is not running. Start it with: sudo systemctl start skyfilld")
             }
             std::io::ErrorKind::PermissionDenied => {
-                "You may not use the Skyfill daemon's socket. Check that it runs and that /run/skyfill is reachable.".into()
+                t!("You may not use the Skyfill daemon's socket. Check that it runs and that /run/skyfill is reachable.")
             }
-            _ => format!("Cannot reach the Skyfill daemon: {error}"),
+            _ => t!("Cannot reach the Skyfill daemon: {error}", error = error),
         },
         ClientError::Daemon {
             code: ErrorCode::VersionMismatch,
             message,
-        } => format!(
-            "The Skyfill daemon speaks another protocol version ({message}). Update Skyfill so the app and the daemon match."
+        } => t!(
+            "The Skyfill daemon speaks another protocol version ({message}). Update Skyfill so the app and the daemon match.",
+            message = message
         ),
-        ClientError::Timeout(d) => format!(
-            "The Skyfill daemon did not answer within {} s. Restart it with: sudo systemctl restart skyfilld",
-            d.as_secs().max(1)
+        ClientError::Timeout(d) => t!(
+            "The Skyfill daemon did not answer within {s} s. Restart it with: sudo systemctl restart skyfilld",
+            s = d.as_secs().max(1)
         ),
-        other => format!("The Skyfill daemon: {other}"),
+        other => t!("The Skyfill daemon: {error}", error = other),
     }
 }
 
@@ -281,7 +282,7 @@ impl Daemon {
         f: impl FnOnce(&Daemon) -> Res<T> + Send + 'static,
     ) -> Res<T> {
         let d = self.clone();
-        tauri::async_runtime::spawn_blocking(move || f(&d))
+        tokio::task::spawn_blocking(move || f(&d))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
     }

@@ -1,23 +1,33 @@
-//! The app's subscription to skyfilld's events, over the shared protocol (`skyfill::ipc`): one
-//! long-lived connection, made again whenever it ends. It only announces: each daemon event as
-//! the app event [`EVENTS`] and each change of the connection as [`CONNECTION`], which the
-//! window (`ui/public/src/api.js`), the tray (`tray.rs`) and the notifications (`notify.rs`)
-//! listen to; it tells the request handle ([`Daemon`]) whether the daemon is connected. On
-//! every (re)connection the secrets kept in the user's keyring are handed to the daemon for
-//! roots that need sign-in.
+//! A subscription to skyfilld's events, over the shared protocol (`skyfill::ipc`): one
+//! long-lived connection, made again whenever it ends. It only announces, to the sink its
+//! program gives: each daemon event and each change of the connection ([`Signal`]); the window
+//! forwards them to its page (`ui/public/src/api.js`), the tray process (`panel.rs`) to its icon,
+//! menu and notifications. It tells the request handle ([`Daemon`]) whether the daemon is
+//! connected. On every (re)connection the secrets kept in the user's keyring are handed to the
+//! daemon for roots that need sign-in.
 //!
 //! Connecting and the handshake have the client's default bounds
 //! (`skyfill::ipc::client::Timeouts`). The subscription waits for events as long as it takes
 //! (they may be rare); after [`QUIET`] without one it only checks, on a second connection,
 //! that the daemon still answers.
 
-use crate::daemon::{self, Connection, Daemon, CONNECTION, EVENTS};
+use crate::daemon::{self, Connection, Daemon};
 use skyfill::credentials;
 use skyfill::ipc::client::{Client, ClientError};
 use skyfill::ipc::proto::{Event, RootInfo};
 use skyfill::remote::RemoteSpec;
+use skyfill::t;
 use std::time::Duration;
-use tauri::{AppHandle, Emitter, Manager};
+
+/// What the subscription announces.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Event(Event),
+    Connection(Connection),
+}
+
+/// Where the announcements go (called on the subscription's thread).
+pub type Sink = Box<dyn Fn(Signal) + Send + 'static>;
 
 pub fn spec_of(r: &RootInfo) -> RemoteSpec {
     RemoteSpec {
@@ -46,9 +56,9 @@ fn resend_secrets(c: &mut Client) {
     }
 }
 
-fn set(app: &AppHandle, c: Connection) {
-    app.state::<Daemon>().set_connection(c.clone());
-    let _ = app.emit(CONNECTION, &c);
+fn set(d: &Daemon, sink: &Sink, c: Connection) {
+    d.set_connection(c.clone());
+    sink(Signal::Connection(c));
 }
 
 /// How long the subscription waits for an event before it checks that the daemon still
@@ -73,20 +83,21 @@ pub fn after_wait(r: &Result<Event, ClientError>, answers: impl FnOnce() -> bool
     }
 }
 
-/// Keeps the subscription alive for the app's whole life.
-pub fn spawn(app: AppHandle) {
+/// Keeps the subscription alive for the program's whole life.
+pub fn spawn(d: Daemon, sink: Sink) {
     std::thread::spawn(move || loop {
-        run_once(&app);
+        run_once(&d, &sink);
         std::thread::sleep(Duration::from_secs(2));
     });
 }
 
-fn run_once(app: &AppHandle) {
-    let mut c = match daemon::connect(app.state::<Daemon>().socket()) {
+fn run_once(d: &Daemon, sink: &Sink) {
+    let mut c = match daemon::connect(d.socket()) {
         Ok(c) => c,
         Err(e) => {
             set(
-                app,
+                d,
+                sink,
                 Connection {
                     connected: false,
                     message: Some(daemon::explain(&e)),
@@ -102,7 +113,8 @@ fn run_once(app: &AppHandle) {
         return;
     }
     set(
-        app,
+        d,
+        sink,
         Connection {
             connected: true,
             message: None,
@@ -116,7 +128,7 @@ fn run_once(app: &AppHandle) {
         match after_wait(&r, || c.daemon_answers()) {
             Next::Event => {
                 if let Ok(ev) = r {
-                    on_event(app, &ev)
+                    sink(Signal::Event(ev))
                 }
             }
             Next::Wait => {}
@@ -128,21 +140,18 @@ fn run_once(app: &AppHandle) {
         }
     };
     set(
-        app,
+        d,
+        sink,
         Connection {
             connected: false,
             message: Some(if hung {
-                "The Skyfill daemon does not answer. Restart it with: sudo systemctl restart skyfilld".into()
+                t!("The Skyfill daemon does not answer. Restart it with: sudo systemctl restart skyfilld")
             } else {
-                "The Skyfill daemon stopped. It restarts by itself under systemd; otherwise start it with: sudo systemctl start skyfilld".into()
+                t!("The Skyfill daemon stopped. It restarts by itself under systemd; otherwise start it with: sudo systemctl start skyfilld")
             }),
             daemon: None,
         },
     );
-}
-
-fn on_event(app: &AppHandle, ev: &Event) {
-    let _ = app.emit(EVENTS, ev);
 }
 
 #[cfg(test)]

@@ -1,59 +1,106 @@
-//! Skyfill tray app: a tray icon with the overall state and quick actions, and a window (the
-//! web front end in `ui/public`) with Files, Activity and Settings views and the first-run
-//! wizard. It talks to `skyfilld` only through the shared protocol (`skyfill::ipc`).
-//! `--hidden` starts it in the tray only (XDG autostart).
+//! Skyfill's window (`skyfill-tray`): Files, Activity and Settings views and the first-run
+//! wizard, the web front end in `ui/public`, talking to `skyfilld` only through the shared
+//! protocol (`skyfill::ipc`). The tray icon is another process, `skyfill-tray-icon`
+//! (`panel.rs`), which this one starts when none runs; closing the window ends this process
+//! and its WebKit processes, and the tray lives on alone.
 //!
-//! The window is made when it is shown and destroyed when it is closed (its WebKit processes
-//! exit with it), so the app left in the tray all day costs the tray alone. Starting the app
-//! again while it runs opens the running one's window (`--hidden`: nothing).
+//! `--hidden` (the autostart entry of older versions): becomes the tray process alone.
+//! `--window` (started by the tray): the window only. Starting the window while one is open
+//! brings that one to the front.
 //!
-//! Modules, each using only those below it: `commands` (what the window may `invoke`) over
-//! `wizard` and `desktop`; `tray` and `notify`, which follow the app events; `link` (the
-//! subscription, which announces the daemon's events and the connection as app events); and
-//! `daemon` (the one request connection, typed calls, errors as `{code, message}`).
+//! Modules: `commands` (what the window may `invoke`) over `wizard` and the library's
+//! `desktop`, `link` (the subscription, forwarded to the page as app events) and `daemon`.
+
+use skyfill_tray::{daemon, link};
+use std::os::unix::process::CommandExt;
+use tauri::{AppHandle, Emitter, Manager};
 
 mod commands;
-mod daemon;
-mod desktop;
-mod link;
-mod notify;
-mod tray;
 mod wizard;
 
-fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "skyfill_tray=info".into());
-    // SKYFILL_TRAY_LOG=FILE: the log goes there (appended), not to stderr.
-    let file = std::env::var_os("SKYFILL_TRAY_LOG").and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .map_err(|e| eprintln!("skyfill-tray: cannot log to {}: {e}", p.to_string_lossy()))
-            .ok()
-    });
-    match file {
-        Some(f) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f))
-            .init(),
-        None => tracing_subscriber::fmt().with_env_filter(filter).init(),
+/// The tray program, next to this one.
+fn tray_program() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("skyfill-tray-icon")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "skyfill-tray-icon".into())
+}
+
+/// Starts the tray process unless one runs in this session (it checks, and exits at once
+/// when one does). Its own process group, so it outlives this window.
+fn ensure_tray() {
+    let prog = tray_program();
+    match std::process::Command::new(&prog)
+        .arg("--background")
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(mut c) => {
+            std::thread::spawn(move || c.wait());
+        }
+        Err(e) => tracing::warn!(error = %e, program = %prog.display(), "cannot start the tray"),
     }
-    let hidden = std::env::args().any(|a| a == "--hidden");
+}
+
+/// Brings the window up: the one open, or a new one made from the configuration. The time
+/// from here to the page's first draw is logged when the page says it is ready
+/// ([`commands::window_ready`]).
+pub fn show_window(app: &AppHandle) -> Result<(), String> {
+    let w = match app.get_webview_window("main") {
+        Some(w) => w,
+        None => {
+            let conf = app
+                .config()
+                .app
+                .windows
+                .iter()
+                .find(|w| w.label == "main")
+                .ok_or_else(|| "no window in the configuration".to_string())?;
+            tauri::WebviewWindowBuilder::from_config(app, conf)
+                .and_then(|b| b.build())
+                .map_err(|e| e.to_string())?
+        }
+    };
+    w.show().map_err(|e| e.to_string())?;
+    let _ = w.unminimize();
+    w.set_focus().map_err(|e| e.to_string())
+}
+
+fn main() {
+    let started = std::time::Instant::now();
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--hidden") {
+        let e = std::process::Command::new(tray_program())
+            .arg("--background")
+            .exec();
+        eprintln!("skyfill-tray: cannot start the tray: {e}");
+        std::process::exit(1);
+    }
+    // WebKitGTK's accelerated compositing costs the web process about 80 MiB (measured under
+    // Xvfb: 181 -> 108 MiB PSS) and this window gains nothing from it. Set before any thread
+    // starts; a value the user set is kept.
+    if std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
+        // SAFETY: no other thread exists yet (logging and Tauri start below).
+        unsafe { std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1") };
+    }
+    skyfill_tray::logging();
+    if !args.iter().any(|a| a == "--window") {
+        ensure_tray();
+    }
+    let d = daemon::Daemon::new(daemon::socket());
     tauri::Builder::default()
         // First, so a second start hands over before this one sets anything up.
-        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
-            if !argv.iter().any(|a| a == "--hidden") {
-                if let Err(e) = tray::show_window(app) {
-                    tracing::warn!(error = %e, "could not open the window for a second start");
-                }
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            if let Err(e) = show_window(app) {
+                tracing::warn!(error = %e, "could not show the window for a second start");
             }
         }))
-        .plugin(tauri_plugin_notification::init())
-        .manage(daemon::Daemon::new(daemon::socket()))
-        .manage(commands::Opening::default())
+        .manage(d.clone())
+        .manage(commands::Opening(std::sync::Mutex::new(Some(started))))
         .invoke_handler(tauri::generate_handler![
+            commands::catalogue,
             commands::connection,
             commands::home_dir,
             commands::roots,
@@ -79,32 +126,24 @@ fn main() {
             commands::close_window,
         ])
         .setup(move |app| {
-            tray::build(app.handle())?;
-            notify::listen(app.handle());
-            if !hidden {
-                tray::show_window(app.handle())?;
-            }
-            link::spawn(app.handle().clone());
+            show_window(app.handle())?;
+            let h = app.handle().clone();
+            link::spawn(
+                d,
+                Box::new(move |s| {
+                    let _ = match s {
+                        link::Signal::Event(ev) => h.emit(daemon::EVENTS, ev),
+                        link::Signal::Connection(c) => h.emit(daemon::CONNECTION, c),
+                    };
+                }),
+            );
             Ok(())
         })
         .on_window_event(|w, e| {
             if let tauri::WindowEvent::Destroyed = e {
-                tracing::info!(
-                    window = w.label(),
-                    "window closed; the app stays in the tray"
-                );
+                tracing::info!(window = w.label(), "window closed; the tray lives on");
             }
         })
-        .build(tauri::generate_context!())
-        .expect("the Skyfill tray app failed to start")
-        .run(|_app, e| {
-            // The last window closed: the app lives on in the tray (Quit is in its menu,
-            // which exits with a code).
-            if let tauri::RunEvent::ExitRequested {
-                code: None, api, ..
-            } = e
-            {
-                api.prevent_exit();
-            }
-        });
+        .run(tauri::generate_context!())
+        .expect("the Skyfill window failed to start");
 }

@@ -1,13 +1,12 @@
-//! Desktop notifications (org.freedesktop.Notifications through the notification plugin):
-//! conflicts, sign-in needed, the disk budget reached, and "APP is downloading N files" with
-//! the way to block it. They follow the daemon events the subscription (`link.rs`) announces.
+//! Desktop notifications (org.freedesktop.Notifications): conflicts, sign-in needed, the disk
+//! budget reached, and "APP is downloading N files" with the way to block it. The tray process
+//! (`panel.rs`) sends them for the daemon events its subscription (`link.rs`) announces.
 
 use skyfill::ipc::proto::{Direction, ErrorCode, Event};
+use skyfill::{t, tn};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tauri::{AppHandle, Listener};
-use tauri_plugin_notification::NotificationExt;
 
 /// Per application: when its current burst began, the files it downloads, whether told.
 type Burst = (Instant, HashSet<String>, bool);
@@ -18,8 +17,15 @@ static DOWNLOADS: Mutex<Option<HashMap<String, Burst>>> = Mutex::new(None);
 /// Files one application may start downloading within a minute before the user is told.
 pub const BURST: usize = 5;
 
-pub fn send(app: &AppHandle, title: &str, body: &str) {
-    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+/// Shows a notification (blocks until the notification service answered).
+pub fn send(title: &str, body: &str) {
+    let r = notify_rust::Notification::new()
+        .appname("Skyfill")
+        .icon("skyfill-tray")
+        .summary(title)
+        .body(body)
+        .show();
+    if let Err(e) = r {
         tracing::info!(error = %e, "no notification service");
     }
 }
@@ -28,11 +34,11 @@ pub fn send(app: &AppHandle, title: &str, body: &str) {
 pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
     match ev {
         Event::Conflict { path, copy } => Some((
-            "Skyfill: both versions kept".into(),
-            format!(
-                "{} changed here and on the server. Yours is now {}.",
-                short(path),
-                short(copy)
+            t!("Skyfill: both versions kept"),
+            t!(
+                "{file} changed here and on the server. Yours is now {copy}.",
+                file = short(path),
+                copy = short(copy)
             ),
         )),
         Event::Error {
@@ -40,19 +46,25 @@ pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
             path,
             ..
         } => Some((
-            "Skyfill: sign-in needed".into(),
-            format!(
-                "Sign in again for {} (Settings → Accounts).",
-                path.as_deref().unwrap_or("your sync folder")
-            ),
+            t!("Skyfill: sign-in needed"),
+            match path {
+                Some(p) => t!(
+                    "Sign in again for {folder} (Settings → Accounts).",
+                    folder = p
+                ),
+                None => t!("Sign in again for your sync folder (Settings → Accounts)."),
+            },
         )),
         Event::Error {
             code: ErrorCode::Budget,
             message,
             ..
         } => Some((
-            "Skyfill: disk budget reached".into(),
-            format!("{message}. Free up space or raise the budget in Settings."),
+            t!("Skyfill: disk budget reached"),
+            t!(
+                "{message}. Free up space or raise the budget in Settings.",
+                message = message
+            ),
         )),
         Event::Progress {
             path,
@@ -72,8 +84,16 @@ pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
             if e.1.len() >= BURST && !e.2 {
                 e.2 = true;
                 return Some((
-                    format!("Skyfill: {who} is downloading {} files", e.1.len()),
-                    format!("To stop {who} from downloading online-only files, choose \"Never let {who} download\" in Activity."),
+                    tn!(
+                        "Skyfill: {app} is downloading {n} file",
+                        "Skyfill: {app} is downloading {n} files",
+                        e.1.len(),
+                        app = who
+                    ),
+                    t!(
+                        "To stop {app} from downloading online-only files, choose \"Never let {app} download\" in Activity.",
+                        app = who
+                    ),
                 ));
             }
             None
@@ -84,22 +104,6 @@ pub fn message_for(ev: &Event, now: Instant) -> Option<(String, String)> {
 
 fn short(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
-}
-
-fn on_event(app: &AppHandle, ev: &Event) {
-    if let Some((t, b)) = message_for(ev, Instant::now()) {
-        send(app, &t, &b);
-    }
-}
-
-/// Notifies from now on about the daemon events that deserve it.
-pub fn listen(app: &AppHandle) {
-    let h = app.clone();
-    app.listen_any(crate::daemon::EVENTS, move |e| {
-        if let Ok(ev) = serde_json::from_str::<Event>(e.payload()) {
-            on_event(&h, &ev)
-        }
-    });
 }
 
 #[cfg(test)]

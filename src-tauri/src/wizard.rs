@@ -3,12 +3,13 @@
 //! account (secret into the user's keyring, then handed to the daemon); Nextcloud's browser
 //! login flow (Login Flow v2), which yields an app password.
 
-use crate::daemon::{ApiError, Daemon, Res};
 use serde::{Deserialize, Serialize};
 use skyfill::credentials;
 use skyfill::ipc::proto::{AddRootResult, ErrorCode};
 use skyfill::model::RelPath;
 use skyfill::remote::{http::HttpConfig, open_remote, RemoteError, RemoteSpec};
+use skyfill::t;
+use skyfill_tray::daemon::{ApiError, Daemon, Res};
 use std::time::Duration;
 
 /// What the wizard collected: the remote (as `add-root` takes it) and its secret.
@@ -44,35 +45,36 @@ pub fn explain(e: &RemoteError, host: &str) -> String {
     let lower = e.to_string().to_lowercase();
     match e {
         RemoteError::Auth { status: 401, .. } => {
-            "The user name or password is wrong (the server answered 401). For Nextcloud with two-factor login, use an app password.".into()
+            t!("The user name or password is wrong (the server answered 401). For Nextcloud with two-factor login, use an app password.")
         }
         RemoteError::Auth { status, .. } | RemoteError::Http { status, .. }
             if *status == 403 && lower.contains("requesttimetooskewed") =>
         {
-            "This computer's clock differs too much from the server's; set the clock (enable NTP) and try again.".into()
+            t!("This computer's clock differs too much from the server's; set the clock (enable NTP) and try again.")
         }
-        RemoteError::Auth { status, .. } if lower.contains("signature") => format!(
-            "The secret key is wrong (the server answered {status}: the request signature does not match)."
+        RemoteError::Auth { status, .. } if lower.contains("signature") => t!(
+            "The secret key is wrong (the server answered {status}: the request signature does not match).",
+            status = status
         ),
-        RemoteError::Auth { status, .. } => format!(
-            "Access denied (the server answered {status}): check the user, the keys and their permissions."
+        RemoteError::Auth { status, .. } => t!(
+            "Access denied (the server answered {status}): check the user, the keys and their permissions.",
+            status = status
         ),
-        RemoteError::NotFound { .. } => {
-            "Nothing at that address (404): check the folder path, or that the bucket exists.".into()
-        }
-        RemoteError::Http { status: 404, .. } => {
-            "Nothing at that address (404): check the folder path, or that the bucket exists.".into()
+        RemoteError::NotFound { .. } | RemoteError::Http { status: 404, .. } => {
+            t!("Nothing at that address (404): check the folder path, or that the bucket exists.")
         }
         _ if lower.contains("dns") || lower.contains("failed to lookup") || lower.contains("name or service not known") => {
-            format!("The server name {host} cannot be found (DNS). Check the address.")
+            t!("The server name {host} cannot be found (DNS). Check the address.", host = host)
         }
-        _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") => format!(
-            "The connection to {host} is not trusted (TLS): {e}. Check the address, or the server's certificate."
+        _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") => t!(
+            "The connection to {host} is not trusted (TLS): {error}. Check the address, or the server's certificate.",
+            host = host,
+            error = e
         ),
         _ if lower.contains("refused") => {
-            format!("Nothing answers at {host}: the server is down or the port is wrong.")
+            t!("Nothing answers at {host}: the server is down or the port is wrong.", host = host)
         }
-        _ if e.is_offline() => format!("{host} does not answer ({e})."),
+        _ if e.is_offline() => t!("{host} does not answer ({error}).", host = host, error = e),
         _ => e.to_string(),
     }
 }
@@ -122,15 +124,23 @@ pub async fn test_connection(form: &Form) -> Res<String> {
     let res = r.stat(&RelPath::root()).await;
     let skew = skyfill::remote::config::clock_skew(&spec).await;
     if let Some(s) = skew.filter(|s| s.abs() > 300) {
-        return Err(ApiError::remote(format!(
-            "This computer's clock is {} minutes {} the server's; set the clock (enable NTP) and try again.",
-            s.abs() / 60,
-            if s > 0 { "ahead of" } else { "behind" }
-        )));
+        let said = if s > 0 {
+            t!(
+                "This computer's clock is {m} minutes ahead of the server's; set the clock (enable NTP) and try again.",
+                m = s.abs() / 60
+            )
+        } else {
+            t!(
+                "This computer's clock is {m} minutes behind the server's; set the clock (enable NTP) and try again.",
+                m = s.abs() / 60
+            )
+        };
+        return Err(ApiError::remote(said));
     }
     match res {
-        Ok(_) => Ok(format!(
-            "Connected to {host}: the folder is there and the sign-in works."
+        Ok(_) => Ok(t!(
+            "Connected to {host}: the folder is there and the sign-in works.",
+            host = host
         )),
         Err(e) => Err(ApiError::new(code_of(&e), explain(&e, &host))),
     }
@@ -143,7 +153,7 @@ pub fn add_account(d: &Daemon, form: &Form, local: &str) -> Res<AddRootResult> {
     let spec = form.spec();
     if let Some(s) = &form.secret {
         credentials::store(&spec, s).map_err(|e| {
-            ApiError::internal(format!("Cannot store the password in your keyring: {e}. Is a keyring (GNOME Keyring, KWallet) running and unlocked?"))
+            ApiError::internal(t!("Cannot store the password in your keyring: {error}. Is a keyring (GNOME Keyring, KWallet) running and unlocked?", error = e))
         })?;
     }
     d.add_root(local, &spec, form.secret.as_deref())
@@ -262,7 +272,13 @@ pub async fn nextcloud_login(
         .header("User-Agent", "Skyfill")
         .send()
         .await
-        .map_err(|e| format!("{base} does not offer Nextcloud's login: {e}"))?
+        .map_err(|e| {
+            t!(
+                "{server} does not offer Nextcloud's login: {error}",
+                server = base,
+                error = e
+            )
+        })?
         .error_for_status()
         .map_err(|e| format!("{base} does not offer Nextcloud's login: {e}"))?
         .json()
@@ -289,7 +305,7 @@ pub async fn nextcloud_login(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Err("The browser login was not finished within 20 minutes.".into())
+    Err(t!("The browser login was not finished within 20 minutes."))
 }
 
 #[cfg(test)]

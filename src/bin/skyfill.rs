@@ -10,6 +10,7 @@ use skyfill::credentials;
 use skyfill::ipc::client::{Client, ClientError};
 use skyfill::ipc::proto::*;
 use skyfill::remote::RemoteSpec;
+use skyfill::{t, tn};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -196,9 +197,9 @@ struct RemoteArgs {
 impl RemoteArgs {
     /// The remote, refused when its address carries a password.
     fn spec(self) -> anyhow::Result<RemoteSpec> {
-        refuse_password_in_url("the remote address", &self.remote)?;
+        refuse_password_in_url(&t!("the remote address"), &self.remote)?;
         if let Some(e) = &self.endpoint {
-            refuse_password_in_url("the --endpoint address", e)?;
+            refuse_password_in_url(&t!("the --endpoint address"), e)?;
         }
         Ok(RemoteSpec {
             url: self.remote,
@@ -226,11 +227,10 @@ fn url_has_password(url: &str) -> bool {
 /// tray app, the daemon's registry and log) and is visible in the process list meanwhile.
 fn refuse_password_in_url(what: &str, url: &str) -> anyhow::Result<()> {
     if url_has_password(url) {
-        return Err(anyhow!(
-            "{what} contains a password; leave it out (a user name may stay: dav://me@host/path, \
-             or use --user) and give the secret with --secret-stdin, or from your keyring \
-             (`skyfill login ROOT` asks for it and stores it there)"
-        ));
+        return Err(anyhow!(t!(
+            "{what} contains a password; leave it out (a user name may stay: dav://me@host/path, or use --user) and give the secret with --secret-stdin, or from your keyring (`skyfill login ROOT` asks for it and stores it there)",
+            what = what
+        )));
     }
     Ok(())
 }
@@ -244,10 +244,10 @@ fn plaintext_secret_warning(remote: &str) -> Option<String> {
         "http" => "https://",
         _ => return None,
     };
-    Some(format!(
-        "{}:// sends your password unencrypted (HTTP Basic); use {secure} unless this server \
-         is on a trusted network",
-        scheme.to_ascii_lowercase()
+    Some(t!(
+        "{scheme}:// sends your password unencrypted (HTTP Basic); use {secure} unless this server is on a trusted network",
+        scheme = scheme.to_ascii_lowercase(),
+        secure = secure
     ))
 }
 
@@ -290,11 +290,14 @@ impl From<ClientError> for Fail {
                 ..
             } => Fail(3, e.into()),
             ClientError::Daemon { code, message } => {
-                let hint = match code {
-                    ErrorCode::Auth => " (sign in with `skyfill login`)",
-                    _ => "",
+                let said = match code {
+                    ErrorCode::Auth => t!(
+                        "{message} (sign in with `skyfill login`)",
+                        message = message
+                    ),
+                    _ => message,
                 };
-                Fail(1, anyhow!("{message}{hint}"))
+                Fail(1, anyhow!(said))
             }
             e => Fail(1, e.into()),
         }
@@ -302,6 +305,53 @@ impl From<ClientError> for Fail {
 }
 
 type Res<T = ()> = Result<T, Fail>;
+
+/// What a batch command did, said per path with its file count.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Pinned,
+    Unpinned,
+    OnlineOnly,
+    Freed,
+    Downloaded,
+}
+
+impl Verb {
+    fn said(self, path: &str, files: u64) -> String {
+        match self {
+            Verb::Pinned => tn!(
+                "pinned {path}: {n} file",
+                "pinned {path}: {n} files",
+                files,
+                path = path
+            ),
+            Verb::Unpinned => tn!(
+                "unpinned {path}: {n} file",
+                "unpinned {path}: {n} files",
+                files,
+                path = path
+            ),
+            Verb::OnlineOnly => tn!(
+                "online-only {path}: {n} file",
+                "online-only {path}: {n} files",
+                files,
+                path = path
+            ),
+            Verb::Freed => tn!(
+                "freed {path}: {n} file",
+                "freed {path}: {n} files",
+                files,
+                path = path
+            ),
+            Verb::Downloaded => tn!(
+                "downloaded {path}: {n} file",
+                "downloaded {path}: {n} files",
+                files,
+                path = path
+            ),
+        }
+    }
+}
 
 /// Bytes free for unprivileged use on the filesystem holding `path`.
 use skyfill::fsutil::free_space;
@@ -320,14 +370,8 @@ fn home_relative(path: &str) -> String {
 fn budget_text(b: Budget) -> String {
     match b {
         Budget::MaxBytes(n) => human(n),
-        Budget::KeepFreePercent(p) => format!("keep {p}% of the disk free"),
+        Budget::KeepFreePercent(p) => t!("keep {p}% of the disk free", p = p),
     }
-}
-
-/// "1 file", "2 files": a count with the noun it counts.
-fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// An error about `path`, said once: the path first unless the message already names it,
@@ -379,7 +423,7 @@ fn abs(p: &Path) -> anyhow::Result<String> {
     }
     out.to_str()
         .map(str::to_string)
-        .context("path is not UTF-8")
+        .context(t!("path is not UTF-8"))
 }
 
 use skyfill::model::human_bytes as human;
@@ -389,7 +433,7 @@ fn read_secret_stdin() -> anyhow::Result<String> {
     std::io::stdin().read_to_string(&mut s)?;
     let s = s.trim_end_matches(['\n', '\r']).to_string();
     if s.is_empty() {
-        return Err(anyhow!("no secret on standard input"));
+        return Err(anyhow!(t!("no secret on standard input")));
     }
     Ok(s)
 }
@@ -456,7 +500,12 @@ impl Cli {
                     b
                 });
                 b.set_position(bytes_done);
-                b.set_message(format!("{files_done}/{files_total} files"));
+                b.set_message(tn!(
+                    "{done}/{n} file",
+                    "{done}/{n} files",
+                    files_total,
+                    done = files_done
+                ));
                 if finished {
                     b.finish_and_clear();
                 }
@@ -469,7 +518,7 @@ impl Cli {
     }
 
     /// pin/unpin/free/online-only/hydrate over several paths.
-    fn batch(&self, paths: &[PathBuf], verb: &str, make: impl Fn(String) -> RequestBody) -> Res {
+    fn batch(&self, paths: &[PathBuf], verb: Verb, make: impl Fn(String) -> RequestBody) -> Res {
         let mut c = self.connect()?;
         let mut code = 0u8;
         for p in paths {
@@ -481,22 +530,19 @@ impl Cli {
                         v["path"] = path.clone().into();
                         println!("{v}");
                     } else {
-                        let what = if r.bytes > 0 {
-                            format!(", {}", human(r.bytes))
-                        } else {
-                            String::new()
-                        };
-                        let later = if r.deferred {
-                            " (downloads wait: the root is paused)"
-                        } else {
-                            ""
-                        };
-                        println!(
-                            "{verb} {path}: {}{what}{later}",
-                            count(r.files, "file", "files")
-                        );
+                        let mut said = verb.said(&path, r.files);
+                        if r.bytes > 0 {
+                            said = format!("{said}, {}", human(r.bytes));
+                        }
+                        if r.deferred {
+                            said = format!("{said} {}", t!("(downloads wait: the root is paused)"));
+                        }
+                        println!("{said}");
                         for s in &r.skipped {
-                            eprintln!("  skipped {}: {}", s.path, s.reason);
+                            eprintln!(
+                                "  {}",
+                                t!("skipped {path}: {reason}", path = s.path, reason = s.reason)
+                            );
                         }
                     }
                     if !r.skipped.is_empty() {
@@ -527,7 +573,10 @@ impl Cli {
                 .collect::<anyhow::Result<_>>()?
         };
         if targets.is_empty() {
-            println!("no sync roots yet: add one with `skyfill add-root`");
+            println!(
+                "{}",
+                t!("no sync roots yet: add one with `skyfill add-root`")
+            );
         }
         let mut code = 0;
         for path in targets {
@@ -575,27 +624,35 @@ impl Cli {
             let share = (st.local_bytes as f64 * 100.0 / st.size.max(1) as f64).min(100.0);
             println!("{}", home_relative(&path));
             println!(
-                "  {} on this device of {} in the cloud ({share:.0} %)",
-                human(st.local_bytes),
-                human(st.size)
+                "  {}",
+                t!(
+                    "{here} on this device of {cloud} in the cloud ({share} %)",
+                    here = human(st.local_bytes),
+                    cloud = human(st.size),
+                    share = format!("{share:.0}")
+                )
             );
             if let Some(k) = &st.counts {
                 println!(
-                    "  {} local ({} pinned), {} partly local, {} online-only",
-                    count(k.local + k.pinned, "file", "files"),
-                    k.pinned,
-                    k.partial,
-                    k.online_only
+                    "  {}",
+                    tn!(
+                        "{n} file local ({pinned} pinned), {partial} partly local, {online} online-only",
+                        "{n} files local ({pinned} pinned), {partial} partly local, {online} online-only",
+                        k.local + k.pinned,
+                        pinned = k.pinned,
+                        partial = k.partial,
+                        online = k.online_only
+                    )
                 );
             }
             if let Some(b) = budget {
-                println!("  budget: {}", budget_text(b));
+                println!("  {}", t!("budget: {budget}", budget = budget_text(b)));
             }
             if let Some(f) = free {
-                println!("  free on its disk: {}", human(f));
+                println!("  {}", t!("free on its disk: {free}", free = human(f)));
             }
             if !items.is_empty() {
-                println!("  largest on this device:");
+                println!("  {}", t!("largest on this device:"));
                 let base = format!("{}/", path.trim_end_matches('/'));
                 for e in &items {
                     let name = e.path.strip_prefix(&base).unwrap_or(&e.path);
@@ -701,31 +758,46 @@ impl Cli {
                 let r = roots
                     .iter()
                     .find(|r| r.local == l.trim_end_matches('/'))
-                    .ok_or_else(|| anyhow!("{l} is not one of your sync roots"))?;
+                    .ok_or_else(|| anyhow!(t!("{path} is not one of your sync roots", path = l)))?;
                 // Before the prompt, so the user can stop before typing the password.
                 if let Some(w) = plaintext_secret_warning(&r.remote) {
-                    eprintln!("warning: {w}");
+                    eprintln!("{}", t!("warning: {warning}", warning = w));
                 }
                 let secret = if secret_stdin {
                     read_secret_stdin()?
                 } else if std::io::stdin().is_terminal() {
-                    rpassword::prompt_password(format!(
-                        "Password (or ACCESS_KEY:SECRET_KEY) for {}: ",
-                        credentials::account(&spec_of(r))
+                    rpassword::prompt_password(t!(
+                        "Password (or ACCESS_KEY:SECRET_KEY) for {account}: ",
+                        account = credentials::account(&spec_of(r))
                     ))
-                    .context("reading the secret")?
+                    .context(t!("reading the secret"))?
                 } else {
-                    return Err(
-                        anyhow!("no terminal to ask for the secret; use --secret-stdin").into(),
-                    );
+                    return Err(anyhow!(t!(
+                        "no terminal to ask for the secret; use --secret-stdin"
+                    ))
+                    .into());
                 };
                 c.login(&r.local, &secret, !keyring_only)?;
                 match credentials::store(&spec_of(r), &secret) {
-                    Ok(()) => println!("signed in to {}; secret stored in your keyring", r.remote),
+                    Ok(()) => println!(
+                        "{}",
+                        t!("signed in to {remote}; secret stored in your keyring", remote = r.remote)
+                    ),
+                    Err(e) if keyring_only => println!(
+                        "{}",
+                        t!(
+                            "signed in to {remote}; the keyring is not available ({error}), so the secret is only kept until the daemon restarts",
+                            remote = r.remote,
+                            error = e
+                        )
+                    ),
                     Err(e) => println!(
-                        "signed in to {}; the keyring is not available ({e}), so the secret is only kept {}",
-                        r.remote,
-                        if keyring_only { "until the daemon restarts" } else { "by the daemon" }
+                        "{}",
+                        t!(
+                            "signed in to {remote}; the keyring is not available ({error}), so the secret is only kept by the daemon",
+                            remote = r.remote,
+                            error = e
+                        )
                     ),
                 }
                 Ok(())
@@ -737,12 +809,15 @@ impl Cli {
                     match credentials::load(&spec_of(r)) {
                         Ok(Some(secret)) => {
                             if let Some(w) = plaintext_secret_warning(&r.remote) {
-                                eprintln!("warning: {}: {w}", r.local);
+                                eprintln!(
+                                    "{}",
+                                    t!("warning: {warning}", warning = format!("{}: {w}", r.local))
+                                );
                             }
                             match c.login(&r.local, &secret, r.secret_persisted) {
                                 Ok(_) => {
                                     n += 1;
-                                    println!("signed in: {}", r.local);
+                                    println!("{}", t!("signed in: {root}", root = r.local));
                                 }
                                 Err(e) => {
                                     eprintln!("skyfill: {}: {e}", r.local);
@@ -752,8 +827,11 @@ impl Cli {
                         }
                         Ok(None) if !r.signed_in => {
                             eprintln!(
-                                "skyfill: {}: no secret in your keyring; run `skyfill login {}`",
-                                r.local, r.local
+                                "skyfill: {}",
+                                t!(
+                                    "{root}: no secret in your keyring; run `skyfill login {root}`",
+                                    root = r.local
+                                )
                             );
                             code = 1;
                         }
@@ -765,7 +843,7 @@ impl Cli {
                     }
                 }
                 if n == 0 && code == 0 {
-                    println!("every root is signed in");
+                    println!("{}", t!("every root is signed in"));
                 }
                 if code != 0 {
                     return Err(Fail(code, anyhow!("")));
@@ -801,14 +879,20 @@ impl Cli {
         if (maj, min) >= (6, 14) {
             line(
                 "ok",
-                &format!("kernel {release} has fanotify pre-content events"),
+                &t!(
+                    "kernel {release} has fanotify pre-content events",
+                    release = release
+                ),
                 "",
             );
         } else {
             line(
                 "fail",
-                &format!("kernel {release} is older than 6.14: no pre-content events"),
-                "upgrade to Linux 6.14 or newer",
+                &t!(
+                    "kernel {release} is older than 6.14: no pre-content events",
+                    release = release
+                ),
+                &t!("upgrade to Linux 6.14 or newer"),
             );
         }
         let mut c = match Client::connect(&self.socket, "skyfill-doctor") {
@@ -816,18 +900,18 @@ impl Cli {
             Err(e) => {
                 line(
                     "fail",
-                    &format!("daemon not reachable: {e}"),
-                    "start it: `systemctl start skyfilld` (packaged) or `sudo skyfilld` (from source)",
+                    &t!("daemon not reachable: {error}", error = e),
+                    &t!("start it: `systemctl start skyfilld` (packaged) or `sudo skyfilld` (from source)"),
                 );
                 return Err(Fail(1, anyhow!("")));
             }
         };
         line(
             "ok",
-            &format!(
-                "daemon reachable at {} ({})",
-                self.socket.display(),
-                c.hello.daemon
+            &t!(
+                "daemon reachable at {socket} ({daemon})",
+                socket = self.socket.display(),
+                daemon = c.hello.daemon
             ),
             "",
         );
@@ -841,17 +925,21 @@ impl Cli {
                 .filter(|r| r.user.is_some() || r.remote.starts_with("s3:"))
             {
                 match credentials::load(&spec_of(r)) {
-                    Ok(Some(_)) => line("ok", &format!("{}: secret in your keyring", r.local), ""),
+                    Ok(Some(_)) => line(
+                        "ok",
+                        &t!("{root}: secret in your keyring", root = r.local),
+                        "",
+                    ),
                     Ok(None) if r.secret_persisted => {}
                     Ok(None) => line(
                         "warn",
-                        &format!("{}: no secret in your keyring", r.local),
-                        &format!("run `skyfill login {}`", r.local),
+                        &t!("{root}: no secret in your keyring", root = r.local),
+                        &t!("run `skyfill login {root}`", root = r.local),
                     ),
                     Err(e) => line(
                         "warn",
-                        &format!("keyring not available: {e}"),
-                        "start a Secret Service (GNOME Keyring, KWallet) in your session",
+                        &t!("keyring not available: {error}", error = e),
+                        &t!("start a Secret Service (GNOME Keyring, KWallet) in your session"),
                     ),
                 }
             }
@@ -878,7 +966,7 @@ impl Cli {
             Some(ConfigCmd::Block { program }) | Some(ConfigCmd::Unblock { program })
                 if program.contains('/') =>
             {
-                return Err(anyhow!("give a program name, not a path").into())
+                return Err(anyhow!(t!("give a program name, not a path")).into())
             }
             Some(cmd @ (ConfigCmd::Block { .. } | ConfigCmd::Unblock { .. })) => {
                 let cur = c.config_get()?;
@@ -902,7 +990,7 @@ impl Cli {
         let s = &r.settings;
         let rate = |n: u64| {
             if n == 0 {
-                "unlimited".to_string()
+                t!("unlimited")
             } else {
                 format!("{}/s", human(n))
             }
@@ -912,11 +1000,14 @@ impl Cli {
         println!("upload-limit     {}", rate(s.upload_limit));
         println!("never-download   {}", s.never_download.join(", "));
         println!(
-            "  (and for everyone: {})",
-            r.system_never_download.join(", ")
+            "  {}",
+            t!(
+                "(and for everyone: {programs})",
+                programs = r.system_never_download.join(", ")
+            )
         );
         for root in &r.roots {
-            let b = root.budget.map_or("none".to_string(), budget_text);
+            let b = root.budget.map_or(t!("none"), budget_text);
             println!("budget           {} ({})", b, root.local);
         }
         Ok(())
@@ -936,10 +1027,13 @@ impl Cli {
                     let s = read_secret_stdin()?;
                     if !no_keyring {
                         if let Err(e) = credentials::store(&spec, &s) {
-                            eprintln!("skyfill: not stored in your keyring: {e}");
+                            eprintln!(
+                                "skyfill: {}",
+                                t!("not stored in your keyring: {error}", error = e)
+                            );
                             if keyring_only {
                                 return Err(
-                                    anyhow!("--keyring-only needs a working keyring").into()
+                                    anyhow!(t!("--keyring-only needs a working keyring")).into()
                                 );
                             }
                         }
@@ -949,13 +1043,19 @@ impl Cli {
                     None
                 } else {
                     credentials::load(&spec).unwrap_or_else(|e| {
-                        eprintln!("skyfill: keyring not available ({e}); adding without a secret");
+                        eprintln!(
+                            "skyfill: {}",
+                            t!(
+                                "keyring not available ({error}); adding without a secret",
+                                error = e
+                            )
+                        );
                         None
                     })
                 };
                 if secret.is_some() {
                     if let Some(w) = plaintext_secret_warning(&spec.url) {
-                        eprintln!("warning: {w}");
+                        eprintln!("{}", t!("warning: {warning}", warning = w));
                     }
                 }
                 let mut c = self.connect()?;
@@ -968,21 +1068,24 @@ impl Cli {
                 if self.json {
                     println!("{}", Self::line(&r));
                 } else {
-                    println!(
-                        "added {}: {} and {}, online-only, in {:.2} s{}",
-                        local.display(),
-                        count(r.files, "file", "files"),
-                        count(r.dirs, "folder", "folders"),
-                        r.seconds,
-                        if r.rejected > 0 {
-                            format!(
-                                " ({} refused as unsafe; see the daemon log)",
-                                count(r.rejected, "remote name", "remote names")
-                            )
-                        } else {
-                            String::new()
-                        }
+                    let mut said = t!(
+                        "added {path}: {files} and {folders}, online-only, in {seconds} s",
+                        path = local.display(),
+                        files = tn!("{n} file", "{n} files", r.files),
+                        folders = tn!("{n} folder", "{n} folders", r.dirs),
+                        seconds = format!("{:.2}", r.seconds)
                     );
+                    if r.rejected > 0 {
+                        said = format!(
+                            "{said} {}",
+                            tn!(
+                                "({n} remote name refused as unsafe; see the daemon log)",
+                                "({n} remote names refused as unsafe; see the daemon log)",
+                                r.rejected
+                            )
+                        );
+                    }
+                    println!("{said}");
                 }
                 Ok(())
             }
@@ -1010,13 +1113,16 @@ impl Cli {
                     println!("{}", Self::line(&r));
                 } else {
                     println!(
-                        "removed the sync root {}: {} kept as ordinary files, {} removed",
-                        local.display(),
-                        count(r.kept, "file", "files"),
-                        count(r.removed, "online-only file", "online-only files")
+                        "{}",
+                        t!(
+                            "removed the sync root {path}: {kept} kept as ordinary files, {removed} removed",
+                            path = local.display(),
+                            kept = tn!("{n} file", "{n} files", r.kept),
+                            removed = tn!("{n} online-only file", "{n} online-only files", r.removed)
+                        )
                     );
                     for u in &r.unsynced_kept {
-                        println!("  kept, not on the server: {u}");
+                        println!("  {}", t!("kept, not on the server: {path}", path = u));
                     }
                 }
                 Ok(())
@@ -1029,13 +1135,13 @@ impl Cli {
                     } else {
                         let mut flags = Vec::new();
                         if r.paused {
-                            flags.push("paused".to_string());
+                            flags.push(t!("paused"));
                         }
                         if !r.signed_in {
-                            flags.push("needs sign-in".to_string());
+                            flags.push(t!("needs sign-in"));
                         }
                         if let Some(e) = &r.last_error {
-                            flags.push(format!("error: {e}"));
+                            flags.push(t!("error: {error}", error = e));
                         }
                         println!(
                             "{}  <->  {}{}",
@@ -1050,7 +1156,10 @@ impl Cli {
                     }
                 }
                 if roots.is_empty() && !self.json {
-                    println!("no sync roots yet: add one with `skyfill add-root`");
+                    println!(
+                        "{}",
+                        t!("no sync roots yet: add one with `skyfill add-root`")
+                    );
                 }
                 Ok(())
             }
@@ -1061,30 +1170,30 @@ impl Cli {
             } => self.status(&paths, depth, limit),
             Cmd::Du { paths, top } => self.du(&paths, top),
             Cmd::Pin { recursive, paths } => {
-                self.batch(&paths, "pinned", |path| RequestBody::Pin {
+                self.batch(&paths, Verb::Pinned, |path| RequestBody::Pin {
                     path,
                     setting: PinSetting::Pinned,
                     recursive,
                 })
             }
             Cmd::Unpin { recursive, paths } => {
-                self.batch(&paths, "unpinned", |path| RequestBody::Pin {
+                self.batch(&paths, Verb::Unpinned, |path| RequestBody::Pin {
                     path,
                     setting: PinSetting::Inherit,
                     recursive,
                 })
             }
             Cmd::OnlineOnly { recursive, paths } => {
-                self.batch(&paths, "online-only", |path| RequestBody::Pin {
+                self.batch(&paths, Verb::OnlineOnly, |path| RequestBody::Pin {
                     path,
                     setting: PinSetting::OnlineOnly,
                     recursive,
                 })
             }
-            Cmd::Free { recursive, paths } => self.batch(&paths, "freed", |path| {
+            Cmd::Free { recursive, paths } => self.batch(&paths, Verb::Freed, |path| {
                 RequestBody::Free { path, recursive }
             }),
-            Cmd::Hydrate { recursive, paths } => self.batch(&paths, "downloaded", |path| {
+            Cmd::Hydrate { recursive, paths } => self.batch(&paths, Verb::Downloaded, |path| {
                 RequestBody::Hydrate { path, recursive }
             }),
             Cmd::Login {
@@ -1095,12 +1204,12 @@ impl Cli {
             Cmd::Pause { local } => {
                 let local = local.as_deref().map(abs).transpose()?;
                 let v = self.connect()?.pause(local.as_deref())?;
-                self.print_paused(&v, "paused")
+                self.print_paused(&v, true)
             }
             Cmd::Resume { local } => {
                 let local = local.as_deref().map(abs).transpose()?;
                 let v = self.connect()?.resume(local.as_deref())?;
-                self.print_paused(&v, "resumed")
+                self.print_paused(&v, false)
             }
             Cmd::Sync { path } => {
                 let mut c = self.connect()?;
@@ -1114,14 +1223,25 @@ impl Cli {
                     println!("{}", Self::line(&r));
                 } else {
                     println!(
-                        "synced {}: {} uploaded, {} new from the server, {} downloaded for pinned folders, {} renamed, deleted or refreshed, {} kept as copies",
-                        count(r.roots, "root", "roots"), r.uploaded, r.added, r.downloaded, r.changed,
-                        count(r.conflicts, "conflict", "conflicts")
+                        "{}",
+                        t!(
+                            "synced {roots}: {uploaded} uploaded, {added} new from the server, {downloaded} downloaded for pinned folders, {changed} renamed, deleted or refreshed, {conflicts} kept as copies",
+                            roots = tn!("{n} root", "{n} roots", r.roots),
+                            uploaded = r.uploaded,
+                            added = r.added,
+                            downloaded = r.downloaded,
+                            changed = r.changed,
+                            conflicts = tn!("{n} conflict", "{n} conflicts", r.conflicts)
+                        )
                     );
                     if r.waiting > 0 {
                         println!(
-                            "{} still being written: they sync once they settle",
-                            count(r.waiting, "file", "files")
+                            "{}",
+                            tn!(
+                                "{n} file still being written: it syncs once it settles",
+                                "{n} files still being written: they sync once they settle",
+                                r.waiting
+                            )
                         );
                     }
                     for e in &r.errors {
@@ -1197,13 +1317,17 @@ impl Cli {
         }
     }
 
-    fn print_paused(&self, roots: &[RootInfo], what: &str) -> Res {
+    fn print_paused(&self, roots: &[RootInfo], paused: bool) -> Res {
         if self.json {
             println!("{}", Self::line(&roots));
             return Ok(());
         }
         for r in roots {
-            println!("{what}: {}", r.local);
+            if paused {
+                println!("{}", t!("paused: {root}", root = r.local));
+            } else {
+                println!("{}", t!("resumed: {root}", root = r.local));
+            }
         }
         Ok(())
     }
@@ -1217,8 +1341,60 @@ fn spec_of(r: &RootInfo) -> RemoteSpec {
     }
 }
 
+/// Every text of `cmd`'s help (about, long about, each argument's help) in `cat`'s language,
+/// down every subcommand. The English text is the message id (`po/cli-help.pot` lists them).
+fn localized(cmd: clap::Command, cat: &skyfill::i18n::Catalogue) -> clap::Command {
+    let tr = |s: Option<&clap::builder::StyledStr>| s.map(|s| cat.tr(&s.to_string()).to_string());
+    let about = tr(cmd.get_about());
+    let long = tr(cmd.get_long_about());
+    let mut cmd = cmd.mut_args(|a| {
+        let help = tr(a.get_help());
+        let long = tr(a.get_long_help());
+        let a = match help {
+            Some(h) => a.help(h),
+            None => a,
+        };
+        match long {
+            Some(h) => a.long_help(h),
+            None => a,
+        }
+    });
+    if let Some(a) = about {
+        cmd = cmd.about(a);
+    }
+    if let Some(l) = long {
+        cmd = cmd.long_about(l);
+    }
+    cmd.mut_subcommands(|s| localized(s, cat))
+}
+
+/// Each help text of `cmd` and its subcommands, in order, once.
+#[cfg(test)]
+fn help_texts(cmd: &clap::Command, out: &mut Vec<String>) {
+    let mut add = |s: Option<&clap::builder::StyledStr>| {
+        if let Some(s) = s.map(|s| s.to_string()) {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    };
+    add(cmd.get_about());
+    add(cmd.get_long_about());
+    for a in cmd.get_arguments() {
+        add(a.get_help());
+        add(a.get_long_help());
+    }
+    for s in cmd.get_subcommands() {
+        help_texts(s, out);
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut matches = localized(Args::command(), skyfill::i18n::current()).get_matches();
+    let args = match <Args as clap::FromArgMatches>::from_arg_matches_mut(&mut matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let cli = Cli {
         socket: args.socket,
         json: args.json,
@@ -1250,9 +1426,9 @@ mod tests {
 
     #[test]
     fn messages_say_each_thing_once() {
-        assert_eq!(count(1u64, "folder", "folders"), "1 folder");
-        assert_eq!(count(0u64, "folder", "folders"), "0 folders");
-        assert_eq!(count(2u32, "file", "files"), "2 files");
+        assert_eq!(tn!("{n} folder", "{n} folders", 1u64), "1 folder");
+        assert_eq!(tn!("{n} folder", "{n} folders", 0u64), "0 folders");
+        assert_eq!(Verb::Pinned.said("/c/x", 2), "pinned /c/x: 2 files");
         let e = anyhow!("/c/x: No such file or directory (os error 2)");
         assert_eq!(about("/c/x", &e), "/c/x: No such file or directory");
         let e = anyhow!("not in a sync root");
@@ -1270,6 +1446,52 @@ mod tests {
             "{said}"
         );
         assert!(!said.contains("os error"), "{said}");
+    }
+
+    /// `po/cli-help.pot` lists every help text (clap takes them from the doc comments above),
+    /// for `scripts/i18n` to merge into the catalogues; `SKYFILL_I18N_UPDATE=1` rewrites it.
+    #[test]
+    fn help_texts_are_listed_for_translators() {
+        let mut texts = Vec::new();
+        help_texts(&Args::command(), &mut texts);
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let mut pot = String::from(
+            "# The skyfill CLI's help texts (from the clap doc comments of src/bin/skyfill.rs),\n\
+             # written by its test help_texts_are_listed_for_translators; scripts/i18n merges them.\n",
+        );
+        for t in &texts {
+            pot.push_str(&format!(
+                "\n#: src/bin/skyfill.rs\nmsgid \"{}\"\nmsgstr \"\"\n",
+                esc(t)
+            ));
+        }
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("po/cli-help.pot");
+        if std::env::var_os("SKYFILL_I18N_UPDATE").is_some() {
+            std::fs::write(&file, &pot).unwrap();
+        }
+        let have = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            have == pot,
+            "po/cli-help.pot is out of date: run SKYFILL_I18N_UPDATE=1 cargo test --bin skyfill help_texts, then scripts/i18n update"
+        );
+        assert!(texts.len() > 40, "{} help texts", texts.len());
+        // In German every help text is translated, and the help shows it.
+        let de = skyfill::i18n::built_in("de");
+        let missing: Vec<&String> = texts.iter().filter(|t| de.tr(t) == t.as_str()).collect();
+        assert!(
+            missing.is_empty(),
+            "untranslated help texts in po/de.po: {missing:#?}"
+        );
+        let help = localized(Args::command(), &de)
+            .find_subcommand_mut("pin")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("Always keep on this device"), "{help}");
     }
 
     #[test]

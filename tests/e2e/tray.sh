@@ -17,6 +17,8 @@ driver=
 cleanup() {
   # WebKitWebDriver (and the app below it) are tauri-driver's children: stop them first.
   if [ -n "$driver" ]; then pkill -TERM -P "$driver" 2>/dev/null || true; fi
+  # The tray process (and a window it opened) run on their own: stopped by their path.
+  pkill -TERM -f "^$(dirname "$SKYFILL_TRAY_APP")/skyfill-tray" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }

@@ -15,6 +15,7 @@ import { statSync, readFileSync, writeFileSync, readdirSync, existsSync } from "
 import { readFile } from "node:fs/promises";
 import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
+import { dirname } from "node:path";
 
 const env = (k) => {
   const v = process.env[k];
@@ -312,11 +313,17 @@ function processes() {
   }
   return all;
 }
+// The app's processes: the tray process (skyfill-tray-icon, "skyfill-tray-ic" as the kernel
+// names it) and the window's (skyfill-tray), each with its descendants (WebKit's processes).
+const appNames = ["skyfill-tray", "skyfill-tray-ic"];
 function appTree() {
   const all = processes();
-  const apps = all.filter((p) => p.comm === "skyfill-tray" && !all.some((q) => q.pid === p.ppid && q.comm === "skyfill-tray"));
-  if (apps.length !== 1) throw new Error(`expected one running skyfill-tray, found ${apps.length}`);
-  const tree = [apps[0]];
+  const tops = all.filter((p) => appNames.includes(p.comm) && !all.some((q) => q.pid === p.ppid && appNames.includes(q.comm)));
+  const icons = all.filter((p) => p.comm === "skyfill-tray-ic");
+  if (icons.length !== 1) {
+    throw new Error(`expected one running tray process (skyfill-tray-icon), found ${icons.length} (app processes: ${tops.map((p) => p.comm).join(", ")})`);
+  }
+  const tree = [...tops];
   for (let i = 0; i < tree.length; i++) tree.push(...all.filter((p) => p.ppid === tree[i].pid));
   return tree.map((p) => {
     let pss = 0;
@@ -336,7 +343,7 @@ try {
   const root1 = env("E2E_ROOT1");
   // The tray item is hosted by the panel; with no sync folder yet its icon says so.
   await until("the tray item registered with the panel's StatusNotifierWatcher", async () =>
-    registered().includes("/org/ayatana/NotificationItem/"), 30);
+    registered().includes("/StatusNotifierItem"), 30);
   const trayNone = await trayIcon("no-folder", "idle");
   // The daemon has no root: the window opens on the wizard (WebDAV, with a password).
   await wizard({
@@ -570,9 +577,9 @@ try {
     await audit(v);
   }
 
-  // A light tray: idle with the window open, then Ctrl+W closes it; its web view is
-  // destroyed (WebKit's web process exits) and the app lives on in the tray. Starting the
-  // app again opens the running one's window. Memory (PSS of the app and its children) and
+  // A light tray: idle with the window open, then Ctrl+W closes it; the window's process
+  // ends with its WebKit processes and the tray process lives on alone. Starting the tray
+  // program again opens the window. Memory (PSS of the app's processes and children) and
   // the time to reopen go to E2E_OUT/tray-memory.json; doc/BENCHMARKS.md has the release
   // build's figures.
   const trayLog = env("SKYFILL_TRAY_LOG");
@@ -582,19 +589,23 @@ try {
   log(`window open: ${(sumPss(open) / 1024).toFixed(1)} MiB PSS (${showTree(open)})`);
   await click("#tab-files");
   windowClosed = true;
-  // (The window goes while the keys are still held: WebDriver then reports no such window.)
+  // (The window's process ends while the keys are still held: WebDriver then reports no
+  // such window, or that the session is gone.)
   await b.keys([K.Ctrl, "w"]).catch((e) => {
-    if (!/no such window/i.test(String(e))) throw e;
+    if (!/no such window|invalid session id|session deleted|unknown error/i.test(String(e))) throw e;
   });
   let closed;
-  await until("the web process to exit after Ctrl+W", async () => !webProcess((closed = appTree())), 30);
+  // The window's process ends with its WebKit processes; the tray process stays.
+  await until("the window process to exit after Ctrl+W", async () =>
+    (closed = appTree()).every((p) => p.comm === "skyfill-tray-ic"), 30);
   await new Promise((r) => setTimeout(r, 3000));
   closed = appTree();
   log(`window closed, the app in the tray: ${(sumPss(closed) / 1024).toFixed(1)} MiB PSS (${showTree(closed)})`);
   if (sumPss(closed) >= sumPss(open)) throw new Error("closing the window freed no memory");
   const before = readyLines(trayLog).length;
   const t0 = Date.now();
-  const again = spawn(env("SKYFILL_TRAY_APP"), [], { stdio: "ignore" });
+  // Starting the tray program again asks the running tray to open the window (over D-Bus).
+  const again = spawn(`${dirname(env("SKYFILL_TRAY_APP"))}/skyfill-tray-icon`, [], { stdio: "ignore" });
   const second = await new Promise((r) => again.on("exit", (code) => r(code)));
   await until("the window to open again when the app is started a second time", async () => readyLines(trayLog).length > before, 60);
   const took = Date.now() - t0;
@@ -609,6 +620,26 @@ try {
     reopen_ms: inApp, reopen_from_launch_ms: took,
     open, closed, reopened,
   }, null, 2));
+  // The desktop's language: a window started in a German session speaks German (the page
+  // reports its language and the Files tab's words when it is drawn). The reopened window's
+  // process is ended first (one window a session).
+  for (const p of appTree().filter((p) => p.comm === "skyfill-tray")) process.kill(p.pid, "SIGTERM");
+  await until("the reopened window to close", async () => appTree().every((p) => p.comm === "skyfill-tray-ic"), 30);
+  const beforeDe = readyLines(trayLog).length;
+  const german = spawn(env("SKYFILL_TRAY_APP"), ["--window"], {
+    stdio: "ignore",
+    env: { ...process.env, LANG: "de_DE.UTF-8", LANGUAGE: "de", LC_ALL: "", LC_MESSAGES: "" },
+  });
+  try {
+    await until("a window in German", async () => readyLines(trayLog).length > beforeDe, 60);
+    const ready = readyLines(trayLog).at(-1);
+    if (!/lang=de\b/.test(ready) || !/tab=Dateien\b/.test(ready)) throw new Error(`the German window does not speak German: ${ready}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    screen("png", "window-german");
+    log("screenshot window-german.png: the window in a German session (lang=de, Files tab \"Dateien\")");
+  } finally {
+    german.kill("SIGTERM");
+  }
   writeFileSync(`${out}/steps.txt`, steps.join("\n") + "\n");
 } catch (e) {
   try {

@@ -62,6 +62,18 @@ d("commands", () => {
     }
   });
 
+  test("the catalogue: the Rust side's, else English (outside Tauri, or an older Rust side)", async () => {
+    const de = { lang: "de", plural: "n != 1", messages: { Open: ["Öffnen"] } };
+    invoke.mockResolvedValueOnce(de);
+    expect(await api.catalogue()).toEqual(de);
+    expect(invoke).toHaveBeenCalledWith("catalogue", undefined);
+    const english = { lang: "en", plural: "n != 1", messages: {} };
+    invoke.mockRejectedValueOnce("Command catalogue not found");
+    expect(await api.catalogue()).toEqual(english);
+    delete globalThis.__TAURI__;
+    expect(await api.catalogue()).toEqual(english);
+  });
+
   test("failures become ApiErrors with the code to branch on", async () => {
     invoke.mockRejectedValueOnce({ code: "not_a_root", message: "/x is not in a sync root" });
     const e = await api.list("/x").catch((e) => e);

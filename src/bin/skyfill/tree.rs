@@ -5,6 +5,7 @@
 
 use skyfill::ipc::proto::{PathStatus, SyncState};
 use skyfill::model::{human_bytes, Availability, Kind};
+use skyfill::{t, tn};
 
 /// Whether lines carry colour: only on a terminal, and never with `NO_COLOR` set to anything
 /// but the empty string (<https://no-color.org>).
@@ -41,23 +42,23 @@ pub struct Node {
 /// The state words of an entry, and the colour (SGR code) they take.
 fn state_words(s: &PathStatus) -> (String, &'static str) {
     match s.sync {
-        SyncState::Conflict => return ("conflict".into(), "1;31"),
-        SyncState::Error => return ("sync error".into(), "1;31"),
-        SyncState::Uploading => return ("uploading".into(), "33"),
-        SyncState::Pending => return ("waiting to upload".into(), "33"),
+        SyncState::Conflict => return (t!("conflict"), "1;31"),
+        SyncState::Error => return (t!("sync error"), "1;31"),
+        SyncState::Uploading => return (t!("uploading"), "33"),
+        SyncState::Pending => return (t!("waiting to upload"), "33"),
         SyncState::Synced => {}
     }
     match s.state {
-        Availability::OnlineOnly => ("online-only".into(), "36"),
+        Availability::OnlineOnly => (t!("online-only"), "36"),
         Availability::Partial => (
             match s.percent {
-                Some(p) => format!("partly local {p:.0} %"),
-                None => "partly local".into(),
+                Some(p) => t!("partly local {percent} %", percent = format!("{p:.0}")),
+                None => t!("partly local"),
             },
             "33",
         ),
-        Availability::Local => ("local".into(), "32"),
-        Availability::Pinned => ("always local".into(), "1;32"),
+        Availability::Local => (t!("local"), "32"),
+        Availability::Pinned => (t!("always local"), "1;32"),
     }
 }
 
@@ -65,7 +66,13 @@ fn state_words(s: &PathStatus) -> (String, &'static str) {
 pub fn header(style: Style) -> String {
     style.paint(
         "2",
-        &format!("{:<20} {:>10} {:>10}  {}", "STATE", "SIZE", "HERE", "NAME"),
+        &format!(
+            "{:<20} {:>10} {:>10}  {}",
+            t!("STATE"),
+            t!("SIZE"),
+            t!("HERE"),
+            t!("NAME")
+        ),
     )
 }
 
@@ -119,8 +126,12 @@ fn below(node: &Node, prefix: &str, style: Style, out: &mut Vec<String>) {
             style.paint(
                 "2",
                 &format!(
-                    "{prefix}└── … and {} more (skyfill status --limit)",
-                    node.more
+                    "{prefix}└── {}",
+                    tn!(
+                        "… and {n} more (skyfill status --limit)",
+                        "… and {n} more (skyfill status --limit)",
+                        node.more
+                    )
                 )
             ),
         ));

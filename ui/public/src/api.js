@@ -171,8 +171,27 @@ export const autostartEnabled = () => call("autostart_enabled");
 /** @param {boolean} enabled @returns {Promise<void>} */
 export const setAutostart = (enabled) => call("set_autostart", { enabled });
 
-/** Tells the app the page is drawn (it logs how long opening the window took). */
-export const windowReady = () => call("window_ready");
+/**
+ * The messages in the desktop's language (po/LL.po, chosen by the Rust side from LANGUAGE,
+ * LC_ALL, LC_MESSAGES, LANG): `{lang, plural, messages: {msgid: [forms]}}` for i18n.js.
+ * English (no messages) outside Tauri (Vitest) and when the Rust side cannot give one (an
+ * older build without the command): the window always starts.
+ * @returns {Promise<{lang: string, plural: string, messages: Object<string, string[]>}>}
+ */
+export async function catalogue() {
+  const english = { lang: "en", plural: "n != 1", messages: {} };
+  if (!tauri()?.core) return english;
+  try {
+    const c = await call("catalogue");
+    return c && typeof c === "object" && c.messages ? c : english;
+  } catch {
+    return english;
+  }
+}
+
+/** Tells the app the page is drawn (it logs how long opening the window took, and the
+ * language the page shows: `lang` and the Files tab's words). */
+export const windowReady = (lang, tab) => call("window_ready", { lang, tab });
 
 /** Closes the window (the app stays in the tray; the window's web view is destroyed). */
 export const closeWindow = () => call("close_window");

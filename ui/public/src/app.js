@@ -2,9 +2,11 @@
 // and events), and the pure logic (logic.js). Everything the daemon says arrives as events
 // (decoded in api.js, handled by `daemonEvents` below) and connection changes; the window
 // never polls the file list. Failed commands are ApiErrors: their code decides what to do,
-// their message is shown.
+// their message is shown. Every word shown goes through i18n.js (the page's markup through
+// translatePage, made once the catalogue is loaded at the start).
 
 import * as api from "./api.js";
+import { formatList, locale, setCatalogue, t, tn, tParts, translatePage } from "./i18n.js";
 import {
   ariaSort,
   displayName,
@@ -32,7 +34,7 @@ import {
   formatRate,
   isSelected,
   needsSignIn,
-  overall,
+  overallState,
   pageCache,
   pagesFor,
   pagesToFetch,
@@ -119,15 +121,17 @@ function el(tag, props = {}, ...kids) {
 }
 
 function renderSummary() {
-  const o = overall({
+  const o = overallState({
     connected: model.connected,
     roots: model.roots,
     transfers: model.transfers,
     pendingConflicts: model.conflicts.length,
   });
   const speed = o.icon === "syncing" ? totalRate(model.transfers, Date.now()) : null;
-  $("summary").textContent = o.tooltip.replace(/^Skyfill: /, "") +
-    (speed ? ` · ${speed.rate >= 1 ? formatRate(speed.rate) : "stalled"}${speed.eta ? ` · ${speed.eta} left` : ""}` : "");
+  const vars = { state: o.words, speed: speed && (speed.rate >= 1 ? formatRate(speed.rate) : t("stalled")), time: speed?.eta };
+  $("summary").textContent = !speed ? o.words
+    // TRANSLATORS: the overall state ("syncing 3 files"), the rate of all transfers together and the time they have left.
+    : speed.eta ? t("{state} · {speed} · {time} left", vars) : t("{state} · {speed}", vars);
   $("summary").dataset.state = o.icon;
 }
 
@@ -185,11 +189,11 @@ function geometry() {
 
 /** The file-type icon of an entry: the icon theme's, or a drawn one until (or unless) it has one. */
 function typeIcon(e) {
-  const t = fileType(e);
-  const url = model.icons.get(t.icon);
+  const type = fileType(e);
+  const url = model.icons.get(type.icon);
   if (url) return el("img", { class: "ftype", src: url, alt: "", "aria-hidden": "true" });
-  if (!model.icons.has(t.icon)) wantIcon(t.icon);
-  return el("span", { class: `ftype ${t.kind}`, "aria-hidden": "true" });
+  if (!model.icons.has(type.icon)) wantIcon(type.icon);
+  return el("span", { class: `ftype ${type.kind}`, "aria-hidden": "true" });
 }
 
 let iconWanted = new Set();
@@ -236,7 +240,7 @@ function fileRow(index, e, sel) {
     el("td", { class: "sel" }, el("input", {
       type: "checkbox",
       checked: sel,
-      "aria-label": `Select ${name}`,
+      "aria-label": t("Select {name}", { name }),
       onchange: (ev) => select(e, ev.target.checked),
     })),
     el("td", { class: "name", title: fileType(e).words }, el("span", { class: "namecell" }, typeIcon(e), e.kind === "dir"
@@ -244,7 +248,8 @@ function fileRow(index, e, sel) {
       : name)),
     el("td", {}, el("span", { class: "state", title: d.words },
       el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
-      el("span", { class: "words" }, d.detail ? `${d.words} · ${d.detail}` : d.words))),
+      // TRANSLATORS: a file's state and its detail ("Partly on this device · 42 %").
+      el("span", { class: "words" }, d.detail ? t("{state} · {detail}", { state: d.words, detail: d.detail }) : d.words))),
     el("td", { class: "num" }, e.kind === "dir" ? "" : formatBytes(e.size)),
     el("td", { class: "date" }, formatDate(e.mtime)),
   );
@@ -365,16 +370,18 @@ function shortPath(p) {
 let activityTick = 0;
 
 function renderActivity() {
-  const t = $("transfers");
-  t.replaceChildren();
+  const list = $("transfers");
+  list.replaceChildren();
   const live = Object.values(model.transfers).filter((x) => !x.finished);
   for (const x of live) {
-    const who = x.app ? ` · for ${x.app} (pid ${x.pid})` : "";
-    t.append(el("li", { "data-path": x.path },
-      el("span", { class: "grow", title: x.path }, `${x.direction === "up" ? "↑" : "↓"} ${shortPath(x.path)}${who}`),
+    // TRANSLATORS: a transfer's file and the program it is for (its name and process id).
+    const what = x.app ? t("{path} · for {app} (pid {pid})", { path: shortPath(x.path), app: x.app, pid: x.pid })
+      : shortPath(x.path);
+    list.append(el("li", { "data-path": x.path },
+      el("span", { class: "grow", title: x.path }, `${x.direction === "up" ? "↑" : "↓"} ${what}`),
       el("progress", { max: x.total || 1, value: x.done }),
       el("span", { class: "muted rate" }, transferText(x, Date.now())),
-      x.app ? el("button", { onclick: () => blockApp(x.app) }, `Never let ${x.app} download`) : "",
+      x.app ? el("button", { onclick: () => blockApp(x.app) }, t("Never let {app} download", { app: x.app })) : "",
     ));
   }
   $("transfers-empty").hidden = live.length > 0;
@@ -386,11 +393,12 @@ function renderActivity() {
   badge.textContent = String(live.length);
   $("conflicts").replaceChildren(...model.conflicts.map((c) => el("li", {},
     el("span", { class: "grow", title: `${c.path} ⇄ ${c.copy}` }, `${shortPath(c.path)} ⇄ ${shortPath(c.copy)}`),
-    el("button", { onclick: () => { api.openPath(c.path); api.openPath(c.copy); } }, "Open both"),
+    el("button", { onclick: () => { api.openPath(c.path); api.openPath(c.copy); } }, t("Open both")),
   )));
   $("conflicts-empty").hidden = model.conflicts.length > 0;
   $("errors").replaceChildren(...model.errors.map((e) => el("li", {},
-    el("span", { class: "grow", title: e.path || "" }, errorText(e.code, `${e.path ? shortPath(e.path) + ": " : ""}${e.message}`)))));
+    // TRANSLATORS: a problem with a file: its path, then what the daemon said.
+    el("span", { class: "grow", title: e.path || "" }, errorText(e.code, e.path ? t("{path}: {message}", { path: shortPath(e.path), message: e.message }) : e.message)))));
   $("errors-empty").hidden = model.errors.length > 0;
   $("done").replaceChildren(...model.done.slice(0, 20).map((x) => el("li", {},
     el("span", { class: "grow", title: x.path }, `${x.direction === "up" ? "↑" : "↓"} ${shortPath(x.path)}`),
@@ -401,21 +409,29 @@ async function renderSettings() {
   const s = model.settings;
   if (!s) return;
   $("accounts").replaceChildren(...model.roots.map((r) => el("li", { "data-root": r.local },
-    el("span", { class: "grow", title: r.local }, `${homeRelative(r.local, model.home)} ← ${r.remote}${needsSignIn(r) ? " (needs sign-in)" : ""}`),
-    el("button", { onclick: () => removeRoot(r.local) }, "Remove…"),
+    el("span", { class: "grow", title: r.local }, needsSignIn(r)
+      // TRANSLATORS: an account: its local folder, the server's address, and that it needs signing in again.
+      ? t("{folder} ← {remote} (needs sign-in)", { folder: homeRelative(r.local, model.home), remote: r.remote })
+      : `${homeRelative(r.local, model.home)} ← ${r.remote}`),
+    el("button", { onclick: () => removeRoot(r.local) }, t("Remove…")),
   )));
-  $("budgets").replaceChildren(...model.roots.map((r) => el("label", { title: r.local }, `${displayName(r.local)} (${homeRelative(r.local, model.home)}): keep at most `,
-    el("input", {
-      "data-budget": r.local,
-      placeholder: "no limit",
-      value: r.budget?.max_bytes ? sizeText(r.budget.max_bytes) : r.budget?.keep_free_percent ? `${r.budget.keep_free_percent}%` : "",
+  $("budgets").replaceChildren(...model.roots.map((r) => el("label", { title: r.local },
+    // TRANSLATORS: a sync folder's disk budget: its name and path, then the field ({input}) for the size or percentage.
+    ...tParts("{name} ({path}): keep at most {input}", {
+      name: displayName(r.local),
+      path: homeRelative(r.local, model.home),
+      input: el("input", {
+        "data-budget": r.local,
+        placeholder: t("no limit"),
+        value: r.budget?.max_bytes ? sizeText(r.budget.max_bytes) : r.budget?.keep_free_percent ? `${r.budget.keep_free_percent}%` : "",
+      }),
     }))));
   $("set-download").value = s.download_limit ? sizeText(s.download_limit) : "";
   $("set-upload").value = s.upload_limit ? sizeText(s.upload_limit) : "";
   $("set-poll").value = s.poll_interval_secs;
   $("never").replaceChildren(...s.never_download.map((p) => el("li", {},
     el("span", { class: "grow" }, p),
-    el("button", { onclick: () => setNever(s.never_download.filter((x) => x !== p)) }, "Remove"))));
+    el("button", { onclick: () => setNever(s.never_download.filter((x) => x !== p)) }, t("Remove")))));
   $("set-autostart").checked = await api.autostartEnabled();
 }
 
@@ -611,11 +627,13 @@ async function act(action) {
   try {
     if (action === "open") return await api.openPath((await selectedPaths(l, sel))[0]);
     if (action === "reveal") return await api.reveal((await selectedPaths(l, sel))[0]);
-    msg.textContent = "Working…";
+    msg.textContent = t("Working…");
     const paths = await selectedPaths(l, sel);
     const r = await api.act(action, paths);
-    const skipped = r.skipped?.length ? ` ${r.skipped.length} skipped: ${r.skipped[0].reason}` : "";
-    said = `${r.files} file(s), ${formatBytes(r.bytes)}.${skipped}`;
+    // TRANSLATORS: what an action did: how many files, how many bytes.
+    said = tn("{n} file, {size}.", "{n} files, {size}.", r.files, { size: formatBytes(r.bytes) });
+    // TRANSLATORS: files the action left alone, and why (the first one's reason, in the daemon's words).
+    if (r.skipped?.length) said += ` ${tn("{n} skipped: {reason}", "{n} skipped: {reason}", r.skipped.length, { reason: r.skipped[0].reason })}`;
   } catch (e) {
     said = problem(e);
   }
@@ -637,7 +655,7 @@ async function setNever(list) {
 }
 
 async function removeRoot(local) {
-  if (!confirm(`Stop syncing ${local}? Files that are on this device stay; online-only files go.`)) return;
+  if (!confirm(t("Stop syncing {folder}? Files that are on this device stay; online-only files go.", { folder: local }))) return;
   try {
     await api.removeRoot(local, "keep_local");
   } catch (e) {
@@ -701,7 +719,7 @@ async function saveSettings() {
     for (const i of document.querySelectorAll("[data-budget]"))
       await api.configSet("budget", i.value.trim() || "none", i.dataset.budget);
     await api.setAutostart($("set-autostart").checked);
-    m.textContent = "Saved.";
+    m.textContent = t("Saved.");
   } catch (e) {
     m.textContent = problem(e);
   }
@@ -729,7 +747,7 @@ function showStep() {
   for (const s of document.querySelectorAll("#wizard .step")) s.hidden = s.dataset.step !== name;
   $("w-back").hidden = wiz.at === 0 || name === "done";
   $("w-cancel").hidden = name === "done" || model.roots.length === 0;
-  $("w-next").textContent = name === "folder" ? "Set up" : name === "done" ? "Done" : "Next";
+  $("w-next").textContent = name === "folder" ? t("Set up") : name === "done" ? t("Done") : t("Next");
   $("w-error").textContent = "";
   if (name === "webdav") updateResolved();
   // Keyboard users land on what the step asks for: the chosen kind, the first field, the
@@ -775,7 +793,7 @@ async function wizardNext() {
     if (f.error) return (err.textContent = f.error);
   }
   if (name === "test") {
-    if ($("w-test-result").dataset.ok !== "true") return (err.textContent = "Test the connection first.");
+    if ($("w-test-result").dataset.ok !== "true") return (err.textContent = t("Test the connection first."));
   }
   if (name === "folder") {
     const folder = expandHome($("w-folder").value.trim());
@@ -784,7 +802,12 @@ async function wizardNext() {
     $("w-next").disabled = true;
     try {
       const r = await api.addAccount(wizardForm(), folder);
-      $("w-done").textContent = `Done: ${r.files} files and ${r.dirs} folders are in ${homeRelative(folder, model.home)}, online-only. They download when you open them.`;
+      // TRANSLATORS: the account is set up: {files} is "3 files", {folders} "2 folders", {folder} the local folder.
+      $("w-done").textContent = t("Done: {files} and {folders} are in {folder}, online-only. They download when you open them.", {
+        files: tn("{n} file", "{n} files", r.files),
+        folders: tn("{n} folder", "{n} folders", r.dirs),
+        folder: homeRelative(folder, model.home),
+      });
       model.root = folder;
       model.dir = folder;
     } catch (e) {
@@ -806,7 +829,7 @@ async function testConnection() {
   const f = wizardForm();
   out.dataset.ok = "false";
   if (f.error) return (out.textContent = f.error);
-  out.textContent = "Testing…";
+  out.textContent = t("Testing…");
   try {
     out.textContent = await api.testConnection(f);
     out.dataset.ok = "true";
@@ -870,9 +893,9 @@ const daemonEvents = {
       if (!statesTimer) statesTimer = setTimeout(flushStates, 30);
     }
     // A download ends when its file is complete.
-    const t = model.transfers[ev.path];
-    if (t && (ev.state === "local" || ev.state === "pinned")) {
-      model.done.unshift({ ...t, done: t.total, finished: true });
+    const x = model.transfers[ev.path];
+    if (x && (ev.state === "local" || ev.state === "pinned")) {
+      model.done.unshift({ ...x, done: x.total, finished: true });
       delete model.transfers[ev.path];
       renderActivity();
       renderSummary();
@@ -880,9 +903,9 @@ const daemonEvents = {
   },
   progress(ev) {
     model.transfers = applyProgress(model.transfers, ev, Date.now());
-    const t = model.transfers[ev.path];
-    if (t.finished) {
-      model.done.unshift(t);
+    const x = model.transfers[ev.path];
+    if (x.finished) {
+      model.done.unshift(x);
       delete model.transfers[ev.path];
     }
     renderActivity();
@@ -955,11 +978,13 @@ async function renderStorage() {
   const v = storage(st, budget, free ?? NaN);
   const bar = $("storage-bar");
   bar.replaceChildren(...v.parts.map((p) => el("span", { class: p.kind, style: `width: ${p.percent}%`, title: p.words })));
-  if (v.budgetPercent !== null) bar.append(el("span", { class: "budget", style: `left: ${v.budgetPercent}%`, title: "budget" }));
+  // TRANSLATORS: the tooltip of the budget's mark on the storage bar.
+  if (v.budgetPercent !== null) bar.append(el("span", { class: "budget", style: `left: ${v.budgetPercent}%`, title: t("budget") }));
   bar.setAttribute("aria-label", v.summary);
   $("storage-summary").textContent = v.summary;
   $("storage-largest").textContent = top.length
-    ? `· largest here: ${top.map((e) => `${displayName(e.path)} ${formatBytes(e.local_bytes)}`).join(", ")}` : "";
+    // TRANSLATORS: the folders that take the most room on this device, each with its size ("Photos 2.1 GB, Music 1.0 GB").
+    ? `· ${t("largest here: {folders}", { folders: formatList(top.map((e) => `${displayName(e.path)} ${formatBytes(e.local_bytes)}`)) })}` : "";
   $("storage-free").disabled = !st.local_bytes;
   box.hidden = false;
 }
@@ -967,10 +992,10 @@ async function renderStorage() {
 async function freeRoot() {
   if (!model.root) return;
   const msg = $("files-message");
-  msg.textContent = "Freeing up space…";
+  msg.textContent = t("Freeing up space…");
   try {
     const r = await api.act("free", [model.root]);
-    msg.textContent = `${r.files} file(s), ${formatBytes(r.bytes)} freed.`;
+    msg.textContent = tn("{n} file, {size} freed.", "{n} files, {size} freed.", r.files, { size: formatBytes(r.bytes) });
   } catch (e) {
     msg.textContent = problem(e);
   }
@@ -1097,11 +1122,11 @@ function filterInput() {
 // ------------------------------------------------------------------ wiring
 
 function showView(name) {
-  for (const t of document.querySelectorAll("nav [role=tab]")) {
-    const on = t.dataset.view === name;
-    t.setAttribute("aria-selected", on ? "true" : "false");
-    t.tabIndex = on ? 0 : -1;
-    $(`view-${t.dataset.view}`).hidden = !on;
+  for (const tab of document.querySelectorAll("nav [role=tab]")) {
+    const on = tab.dataset.view === name;
+    tab.setAttribute("aria-selected", on ? "true" : "false");
+    tab.tabIndex = on ? 0 : -1;
+    $(`view-${tab.dataset.view}`).hidden = !on;
   }
   if (name === "files") scheduleFrame();
 }
@@ -1150,7 +1175,11 @@ function keyboard(ev) {
 }
 
 async function main() {
-  for (const t of document.querySelectorAll("nav [role=tab]")) t.addEventListener("click", () => showView(t.dataset.view));
+  // The desktop's language first: the page's words, then everything drawn after, are in it.
+  setCatalogue(await api.catalogue());
+  document.documentElement.lang = locale();
+  translatePage();
+  for (const tab of document.querySelectorAll("nav [role=tab]")) tab.addEventListener("click", () => showView(tab.dataset.view));
   for (const b of document.querySelectorAll(".toolbar [data-action]")) b.addEventListener("click", () => act(b.dataset.action));
   $("root-select").addEventListener("change", (e) => {
     model.root = e.target.value;
@@ -1241,7 +1270,8 @@ async function main() {
       api.closeWindow().catch(() => {});
     }
   });
-  requestAnimationFrame(() => api.windowReady().catch(() => {}));
+  requestAnimationFrame(() =>
+    api.windowReady(document.documentElement.lang, document.getElementById("tab-files")?.textContent ?? "").catch(() => {}));
 }
 
 main();

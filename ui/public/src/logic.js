@@ -1,18 +1,21 @@
 // Pure logic of the Skyfill window and tray: labels, icons, formatting, the wizard's server
 // recognition and validation, and how daemon events update what is shown. No DOM, no Tauri:
-// tested with Vitest (test/logic.test.js).
+// tested with Vitest (test/logic.test.js). Words go through i18n.js (`t`, `tn`): every text
+// made here is in the language of the catalogue in use when it is made.
 
-/** Words and icon for each file state (the daemon's `state` plus sync state). */
+import { formatList, formatNumber, locale, t, tn } from "./i18n.js";
+
+/** Words and icon for each file state (the daemon's `state` plus sync state); the words in the language in use when read. */
 export const STATES = {
-  "online-only": { icon: "cloud", words: "Online-only" },
-  partial: { icon: "cloud-half", words: "Partly on this device" },
-  local: { icon: "check", words: "On this device" },
-  pinned: { icon: "check-solid", words: "Always on this device" },
-  syncing: { icon: "sync", words: "Syncing" },
-  pending: { icon: "sync", words: "Waiting to sync" },
-  conflict: { icon: "conflict", words: "Conflict" },
-  error: { icon: "error", words: "Error" },
-  folder: { icon: "folder", words: "Folder" },
+  "online-only": { icon: "cloud", get words() { return t("Online-only"); } },
+  partial: { icon: "cloud-half", get words() { return t("Partly on this device"); } },
+  local: { icon: "check", get words() { return t("On this device"); } },
+  pinned: { icon: "check-solid", get words() { return t("Always on this device"); } },
+  syncing: { icon: "sync", get words() { return t("Syncing"); } },
+  pending: { icon: "sync", get words() { return t("Waiting to sync"); } },
+  conflict: { icon: "conflict", get words() { return t("Conflict"); } },
+  error: { icon: "error", get words() { return t("Error"); } },
+  folder: { icon: "folder", get words() { return t("Folder"); } },
 };
 
 /** What to show for one entry (a `PathStatus` from the daemon). */
@@ -21,48 +24,61 @@ export function describe(st) {
     const c = st.counts || {};
     const n = (c.online_only || 0) + (c.partial || 0) + (c.local || 0) + (c.pinned || 0);
     const parts = [];
-    if (c.pinned) parts.push(`${c.pinned} always here`);
-    if (c.local) parts.push(`${c.local} here`);
-    if (c.partial) parts.push(`${c.partial} partly here`);
-    if (c.online_only) parts.push(`${c.online_only} online-only`);
+    // TRANSLATORS: counts of a folder's files and where they are, listed together ("3 always here, 2 online-only").
+    if (c.pinned) parts.push(tn("{n} always here", "{n} always here", c.pinned));
+    if (c.local) parts.push(tn("{n} here", "{n} here", c.local));
+    if (c.partial) parts.push(tn("{n} partly here", "{n} partly here", c.partial));
+    if (c.online_only) parts.push(tn("{n} online-only", "{n} online-only", c.online_only));
     const key = st.setting === "pinned" ? "pinned" : "folder";
-    return { ...STATES[key], detail: n ? parts.join(", ") : "empty" };
+    // TRANSLATORS: the state of a folder with nothing in it.
+    return { ...STATES[key], detail: n ? formatList(parts) : t("empty") };
   }
   if (st.sync === "error") return { ...STATES.error, detail: "" };
   if (st.sync === "conflict") return { ...STATES.conflict, detail: "" };
-  if (st.sync === "uploading") return { ...STATES.syncing, detail: "uploading" };
+  if (st.sync === "uploading") return { ...STATES.syncing, detail: t("uploading") };
   if (st.sync === "pending") return { ...STATES.pending, detail: "" };
   const s = STATES[st.state] || STATES["online-only"];
   const detail =
     st.state === "partial" && typeof st.percent === "number"
-      ? `${Math.floor(st.percent)} %`
+      ? t("{percent} %", { percent: formatNumber(Math.floor(st.percent)) })
       : "";
   return { ...s, detail };
 }
 
+/** A size with its unit, in decimal units (1 KB = 1000 bytes). */
+const UNITS = [
+  (size) => t("{size} B", { size }),
+  (size) => t("{size} KB", { size }),
+  (size) => t("{size} MB", { size }),
+  (size) => t("{size} GB", { size }),
+  (size) => t("{size} TB", { size }),
+];
+
+/** "999 B", "1.5 KB", "25 MB" (the locale's decimal separator). */
 export function formatBytes(n) {
   if (!Number.isFinite(n) || n < 0) return "?";
-  const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0;
   let v = n;
-  while (v >= 1000 && i < units.length - 1) {
+  while (v >= 1000 && i < UNITS.length - 1) {
     v /= 1000;
     i++;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  const digits = i === 0 ? 0 : v < 10 ? 1 : 0;
+  return UNITS[i](formatNumber(v, { minimumFractionDigits: digits, maximumFractionDigits: digits, useGrouping: false }));
 }
 
 export function formatRate(bytesPerSec) {
-  return `${formatBytes(Math.round(bytesPerSec))}/s`;
+  // TRANSLATORS: a rate, a size per second ("1.2 MB/s").
+  return t("{size}/s", { size: formatBytes(Math.round(bytesPerSec)) });
 }
 
 /** "12 s", "3 min", "1 h 5 min"; null when unknown. */
 export function formatEta(seconds) {
   if (!Number.isFinite(seconds) || seconds < 0) return null;
-  if (seconds < 60) return `${Math.ceil(seconds)} s`;
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 60) return t("{seconds} s", { seconds: formatNumber(Math.ceil(seconds)) });
+  if (seconds < 3600) return t("{minutes} min", { minutes: formatNumber(Math.round(seconds / 60)) });
   const h = Math.floor(seconds / 3600);
-  return `${h} h ${Math.round((seconds - h * 3600) / 60)} min`;
+  return t("{hours} h {minutes} min", { hours: formatNumber(h), minutes: formatNumber(Math.round((seconds - h * 3600) / 60)) });
 }
 
 /** The window over which rates are averaged (ms): long enough to smooth bursts of pieces, short enough to follow a change of speed. */
@@ -76,17 +92,17 @@ export const RATE_WINDOW = 5000;
  * samples span some time the rate is unknown (null). `now` in milliseconds.
  */
 export function applyProgress(transfers, ev, now) {
-  const t = transfers[ev.path] || { samples: [] };
-  const samples = [...t.samples.filter((s) => s.at !== now), { at: now, done: ev.done }];
+  const was = transfers[ev.path] || { samples: [] };
+  const samples = [...was.samples.filter((s) => s.at !== now), { at: now, done: ev.done }];
   while (samples.length > 2 && samples[1].at <= now - RATE_WINDOW) samples.shift();
   const next = {
-    ...t,
+    ...was,
     path: ev.path,
     direction: ev.direction,
     done: ev.done,
     total: ev.total,
-    pid: ev.pid ?? t.pid ?? null,
-    app: ev.app ?? t.app ?? null,
+    pid: ev.pid ?? was.pid ?? null,
+    app: ev.app ?? was.app ?? null,
     samples,
     finished: ev.total > 0 && ev.done >= ev.total,
     at: now,
@@ -101,14 +117,14 @@ export function applyProgress(transfers, ev, now) {
  * unknown (a single sample), and falling towards 0 once no bytes arrive (the time since the
  * last sample counts).
  */
-export function transferRate(t, now) {
-  const s = t.samples || [];
+export function transferRate(x, now) {
+  const s = x.samples || [];
   if (s.length < 2) return null;
   // From the last sample at or before the window's start (the first, if none is).
   let base = s[0];
   for (const x of s) if (x.at <= now - RATE_WINDOW) base = x;
   const span = (now - base.at) / 1000;
-  return span > 0 ? Math.max(0, t.done - base.done) / span : null;
+  return span > 0 ? Math.max(0, x.done - base.done) / span : null;
 }
 
 /** Rate and time left of all live transfers together (the tray tooltip's words), or null. */
@@ -116,10 +132,10 @@ export function totalRate(transfers, now) {
   let rate = 0;
   let left = 0;
   let known = false;
-  for (const t of Object.values(transfers)) {
-    if (t.finished) continue;
-    const r = transferRate(t, now);
-    left += Math.max(0, t.total - t.done);
+  for (const x of Object.values(transfers)) {
+    if (x.finished) continue;
+    const r = transferRate(x, now);
+    left += Math.max(0, x.total - x.done);
     if (r !== null) {
       rate += r;
       known = true;
@@ -130,11 +146,13 @@ export function totalRate(transfers, now) {
 }
 
 /** What a transfer's line says of its speed: "3.1 MB of 9.4 MB · 1.2 MB/s · 5 s left". */
-export function transferText(t, now) {
-  const r = transferRate(t, now);
-  const speed = r === null ? "starting…" : r < 1 ? "stalled" : formatRate(r);
-  const eta = r > 0 ? formatEta((t.total - t.done) / r) : null;
-  return `${formatBytes(t.done)} of ${formatBytes(t.total)} · ${speed}${eta ? ` · ${eta} left` : ""}`;
+export function transferText(x, now) {
+  const r = transferRate(x, now);
+  const speed = r === null ? t("starting…") : r < 1 ? t("stalled") : formatRate(r);
+  const time = r > 0 ? formatEta((x.total - x.done) / r) : null;
+  const vars = { done: formatBytes(x.done), total: formatBytes(x.total), speed, time };
+  // TRANSLATORS: a transfer: bytes done of its size, its speed (a rate, "starting…" or "stalled") and the time left.
+  return time ? t("{done} of {total} · {speed} · {time} left", vars) : t("{done} of {total} · {speed}", vars);
 }
 
 /** A path as people read it: `~/Cloud` for a path in the home folder, the path itself elsewhere. */
@@ -157,25 +175,29 @@ export const needsSignIn = (r) => r.state === "needs-sign-in" || !r.signed_in;
 export const isPaused = (r) => r.state === "paused" || r.paused;
 
 /**
- * The overall state for the tray icon and tooltip, from each root's `state` as the daemon
- * decides it (error text is shown, never read).
+ * The overall state (the window's summary line), from each root's `state` as the daemon
+ * decides it (error text is shown, never read): an icon name and words.
  */
-export function overall({ connected, roots = [], transfers = {}, pendingConflicts = 0 }) {
-  if (!connected) return { icon: "error", tooltip: "Skyfill: the daemon is not running" };
-  if (roots.length === 0) return { icon: "idle", tooltip: "Skyfill: no sync folder yet" };
-  if (roots.some(needsSignIn)) return { icon: "signin", tooltip: "Skyfill: sign-in needed" };
-  if (roots.every(isPaused)) return { icon: "paused", tooltip: "Skyfill: paused" };
-  if (roots.some((r) => r.state === "offline"))
-    return { icon: "offline", tooltip: "Skyfill: offline, changes are kept" };
-  const active = Object.values(transfers).filter((t) => !t.finished).length;
-  if (active) return { icon: "syncing", tooltip: `Skyfill: syncing ${active} file${active > 1 ? "s" : ""}` };
-  if (roots.some((r) => r.state === "syncing")) return { icon: "syncing", tooltip: "Skyfill: syncing" };
+export function overallState({ connected, roots = [], transfers = {}, pendingConflicts = 0 }) {
+  if (!connected) return { icon: "error", words: t("the daemon is not running") };
+  if (roots.length === 0) return { icon: "idle", words: t("no sync folder yet") };
+  if (roots.some(needsSignIn)) return { icon: "signin", words: t("sign-in needed") };
+  if (roots.every(isPaused)) return { icon: "paused", words: t("paused") };
+  if (roots.some((r) => r.state === "offline")) return { icon: "offline", words: t("offline, changes are kept") };
+  const active = Object.values(transfers).filter((x) => !x.finished).length;
+  if (active) return { icon: "syncing", words: tn("syncing {n} file", "syncing {n} files", active) };
+  if (roots.some((r) => r.state === "syncing")) return { icon: "syncing", words: t("syncing") };
   const failing = roots.filter((r) => r.state === "error");
-  if (failing.length)
-    return { icon: "error", tooltip: `Skyfill: ${failing[0].last_error || "a problem needs you"}` };
-  if (pendingConflicts)
-    return { icon: "conflict", tooltip: `Skyfill: ${pendingConflicts} conflict${pendingConflicts > 1 ? "s" : ""}` };
-  return { icon: "ok", tooltip: "Skyfill: up to date" };
+  if (failing.length) return { icon: "error", words: failing[0].last_error || t("a problem needs you") };
+  if (pendingConflicts) return { icon: "conflict", words: tn("{n} conflict", "{n} conflicts", pendingConflicts) };
+  return { icon: "ok", words: t("up to date") };
+}
+
+/** The overall state for the tray icon and tooltip ("Skyfill: up to date"). */
+export function overall(args) {
+  const s = overallState(args);
+  // TRANSLATORS: the tooltip: the product's name and the overall state ("up to date").
+  return { icon: s.icon, tooltip: t("Skyfill: {state}", { state: s.words }) };
 }
 
 /**
@@ -184,16 +206,16 @@ export function overall({ connected, roots = [], transfers = {}, pendingConflict
  */
 export function recognizeServer(input, user) {
   let s = (input || "").trim();
-  if (!s) return { error: "Enter the server address." };
+  if (!s) return { error: t("Enter the server address.") };
   if (!/^[a-z]+:\/\//i.test(s)) s = `https://${s}`;
   let u;
   try {
     u = new URL(s);
   } catch {
-    return { error: "This is not a valid address." };
+    return { error: t("This is not a valid address.") };
   }
   if (!["http:", "https:"].includes(u.protocol))
-    return { error: "Use an http:// or https:// address." };
+    return { error: t("Use an http:// or https:// address.") };
   const path = u.pathname.replace(/\/+$/, "");
   const scheme = u.protocol === "https:" ? "davs" : "dav";
   const who = encodeURIComponent(user || "");
@@ -202,7 +224,7 @@ export function recognizeServer(input, user) {
   }
   if (path === "" || path === "/index.php" || /\/(nextcloud|owncloud)$/.test(path)) {
     const base = path.replace(/\/index\.php$/, "");
-    if (!who) return { error: "Enter your user name first: it is part of the folder address." };
+    if (!who) return { error: t("Enter your user name first: it is part of the folder address.") };
     return {
       kind: "webdav",
       url: `${scheme}://${u.host}${base}/remote.php/dav/files/${who}/`,
@@ -216,7 +238,7 @@ export function recognizeServer(input, user) {
 export function s3Url({ bucket, prefix }) {
   const b = (bucket || "").trim();
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b))
-    return { error: "Bucket names are 3-63 lower-case letters, digits, dots and dashes." };
+    return { error: t("Bucket names are 3-63 lower-case letters, digits, dots and dashes.") };
   const p = (prefix || "").trim().replace(/^\/+|\/+$/g, "");
   return { url: p ? `s3://${b}/${p}` : `s3://${b}` };
 }
@@ -224,9 +246,9 @@ export function s3Url({ bucket, prefix }) {
 /** Checks the local folder the wizard will use; returns an error text or null. */
 export function checkFolder(path, home) {
   const p = (path || "").trim();
-  if (!p.startsWith("/")) return "Choose a full path, like " + `${home}/Cloud`;
-  if (p.split("/").some((c) => c === ".." || c === ".")) return "The path may not contain . or ..";
-  if (p === home || p === "/") return "Choose a new or empty folder inside your home.";
+  if (!p.startsWith("/")) return t("Choose a full path, like {example}", { example: `${home}/Cloud` });
+  if (p.split("/").some((c) => c === ".." || c === ".")) return t("The path may not contain . or ..");
+  if (p === home || p === "/") return t("Choose a new or empty folder inside your home.");
   return null;
 }
 
@@ -424,15 +446,16 @@ export function actionsForSelection(sel, total, only = () => undefined) {
  */
 export function errorText(code, message) {
   const hints = {
-    auth: "Sign in again from Settings.",
-    not_a_root: "The file is not in a Skyfill folder.",
-    not_authorized: "You may not change this folder.",
-    remote: "Check the server address and your connection.",
-    unsynced: "Some files have changes that are not on the server yet; wait until they are synced.",
-    busy: "Skyfill is busy with this; try again in a moment.",
-    budget: "Free up space, unpin files or raise the budget in Settings.",
+    auth: () => t("Sign in again from Settings."),
+    not_a_root: () => t("The file is not in a Skyfill folder."),
+    not_authorized: () => t("You may not change this folder."),
+    remote: () => t("Check the server address and your connection."),
+    unsynced: () => t("Some files have changes that are not on the server yet; wait until they are synced."),
+    busy: () => t("Skyfill is busy with this; try again in a moment."),
+    budget: () => t("Free up space, unpin files or raise the budget in Settings."),
   };
-  return hints[code] ? `${message} — ${hints[code]}` : message;
+  // TRANSLATORS: what went wrong (the daemon's words), then what to do.
+  return Object.hasOwn(hints, code) ? t("{message} — {hint}", { message, hint: hints[code]() }) : message;
 }
 
 /** What to show for a failed command (an ApiError from api.js: `{code, message}`). */
@@ -484,17 +507,18 @@ export function ariaSort(order, key) {
   return order.descending ? "descending" : "ascending";
 }
 
+// Each type: a kind, its icon name, its words (in the language in use when asked) and its extensions.
 const TYPES = [
-  ["image", "image-x-generic", "Image", ["jpg", "jpeg", "png", "gif", "webp", "heic", "tif", "tiff", "bmp", "svg", "raw", "cr2", "nef"]],
-  ["audio", "audio-x-generic", "Audio", ["mp3", "flac", "ogg", "opus", "wav", "m4a", "aac"]],
-  ["video", "video-x-generic", "Video", ["mp4", "mkv", "webm", "mov", "avi", "m4v"]],
-  ["pdf", "application-pdf", "PDF document", ["pdf"]],
-  ["archive", "package-x-generic", "Archive", ["zip", "tar", "gz", "tgz", "xz", "zst", "bz2", "7z", "rar", "deb", "iso"]],
-  ["document", "x-office-document", "Document", ["odt", "doc", "docx", "rtf"]],
-  ["spreadsheet", "x-office-spreadsheet", "Spreadsheet", ["ods", "xls", "xlsx", "csv"]],
-  ["presentation", "x-office-presentation", "Presentation", ["odp", "ppt", "pptx"]],
-  ["code", "text-x-script", "Source code", ["rs", "py", "js", "ts", "c", "h", "cpp", "go", "java", "sh", "rb", "json", "toml", "yaml", "yml", "html", "css"]],
-  ["text", "text-x-generic", "Text", ["txt", "md", "log", "ini", "conf"]],
+  ["image", "image-x-generic", () => t("Image"), ["jpg", "jpeg", "png", "gif", "webp", "heic", "tif", "tiff", "bmp", "svg", "raw", "cr2", "nef"]],
+  ["audio", "audio-x-generic", () => t("Audio"), ["mp3", "flac", "ogg", "opus", "wav", "m4a", "aac"]],
+  ["video", "video-x-generic", () => t("Video"), ["mp4", "mkv", "webm", "mov", "avi", "m4v"]],
+  ["pdf", "application-pdf", () => t("PDF document"), ["pdf"]],
+  ["archive", "package-x-generic", () => t("Archive"), ["zip", "tar", "gz", "tgz", "xz", "zst", "bz2", "7z", "rar", "deb", "iso"]],
+  ["document", "x-office-document", () => t("Document"), ["odt", "doc", "docx", "rtf"]],
+  ["spreadsheet", "x-office-spreadsheet", () => t("Spreadsheet"), ["ods", "xls", "xlsx", "csv"]],
+  ["presentation", "x-office-presentation", () => t("Presentation"), ["odp", "ppt", "pptx"]],
+  ["code", "text-x-script", () => t("Source code"), ["rs", "py", "js", "ts", "c", "h", "cpp", "go", "java", "sh", "rb", "json", "toml", "yaml", "yml", "html", "css"]],
+  ["text", "text-x-generic", () => t("Text"), ["txt", "md", "log", "ini", "conf"]],
 ];
 const BY_EXT = new Map(TYPES.flatMap(([kind, icon, words, exts]) => exts.map((x) => [x, { kind, icon, words }])));
 
@@ -503,26 +527,31 @@ const BY_EXT = new Map(TYPES.flatMap(([kind, icon, words, exts]) => exts.map((x)
  * name of its MIME type's generic icon (looked up in the desktop's icon theme), and words.
  */
 export function fileType(entry) {
-  if (entry.kind === "dir") return { kind: "folder", icon: "folder", words: "Folder" };
+  if (entry.kind === "dir") return { kind: "folder", icon: "folder", words: t("Folder") };
   const name = entry.path.split("/").pop();
   const dot = name.lastIndexOf(".");
   const ext = dot > 0 ? name.slice(dot + 1).toLowerCase() : "";
-  return BY_EXT.get(ext) || { kind: "file", icon: "text-x-generic", words: "File" };
+  const known = BY_EXT.get(ext);
+  if (known) return { kind: known.kind, icon: known.icon, words: known.words() };
+  return { kind: "file", icon: "text-x-generic", words: t("File") };
 }
 
-/** "Today 14:05", "Yesterday 09:12", "3 Mar", "3 Mar 2023" for seconds since the epoch (null: ""). */
-export function formatDate(secs, now = Date.now(), locale = undefined) {
+/**
+ * "Today 14:05", "Yesterday 09:12", "3 Mar", "3 Mar 2023" for seconds since the epoch (null:
+ * ""), in the locale of the catalogue in use unless `loc` says otherwise.
+ */
+export function formatDate(secs, now = Date.now(), loc = locale()) {
   if (!Number.isFinite(secs)) return "";
   const d = new Date(secs * 1000);
   const n = new Date(now);
-  const time = d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
+  const time = d.toLocaleTimeString(loc, { hour: "2-digit", minute: "2-digit" });
   const day = (x) => new Date(x.getFullYear(), x.getMonth(), x.getDate()).getTime();
   const days = Math.round((day(n) - day(d)) / 86_400_000);
-  if (days === 0) return `Today ${time}`;
-  if (days === 1) return `Yesterday ${time}`;
+  if (days === 0) return t("Today {time}", { time });
+  if (days === 1) return t("Yesterday {time}", { time });
   const opts = { day: "numeric", month: "short" };
   if (d.getFullYear() !== n.getFullYear()) opts.year = "numeric";
-  return d.toLocaleDateString(locale, opts);
+  return d.toLocaleDateString(loc, opts);
 }
 
 /**
@@ -554,13 +583,15 @@ export function storage({ size = 0, local_bytes = 0, counts = {} }, budget, free
   const pct = (x) => Math.min(100, Math.round((1000 * x) / total) / 10);
   const pinned = counts.pinned || 0;
   const parts = [
-    { kind: "local", bytes: local_bytes, percent: pct(local_bytes), words: `${formatBytes(local_bytes)} on this device` },
-    { kind: "online", bytes: online, percent: pct(online), words: `${formatBytes(online)} online-only` },
+    { kind: "local", bytes: local_bytes, percent: pct(local_bytes), words: t("{size} on this device", { size: formatBytes(local_bytes) }) },
+    { kind: "online", bytes: online, percent: pct(online), words: t("{size} online-only", { size: formatBytes(online) }) },
   ];
-  const lines = [`${formatBytes(local_bytes)} of ${formatBytes(size)} on this device`];
-  if (pinned) lines.push(`${pinned} file${pinned === 1 ? "" : "s"} always kept here`);
-  if (budget?.max_bytes) lines.push(`budget ${formatBytes(budget.max_bytes)}`);
-  else if (budget?.keep_free_percent) lines.push(`keeps ${budget.keep_free_percent} % of the disk free`);
-  if (Number.isFinite(free)) lines.push(`${formatBytes(free)} free on the disk`);
+  // TRANSLATORS: facts about a sync folder's storage, shown one after the other separated by " · ".
+  const lines = [t("{local} of {total} on this device", { local: formatBytes(local_bytes), total: formatBytes(size) })];
+  if (pinned) lines.push(tn("{n} file always kept here", "{n} files always kept here", pinned));
+  if (budget?.max_bytes) lines.push(t("budget {size}", { size: formatBytes(budget.max_bytes) }));
+  else if (budget?.keep_free_percent)
+    lines.push(t("keeps {percent} % of the disk free", { percent: formatNumber(budget.keep_free_percent) }));
+  if (Number.isFinite(free)) lines.push(t("{size} free on the disk", { size: formatBytes(free) }));
   return { parts, summary: lines.join(" · "), budgetPercent: budget?.max_bytes ? pct(budget.max_bytes) : null };
 }

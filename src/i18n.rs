@@ -1,0 +1,567 @@
+//! Translations: the gettext catalogues of `po/` (one `.po` a language, built into the binary)
+//! that the CLI, the tray and the window speak, and the language chosen from the environment
+//! as gettext chooses it (`LANGUAGE`, then `LC_ALL`, `LC_MESSAGES`, `LANG`).
+//!
+//! A message's id is its English text; placeholders are `{name}`. [`t!`](crate::t) translates
+//! one message, [`tn!`](crate::tn) one with a plural form (`{n}` is the count). Untranslated
+//! messages, fuzzy entries and unknown languages fall back to English.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::OnceLock;
+
+/// The catalogues built in: (language, `.po` text). `scripts/i18n check` keeps them complete.
+const BUILT_IN: &[(&str, &str)] = &[("de", include_str!("../po/de.po"))];
+
+/// How a language picks a plural form from a count (the `Plural-Forms` formulas in use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plural {
+    /// `n != 1` (English, German, most of Europe).
+    NotOne,
+    /// `n > 1` (French, Brazilian Portuguese).
+    AboveOne,
+    /// `0`: one form (Japanese, Chinese, ...).
+    One,
+}
+
+impl Plural {
+    /// The formula as the `Plural-Forms` header writes it.
+    pub fn formula(self) -> &'static str {
+        match self {
+            Plural::NotOne => "n != 1",
+            Plural::AboveOne => "n > 1",
+            Plural::One => "0",
+        }
+    }
+
+    fn parse(header: &str) -> Option<Plural> {
+        let f = header.split("plural=").nth(1)?;
+        let f: String = f
+            .trim_end_matches(';')
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '(' && *c != ')' && *c != ';')
+            .collect();
+        match f.as_str() {
+            "n!=1" => Some(Plural::NotOne),
+            "n>1" => Some(Plural::AboveOne),
+            "0" => Some(Plural::One),
+            _ => None,
+        }
+    }
+
+    /// The form for count `n`.
+    pub fn index(self, n: u64) -> usize {
+        match self {
+            Plural::NotOne => usize::from(n != 1),
+            Plural::AboveOne => usize::from(n > 1),
+            Plural::One => 0,
+        }
+    }
+}
+
+/// A `.po` file that cannot be read: its line and what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {what}")]
+pub struct ParseError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// One language's messages: id (the English singular) to its forms.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub lang: String,
+    pub plural: Plural,
+    messages: HashMap<String, Vec<String>>,
+}
+
+impl Catalogue {
+    /// English: no messages, every id is its own text.
+    pub fn english() -> Catalogue {
+        Catalogue {
+            lang: "en".into(),
+            plural: Plural::NotOne,
+            messages: HashMap::new(),
+        }
+    }
+
+    /// Parses a `.po` file. Fuzzy entries and empty translations are left out (they fall back
+    /// to English); obsolete (`#~`) entries and contexts are ignored.
+    pub fn parse(lang: &str, po: &str) -> Result<Catalogue, ParseError> {
+        let mut cat = Catalogue {
+            lang: lang.to_string(),
+            plural: Plural::NotOne,
+            messages: HashMap::new(),
+        };
+        let mut entry = Entry::default();
+        // Which string the continuation lines add to.
+        let mut current: Option<Field> = None;
+        for (i, raw) in po.lines().enumerate() {
+            let line_no = i + 1;
+            let line = raw.trim();
+            let err = |what: &str| ParseError {
+                line: line_no,
+                what: what.to_string(),
+            };
+            if line.is_empty() {
+                cat.finish(std::mem::take(&mut entry))
+                    .map_err(|w| err(&w))?;
+                current = None;
+                continue;
+            }
+            if let Some(c) = line.strip_prefix('#') {
+                if c.starts_with('~') {
+                    continue;
+                }
+                if entry.started() {
+                    cat.finish(std::mem::take(&mut entry))
+                        .map_err(|w| err(&w))?;
+                    current = None;
+                }
+                if let Some(flags) = c.strip_prefix(',') {
+                    entry.fuzzy |= flags.split(',').any(|f| f.trim() == "fuzzy");
+                }
+                continue;
+            }
+            if line.starts_with('"') {
+                let s = unquote(line).ok_or_else(|| err("bad string"))?;
+                match current {
+                    Some(f) => entry.field(f).push_str(&s),
+                    None => return Err(err("a string outside an entry")),
+                }
+                continue;
+            }
+            let (key, rest) = line
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| err("expected a keyword and a string"))?;
+            let s = unquote(rest.trim()).ok_or_else(|| err("bad string"))?;
+            let field = match key {
+                "msgctxt" | "msgid" if entry.has_msgstr() => {
+                    cat.finish(std::mem::take(&mut entry))
+                        .map_err(|w| err(&w))?;
+                    if key == "msgctxt" {
+                        Field::Ctxt
+                    } else {
+                        Field::Id
+                    }
+                }
+                "msgctxt" => Field::Ctxt,
+                "msgid" => Field::Id,
+                "msgid_plural" => Field::IdPlural,
+                "msgstr" => Field::Str(0),
+                k => match k
+                    .strip_prefix("msgstr[")
+                    .and_then(|n| n.strip_suffix(']'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) if n < 8 => Field::Str(n),
+                    _ => return Err(err(&format!("unknown keyword {k}"))),
+                },
+            };
+            *entry.field(field) = s;
+            current = Some(field);
+        }
+        cat.finish(entry).map_err(|what| ParseError {
+            line: po.lines().count(),
+            what,
+        })?;
+        Ok(cat)
+    }
+
+    fn finish(&mut self, e: Entry) -> Result<(), String> {
+        if !e.started() {
+            return Ok(());
+        }
+        let id = e.id.ok_or("an entry without msgid")?;
+        if e.strs.is_empty() {
+            return Err(format!("no msgstr for {id:?}"));
+        }
+        if id.is_empty() {
+            for h in e.strs[0].as_deref().unwrap_or_default().lines() {
+                if let Some(v) = h.strip_prefix("Plural-Forms:") {
+                    self.plural = Plural::parse(v)
+                        .ok_or_else(|| format!("unsupported Plural-Forms {}", v.trim()))?;
+                }
+            }
+            return Ok(());
+        }
+        let forms: Vec<String> = e.strs.into_iter().map(|s| s.unwrap_or_default()).collect();
+        if e.fuzzy || forms.iter().any(|f| f.is_empty()) || e.ctxt.is_some() {
+            return Ok(());
+        }
+        self.messages.insert(id, forms);
+        Ok(())
+    }
+
+    /// The translation of `msgid`, or `msgid` itself.
+    pub fn tr<'a>(&'a self, msgid: &'a str) -> &'a str {
+        self.messages
+            .get(msgid)
+            .and_then(|f| f.first())
+            .map_or(msgid, String::as_str)
+    }
+
+    /// The form of `one`/`other` for count `n`.
+    pub fn trn<'a>(&'a self, one: &'a str, other: &'a str, n: u64) -> &'a str {
+        match self.messages.get(one) {
+            Some(forms) if forms.len() > 1 || self.plural == Plural::One => {
+                let i = self.plural.index(n).min(forms.len() - 1);
+                &forms[i]
+            }
+            _ if n == 1 => one,
+            _ => other,
+        }
+    }
+
+    /// How many messages are translated.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The catalogue for the window (`catalogue` command): language, plural formula, and
+    /// each id with its forms.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lang": self.lang,
+            "plural": self.plural.formula(),
+            "messages": self.messages,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Ctxt,
+    Id,
+    IdPlural,
+    Str(usize),
+}
+
+#[derive(Default)]
+struct Entry {
+    fuzzy: bool,
+    ctxt: Option<String>,
+    id: Option<String>,
+    id_plural: Option<String>,
+    strs: Vec<Option<String>>,
+}
+
+impl Entry {
+    fn started(&self) -> bool {
+        self.id.is_some() || self.ctxt.is_some()
+    }
+
+    fn has_msgstr(&self) -> bool {
+        !self.strs.is_empty()
+    }
+
+    fn field(&mut self, f: Field) -> &mut String {
+        let slot = match f {
+            Field::Ctxt => &mut self.ctxt,
+            Field::Id => &mut self.id,
+            Field::IdPlural => &mut self.id_plural,
+            Field::Str(n) => {
+                if self.strs.len() <= n {
+                    self.strs.resize(n + 1, None);
+                }
+                &mut self.strs[n]
+            }
+        };
+        slot.get_or_insert_with(String::new)
+    }
+}
+
+/// A `.po` string literal's text (`"..."` with C escapes).
+fn unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(match chars.next()? {
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                '"' => '"',
+                '\\' => '\\',
+                _ => return None,
+            }),
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The language gettext would choose, from an environment lookup: none (English) when the
+/// messages locale is unset, `C` or `POSIX`; else the first of `LANGUAGE` (a colon list) and
+/// then the locale itself (`de_DE.UTF-8` gives `de_DE`, then `de`) that `known` has.
+pub fn choose<'a>(
+    env: impl Fn(&str) -> Option<String>,
+    known: impl IntoIterator<Item = &'a str> + Clone,
+) -> Option<&'a str> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    let locale = set("LC_ALL")
+        .or_else(|| set("LC_MESSAGES"))
+        .or_else(|| set("LANG"))?;
+    if locale == "C" || locale == "POSIX" || locale.starts_with("C.") {
+        return None;
+    }
+    let language = set("LANGUAGE").unwrap_or_default();
+    let wanted = language
+        .split(':')
+        .chain(std::iter::once(locale.as_str()))
+        .filter(|l| !l.is_empty());
+    for w in wanted {
+        let base = w.split(['.', '@']).next().unwrap_or(w);
+        let lang = base.split('_').next().unwrap_or(base);
+        for cand in [base, lang] {
+            if cand == "en" || cand.starts_with("en_") {
+                return None;
+            }
+            if let Some(k) = known.clone().into_iter().find(|k| *k == cand) {
+                return Some(k);
+            }
+        }
+    }
+    None
+}
+
+/// The built-in catalogue of `lang` (English when there is none).
+pub fn built_in(lang: &str) -> Catalogue {
+    BUILT_IN
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .and_then(|(l, po)| match Catalogue::parse(l, po) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(lang = l, error = %e, "unreadable built-in catalogue");
+                None
+            }
+        })
+        .unwrap_or_else(Catalogue::english)
+}
+
+/// The languages built in, besides English.
+pub fn languages() -> impl Iterator<Item = &'static str> + Clone {
+    BUILT_IN.iter().map(|(l, _)| *l)
+}
+
+static CURRENT: OnceLock<Catalogue> = OnceLock::new();
+
+/// The catalogue of the environment's language, chosen once per process.
+pub fn current() -> &'static Catalogue {
+    CURRENT.get_or_init(|| {
+        choose(|k| std::env::var(k).ok(), languages())
+            .map(built_in)
+            .unwrap_or_else(Catalogue::english)
+    })
+}
+
+/// `msgid` in the current language.
+pub fn tr(msgid: &'static str) -> &'static str {
+    current().tr(msgid)
+}
+
+/// The plural form for `n` in the current language.
+pub fn trn(one: &'static str, other: &'static str, n: u64) -> &'static str {
+    current().trn(one, other, n)
+}
+
+/// Replaces each `{name}` of `template` with its value; other braces stay as they are.
+pub fn fill(template: &str, args: &[(&str, &dyn Display)]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let hit = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            args.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (close, *v))
+        });
+        match hit {
+            Some((close, v)) => {
+                out.push_str(&v.to_string());
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Translates a message: `t!("Paused")`, `t!("Added {path}", path = p.display())`.
+#[macro_export]
+macro_rules! t {
+    ($msgid:literal) => {
+        $crate::i18n::tr($msgid).to_string()
+    };
+    ($msgid:literal, $($name:ident = $val:expr),+ $(,)?) => {
+        $crate::i18n::fill(
+            $crate::i18n::tr($msgid),
+            &[$((stringify!($name), &$val as &dyn ::std::fmt::Display)),+],
+        )
+    };
+}
+
+/// Translates a message with a count: `tn!("{n} folder", "{n} folders", k)`; `{n}` is the
+/// count, other placeholders follow as in [`t!`](crate::t).
+#[macro_export]
+macro_rules! tn {
+    ($one:literal, $other:literal, $n:expr $(, $name:ident = $val:expr)* $(,)?) => {{
+        let n = $n as u64;
+        $crate::i18n::fill(
+            $crate::i18n::trn($one, $other, n),
+            &[("n", &n as &dyn ::std::fmt::Display) $(, (stringify!($name), &$val as &dyn ::std::fmt::Display))*],
+        )
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PO: &str = r#"# A comment
+msgid ""
+msgstr ""
+"Language: de\n"
+"Plural-Forms: nplurals=2; plural=(n != 1);\n"
+
+#: src/x.rs:1
+msgid "Paused"
+msgstr "Pausiert"
+
+msgid "Added {path}"
+msgstr ""
+"{path} "
+"hinzugefügt"
+
+#, fuzzy
+msgid "Quit"
+msgstr "Beenden"
+
+msgid "Untranslated"
+msgstr ""
+
+msgid "{n} folder"
+msgid_plural "{n} folders"
+msgstr[0] "{n} Ordner"
+msgstr[1] "{n} Ordner (viele)"
+
+msgid "say \"hi\"\n"
+msgstr "sag \"hallo\"\n"
+
+#~ msgid "Old"
+#~ msgstr "Alt"
+"#;
+
+    #[test]
+    fn parses_entries_plurals_escapes_and_skips_fuzzy_and_empty() {
+        let c = Catalogue::parse("de", PO).unwrap();
+        assert_eq!(c.plural, Plural::NotOne);
+        assert_eq!(c.tr("Paused"), "Pausiert");
+        assert_eq!(c.tr("Added {path}"), "{path} hinzugefügt");
+        assert_eq!(c.tr("Quit"), "Quit", "fuzzy falls back");
+        assert_eq!(c.tr("Untranslated"), "Untranslated");
+        assert_eq!(c.tr("Old"), "Old", "obsolete entries are ignored");
+        assert_eq!(c.tr("say \"hi\"\n"), "sag \"hallo\"\n");
+        assert_eq!(c.trn("{n} folder", "{n} folders", 1), "{n} Ordner");
+        assert_eq!(c.trn("{n} folder", "{n} folders", 0), "{n} Ordner (viele)");
+        assert_eq!(c.trn("{x} a", "{x} b", 2), "{x} b");
+        assert_eq!(c.len(), 4);
+        let j = c.to_json();
+        assert_eq!(j["lang"], "de");
+        assert_eq!(j["plural"], "n != 1");
+        assert_eq!(j["messages"]["Paused"][0], "Pausiert");
+    }
+
+    #[test]
+    fn bad_files_say_the_line() {
+        let e = Catalogue::parse("de", "msgid \"a\"\nmsgstr \"b\nx").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = Catalogue::parse("de", "msgid \"a\"\nmsgfoo \"b\"\n").unwrap_err();
+        assert!(e.what.contains("msgfoo"), "{e}");
+        let e = Catalogue::parse(
+            "xx",
+            "msgid \"\"\nmsgstr \"Plural-Forms: nplurals=3; plural=n%10==1;\\n\"\n",
+        )
+        .unwrap_err();
+        assert!(e.what.contains("Plural-Forms"), "{e}");
+    }
+
+    #[test]
+    fn the_language_is_chosen_as_gettext_does() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let known = ["de", "fr"];
+        assert_eq!(choose(env(&[("LANG", "de_DE.UTF-8")]), known), Some("de"));
+        assert_eq!(choose(env(&[("LANG", "de_AT@euro")]), known), Some("de"));
+        assert_eq!(choose(env(&[("LANG", "C.UTF-8")]), known), None);
+        assert_eq!(choose(env(&[]), known), None);
+        assert_eq!(choose(env(&[("LANG", "it_IT.UTF-8")]), known), None);
+        // LC_ALL wins over LANG; LANGUAGE wins over both, but not over C.
+        assert_eq!(
+            choose(env(&[("LANG", "en_US.UTF-8"), ("LC_ALL", "fr_FR")]), known),
+            Some("fr")
+        );
+        assert_eq!(
+            choose(
+                env(&[("LANG", "en_US.UTF-8"), ("LANGUAGE", "it:de:fr")]),
+                known
+            ),
+            Some("de")
+        );
+        assert_eq!(
+            choose(env(&[("LC_ALL", "C"), ("LANGUAGE", "de")]), known),
+            None
+        );
+        // English listed first in LANGUAGE means English.
+        assert_eq!(
+            choose(
+                env(&[("LANG", "de_DE.UTF-8"), ("LANGUAGE", "en_GB:de")]),
+                known
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn placeholders_are_filled_by_name() {
+        let n = 3;
+        assert_eq!(
+            fill("{n} of {total} in {dir}", &[("n", &n), ("total", &"7")]),
+            "3 of 7 in {dir}"
+        );
+        assert_eq!(fill("a {", &[]), "a {");
+        assert_eq!(t!("Paused"), "Paused");
+        assert_eq!(tn!("{n} file", "{n} files", 1usize), "1 file");
+        assert_eq!(
+            tn!("{n} file in {d}", "{n} files in {d}", 2, d = "x"),
+            "2 files in x"
+        );
+    }
+
+    #[test]
+    fn the_built_in_catalogues_parse() {
+        for (lang, po) in BUILT_IN {
+            let c = Catalogue::parse(lang, po).unwrap_or_else(|e| panic!("po/{lang}.po: {e}"));
+            assert!(!c.is_empty(), "po/{lang}.po has no translations");
+        }
+    }
+}
