@@ -208,18 +208,23 @@ pub fn window_program() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("skyfill-tray"))
 }
 
-/// Starts the window process (one window a session: a running one comes to the front).
-fn open_window() -> Result<(), ApiError> {
+/// Starts the window process (one window a session: a running one comes to the front),
+/// remembered in `windows` while it runs.
+fn open_window(windows: &Arc<Mutex<Vec<u32>>>) -> Result<(), ApiError> {
     let prog = window_program();
     let mut child = std::process::Command::new(&prog)
         .arg("--window")
         .stdin(std::process::Stdio::null())
         .spawn()
         .map_err(|e| ApiError::internal(format!("{}: {e}", prog.display())))?;
-    tracing::info!(pid = child.id(), "window process started");
+    let pid = child.id();
+    tracing::info!(pid, "window process started");
+    windows.lock().unwrap().push(pid);
+    let windows = windows.clone();
     std::thread::spawn(move || {
         let status = child.wait();
-        tracing::info!(?status, "window process ended");
+        windows.lock().unwrap().retain(|p| *p != pid);
+        tracing::info!(pid, ?status, "window process ended");
     });
     Ok(())
 }
@@ -229,12 +234,18 @@ struct Tray {
     view: Mutex<View>,
     last: Mutex<Option<Shown>>,
     handle: Handle<Item>,
+    /// A reload is queued (events after it need no other: it asks when it runs).
+    reload_queued: std::sync::atomic::AtomicBool,
+    /// The window processes this tray started and that still run (Quit ends them).
+    windows: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Tray {
     fn render(&self) {
-        let s = Shown::of(&self.view.lock().unwrap(), Instant::now());
+        // `last` first, and the view read under it: two threads rendering at once write the
+        // newer view last.
         let mut last = self.last.lock().unwrap();
+        let s = Shown::of(&self.view.lock().unwrap(), Instant::now());
         if last.as_ref() == Some(&s) {
             return;
         }
@@ -266,14 +277,20 @@ pub enum Start {
 /// Runs the tray process until Quit (or until its D-Bus session ends).
 pub fn run(start: Start) -> anyhow::Result<()> {
     use zbus::fdo::{RequestNameFlags, RequestNameReply};
-    // zbus runs its connections' tasks on a tokio runtime (the one ksni uses too): one small
-    // runtime for the process's life.
+    // zbus is built with its tokio feature (ksni asks for it): its blocking connection then
+    // starts its tasks on the tokio runtime of the caller's context, so one small runtime
+    // lives as long as the process (without it, `Connection::session` panics).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let _rt = rt.enter();
     let bus = zbus::blocking::Connection::session()?;
+    let (tx, rx) = channel::<Action>();
+    // Served before the name is taken, so an `Open` sent as soon as the name has an owner
+    // finds it.
+    bus.object_server()
+        .at(PATH, Control(Mutex::new(tx.clone())))?;
     let owner = match bus.request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into()) {
         Ok(r) => r == RequestNameReply::PrimaryOwner,
         Err(zbus::Error::NameTaken) => false,
@@ -286,14 +303,20 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let (tx, rx) = channel::<Action>();
-    bus.object_server()
-        .at(PATH, Control(Mutex::new(tx.clone())))?;
+    // The session ends (logout, the bus gone): so does the tray.
+    let (bus_watch, quit) = (bus.clone(), tx.clone());
+    std::thread::spawn(move || {
+        for _ in zbus::blocking::MessageIterator::from(&bus_watch) {}
+        tracing::info!("the D-Bus session ended");
+        let _ = quit.send(Action::Quit);
+    });
     let handle = Item::new(tx.clone()).assume_sni_available(true).spawn()?;
     let tray = Arc::new(Tray {
         view: Mutex::new(View::default()),
         last: Mutex::new(None),
         handle,
+        reload_queued: std::sync::atomic::AtomicBool::new(false),
+        windows: Arc::new(Mutex::new(Vec::new())),
     });
     let d = Daemon::new(daemon::socket());
     let (tr, sink_tx) = (tray.clone(), tx.clone());
@@ -302,14 +325,19 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         let _ = tx.send(Action::Window);
     }
     for a in rx {
-        if a == Action::Quit {
-            tracing::info!("quit from the tray menu");
-            break;
-        }
-        if tray.handle.is_closed() {
+        if a == Action::Quit || tray.handle.is_closed() {
             break;
         }
         act(&tray, &d, a);
+    }
+    tracing::info!("the tray quits");
+    let _ = bus.release_name(NAME);
+    // The windows this tray opened go with it (Quit ends Skyfill's app).
+    for pid in tray.windows.lock().unwrap().iter() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     tray.handle.shutdown().wait();
     Ok(())
@@ -327,7 +355,7 @@ fn on_signal(tray: &Tray, tx: &Sender<Action>, s: Signal) {
                 }
             }
             tray.render();
-            let _ = tx.send(Action::Reload);
+            queue_reload(tray, tx);
         }
         Signal::Event(ev) => {
             if let Some((title, body)) = notify::message_for(&ev, Instant::now()) {
@@ -357,7 +385,7 @@ fn on_signal(tray: &Tray, tx: &Sender<Action>, s: Signal) {
                     tray.render();
                 }
                 Event::Root { .. } | Event::Error { .. } | Event::Lagged { .. } => {
-                    let _ = tx.send(Action::Reload);
+                    queue_reload(tray, tx)
                 }
                 _ => {}
             }
@@ -365,25 +393,35 @@ fn on_signal(tray: &Tray, tx: &Sender<Action>, s: Signal) {
     }
 }
 
+/// Queues one reload unless one is queued already (a burst of events costs one `roots`).
+fn queue_reload(tray: &Tray, tx: &Sender<Action>) {
+    use std::sync::atomic::Ordering;
+    if !tray.reload_queued.swap(true, Ordering::AcqRel) {
+        let _ = tx.send(Action::Reload);
+    }
+}
+
 fn act(tray: &Tray, d: &Daemon, a: Action) {
     let span = tracing::info_span!("tray action", action = ?a);
     let _g = span.enter();
-    let roots = || d.roots().unwrap_or_default();
+    if a == Action::Reload {
+        tray.reload_queued
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
     let res: Result<(), ApiError> = match a {
-        Action::OpenFolder => match roots().first() {
+        Action::OpenFolder => d.roots().and_then(|roots| match roots.first() {
             Some(r) => desktop::open(&r.local),
-            None => open_window(),
-        },
-        Action::TogglePause => {
-            let paused = all_paused(&roots());
-            d.set_paused(!paused).map(|_| ())
-        }
-        Action::Free | Action::Offline => {
+            None => open_window(&tray.windows),
+        }),
+        Action::TogglePause => d
+            .roots()
+            .and_then(|roots| d.set_paused(!all_paused(&roots)).map(|_| ())),
+        Action::Free | Action::Offline => d.roots().and_then(|roots| {
             let action = if a == Action::Free { "free" } else { "offline" };
-            let paths: Vec<String> = roots().into_iter().map(|r| r.local).collect();
+            let paths: Vec<String> = roots.into_iter().map(|r| r.local).collect();
             d.act(action, &paths).map(|_| ())
-        }
-        Action::Window => open_window(),
+        }),
+        Action::Window => open_window(&tray.windows),
         Action::Notify(title, body) => {
             notify::send(&title, &body);
             return;
@@ -391,11 +429,15 @@ fn act(tray: &Tray, d: &Daemon, a: Action) {
         Action::Reload | Action::Quit => Ok(()),
     };
     if let Err(e) = res {
+        tracing::warn!(error = %e, "tray action failed");
         notify::send("Skyfill", &e.message);
     }
+    // The roots again; on a failure the ones known stay (not "no sync folder").
     if tray.view.lock().unwrap().connected {
-        let r = roots();
-        tray.view.lock().unwrap().roots = r;
+        match d.roots() {
+            Ok(r) => tray.view.lock().unwrap().roots = r,
+            Err(e) => tracing::info!(error = %e, "roots not read; the last ones stay"),
+        }
     }
     tray.render();
 }

@@ -17,8 +17,15 @@ driver=
 cleanup() {
   # WebKitWebDriver (and the app below it) are tauri-driver's children: stop them first.
   if [ -n "$driver" ]; then pkill -TERM -P "$driver" 2>/dev/null || true; fi
-  # The tray process (and a window it opened) run on their own: stopped by their path.
-  pkill -TERM -f "^$(dirname "$SKYFILL_TRAY_APP")/skyfill-tray" 2>/dev/null || true
+  # The tray process runs on its own (its D-Bus name tells its pid): the windows it opened,
+  # then the tray.
+  local tray
+  tray=$(dbus-send --session --print-reply --dest=org.freedesktop.DBus / \
+    org.freedesktop.DBus.GetConnectionUnixProcessID string:org.skyfill.Tray 2>/dev/null | awk '/uint32/ {print $2}')
+  if [ -n "$tray" ]; then
+    pkill -TERM -P "$tray" 2>/dev/null || true
+    kill -TERM "$tray" 2>/dev/null || true
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }

@@ -305,6 +305,8 @@ function processes() {
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
+      // This run's user's processes only (another user's run may be on this machine).
+      if (statSync(`/proc/${d}`).uid !== process.getuid()) continue;
       const stat = readFileSync(`/proc/${d}/stat`, "utf8");
       const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
