@@ -284,7 +284,15 @@ impl From<anyhow::Error> for Fail {
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { .. } | ClientError::Timeout(_) => Fail(3, e.into()),
+            ClientError::Connect { path, error } => Fail(
+                3,
+                anyhow!(t!(
+                    "cannot connect to the Skyfill daemon at {path}: {error} (is skyfilld running?)",
+                    path = path,
+                    error = error
+                )),
+            ),
+            ClientError::Timeout(_) => Fail(3, e.into()),
             ClientError::Daemon {
                 code: ErrorCode::VersionMismatch,
                 ..
