@@ -1,6 +1,6 @@
 //! The app's one handle on skyfilld for requests: a long-lived connection over the shared
 //! protocol (`skyfill::ipc`), re-established when the daemon went away, and the typed calls the
-//! window (`commands.rs`), the tray (`tray.rs`) and the wizard (`wizard.rs`) make. Failures are
+//! window (`commands.rs`), the tray process (`panel.rs`) and the wizard (`wizard.rs`) make. Failures are
 //! [`ApiError`]s: the daemon's error code (or `unreachable`) and plain words.
 //!
 //! One connection is kept between calls, so a command (or a batch over many paths) costs no
@@ -13,8 +13,8 @@
 //!
 //! Calls block (the client does); [`Daemon::run`] moves one off the async runtime. The
 //! subscription (`link.rs`) has a connection of its own; it tells this handle whether the daemon
-//! is connected ([`Connection`]) and announces it to the window and the tray as the
-//! [`CONNECTION`] event, and daemon events as [`EVENTS`].
+//! is connected ([`Connection`]). The window forwards that to its page as the [`CONNECTION`]
+//! event, and daemon events as [`EVENTS`].
 
 use serde::{Deserialize, Serialize, Serializer};
 use skyfill::ipc::client::{setting_value, Client, ClientError};
