@@ -234,13 +234,18 @@ pub struct Opening(pub std::sync::Mutex<Option<std::time::Instant>>);
 /// the moment it was asked for to a page the user can use (milliseconds; `None` when no
 /// opening was timed), and the language the page shows (`lang`, the Files tab's `tab` words).
 #[tauri::command]
-pub fn window_ready(o: State<'_, Opening>, lang: String, tab: String) -> Option<u64> {
+pub fn window_ready(
+    o: State<'_, Opening>,
+    lang: String,
+    tab: String,
+    toolbar_lines: Option<u32>,
+) -> Option<u64> {
     let ms =
         o.0.lock()
             .unwrap()
             .take()
             .map(|t| t.elapsed().as_millis() as u64);
-    tracing::info!(ms, lang, tab, "window ready");
+    tracing::info!(ms, lang, tab, toolbar_lines, "window ready");
     ms
 }
 

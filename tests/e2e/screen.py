@@ -7,6 +7,8 @@ StatusNotifierItem host at the top of the screen, the tray alone in it). Prints 
   screen.py menu OUT.png X Y W H
                             the top left of the screen with the open menu (its window at X Y W H)
                             as PNG; the vertical centre of each item (rows of text, in order)
+  screen.py window OUT.png X Y W H
+                            the rectangle at X Y W H (a window, as WebDriver gives its place)
   screen.py png OUT.png     the whole screen
 
 The dump's path is in E2E_SCREEN. Only the 32-bit TrueColor dumps Xvfb writes are read."""
@@ -30,13 +32,14 @@ def read_xwd(path, most=None):
     if bpp != 32:
         raise SystemExit(f"xwd2png: {bpp} bits per pixel not handled (Xvfb -screen WxHx24 writes 32)")
     off = size + 12 * ncolors
+    # LSBFirst stores B G R X, MSBFirst X R G B: where R, G and B sit in each 4-byte pixel.
+    r, g, bl = (2, 1, 0) if order == 0 else (1, 2, 3)
     rows = []
     for y in range(hgt):
         line = b[off + y * bpl: off + y * bpl + 4 * w]
-        if order == 0:  # LSBFirst: B G R X
-            rows.append(bytes(v for i in range(w) for v in (line[4 * i + 2], line[4 * i + 1], line[4 * i])))
-        else:  # MSBFirst: X R G B
-            rows.append(bytes(v for i in range(w) for v in line[4 * i + 1: 4 * i + 4]))
+        rgb = bytearray(3 * w)
+        rgb[0::3], rgb[1::3], rgb[2::3] = line[r::4], line[g::4], line[bl::4]
+        rows.append(bytes(rgb))
     return w, full, rows
 
 
@@ -104,6 +107,12 @@ if __name__ == "__main__":
         right = min(w, box[0] + box[2] + 200)
         write_png(out, right, bottom, [r[: 3 * right] for r in rows[:bottom]])
         print(json.dumps(m))
+    elif what == "window":
+        x, y, ww, wh = [int(float(v)) for v in sys.argv[3:7]]
+        x, y = max(0, x), max(0, y)
+        ww, wh = min(ww, w - x), min(wh, h - y)
+        write_png(out, ww, wh, [r[3 * x: 3 * (x + ww)] for r in rows[y: y + wh]])
+        print("{}")
     elif what == "png":
         write_png(out, w, h, rows)
         print("{}")

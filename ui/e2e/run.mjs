@@ -55,9 +55,21 @@ const b = await remote({
   capabilities: { "tauri:options": { application: env("SKYFILL_TRAY_APP") } },
 });
 
+// Screenshots are read from the X screen (tests/e2e/screen.py), not asked of WebDriver:
+// WebKitWebDriver's screenshot never answers while WebKit's accelerated compositing is off,
+// and the app turns it off (src-tauri/src/main.rs). Two animation frames and a short pause
+// first, so the last change is on the screen.
 async function shot(name) {
-  await b.saveScreenshot(`${out}/${name}.png`);
-  log(`screenshot ${name}.png`);
+  await b.executeAsync((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
+  await new Promise((r) => setTimeout(r, 200));
+  const r = await b.getWindowRect();
+  // With no window manager the panel (raised for the tray's checks) may lie over the window.
+  const found = spawnSync("xdotool", ["search", "--onlyvisible", "--name", "^Skyfill$"], { encoding: "utf8" });
+  for (const id of (found.stdout || "").trim().split("\n")) {
+    if (id) spawnSync("xdotool", ["windowraise", id]);
+  }
+  screen("window", name, [r.x, r.y, r.width, r.height]);
+  log(`screenshot ${name}.png (${r.width}x${r.height} at ${r.x},${r.y})`);
 }
 const $ = (sel) => b.$(sel);
 // Clicks SEL as a user's click reaches it, resolved and clicked within one task of the page
@@ -367,6 +379,19 @@ try {
     if (allocated(`${root1}/${rel}`) > 8192) throw new Error(`${rel} takes disk before any read`);
   }
   await shot("files-online-only");
+  // The toolbar (folder, filter, the three actions) takes one line of the 920-pixel window.
+  const toolbar = await b.execute(() => {
+    const boxes = [...document.querySelectorAll("#view-files .toolbar > *")]
+      .map((e) => e.getBoundingClientRect()).filter((r) => r.height > 0);
+    let lines = 0;
+    let bottom = -Infinity;
+    for (const r of boxes) {
+      if (r.top >= bottom) lines++;
+      bottom = r.top >= bottom ? r.bottom : Math.max(bottom, r.bottom);
+    }
+    return { items: boxes.length, lines };
+  });
+  if (toolbar.items < 5 || toolbar.lines !== 1) throw new Error(`the Files toolbar: ${JSON.stringify(toolbar)}`);
   const trayOk = await trayIcon("up-to-date", "ok", [trayNone.digest]);
 
   // The storage overview says what is on this device and what is online-only.
@@ -636,9 +661,11 @@ try {
     await until("a window in German", async () => readyLines(trayLog).length > beforeDe, 60);
     const ready = readyLines(trayLog).at(-1);
     if (!/lang="?de"?\b/.test(ready) || !/tab="?Dateien"?/.test(ready)) throw new Error(`the German window does not speak German: ${ready}`);
+    // German words are longer: the Files toolbar still takes one line.
+    if (!/toolbar_lines=1\b/.test(ready)) throw new Error(`the German Files toolbar is not on one line: ${ready}`);
     await new Promise((r) => setTimeout(r, 1500));
     screen("png", "window-german");
-    log("screenshot window-german.png: the window in a German session (lang=de, Files tab \"Dateien\")");
+    log("screenshot window-german.png: the window in a German session (lang=de, Files tab \"Dateien\", the toolbar on one line)");
   } finally {
     german.kill("SIGTERM");
   }

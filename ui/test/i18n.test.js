@@ -333,7 +333,7 @@ d("the German catalogue (po/de.po)", () => {
     for (const id of ids) expect(de.messages[id], `index.html: ${JSON.stringify(id)} not translated in po/de.po`).toBeDefined();
     expect(doc.getElementById("tab-settings").textContent).toBe("Einstellungen");
     expect(doc.getElementById("act-free").textContent).toBe("Speicherplatz freigeben");
-    expect(doc.getElementById("filter").getAttribute("placeholder")).toBe("Diesen Ordner filtern");
+    expect(doc.getElementById("filter").getAttribute("placeholder")).toBe("Ordner filtern");
     expect(doc.querySelector('#row-menu [data-action="offline"]').textContent).toBe("Offline verfügbar machen");
     // The Nextcloud button stays the page's, inside its sentence.
     expect(doc.getElementById("w-nextcloud").contains(doc.getElementById("w-flow"))).toBe(true);

@@ -191,7 +191,7 @@ export async function catalogue() {
 
 /** Tells the app the page is drawn (it logs how long opening the window took, and the
  * language the page shows: `lang` and the Files tab's words). */
-export const windowReady = (lang, tab) => call("window_ready", { lang, tab });
+export const windowReady = (lang, tab, toolbarLines) => call("window_ready", { lang, tab, toolbarLines });
 
 /** Closes the window (the app stays in the tray; the window's web view is destroyed). */
 export const closeWindow = () => call("close_window");

@@ -224,6 +224,16 @@ function wantIcon(name) {
   }, 30);
 }
 
+
+// A row's state: its icon and words, cut with an ellipsis when the column is too narrow (the
+// whole text is the tooltip).
+function stateCell(d) {
+  // TRANSLATORS: a file's state and its detail ("Partly on this device · 42 %").
+  const words = d.detail ? t("{state} · {detail}", { state: d.words, detail: d.detail }) : d.words;
+  return el("span", { class: "state", title: words },
+    el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
+    el("span", { class: "words" }, words));
+}
 function fileRow(index, e, sel) {
   const d = describe(e);
   const name = e.path.split("/").pop();
@@ -246,10 +256,7 @@ function fileRow(index, e, sel) {
     el("td", { class: "name", title: fileType(e).words }, el("span", { class: "namecell" }, typeIcon(e), e.kind === "dir"
       ? el("button", { onclick: () => openDir(e.path) }, `${name}/`)
       : name)),
-    el("td", {}, el("span", { class: "state", title: d.words },
-      el("span", { class: `icon ${d.icon}`, "aria-hidden": "true" }),
-      // TRANSLATORS: a file's state and its detail ("Partly on this device · 42 %").
-      el("span", { class: "words" }, d.detail ? t("{state} · {detail}", { state: d.words, detail: d.detail }) : d.words))),
+    el("td", {}, stateCell(d)),
     el("td", { class: "num" }, e.kind === "dir" ? "" : formatBytes(e.size)),
     el("td", { class: "date" }, formatDate(e.mtime)),
   );
@@ -1142,6 +1149,20 @@ function focusRow(index) {
   shown.get(index)?.focus({ preventScroll: true });
 }
 
+
+// How many lines the Files toolbar takes (1 in every language; the window reports it when drawn).
+function toolbarLines() {
+  const boxes = [...document.querySelectorAll("#view-files .toolbar > *")]
+    .map((e) => e.getBoundingClientRect())
+    .filter((r) => r.height > 0);
+  let lines = 0;
+  let bottom = -Infinity;
+  for (const r of boxes) {
+    if (r.top >= bottom) lines++;
+    bottom = r.top >= bottom ? r.bottom : Math.max(bottom, r.bottom);
+  }
+  return lines;
+}
 function keyboard(ev) {
   const sc = $("files-scroll");
   const active = document.activeElement;
@@ -1271,7 +1292,7 @@ async function main() {
     }
   });
   requestAnimationFrame(() =>
-    api.windowReady(document.documentElement.lang, document.getElementById("tab-files")?.textContent ?? "").catch(() => {}));
+    api.windowReady(document.documentElement.lang, document.getElementById("tab-files")?.textContent ?? "", toolbarLines()).catch(() => {}));
 }
 
 main();
