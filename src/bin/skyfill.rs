@@ -49,6 +49,7 @@ enum Cmd {
     /// Bind an empty or new folder to a remote: dav://host[:port]/path, davs://host/path,
     /// s3://bucket[/prefix] or file:///path. Placeholders appear at once.
     AddRoot {
+        /// The local folder (empty or new).
         local: PathBuf,
         #[command(flatten)]
         at: RemoteArgs,
@@ -67,6 +68,7 @@ enum Cmd {
     /// Unbind a sync root. Local files stay as ordinary files; online-only ones go away.
     /// Refuses while files have changes not on the server, unless told what to do.
     RemoveRoot {
+        /// The sync folder.
         local: PathBuf,
         /// Keep unsynced files as ordinary local files and remove the root anyway.
         #[arg(long, conflicts_with = "download")]
@@ -80,6 +82,7 @@ enum Cmd {
     /// Availability and sync state of files and folders (all roots without a path): a folder
     /// with what is in it, as a tree.
     Status {
+        /// Files or folders (none: every sync folder).
         paths: Vec<PathBuf>,
         /// Levels of a folder's contents to show (0: the folder alone; default 1 for a folder
         /// named, 0 for the roots).
@@ -92,6 +95,7 @@ enum Cmd {
     /// Where the space goes: for each root (or folder), its bytes in the cloud and on this
     /// device, the budget, the free space of its disk, and its largest local items.
     Du {
+        /// Sync folders or folders in them (none: every sync folder).
         paths: Vec<PathBuf>,
         /// How many of the largest local items to show.
         #[arg(long, default_value_t = 10)]
@@ -99,42 +103,53 @@ enum Cmd {
     },
     /// Always keep on this device: download now; new files below a pinned folder follow.
     Pin {
+        /// Also every file and folder below a folder (needed for a folder).
         #[arg(short, long)]
         recursive: bool,
+        /// Files or folders in a sync folder.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Back to the default setting (files stay as they are).
     Unpin {
+        /// Also every file and folder below a folder (needed for a folder).
         #[arg(short, long)]
         recursive: bool,
+        /// Files or folders in a sync folder.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Free up space: make local files online-only (skips files with unsynced changes).
     Free {
+        /// Also every file and folder below a folder (needed for a folder).
         #[arg(short, long)]
         recursive: bool,
+        /// Files or folders in a sync folder.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Keep only in the cloud: like free, and new files below a folder stay online-only.
     OnlineOnly {
+        /// Also every file and folder below a folder (needed for a folder).
         #[arg(short, long)]
         recursive: bool,
+        /// Files or folders in a sync folder.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Download now without pinning.
     Hydrate {
+        /// Also every file and folder below a folder (needed for a folder).
         #[arg(short, long)]
         recursive: bool,
+        /// Files or folders in a sync folder.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Sign in: store a root's secret in your keyring and hand it to the daemon. Without a
     /// root, re-send the keyring secrets of every root that needs one.
     Login {
+        /// The sync folder (none: every one that needs its secret).
         local: Option<PathBuf>,
         /// Read the secret from standard input instead of prompting.
         #[arg(long)]
@@ -144,11 +159,20 @@ enum Cmd {
         keyring_only: bool,
     },
     /// Pause background transfers of one root (or all of yours). Opening files still works.
-    Pause { local: Option<PathBuf> },
+    Pause {
+        /// The sync folder (none: all of yours).
+        local: Option<PathBuf>,
+    },
     /// Resume background transfers.
-    Resume { local: Option<PathBuf> },
+    Resume {
+        /// The sync folder (none: all of yours).
+        local: Option<PathBuf>,
+    },
     /// Look for remote changes now.
-    Sync { path: Option<PathBuf> },
+    Sync {
+        /// A sync folder (none: all of yours).
+        path: Option<PathBuf>,
+    },
     /// Show settings, or change one.
     Config {
         #[command(subcommand)]
@@ -159,12 +183,18 @@ enum Cmd {
     /// Transfer counters of the daemon.
     Stats,
     /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff).
     Man,
     /// Send one raw protocol request (JSON without id) and print the answer (debugging).
     #[command(hide = true)]
-    Call { request: String },
+    Call {
+        /// The request, as JSON.
+        request: String,
+    },
     /// List a remote recursively, without the daemon, and print the entry count and the
     /// seconds it took (benchmarks: the listing alone). Secret from SKYFILL_SECRET.
     #[command(hide = true)]
@@ -260,16 +290,24 @@ enum ConfigCmd {
     /// GLOB[,GLOB...] (names never synced, besides editors' temporary files), or with --root:
     /// budget SIZE|N%|none (N% keeps N percent of the disk free).
     Set {
+        /// The setting's name.
         key: String,
+        /// Its new value.
         value: String,
         /// The root, for per-root settings (budget).
         #[arg(long)]
         root: Option<PathBuf>,
     },
     /// Never let this program download (adds it to never-download).
-    Block { program: String },
+    Block {
+        /// The program's file name (like `baloo_file`).
+        program: String,
+    },
     /// Remove a program from never-download.
-    Unblock { program: String },
+    Unblock {
+        /// The program's file name.
+        program: String,
+    },
 }
 
 /// An error with the exit code it maps to.
@@ -1349,13 +1387,99 @@ fn spec_of(r: &RootInfo) -> RemoteSpec {
     }
 }
 
-/// Every text of `cmd`'s help (about, long about, each argument's help) in `cat`'s language,
-/// down every subcommand. The English text is the message id (`po/cli-help.pot` lists them).
+/// clap's own words: the help's headings, the built-in arguments' help and the usage errors
+/// this CLI answers itself (in `cat`'s language, through [`clap_error`]). Their English text is
+/// the message id, listed in `po/cli-help.pot` with the help texts.
+mod clap_words {
+    pub const USAGE: &str = "Usage:";
+    pub const COMMANDS: &str = "Commands";
+    pub const ARGUMENTS: &str = "Arguments";
+    pub const OPTIONS: &str = "Options";
+    pub const ERROR: &str = "error:";
+    pub const TIP: &str = "tip:";
+    pub const MORE: &str = "For more information, try '--help'.";
+    pub const UNKNOWN_COMMAND: &str = "unrecognized subcommand '{name}'";
+    pub const UNKNOWN_ARGUMENT: &str = "unexpected argument '{name}' found";
+    pub const SIMILAR_COMMAND: &str = "a similar subcommand exists: '{name}'";
+    pub const SIMILAR_ARGUMENT: &str = "a similar argument exists: '{name}'";
+    pub const MISSING: &str = "the following required arguments were not provided:";
+    pub const INVALID_VALUE: &str = "invalid value '{value}' for '{arg}'";
+    pub const POSSIBLE: &str = "possible values: {values}";
+    pub const NO_VALUE: &str = "a value is required for '{arg}' but none was supplied";
+    pub const CONFLICT: &str = "the argument '{arg}' cannot be used with '{other}'";
+    /// Every one, for `po/cli-help.pot`.
+    #[cfg(test)]
+    pub const ALL: [&str; 16] = [
+        USAGE,
+        COMMANDS,
+        ARGUMENTS,
+        OPTIONS,
+        ERROR,
+        TIP,
+        MORE,
+        UNKNOWN_COMMAND,
+        UNKNOWN_ARGUMENT,
+        SIMILAR_COMMAND,
+        SIMILAR_ARGUMENT,
+        MISSING,
+        INVALID_VALUE,
+        POSSIBLE,
+        NO_VALUE,
+        CONFLICT,
+    ];
+}
+
+/// The command line in `cat`'s language: every text of the help (about, long about, each
+/// argument's help, clap's own `--help`, `--version` and `help`), its headings and the usage
+/// line's title, down every subcommand. The English text is the message id (`po/cli-help.pot`
+/// lists them). The command comes back built.
 fn localized(cmd: clap::Command, cat: &skyfill::i18n::Catalogue) -> clap::Command {
+    let mut cmd = cmd;
+    cmd.build();
+    let usage = cat.tr(clap_words::USAGE).to_string();
+    localized_built(cmd, cat, &usage)
+}
+
+fn localized_built(
+    cmd: clap::Command,
+    cat: &skyfill::i18n::Catalogue,
+    usage: &str,
+) -> clap::Command {
     let tr = |s: Option<&clap::builder::StyledStr>| s.map(|s| cat.tr(&s.to_string()).to_string());
     let about = tr(cmd.get_about());
     let long = tr(cmd.get_long_about());
-    let mut cmd = cmd.mut_args(|a| {
+    // The help's sections, as clap lays them out (commands, arguments, options), under
+    // translated titles: clap's own titles cannot be translated, its template can.
+    let styles = cmd.get_styles();
+    let (title, heading) = (*styles.get_usage(), *styles.get_header());
+    let mut template =
+        format!("{{before-help}}{{about-with-newline}}\n{title}{usage}{title:#} {{usage}}");
+    let mut section = |shown: bool, name: &'static str, tag: &str| {
+        if shown {
+            let name = cat.tr(name);
+            template.push_str(&format!("\n\n{heading}{name}:{heading:#}\n{{{tag}}}"));
+        }
+    };
+    section(
+        cmd.get_subcommands().any(|s| !s.is_hide_set()),
+        clap_words::COMMANDS,
+        "subcommands",
+    );
+    section(
+        cmd.get_positionals().any(|a| !a.is_hide_set()),
+        clap_words::ARGUMENTS,
+        "positionals",
+    );
+    section(
+        cmd.get_opts().any(|a| !a.is_hide_set())
+            || cmd
+                .get_arguments()
+                .any(|a| !a.is_positional() && !a.is_hide_set()),
+        clap_words::OPTIONS,
+        "options",
+    );
+    template.push_str("{after-help}");
+    let mut cmd = cmd.help_template(template).mut_args(|a| {
         let help = tr(a.get_help());
         let long = tr(a.get_long_help());
         let a = match help {
@@ -1373,7 +1497,102 @@ fn localized(cmd: clap::Command, cat: &skyfill::i18n::Catalogue) -> clap::Comman
     if let Some(l) = long {
         cmd = cmd.long_about(l);
     }
-    cmd.mut_subcommands(|s| localized(s, cat))
+    cmd.mut_subcommands(|s| localized_built(s, cat, usage))
+}
+
+/// A usage error in `cat`'s language, as clap would print it (`None`: one this CLI leaves to
+/// clap, in English, or not an error at all, like `--help`).
+fn clap_error(e: &clap::Error, cat: &skyfill::i18n::Catalogue) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let fill = |id: &'static str, args: &[(&str, &str)]| {
+        let args: Vec<(&str, &dyn std::fmt::Display)> = args
+            .iter()
+            .map(|(k, v)| (*k, v as &dyn std::fmt::Display))
+            .collect();
+        skyfill::i18n::fill(cat.tr(id), &args)
+    };
+    let text = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        Some(ContextValue::StyledStr(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let (msg, tip) = match e.kind() {
+        ErrorKind::InvalidSubcommand => {
+            let name = text(ContextKind::InvalidSubcommand)?;
+            let tip = text(ContextKind::SuggestedSubcommand)
+                .map(|s| fill(clap_words::SIMILAR_COMMAND, &[("name", &s)]));
+            (fill(clap_words::UNKNOWN_COMMAND, &[("name", &name)]), tip)
+        }
+        ErrorKind::UnknownArgument => {
+            let name = text(ContextKind::InvalidArg)?;
+            let tip = text(ContextKind::SuggestedArg)
+                .map(|s| fill(clap_words::SIMILAR_ARGUMENT, &[("name", &s)]));
+            (fill(clap_words::UNKNOWN_ARGUMENT, &[("name", &name)]), tip)
+        }
+        ErrorKind::MissingRequiredArgument => {
+            let Some(ContextValue::Strings(v)) = e.get(ContextKind::InvalidArg) else {
+                return None;
+            };
+            let args: String = v.iter().map(|a| format!("\n  {a}")).collect();
+            (format!("{}{args}", cat.tr(clap_words::MISSING)), None)
+        }
+        ErrorKind::InvalidValue => {
+            let arg = text(ContextKind::InvalidArg)?;
+            let value = text(ContextKind::InvalidValue)?;
+            let msg = if value.is_empty() {
+                fill(clap_words::NO_VALUE, &[("arg", &arg)])
+            } else {
+                fill(
+                    clap_words::INVALID_VALUE,
+                    &[("value", &value), ("arg", &arg)],
+                )
+            };
+            let tip = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) if !v.is_empty() => {
+                    let values: Vec<String> = v.iter().map(|s| format!("'{s}'")).collect();
+                    Some(fill(
+                        clap_words::POSSIBLE,
+                        &[("values", &values.join(", "))],
+                    ))
+                }
+                _ => None,
+            };
+            (msg, tip)
+        }
+        ErrorKind::ArgumentConflict => {
+            let arg = text(ContextKind::InvalidArg)?;
+            let other = text(ContextKind::PriorArg)?;
+            (
+                fill(clap_words::CONFLICT, &[("arg", &arg), ("other", &other)]),
+                None,
+            )
+        }
+        _ => return None,
+    };
+    let mut out = format!("{} {msg}\n", cat.tr(clap_words::ERROR));
+    if let Some(t) = tip {
+        out.push_str(&format!("\n  {} {t}\n", cat.tr(clap_words::TIP)));
+    }
+    if let Some(u) = text(ContextKind::Usage) {
+        let u = match u.strip_prefix("Usage:") {
+            Some(rest) => format!("{}{rest}", cat.tr(clap_words::USAGE)),
+            None => u,
+        };
+        out.push_str(&format!("\n{u}\n"));
+    }
+    out.push_str(&format!("\n{}\n", cat.tr(clap_words::MORE)));
+    Some(out)
+}
+
+/// Ends the program on a command-line error: usage errors in the desktop's language, help and
+/// version as clap prints them.
+fn exit_on(e: clap::Error) -> ! {
+    if let Some(text) = clap_error(&e, skyfill::i18n::current()) {
+        eprint!("{text}");
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
 }
 
 /// Each help text of `cmd` and its subcommands, in order, once.
@@ -1398,10 +1617,12 @@ fn help_texts(cmd: &clap::Command, out: &mut Vec<String>) {
 }
 
 fn main() -> ExitCode {
-    let mut matches = localized(Args::command(), skyfill::i18n::current()).get_matches();
+    let mut matches = localized(Args::command(), skyfill::i18n::current())
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_on(e));
     let args = match <Args as clap::FromArgMatches>::from_arg_matches_mut(&mut matches) {
         Ok(a) => a,
-        Err(e) => e.exit(),
+        Err(e) => exit_on(e),
     };
     let cli = Cli {
         socket: args.socket,
@@ -1459,9 +1680,38 @@ mod tests {
     /// `po/cli-help.pot` lists every help text (clap takes them from the doc comments above),
     /// for `scripts/i18n` to merge into the catalogues; `SKYFILL_I18N_UPDATE=1` rewrites it.
     #[test]
+    fn every_argument_says_what_it_is() {
+        fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if !a.is_hide_set() && a.get_help().is_none() {
+                    out.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut cmd = Args::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "skyfill", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without a help text: {missing:#?}"
+        );
+    }
+
+    #[test]
     fn help_texts_are_listed_for_translators() {
         let mut texts = Vec::new();
-        help_texts(&Args::command(), &mut texts);
+        let mut cmd = Args::command();
+        cmd.build();
+        help_texts(&cmd, &mut texts);
+        for w in clap_words::ALL {
+            if !texts.iter().any(|t| t == w) {
+                texts.push(w.to_string());
+            }
+        }
         let esc = |s: &str| {
             s.replace('\\', "\\\\")
                 .replace('"', "\\\"")
@@ -1500,6 +1750,22 @@ mod tests {
             .render_help()
             .to_string();
         assert!(!help.contains("Always keep on this device"), "{help}");
+        for english in ["Usage:", "Arguments:", "Options:", "Print help"] {
+            assert!(!help.contains(english), "{english}: {help}");
+        }
+        // Usage errors too.
+        let e = localized(Args::command(), &de)
+            .try_get_matches_from(["skyfill", "pinn"])
+            .unwrap_err();
+        let text = clap_error(&e, &de).unwrap();
+        assert!(text.contains("'pinn'") && text.contains("'pin'"), "{text}");
+        for english in ["error:", "Usage:", "For more information", "unrecognized"] {
+            assert!(!text.contains(english), "{english}: {text}");
+        }
+        let e = localized(Args::command(), &de)
+            .try_get_matches_from(["skyfill", "pin"])
+            .unwrap_err();
+        assert!(clap_error(&e, &de).unwrap().contains("<PATHS>"));
     }
 
     #[test]
