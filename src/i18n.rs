@@ -400,6 +400,150 @@ pub fn fill(template: &str, args: &[(&str, &dyn Display)]) -> String {
     out
 }
 
+/// A message kept untranslated until its reader's language is known: the daemon's errors are
+/// made once, in English for its log, and said to each client in the language it asked for
+/// (`hello`'s `lang`). Made by [`said!`](crate::said); parts that are not messages (a path
+/// put in front) stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Said {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Message {
+        template: &'static str,
+        args: Vec<(&'static str, String)>,
+    },
+    /// A message with a count: its singular and plural ids, the count (`{n}`), other values.
+    Count {
+        one: &'static str,
+        other: &'static str,
+        n: u64,
+        args: Vec<(&'static str, String)>,
+    },
+}
+
+impl Said {
+    /// A message: its English template (the message id) and the values of its placeholders.
+    pub fn new(template: &'static str, args: Vec<(&'static str, String)>) -> Said {
+        Said {
+            parts: vec![Part::Message { template, args }],
+        }
+    }
+
+    /// A message with a count (`{n}`), like [`tn!`](crate::tn)'s.
+    pub fn count(
+        one: &'static str,
+        other: &'static str,
+        n: u64,
+        args: Vec<(&'static str, String)>,
+    ) -> Said {
+        Said {
+            parts: vec![Part::Count {
+                one,
+                other,
+                n,
+                args,
+            }],
+        }
+    }
+
+    /// The same, with `text` (not translated) before it.
+    pub fn prefixed(mut self, text: impl Into<String>) -> Said {
+        self.parts.insert(0, Part::Text(text.into()));
+        self
+    }
+
+    /// The same, with `text` (not translated) after it.
+    pub fn suffixed(mut self, text: impl Into<String>) -> Said {
+        self.parts.push(Part::Text(text.into()));
+        self
+    }
+
+    /// The same, with another message after it.
+    pub fn then(mut self, more: Said) -> Said {
+        self.parts.extend(more.parts);
+        self
+    }
+
+    /// The text in `cat`'s language.
+    pub fn render(&self, cat: &Catalogue) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Message { template, args } => {
+                    let args: Vec<(&str, &dyn Display)> =
+                        args.iter().map(|(k, v)| (*k, v as &dyn Display)).collect();
+                    out.push_str(&fill(cat.tr(template), &args));
+                }
+                Part::Count {
+                    one,
+                    other,
+                    n,
+                    args,
+                } => {
+                    let mut all: Vec<(&str, &dyn Display)> = vec![("n", n as &dyn Display)];
+                    all.extend(args.iter().map(|(k, v)| (*k, v as &dyn Display)));
+                    out.push_str(&fill(cat.trn(one, other, *n), &all));
+                }
+            }
+        }
+        out
+    }
+
+    /// The English text.
+    pub fn english(&self) -> String {
+        self.render(&Catalogue::english())
+    }
+}
+
+/// An operating-system error said in the reader's language: the common errnos are messages
+/// whose English is the C library's own text (the daemon's locale is not the client's); any
+/// other error keeps the system's words. Rust's " (os error N)" is left out.
+pub fn said_os(e: &std::io::Error) -> Said {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => crate::said!("No such file or directory"),
+        Some(libc::EACCES) => crate::said!("Permission denied"),
+        Some(libc::EPERM) => crate::said!("Operation not permitted"),
+        Some(libc::ENOTDIR) => crate::said!("Not a directory"),
+        Some(libc::EISDIR) => crate::said!("Is a directory"),
+        Some(libc::ENOTEMPTY) => crate::said!("Directory not empty"),
+        Some(libc::ENOSPC) => crate::said!("No space left on device"),
+        Some(libc::EBUSY) => crate::said!("Device or resource busy"),
+        Some(libc::EROFS) => crate::said!("Read-only file system"),
+        Some(libc::ELOOP) => crate::said!("Too many levels of symbolic links"),
+        _ => Said::default().suffixed(e.to_string()),
+    }
+}
+
+/// `{what}: {the error}`, the error said as [`said_os`] says it.
+pub fn said_os_at(what: impl Display, e: &std::io::Error) -> Said {
+    said_os(e).prefixed(format!("{what}: "))
+}
+
+/// A [`Said`]: `said!("{path} is not in one of your sync roots", path = p)`; the template is a
+/// message id like [`t!`](crate::t)'s, the values are formatted now.
+#[macro_export]
+macro_rules! said {
+    ($msgid:literal) => {
+        $crate::i18n::Said::new($msgid, Vec::new())
+    };
+    ($msgid:literal, $($name:ident = $val:expr),+ $(,)?) => {
+        $crate::i18n::Said::new($msgid, vec![$((stringify!($name), ($val).to_string())),+])
+    };
+}
+
+/// A [`Said`] with a count: `said_n!("{n} file failed", "{n} files failed", k, first = p)`.
+#[macro_export]
+macro_rules! said_n {
+    ($one:literal, $other:literal, $n:expr $(, $name:ident = $val:expr)* $(,)?) => {
+        $crate::i18n::Said::count($one, $other, $n as u64, vec![$((stringify!($name), ($val).to_string())),*])
+    };
+}
+
 /// Translates a message: `t!("Paused")`, `t!("Added {path}", path = p.display())`.
 #[macro_export]
 macro_rules! t {
@@ -430,6 +574,46 @@ macro_rules! tn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn said_messages_render_in_each_language_and_keep_their_parts() {
+        let de = built_in("de");
+        let s = crate::said!("{path} is not in one of your sync roots", path = "/c/x")
+            .prefixed("pin: ")
+            .then(crate::said!("; sign in again with `skyfill login`"))
+            .suffixed("!");
+        assert_eq!(
+            s.english(),
+            "pin: /c/x is not in one of your sync roots; sign in again with `skyfill login`!"
+        );
+        let german = s.render(&de);
+        assert!(german.starts_with("pin: /c/x "), "{german}");
+        assert!(
+            german.ends_with('!') && !german.contains("sync roots"),
+            "{german}"
+        );
+        // The system's errors: the C library's English, in the reader's language.
+        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(said_os(&enoent).english(), "No such file or directory");
+        assert_ne!(said_os(&enoent).render(&de), "No such file or directory");
+        let odd = std::io::Error::from_raw_os_error(libc::ENOLINK);
+        assert_eq!(said_os(&odd).render(&de), odd.to_string());
+        // Counts choose their form in each language.
+        let one = crate::said_n!(
+            "{n} file failed: {first}",
+            "{n} files failed: {first}",
+            1u64,
+            first = "a"
+        );
+        let two = crate::said_n!(
+            "{n} file failed: {first}",
+            "{n} files failed: {first}",
+            2u64,
+            first = "a"
+        );
+        assert_eq!(one.english(), "1 file failed: a");
+        assert_eq!(two.english(), "2 files failed: a");
+    }
 
     const PO: &str = r#"# A comment
 msgid ""

@@ -107,6 +107,93 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The same text as its `Display`, to be said in a client's language (the daemon's
+    /// errors reach people through it). Details from the server or the system stay as they
+    /// came.
+    pub fn said(&self) -> crate::i18n::Said {
+        use crate::said;
+        match self {
+            RemoteError::NotFound { path } => said!("{path}: not found on the remote", path = path),
+            RemoteError::AlreadyExists { path } => {
+                said!("{path}: already exists on the remote", path = path)
+            }
+            RemoteError::VersionChanged {
+                path,
+                expected,
+                found,
+            } => said!(
+                "{path}: remote version changed (expected {expected}, found {found})",
+                path = path,
+                expected = expected,
+                found = found
+            ),
+            RemoteError::PreconditionFailed { path } => said!(
+                "{path}: precondition failed (the remote object changed)",
+                path = path
+            ),
+            RemoteError::Auth { path, status } => said!(
+                "{path}: access denied by the server (HTTP {status}); check the credentials",
+                path = path,
+                status = status
+            ),
+            RemoteError::Http {
+                path,
+                status,
+                detail: None,
+                ..
+            } => said!(
+                "{path}: HTTP {status} from the server",
+                path = path,
+                status = status
+            ),
+            RemoteError::Http {
+                path,
+                status,
+                detail: Some(d),
+                ..
+            } => said!(
+                "{path}: HTTP {status} from the server: {detail}",
+                path = path,
+                status = status,
+                detail = d
+            ),
+            RemoteError::Network { path, detail } => {
+                said!(
+                    "{path}: network error: {detail}",
+                    path = path,
+                    detail = detail
+                )
+            }
+            RemoteError::Stalled { path, after } => said!(
+                "{path}: no data from the server for {after}",
+                path = path,
+                after = format!("{after:?}")
+            ),
+            RemoteError::Offline { path, ago, last } => said!(
+                "{path}: the remote is offline (last failure {ago} ago: {last})",
+                path = path,
+                ago = format!("{ago:?}"),
+                last = last
+            ),
+            RemoteError::Exhausted {
+                path,
+                attempts,
+                elapsed,
+                last,
+            } => said!(
+                "{path}: gave up after {attempts} attempts in {elapsed}: ",
+                path = path,
+                attempts = attempts,
+                elapsed = format!("{elapsed:?}")
+            )
+            .then(last.said()),
+            RemoteError::Io { path, source } => {
+                said!("{path}: local I/O error: ", path = path).then(crate::i18n::said_os(source))
+            }
+            other => crate::i18n::Said::default().suffixed(other.to_string()),
+        }
+    }
+
     /// Worth another attempt (server hiccup, network fault, throttling, truncated body)?
     pub fn is_transient(&self) -> bool {
         match self {
@@ -415,6 +502,72 @@ pub(crate) fn reject(stats: &mut WalkStats, what: &str, why: &dyn std::fmt::Disp
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn errors_say_in_english_what_they_display() {
+        let p = || RelPath::parse("a/b.txt").unwrap();
+        let all = vec![
+            RemoteError::NotFound { path: p() },
+            RemoteError::AlreadyExists { path: p() },
+            RemoteError::VersionChanged {
+                path: p(),
+                expected: "e1".into(),
+                found: "e2".into(),
+            },
+            RemoteError::PreconditionFailed { path: p() },
+            RemoteError::Auth {
+                path: p(),
+                status: 401,
+            },
+            RemoteError::Http {
+                path: p(),
+                status: 503,
+                retry_after: None,
+                detail: None,
+            },
+            RemoteError::Http {
+                path: p(),
+                status: 500,
+                retry_after: None,
+                detail: Some("boom".into()),
+            },
+            RemoteError::Network {
+                path: p(),
+                detail: "refused".into(),
+            },
+            RemoteError::Stalled {
+                path: p(),
+                after: Duration::from_secs(30),
+            },
+            RemoteError::Offline {
+                path: p(),
+                ago: Duration::from_secs(3),
+                last: "refused".into(),
+            },
+            RemoteError::Exhausted {
+                path: p(),
+                attempts: 4,
+                elapsed: Duration::from_millis(1500),
+                last: Box::new(RemoteError::Auth {
+                    path: p(),
+                    status: 403,
+                }),
+            },
+            RemoteError::Io {
+                path: p(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+            RemoteError::Config("x".into()),
+        ];
+        let de = crate::i18n::built_in("de");
+        for e in all {
+            let display = e.to_string().replace(" (os error 28)", "");
+            assert_eq!(e.said().english(), display);
+            if !matches!(e, RemoteError::Config(_)) {
+                assert_ne!(e.said().render(&de), display, "no German for {display}");
+            }
+        }
+    }
 
     #[test]
     fn a_moved_file_keeps_the_form_of_its_version() {

@@ -155,6 +155,40 @@ fn pin_and_free_folder(server: Server) {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert_eq!(err.matches(missing.to_str().unwrap()).count(), 1, "{err}");
     assert!(!err.contains("os error"), "{err}");
+    // The daemon's refusals come in the client's language (its hello says which).
+    let german = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_skyfill"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .env("LANGUAGE", "de")
+            .env("LANG", "de_DE.UTF-8")
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES")
+            .output()
+            .unwrap()
+    };
+    let o = german(&["pin", missing.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        err.contains("Datei oder Verzeichnis nicht gefunden")
+            && err.matches(missing.to_str().unwrap()).count() == 1,
+        "{err}"
+    );
+    let o = german(&["pin", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ist ein Ordner: mit -r"), "{err}");
+    let o = german(&["status", "/"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/ liegt in keinem Ihrer Synchronisationsordner"),
+        "{err}"
+    );
+    // English for a client that asks for none.
+    let o = plain(&["status", "/"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/ is not in one of your sync roots"), "{err}");
     // The folder's rows whole (`list`) and a window at a time (`list_page`): the same rows
     // in the same order, and the folder count in its parent's rows comes from the totals.
     let call = |v: serde_json::Value| d.cli(&["call", &v.to_string()]);

@@ -337,7 +337,8 @@ impl From<ClientError> for Fail {
             } => Fail(3, e.into()),
             ClientError::Daemon { code, message } => {
                 let said = match code {
-                    ErrorCode::Auth => t!(
+                    // (The daemon's own words may already say how; once is enough.)
+                    ErrorCode::Auth if !message.contains("skyfill login") => t!(
                         "{message} (sign in with `skyfill login`)",
                         message = message
                     ),

@@ -79,9 +79,9 @@ impl Core {
             .into_iter()
             .find(|r| r.local == p)
             .ok_or_else(|| {
-                Error::new(
+                Error::said(
                     ErrorCode::NotARoot,
-                    format!("{local} is not one of your sync roots"),
+                    crate::said!("{local} is not one of your sync roots", local = local),
                 )
             })
     }
@@ -90,16 +90,19 @@ impl Core {
     pub fn resolve(&self, peer: Peer, path: &str) -> Result<(RootRecord, RelPath)> {
         let p = Path::new(path);
         if !p.is_absolute() {
-            return Err(Error::bad_request(format!("{path}: give an absolute path")));
+            return Err(Error::said(
+                ErrorCode::BadRequest,
+                crate::said!("{path}: give an absolute path", path = path),
+            ));
         }
         let r = self
             .mine(peer)
             .into_iter()
             .find(|r| p.starts_with(&r.local))
             .ok_or_else(|| {
-                Error::new(
+                Error::said(
                     ErrorCode::NotARoot,
-                    format!("{path} is not in one of your sync roots"),
+                    crate::said!("{path} is not in one of your sync roots", path = path),
                 )
             })?;
         let rest = p.strip_prefix(&r.local).unwrap();
@@ -245,17 +248,23 @@ impl Core {
             .map_err(|e| Error::not_found(format!("sync root {}: {e}", r.local.display())))?;
         let st = fsutil::fstat(f.as_fd())?;
         if st.st_uid != r.uid {
-            return Err(Error::invalid_root(format!(
-                "{} no longer belongs to the root's owner; remove the root and add it again",
-                r.local.display()
-            )));
+            return Err(Error::said(
+                ErrorCode::InvalidRoot,
+                crate::said!(
+                    "{folder} no longer belongs to the root's owner; remove the root and add it again",
+                    folder = r.local.display()
+                ),
+            ));
         }
         if let Some(k) = r.key {
             if k != (st.st_dev, st.st_ino) {
-                return Err(Error::invalid_root(format!(
-                    "{} is no longer the folder that was added as a sync root; remove the root and add it again",
-                    r.local.display()
-                )));
+                return Err(Error::said(
+                    ErrorCode::InvalidRoot,
+                    crate::said!(
+                        "{folder} is no longer the folder that was added as a sync root; remove the root and add it again",
+                        folder = r.local.display()
+                    ),
+                ));
             }
         }
         Ok(f)

@@ -3,6 +3,7 @@
 //! service returns it; the socket handler turns it into the protocol's `{code, message}` in
 //! one place.
 
+use crate::i18n::Said;
 use crate::ipc::proto::{ErrorBody, ErrorCode};
 use crate::remote::RemoteError;
 use std::fmt;
@@ -13,6 +14,8 @@ pub struct Error {
     pub message: String,
     /// The errno a reader gets when this error ends an access.
     pub errno: i32,
+    /// The message to say in each client's language, when it was made with [`Error::said`].
+    pub said: Option<Said>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -33,7 +36,16 @@ impl Error {
             code,
             message: message.into(),
             errno,
+            said: None,
         }
+    }
+
+    /// An error whose message clients get in their language (`said!("…{path}…", path = p)`);
+    /// the log and English clients get the English text.
+    pub fn said(code: ErrorCode, said: Said) -> Error {
+        let mut e = Error::new(code, said.english());
+        e.said = Some(said);
+        e
     }
 
     pub fn bad_request(m: impl Into<String>) -> Error {
@@ -65,12 +77,25 @@ impl Error {
     /// The same error with `prefix: ` before its message.
     pub fn context(mut self, prefix: impl fmt::Display) -> Error {
         self.message = format!("{prefix}: {}", self.message);
+        self.said = self.said.map(|s| s.prefixed(format!("{prefix}: ")));
         self
     }
 
     /// The same error with `suffix` after its message.
     pub fn hint(mut self, suffix: impl fmt::Display) -> Error {
         self.message = format!("{}{suffix}", self.message);
+        self.said = self.said.map(|s| s.suffixed(suffix.to_string()));
+        self
+    }
+
+    /// The same error with a message after its own (translated like it).
+    pub fn hint_said(mut self, more: Said) -> Error {
+        let before = match self.said.take() {
+            Some(s) => s,
+            None => Said::default().suffixed(self.message.clone()),
+        };
+        self.message = format!("{}{}", self.message, more.english());
+        self.said = Some(before.then(more));
         self
     }
 
@@ -112,12 +137,13 @@ impl From<RemoteError> for Error {
         };
         let errno = crate::hsm::hydrate::errno_for(&e);
         let mut out = if auth {
-            Error::new(
+            Error::said(
                 ErrorCode::Auth,
-                format!("{e}; sign in again with `skyfill login`"),
+                e.said()
+                    .then(crate::said!("; sign in again with `skyfill login`")),
             )
         } else {
-            Error::new(ErrorCode::Remote, e.to_string())
+            Error::said(ErrorCode::Remote, e.said())
         };
         out.errno = errno;
         out
@@ -145,6 +171,7 @@ impl From<Error> for ErrorBody {
         ErrorBody {
             code: e.code,
             message: e.message,
+            said: e.said,
         }
     }
 }

@@ -157,7 +157,7 @@ impl Files<'_> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
             0,
         )
-        .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+        .map_err(|e| Error::said(ErrorCode::NotFound, crate::i18n::said_os_at(path, &e)))?;
         let base = path.trim_end_matches('/');
         let needle = order
             .filter
@@ -208,7 +208,7 @@ impl Files<'_> {
         let (r, rel) = self.resolve(peer, path)?;
         let root = self.open_root(&r)?;
         let fd = fsutil::open_beneath(root.as_fd(), &rel, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+            .map_err(|e| Error::said(ErrorCode::NotFound, crate::i18n::said_os_at(path, &e)))?;
         let st = fsutil::fstat(fd.as_fd()).map_err(Error::internal)?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
@@ -218,7 +218,7 @@ impl Files<'_> {
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                     0,
                 )
-                .map_err(|e| Error::new(ErrorCode::NotFound, format!("{path}: {e}")))?;
+                .map_err(|e| Error::said(ErrorCode::NotFound, crate::i18n::said_os_at(path, &e)))?;
                 let setting = pins::dir_setting(dfd.as_fd()).map_err(Error::internal)?;
                 // Kept by the index as records change: O(log n), whatever the folder holds.
                 let t = self
@@ -287,9 +287,9 @@ impl Files<'_> {
                     },
                 })
             }
-            _ => Err(Error::new(
+            _ => Err(Error::said(
                 ErrorCode::BadRequest,
-                format!("{path}: not a file or folder"),
+                crate::said!("{path}: not a file or folder", path = path),
             )),
         }
     }
@@ -316,18 +316,24 @@ impl Files<'_> {
             } else {
                 ErrorCode::BadRequest
             };
-            let why = match e.raw_os_error() {
-                Some(libc::ELOOP) | Some(libc::EXDEV) => {
-                    "the path goes through a symlink, which Skyfill never follows".to_string()
-                }
-                _ => e.to_string(),
-            };
-            Error::new(code, format!("{path}: {why}"))
+            Error::said(
+                code,
+                match e.raw_os_error() {
+                    Some(libc::ELOOP) | Some(libc::EXDEV) => crate::said!(
+                        "{path}: the path goes through a symlink, which Skyfill never follows",
+                        path = path
+                    ),
+                    _ => crate::i18n::said_os_at(path, &e),
+                },
+            )
         })?;
         if found.is_dir && !recursive {
-            return Err(Error::new(
+            return Err(Error::said(
                 ErrorCode::BadRequest,
-                format!("{path} is a folder: use -r (recursive) to act on everything below it"),
+                crate::said!(
+                    "{path} is a folder: use -r (recursive) to act on everything below it",
+                    path = path
+                ),
             ));
         }
         // Folder settings first, so new files arriving meanwhile inherit the new one.
@@ -340,7 +346,9 @@ impl Files<'_> {
         if let Some(p) = dir_setting {
             for d in &found.dirs {
                 let fd = fsutil::open_beneath(q.as_fd(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                    .map_err(|e| Error::new(ErrorCode::BadRequest, format!("{path}: {e}")))?;
+                    .map_err(|e| {
+                        Error::said(ErrorCode::BadRequest, crate::i18n::said_os_at(path, &e))
+                    })?;
                 let cur = pins::dir_setting(fd.as_fd()).map_err(Error::internal)?;
                 if setting.is_some() || cur == Pin::Pinned {
                     pins::set_dir_setting(fd.as_fd(), p).map_err(Error::internal)?;

@@ -30,14 +30,14 @@ use std::time::Instant;
 /// that owner owns and that is empty. Returns the folder and its owner.
 fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32)> {
     use std::os::fd::{AsRawFd, FromRawFd};
-    let bad = |m: String| Error::new(ErrorCode::InvalidRoot, m);
+    let bad = |m: crate::i18n::Said| Error::said(ErrorCode::InvalidRoot, m);
     let local = p.display().to_string();
     let parent = p.parent().expect("checked by the caller");
     let name = p
         .file_name()
-        .ok_or_else(|| bad(format!("{local}: no folder name")))?;
+        .ok_or_else(|| bad(crate::said!("{local}: no folder name", local = local)))?;
     let cname = std::ffi::CString::new(name.as_encoded_bytes())
-        .map_err(|_| bad(format!("{local}: NUL in the path")))?;
+        .map_err(|_| bad(crate::said!("{local}: NUL in the path", local = local)))?;
     let caller = if peer.is_root() {
         UserCreds::current()
     } else {
@@ -47,8 +47,11 @@ fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32)> {
     let parent_fd = asuser::with_creds(&caller, || -> Result<OwnedFd> {
         fsutil::open_no_symlinks(parent, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
             match e.raw_os_error() {
-                Some(libc::ELOOP) => bad(format!("{local}: the path goes through a symlink")),
-                _ => bad(format!("{}: {e}", parent.display())),
+                Some(libc::ELOOP) => bad(crate::said!(
+                    "{local}: the path goes through a symlink",
+                    local = local
+                )),
+                _ => bad(crate::i18n::said_os_at(parent.display(), &e)),
             }
         })
     })
@@ -65,7 +68,7 @@ fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32)> {
         if made < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(bad(format!("{local}: {e}")));
+                return Err(bad(crate::i18n::said_os_at(&local, &e)));
             }
         }
         // SAFETY: as above; the fd is owned right after.
@@ -83,10 +86,11 @@ fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32)> {
         if fd < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
-                    bad(format!("{local} exists and is not a directory"))
-                }
-                _ => bad(format!("{local}: {e}")),
+                Some(libc::ENOTDIR) | Some(libc::ELOOP) => bad(crate::said!(
+                    "{local} exists and is not a directory",
+                    local = local
+                )),
+                _ => bad(crate::i18n::said_os_at(&local, &e)),
             });
         }
         // SAFETY: fresh descriptor from the kernel.
@@ -95,17 +99,18 @@ fn open_new_root(p: &Path, peer: Peer) -> Result<(File, u32, u32)> {
     .map_err(|e| Error::internal(format!("cannot act as uid {}: {e}", owner.uid)))??;
     let st = fsutil::fstat(opened.as_fd()).map_err(Error::internal)?;
     if st.st_uid != owner.uid {
-        return Err(Error::new(
+        return Err(Error::said(
             ErrorCode::NotAuthorized,
-            format!("{local} is not your directory"),
+            crate::said!("{local} is not your directory", local = local),
         ));
     }
     let empty = fsutil::read_dir_names(opened.as_fd())
         .map(|n| n.is_empty())
         .unwrap_or(false);
     if !empty {
-        return Err(bad(format!(
-            "{local} is not empty; a new sync root must start empty"
+        return Err(bad(crate::said!(
+            "{local} is not empty; a new sync root must start empty",
+            local = local
         )));
     }
     Ok((File::from(opened), st.st_uid, st.st_gid))
@@ -192,7 +197,7 @@ impl Roots<'_> {
         secret: Option<String>,
         persist_secret: bool,
     ) -> Result<AddRootResult> {
-        let bad = |m: String| Error::new(ErrorCode::InvalidRoot, m);
+        let bad = |m: crate::i18n::Said| Error::said(ErrorCode::InvalidRoot, m);
         let local = if local.len() > 1 {
             local.trim_end_matches('/')
         } else {
@@ -207,12 +212,13 @@ impl Roots<'_> {
                 )
             })
         {
-            return Err(bad(format!(
-                "{local}: give an absolute path without . or .."
+            return Err(bad(crate::said!(
+                "{local}: give an absolute path without . or ..",
+                local = local
             )));
         }
         if p.parent().is_none() {
-            return Err(bad("cannot use / as a sync root".into()));
+            return Err(bad(crate::said!("cannot use / as a sync root")));
         }
         // Everything about the folder happens as the caller (or, for root, as the owner of
         // the parent folder): the kernel refuses what they could not do, errors say only what
@@ -231,15 +237,21 @@ impl Roots<'_> {
                 .find(|r| r.local.starts_with(p) || p.starts_with(&r.local))
             {
                 return Err(bad(if peer.is_root() || o.uid == peer.uid {
-                    format!("{local} overlaps the sync root {}", o.local.display())
+                    crate::said!(
+                        "{local} overlaps the sync root {other}",
+                        local = local,
+                        other = o.local.display()
+                    )
                 } else {
-                    format!("{local} overlaps another sync root")
+                    crate::said!("{local} overlaps another sync root", local = local)
                 }));
             }
         }
         self.group.probe(root.as_fd()).map_err(|e| {
-            bad(format!(
-                "{local}: this filesystem cannot deliver fanotify pre-content events ({e}); use ext4, xfs or btrfs on Linux >= 6.14"
+            bad(crate::said!(
+                "{local}: this filesystem cannot deliver fanotify pre-content events ({error}); use ext4, xfs or btrfs on Linux >= 6.14",
+                local = local,
+                error = e
             ))
         })?;
         let id = format!("{:016x}", rand::random::<u64>());
@@ -272,7 +284,10 @@ impl Roots<'_> {
                 .iter()
                 .any(|r| r.local.starts_with(p) || p.starts_with(&r.local))
             {
-                return Err(bad(format!("{local} overlaps another sync root")));
+                return Err(bad(crate::said!(
+                    "{local} overlaps another sync root",
+                    local = local
+                )));
             }
             roots.push(rec.clone());
             self.registry.save(&roots).map_err(Error::internal)?;
@@ -307,9 +322,9 @@ impl Roots<'_> {
                         offline: false,
                     }),
                 );
-                return Err(
-                    e.hint("; the sync root was added but is incomplete (see `skyfill doctor`)")
-                );
+                return Err(e.hint_said(crate::said!(
+                    "; the sync root was added but is incomplete (see `skyfill doctor`)"
+                )));
             }
         };
         tracing::info!(root = local, files = stats.files, dirs = stats.dirs, rejected, elapsed = ?t.elapsed(), "populated");
@@ -345,9 +360,11 @@ impl Roots<'_> {
                 self.hydrator.remove_remote(&r.id);
                 return Ok(RemoveResult::default());
             }
-            Err(e) => return Err(e.hint(
-                "; `skyfill remove-root --keep-local` forgets the root without touching the folder",
-            )),
+            Err(e) => {
+                return Err(e.hint_said(crate::said!(
+                "; `skyfill remove-root --keep-local` forgets the root without touching the folder"
+            )))
+            }
         };
         // A pass of this root still running holds the folder (and its filesystem) open: wait
         // for it, boundedly, so the folder is free once the root is gone (an unmount right
@@ -381,12 +398,14 @@ impl Roots<'_> {
         }
         if mode == RemoveMode::Refuse && !unsynced.is_empty() {
             let names: Vec<&str> = unsynced.iter().take(10).map(|p| p.as_str()).collect();
-            return Err(Error::new(ErrorCode::Unsynced,
-                format!(
-                    "{} file(s) have changes that are not on the server ({}{}); nothing was changed. Keep them as ordinary local files with --keep-local",
+            let more = if unsynced.len() > 10 { ", ..." } else { "" };
+            return Err(Error::said(
+                ErrorCode::Unsynced,
+                crate::said_n!(
+                    "{n} file has changes that are not on the server ({names}); nothing was changed. Keep it as an ordinary local file with --keep-local",
+                    "{n} files have changes that are not on the server ({names}); nothing was changed. Keep them as ordinary local files with --keep-local",
                     unsynced.len(),
-                    names.join(", "),
-                    if unsynced.len() > 10 { ", ..." } else { "" }
+                    names = format!("{}{more}", names.join(", "))
                 ),
             ));
         }
@@ -405,13 +424,14 @@ impl Roots<'_> {
                 )
                 .await;
             if !res.skipped.is_empty() {
-                return Err(Error::new(
+                return Err(Error::said(
                     ErrorCode::Remote,
-                    format!(
-                        "{} file(s) could not be downloaded (first: {}: {}); the root is unchanged",
+                    crate::said_n!(
+                        "{n} file could not be downloaded ({path}: {reason}); the root is unchanged",
+                        "{n} files could not be downloaded (first: {path}: {reason}); the root is unchanged",
                         res.skipped.len(),
-                        res.skipped[0].path,
-                        res.skipped[0].reason
+                        path = res.skipped[0].path,
+                        reason = res.skipped[0].reason
                     ),
                 ));
             }

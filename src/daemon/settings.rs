@@ -114,22 +114,25 @@ impl Settings<'_> {
         value: serde_json::Value,
         local: Option<&str>,
     ) -> Result<()> {
-        let bad = |m: String| Error::new(ErrorCode::BadRequest, m);
+        let bad = |m: crate::i18n::Said| Error::said(ErrorCode::BadRequest, m);
         let num = |v: &serde_json::Value| {
             v.as_u64()
-                .ok_or_else(|| bad(format!("{key}: give a whole number")))
+                .ok_or_else(|| bad(crate::said!("{key}: give a whole number", key = key)))
         };
         if key == "budget" {
-            let l = local.ok_or_else(|| bad("budget is per root: name the root".into()))?;
+            let l = local.ok_or_else(|| bad(crate::said!("budget is per root: name the root")))?;
             let r = self.root_at(peer, l)?;
             let b: Option<Budget> = serde_json::from_value(value).map_err(|e| {
-                bad(format!(
-                    "budget: {e}; use null, {{\"max_bytes\": N}} or {{\"keep_free_percent\": N}}"
+                bad(crate::said!(
+                    "budget: {error}; use null, {max} or {keep}",
+                    error = e,
+                    max = "{\"max_bytes\": N}",
+                    keep = "{\"keep_free_percent\": N}"
                 ))
             })?;
             if let Some(Budget::KeepFreePercent(p)) = b {
                 if p == 0 || p > 90 {
-                    return Err(bad("keep_free_percent must be 1..90".into()));
+                    return Err(bad(crate::said!("keep_free_percent must be 1..90")));
                 }
             }
             self.update_root(&r.id, |x| x.budget = b)?;
@@ -141,7 +144,7 @@ impl Settings<'_> {
             "poll_interval_secs" => {
                 let n = num(&value)?;
                 if !(5..=86_400).contains(&n) {
-                    return Err(bad("poll_interval_secs must be 5..86400".into()));
+                    return Err(bad(crate::said!("poll_interval_secs must be 5..86400")));
                 }
                 s.poll_interval_secs = n;
             }
@@ -149,11 +152,17 @@ impl Settings<'_> {
             "upload_limit" => s.upload_limit = num(&value)?,
             "never_download" => {
                 let v: Vec<String> = serde_json::from_value(value)
-                    .map_err(|e| bad(format!("never_download: a list of program names ({e})")))?;
+                    .map_err(|e| {
+                        bad(crate::said!(
+                            "never_download: a list of program names ({error})",
+                            error = e
+                        ))
+                    })?;
                 for x in &v {
                     if x.is_empty() || x.len() > 255 || x.contains('/') || x.contains('\0') {
-                        return Err(bad(format!(
-                            "never_download: {x:?} is not a program name (no paths)"
+                        return Err(bad(crate::said!(
+                            "never_download: {name} is not a program name (no paths)",
+                            name = format!("{x:?}")
                         )));
                     }
                 }
@@ -161,13 +170,21 @@ impl Settings<'_> {
             }
             "ignore" => {
                 let v: Vec<String> = serde_json::from_value(value)
-                    .map_err(|e| bad(format!("ignore: a list of name patterns ({e})")))?;
-                crate::sync::ignore::Ignore::new(&v).map_err(|e| bad(format!("ignore: {e}")))?;
+                    .map_err(|e| {
+                        bad(crate::said!(
+                            "ignore: a list of name patterns ({error})",
+                            error = e
+                        ))
+                    })?;
+                crate::sync::ignore::Ignore::new(&v)
+                    .map_err(|e| bad(crate::i18n::Said::default().suffixed(format!("ignore: {e}"))))?;
                 s.ignore = v;
             }
             k => {
-                return Err(bad(format!(
-                    "unknown setting {k:?}; known: poll_interval_secs, download_limit, upload_limit, never_download, ignore, budget"
+                return Err(bad(crate::said!(
+                    "unknown setting {name}; known: {known}",
+                    name = format!("{k:?}"),
+                    known = "poll_interval_secs, download_limit, upload_limit, never_download, ignore, budget"
                 )))
             }
         }

@@ -103,12 +103,11 @@ impl Passes<'_> {
 
     async fn sync_root_once(&self, r: &RootRecord, limited: bool) -> Result<Done> {
         let rem = self.hydrator.remote(&r.id).ok_or_else(|| {
-            Error::new(
+            Error::said(
                 ErrorCode::Auth,
-                format!(
-                    "{}: not signed in; run `skyfill login {}`",
-                    r.local.display(),
-                    r.local.display()
+                crate::said!(
+                    "{root}: not signed in; run `skyfill login {root}`",
+                    root = r.local.display()
                 ),
             )
         })?;

@@ -190,6 +190,7 @@ impl Client {
         let id = c.send(RequestBody::Hello {
             version: PROTOCOL_VERSION,
             client: client_name.into(),
+            lang: Some(crate::i18n::current().lang.clone()).filter(|l| l != "en"),
         })?;
         let h = c.answer(id, &mut |_| {}, || {
             let left = deadline.saturating_duration_since(Instant::now());

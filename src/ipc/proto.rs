@@ -50,6 +50,10 @@ pub enum RequestBody {
     Hello {
         version: u32,
         client: String,
+        /// The language the client speaks to its user (`de`); the daemon's messages on this
+        /// connection come in it where a translation exists. Absent: English.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
     },
     /// Start receiving events on this connection (for the caller's roots only).
     Subscribe,
@@ -79,9 +83,7 @@ pub enum RequestBody {
     },
     /// The entries of a folder, each with its state (files and folders only; sorted, folders
     /// first).
-    List {
-        path: String,
-    },
+    List { path: String },
     /// One window of a folder's entries, in `list`'s order, and how many it holds: views of
     /// large folders ask for the rows they show.
     ListPage {
@@ -167,6 +169,10 @@ pub struct Response {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// The message before translation, when the daemon made it to be said in each client's
+    /// language (`hello`'s `lang`); the socket handler renders it. Never on the wire.
+    #[serde(skip)]
+    pub said: Option<crate::i18n::Said>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -625,6 +631,7 @@ impl Response {
             error: Some(ErrorBody {
                 code,
                 message: message.into(),
+                said: None,
             }),
         }
     }
@@ -777,6 +784,7 @@ mod tests {
             RequestBody::Hello {
                 version: 1,
                 client: "t".into(),
+                lang: Some("de".into()),
             },
             RequestBody::Subscribe,
             RequestBody::AddRoot {

@@ -285,6 +285,8 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
     };
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut greeted = false;
+    // The client's language, from its hello (None: English).
+    let mut lang: Option<Arc<crate::i18n::Catalogue>> = None;
     let mut subscribed: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(line) = reader.next().await {
         let line = match line {
@@ -321,7 +323,12 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
         };
         let id = req.id;
         match req.body {
-            RequestBody::Hello { version, .. } => {
+            RequestBody::Hello {
+                version, lang: l, ..
+            } => {
+                lang = l
+                    .filter(|l| crate::i18n::languages().any(|k| k == l))
+                    .map(|l| Arc::new(crate::i18n::built_in(&l)));
                 let r = if version != PROTOCOL_VERSION {
                     Response::err(
                         id,
@@ -381,7 +388,7 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
-                let (h, tx) = (h.clone(), tx.clone());
+                let (h, tx, lang) = (h.clone(), tx.clone(), lang.clone());
                 let jobs = JobSink {
                     request: id,
                     tx: Some(tx.clone()),
@@ -393,7 +400,11 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                             Ok(v) => Response::ok(id, v),
                             Err(e) => {
                                 tracing::info!(code = ?e.code, message = %e.message, "request refused");
-                                Response::err(id, e.code, e.message)
+                                let message = match (&e.said, &lang) {
+                                    (Some(s), Some(cat)) => s.render(cat),
+                                    _ => e.message,
+                                };
+                                Response::err(id, e.code, message)
                             }
                         };
                         let _ = tx
@@ -443,10 +454,14 @@ mod tests {
                     jobs.report(JobKind::Hydrate, &path, 1, 2, 3, 4, true);
                     Ok(Reply::Batch(BatchResult::default()))
                 }
-                _ => Err(ErrorBody {
-                    code: ErrorCode::NotFound,
-                    message: "nope".into(),
-                }),
+                _ => {
+                    let said = crate::said!("{path} is not in one of your sync roots", path = "/x");
+                    Err(ErrorBody {
+                        code: ErrorCode::NotARoot,
+                        message: said.english(),
+                        said: Some(said),
+                    })
+                }
             }
         }
         fn events(&self, _peer: Peer) -> broadcast::Receiver<Envelope> {
@@ -510,6 +525,34 @@ mod tests {
         assert_eq!(job["event"], "job");
         assert_eq!(job["request"], 5);
         assert_eq!(line(&mut r).await["id"], 5);
+    }
+
+    #[tokio::test]
+    async fn errors_come_in_the_language_of_the_hello() {
+        for (hello, want) in [
+            (r#""client":"t""#, "/x is not in one of your sync roots"),
+            (
+                r#""client":"t","lang":"en""#,
+                "/x is not in one of your sync roots",
+            ),
+            (
+                r#""client":"t","lang":"xx""#,
+                "/x is not in one of your sync roots",
+            ),
+            (
+                r#""client":"t","lang":"de""#,
+                "/x liegt in keinem Ihrer Synchronisationsordner",
+            ),
+        ] {
+            let (mut r, mut w, _) = pair().await;
+            let msg = format!("{{\"id\":1,\"op\":\"hello\",\"version\":1,{hello}}}\n");
+            w.write_all(msg.as_bytes()).await.unwrap();
+            assert_eq!(line(&mut r).await["result"]["daemon"], "fake", "{hello}");
+            w.write_all(b"{\"id\":2,\"op\":\"roots\"}\n").await.unwrap();
+            let v = line(&mut r).await;
+            assert_eq!(v["error"]["code"], "not_a_root", "{hello}");
+            assert_eq!(v["error"]["message"], want, "{hello}");
+        }
     }
 
     /// A connection of uid 1000 (whatever uid runs the test), its handler giving it every
