@@ -21,17 +21,21 @@ How: a fresh ext4 image (mkfs.ext4 with default options; sparse, 2 GiB or more w
 default 16 KiB per inode needs more) is loop-mounted in /var/tmp; N placeholders (ftruncate
 to 64 KiB, no data) are made in F folders. For each option: close any previous group,
 `sync; echo 3 > drop_caches` (twice, as bench.py case 13 does), median of 3 `Slab:` readings
-one second apart; then a fresh group (fanotify_init with the daemon's flags:
+one second apart (taken after waiting, up to --max-wait s, for 3 s of idle CPUs, and taken
+again when the 3 readings spread over more than 1 MiB: other work on the machine moves Slab
+by tens of MiB); then a fresh group (fanotify_init with the daemon's flags:
 FAN_CLASS_PRE_CONTENT|FAN_CLOEXEC|FAN_NONBLOCK|FAN_UNLIMITED_QUEUE|FAN_UNLIMITED_MARKS,
 event fds O_RDWR|O_LARGEFILE|O_CLOEXEC), marks placed the daemon's way (fanotify_mark with a
 folder fd and the file's name, FAN_MARK_DONT_FOLLOW), the same Slab reading again; the
-difference over N is the cost per file. The marks alive afterwards are counted in the group's
-/proc/self/fdinfo. Reads are made by a child process; a thread of this one reads the group,
+difference over N is the cost per file. This round is done --repeat times (default 3), each
+in a new group; the median is reported with every round's value. The marks alive afterwards
+are counted in the group's /proc/self/fdinfo. Reads are made by a child process; a thread of this one reads the group,
 records each event's inode and answers FAN_ALLOW. Everything it made (mount, loop device,
-image) is removed at the end, also on error or Ctrl-C.
+image) is removed at the end, also on error, Ctrl-C or SIGTERM.
 
 Run (root, Linux >= 6.14, Python 3 standard library only):
-  /usr/bin/python3 bench/marks.py [--files 200000] [--folders 2000] [--only inode,folder]
+  /usr/bin/python3 bench/marks.py [--files 200000] [--folders 2000] [--repeat 3]
+                                  [--max-wait 20] [--only inode,folder]
 Prints the kernel version and Markdown tables on stdout, progress on stderr.
 """
 
@@ -130,12 +134,13 @@ def meminfo_slab():
 class Slab:
     """One settled Slab reading: after a quiet moment, `sync` and drop_caches (twice, half a
     second apart, as bench.py case 13 does), the median of 3 readings one second apart; done
-    again (up to 4 times) while those 3 readings spread over more than 1 MiB."""
+    again (up to 3 times, after a shorter wait) while those 3 readings spread over more than
+    1 MiB."""
 
     def __init__(self, max_wait):
         self.waited, self.tries, self.quiet = 0.0, 0, True
-        for self.tries in range(1, 5):
-            w, q = wait_quiet(max_wait)
+        for self.tries in range(1, 4):
+            w, q = wait_quiet(max_wait if self.tries == 1 else max_wait / 4)
             self.waited += w
             self.quiet = self.quiet and q
             subprocess.run(["sync"], check=True)
@@ -460,7 +465,7 @@ def main():
     ap.add_argument("--folders", type=int, default=2_000)
     ap.add_argument("--only", default=",".join(OPTIONS), help="comma-separated options to run")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per option (median reported)")
-    ap.add_argument("--max-wait", type=float, default=45,
+    ap.add_argument("--max-wait", type=float, default=20,
                     help="seconds to wait for a quiet machine before each Slab reading")
     a = ap.parse_args()
     if os.geteuid() != 0:

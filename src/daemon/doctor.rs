@@ -25,16 +25,21 @@ fn fs_name(magic: i64) -> String {
     }
 }
 
-/// Runs every check for `peer`'s roots.
+/// Runs every check for `peer`'s roots. Findings are made with `said!`, so each client reads
+/// them in its language.
 pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
+    use crate::i18n::Said;
+    use crate::said;
     let mut checks = Vec::new();
-    let mut add = |level: Level, what: String, fix: &str| {
+    let mut add = |level: Level, what: Said, fix: Said| {
         checks.push(Check {
             level,
-            what,
-            fix: fix.into(),
+            what: what.english(),
+            fix: fix.english(),
+            said: Some((what, fix)),
         })
     };
+    let none = Said::default;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -42,8 +47,8 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
     if roots.is_empty() {
         add(
             Level::Warn,
-            "you have no sync roots".into(),
-            "add one with `skyfill add-root ~/Cloud dav://server/path` or the tray app",
+            said!("you have no sync roots"),
+            said!("add one with `skyfill add-root ~/Cloud dav://server/path` or the tray app"),
         );
     }
     for r in roots {
@@ -51,8 +56,8 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
         match core.open_root(&r) {
             Err(e) => add(
                 Level::Fail,
-                e.message,
-                "restore the folder, or remove the root with `skyfill remove-root`",
+                e.said.unwrap_or_else(|| none().suffixed(e.message)),
+                said!("restore the folder, or remove the root with `skyfill remove-root`"),
             ),
             Ok(root) => {
                 let fs = nix::sys::statfs::fstatfs(&root)
@@ -61,13 +66,22 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
                 match core.group.probe(root.as_fd()) {
                     Ok(()) => add(
                         Level::Ok,
-                        format!("{l} is on {fs}, which delivers pre-content events"),
-                        "",
+                        said!(
+                            "{root} is on {fs}, which delivers pre-content events",
+                            root = l,
+                            fs = fs
+                        ),
+                        none(),
                     ),
                     Err(e) => add(
                         Level::Fail,
-                        format!("{l} is on {fs}, which refuses pre-content events ({e})"),
-                        "move the root to ext4, xfs or btrfs on Linux >= 6.14",
+                        said!(
+                            "{root} is on {fs}, which refuses pre-content events ({error})",
+                            root = l,
+                            fs = fs,
+                            error = e
+                        ),
+                        said!("move the root to ext4, xfs or btrfs on Linux >= 6.14"),
                     ),
                 }
             }
@@ -75,8 +89,8 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
         if r.paused {
             add(
                 Level::Warn,
-                format!("{l} is paused"),
-                "resume with `skyfill resume`",
+                said!("{root} is paused", root = l),
+                said!("resume with `skyfill resume`"),
             );
         }
         let last = core.last_error.lock().unwrap().get(&r.id).cloned();
@@ -84,57 +98,68 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
             if e.contains("limits.json") {
                 add(
                     Level::Fail,
-                    format!("{l}: a configured limit was reached: {e}"),
-                    "if the server really holds that much, raise the limit in limits.json in the daemon's state directory (doc/SECURITY.md)",
+                    said!("{root}: a configured limit was reached: {error}", root = l, error = e),
+                    said!("if the server really holds that much, raise the limit in limits.json in the daemon's state directory (doc/SECURITY.md)"),
                 );
             } else {
-                add(Level::Warn, format!("{l}: last sync failed: {e}"), "");
+                add(
+                    Level::Warn,
+                    said!("{root}: last sync failed: {error}", root = l, error = e),
+                    none(),
+                );
             }
         }
         let Some(rem) = core.hydrator.remote(&r.id) else {
             add(
                 Level::Fail,
-                format!("{l}: no credentials (needs sign-in)"),
-                "run `skyfill login` (or sign in from the tray app)",
+                said!("{root}: no credentials (needs sign-in)", root = l),
+                said!("run `skyfill login` (or sign in from the tray app)"),
             );
             continue;
         };
         add(
             Level::Ok,
-            format!(
-                "{l}: credentials present{}",
-                if r.persist_secret {
-                    " (kept by the daemon)"
-                } else if r.has_secret {
-                    " (from your keyring; re-sent after each daemon start)"
-                } else {
-                    " (anonymous server)"
-                }
-            ),
-            "",
+            if r.persist_secret {
+                said!("{root}: credentials present (kept by the daemon)", root = l)
+            } else if r.has_secret {
+                said!(
+                    "{root}: credentials present (from your keyring; re-sent after each daemon start)",
+                    root = l
+                )
+            } else {
+                said!("{root}: credentials present (anonymous server)", root = l)
+            },
+            none(),
         );
         match tokio::time::timeout(Duration::from_secs(15), rem.stat(&RelPath::root())).await {
             Ok(Ok(_)) => add(
                 Level::Ok,
-                format!("{l}: server reachable ({})", rem.describe()),
-                "",
+                said!(
+                    "{root}: server reachable ({server})",
+                    root = l,
+                    server = rem.describe()
+                ),
+                none(),
             ),
             Ok(Err(e)) => {
                 let e = Error::from(e);
                 add(
                     Level::Fail,
-                    format!("{l}: {}", e.message),
+                    e.said
+                        .clone()
+                        .unwrap_or_else(|| none().suffixed(e.message.clone()))
+                        .prefixed(format!("{l}: ")),
                     if e.code == ErrorCode::Auth {
-                        "sign in again with `skyfill login`"
+                        said!("sign in again with `skyfill login`")
                     } else {
-                        "check the network and the server address"
+                        said!("check the network and the server address")
                     },
                 );
             }
             Err(_) => add(
                 Level::Fail,
-                format!("{l}: the server did not answer within 15 s"),
-                "check the network and the server address",
+                said!("{root}: the server did not answer within 15 s", root = l),
+                said!("check the network and the server address"),
             ),
         }
         if let Some(skew) = remote::config::clock_skew(&r.remote).await {
@@ -147,14 +172,18 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
             if s > limit {
                 add(
                     Level::Fail,
-                    format!("{l}: this machine's clock is {skew} s off the server's"),
-                    "turn on time synchronisation (timedatectl set-ntp true); S3 refuses requests signed more than 15 minutes off",
+                    said!("{root}: this machine's clock is {skew} s off the server's", root = l, skew = skew),
+                    said!("turn on time synchronisation (timedatectl set-ntp true); S3 refuses requests signed more than 15 minutes off"),
                 );
             } else {
                 add(
                     Level::Ok,
-                    format!("{l}: clock within {s} s of the server's"),
-                    "",
+                    said!(
+                        "{root}: clock within {s} s of the server's",
+                        root = l,
+                        s = s
+                    ),
+                    none(),
                 );
             }
         }
@@ -170,23 +199,23 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
         },
     };
     if gate.active {
-        checks.push(Check {
-            level: Level::Ok,
-            what: format!(
-                "the kernel gate is active ({}): while the daemon is stopped, online-only files refuse to open (EAGAIN) instead of reading zeros",
-                gate.detail
+        add(
+            Level::Ok,
+            said!(
+                "the kernel gate is active ({detail}): while the daemon is stopped, online-only files refuse to open (EAGAIN) instead of reading zeros",
+                detail = gate.detail
             ),
-            fix: String::new(),
-        });
+            none(),
+        );
     } else {
-        checks.push(Check {
-            level: Level::Warn,
-            what: format!(
-                "the kernel gate is not active ({}): while the daemon is stopped, online-only files read as zeros",
-                gate.detail
+        add(
+            Level::Warn,
+            said!(
+                "the kernel gate is not active ({detail}): while the daemon is stopped, online-only files read as zeros",
+                detail = gate.detail
             ),
-            fix: "keep skyfilld running; the gate needs a kernel with the BPF LSM active (`bpf` in /sys/kernel/security/lsm, e.g. boot with lsm=...,bpf)".into(),
-        });
+            said!("keep skyfilld running; the gate needs a kernel with the BPF LSM active (`bpf` in /sys/kernel/security/lsm, e.g. boot with lsm=...,bpf)"),
+        );
     }
     DoctorResult {
         daemon: super::daemon_name(),

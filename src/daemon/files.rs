@@ -361,10 +361,10 @@ impl Files<'_> {
             .into_iter()
             .filter_map(|(f, uid)| {
                 if uid != r.uid {
-                    skipped.push(Skipped {
-                        path: Core::abs(&r, f.as_str()),
-                        reason: "owned by another user; Skyfill leaves it alone".into(),
-                    });
+                    skipped.push(Skipped::said(
+                        Core::abs(&r, f.as_str()),
+                        crate::said!("owned by another user; Skyfill leaves it alone"),
+                    ));
                     None
                 } else {
                     Some(f)
@@ -423,18 +423,18 @@ impl Files<'_> {
             let abs = Core::abs(r, f.as_str());
             let Some(m) = m else {
                 if action == Action::Evict {
-                    res.skipped.push(Skipped {
-                        path: abs,
-                        reason: "a local file that is not on the server yet".into(),
-                    });
+                    res.skipped.push(Skipped::said(
+                        abs,
+                        crate::said!("a local file that is not on the server yet"),
+                    ));
                 }
                 continue;
             };
             if m.root != r.id {
-                res.skipped.push(Skipped {
-                    path: abs,
-                    reason: "belongs to another sync root".into(),
-                });
+                res.skipped.push(Skipped::said(
+                    abs,
+                    crate::said!("belongs to another sync root"),
+                ));
                 continue;
             }
             let span = tracing::info_span!("file", path = %abs, job = ?job);
@@ -446,6 +446,7 @@ impl Files<'_> {
                 res.skipped.push(Skipped {
                     path: abs,
                     reason: e.message,
+                    said: e.said,
                 });
             }
         }

@@ -364,12 +364,14 @@ impl Passes<'_> {
                         out.errors.push(Skipped {
                             path: Core::abs(&r, rel.as_str()),
                             reason: e,
+                            said: None,
                         });
                     }
                 }
                 Err(e) => out.errors.push(Skipped {
                     path: Core::abs(&r, rel.as_str()),
                     reason: e.message,
+                    said: e.said,
                 }),
             }
         }

@@ -410,6 +410,26 @@ pub struct Counts {
 pub struct Skipped {
     pub path: String,
     pub reason: String,
+    /// `reason` before translation (see [`Reply::localize`]). Never on the wire.
+    #[serde(skip)]
+    pub said: Option<crate::i18n::Said>,
+}
+
+impl Skipped {
+    /// A file left alone, for a reason said in each client's language.
+    pub fn said(path: impl Into<String>, reason: crate::i18n::Said) -> Skipped {
+        Skipped {
+            path: path.into(),
+            reason: reason.english(),
+            said: Some(reason),
+        }
+    }
+
+    fn localize(&mut self, cat: &crate::i18n::Catalogue) {
+        if let Some(s) = &self.said {
+            self.reason = s.render(cat);
+        }
+    }
 }
 
 /// Result of `pin`, `free` and `hydrate`.
@@ -507,6 +527,9 @@ pub struct Check {
     /// What to do about it (empty for `ok`).
     #[serde(default)]
     pub fix: String,
+    /// `what` and `fix` before translation (see [`Reply::localize`]). Never on the wire.
+    #[serde(skip)]
+    pub said: Option<(crate::i18n::Said, crate::i18n::Said)>,
 }
 
 /// Result of `doctor`.
@@ -561,6 +584,27 @@ pub enum Reply {
     Config(ConfigResult),
     Doctor(DoctorResult),
     Stats(StatsBody),
+}
+
+impl Reply {
+    /// The texts for people in `cat`'s language, where the daemon made them to be said
+    /// (`said!`): skipped files' reasons and doctor's findings. The socket handler calls it
+    /// with the language of the connection's `hello`.
+    pub fn localize(&mut self, cat: &crate::i18n::Catalogue) {
+        match self {
+            Reply::Batch(b) => b.skipped.iter_mut().for_each(|s| s.localize(cat)),
+            Reply::Sync(s) => s.errors.iter_mut().for_each(|s| s.localize(cat)),
+            Reply::Doctor(d) => {
+                for c in &mut d.checks {
+                    if let Some((what, fix)) = &c.said {
+                        c.what = what.render(cat);
+                        c.fix = fix.render(cat);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An event line (after `subscribe`, or `job` lines of the caller's own long requests).

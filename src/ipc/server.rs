@@ -397,7 +397,12 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 tokio::spawn(
                     async move {
                         let r = match h.handle(peer, body, jobs).await {
-                            Ok(v) => Response::ok(id, v),
+                            Ok(mut v) => {
+                                if let Some(cat) = &lang {
+                                    v.localize(cat);
+                                }
+                                Response::ok(id, v)
+                            }
                             Err(e) => {
                                 tracing::info!(code = ?e.code, message = %e.message, "request refused");
                                 let message = match (&e.said, &lang) {
@@ -453,6 +458,23 @@ mod tests {
                 RequestBody::Hydrate { path, .. } => {
                     jobs.report(JobKind::Hydrate, &path, 1, 2, 3, 4, true);
                     Ok(Reply::Batch(BatchResult::default()))
+                }
+                RequestBody::Doctor => {
+                    let (what, fix) = (
+                        crate::said!("{root} is paused", root = "/c"),
+                        crate::said!("resume with `skyfill resume`"),
+                    );
+                    Ok(Reply::Doctor(DoctorResult {
+                        daemon: "fake".into(),
+                        kernel: String::new(),
+                        checks: vec![Check {
+                            level: Level::Warn,
+                            what: what.english(),
+                            fix: fix.english(),
+                            said: Some((what, fix)),
+                        }],
+                        gate: Default::default(),
+                    }))
                 }
                 _ => {
                     let said = crate::said!("{path} is not in one of your sync roots", path = "/x");
@@ -552,6 +574,18 @@ mod tests {
             let v = line(&mut r).await;
             assert_eq!(v["error"]["code"], "not_a_root", "{hello}");
             assert_eq!(v["error"]["message"], want, "{hello}");
+            // And the texts of answers: doctor's findings.
+            w.write_all(b"{\"id\":3,\"op\":\"doctor\"}\n")
+                .await
+                .unwrap();
+            let v = line(&mut r).await;
+            let what = v["result"]["checks"][0]["what"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let german = hello.contains("\"de\"");
+            assert_eq!(what == "/c is paused", !german, "{hello}: {v}");
+            assert_eq!(what == "/c ist pausiert", german, "{hello}: {v}");
         }
     }
 
