@@ -312,6 +312,17 @@ pub enum PassError {
 }
 
 impl PassError {
+    /// The same text as its `Display`, to be said in a client's language.
+    pub fn said(&self) -> crate::i18n::Said {
+        match self {
+            PassError::Remote(e) => crate::said!("listing the server: ").then(e.said()),
+            PassError::Scan(e) => {
+                crate::said!("scanning the sync root: ").then(crate::i18n::said_os(e))
+            }
+            other => crate::i18n::Said::default().suffixed(other.to_string()),
+        }
+    }
+
     pub fn is_offline(&self) -> bool {
         matches!(self, PassError::Remote(e) if e.is_offline())
     }

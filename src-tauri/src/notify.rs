@@ -122,6 +122,7 @@ mod tests {
             path: Some("/c".into()),
             code: ErrorCode::Auth,
             message: "401".into(),
+            said: None,
         };
         assert!(message_for(&auth, Instant::now())
             .unwrap()
@@ -131,6 +132,7 @@ mod tests {
             path: Some("/c".into()),
             code: ErrorCode::Budget,
             message: "disk budget reached: 9 of 8 bytes used".into(),
+            said: None,
         };
         assert!(message_for(&budget, Instant::now())
             .unwrap()
@@ -141,6 +143,7 @@ mod tests {
             path: Some("/c".into()),
             code: ErrorCode::Remote,
             message: "disk budget reached (a server's words)".into(),
+            said: None,
         };
         assert!(message_for(&other, Instant::now()).is_none_or(|m| !m.0.contains("budget")));
         let now = Instant::now();

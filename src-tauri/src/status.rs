@@ -239,6 +239,7 @@ mod tests {
             secret_persisted: true,
             budget: None,
             last_error: err.map(str::to_string),
+            last_error_said: None,
             state,
         }
     }

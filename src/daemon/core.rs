@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, RwLock};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootError {
     pub message: String,
+    /// The message to say in each client's language, when there is one.
+    pub said: Option<crate::i18n::Said>,
     /// The server could not be reached (as opposed to refusing or failing).
     pub offline: bool,
 }
@@ -179,12 +181,13 @@ impl Core {
     }
 
     pub fn root_info(&self, r: &RootRecord) -> RootInfo {
-        let last_error = self
+        let (last_error, last_error_said) = self
             .last_error
             .lock()
             .unwrap()
             .get(&r.id)
-            .map(|e| e.message.clone());
+            .map(|e| (Some(e.message.clone()), e.said.clone()))
+            .unwrap_or_default();
         RootInfo {
             id: r.id.clone(),
             local: r.local.display().to_string(),
@@ -196,6 +199,7 @@ impl Core {
             secret_persisted: r.persist_secret,
             budget: r.budget,
             last_error,
+            last_error_said,
             state: self.root_state(r),
         }
     }
@@ -217,6 +221,7 @@ impl Core {
                         path: Some(r.local.display().to_string()),
                         code: ErrorCode::Remote,
                         message: e.message,
+                        said: e.said,
                     },
                 ),
                 None => self.emit_root(r, RootChange::Online),

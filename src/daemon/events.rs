@@ -165,17 +165,17 @@ pub fn apply(core: &Core, n: Notice) {
         }
         Notice::Failed { root, path, errno } => {
             if let Some(r) = core.root_by_id(&root) {
-                core.emit(
-                    r.uid,
+                core.emit(r.uid, {
+                    let said = crate::said!("download failed: ").then(crate::i18n::said_os(
+                        &std::io::Error::from_raw_os_error(errno),
+                    ));
                     Event::Error {
                         path: Some(Core::abs(&r, &path)),
                         code: ErrorCode::Remote,
-                        message: format!(
-                            "download failed: {}",
-                            std::io::Error::from_raw_os_error(errno)
-                        ),
-                    },
-                );
+                        message: said.english(),
+                        said: Some(said),
+                    }
+                });
             }
         }
         Notice::Flush(done) => {
@@ -252,14 +252,18 @@ pub fn keep_budget(core: &Core, r: &RootRecord, incoming: u64) {
     if used + incoming > limit + freed {
         core.emit(
             r.uid,
-            Event::Error {
-                path: Some(r.local.display().to_string()),
-                code: ErrorCode::Budget,
-                message: format!(
-                    "disk budget reached: {} of {} bytes used by pinned, changed or open files",
-                    used + incoming - freed,
-                    limit
-                ),
+            {
+                let said = crate::said!(
+                    "disk budget reached: {used} of {limit} bytes used by pinned, changed or open files",
+                    used = used + incoming - freed,
+                    limit = limit
+                );
+                Event::Error {
+                    path: Some(r.local.display().to_string()),
+                    code: ErrorCode::Budget,
+                    message: said.english(),
+                    said: Some(said),
+                }
             },
         );
     }

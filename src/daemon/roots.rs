@@ -319,6 +319,7 @@ impl Roots<'_> {
                     &rec,
                     Some(RootError {
                         message: e.message.clone(),
+                        said: e.said.clone(),
                         offline: false,
                     }),
                 );

@@ -67,10 +67,11 @@ impl Passes<'_> {
         let done = match tokio::time::timeout(deadline, self.sync_root_once(r, limited)).await {
             Ok(d) => d,
             Err(_) => {
-                let msg = format!(
-                    "sync pass gave up after {deadline:?} (pass_deadline_secs in limits.json); the next pass starts over"
+                let msg = crate::said!(
+                    "sync pass gave up after {deadline} (pass_deadline_secs in limits.json); the next pass starts over",
+                    deadline = format!("{deadline:?}")
                 );
-                tracing::warn!(root = %r.local.display(), "{msg}");
+                tracing::warn!(root = %r.local.display(), "{}", msg.english());
                 Err(self.pass_failed(r, msg, false))
             }
         };
@@ -83,11 +84,12 @@ impl Passes<'_> {
     }
 
     /// A pass that did not finish: the root's error, and another try after a while.
-    fn pass_failed(&self, r: &RootRecord, msg: String, offline: bool) -> Error {
+    fn pass_failed(&self, r: &RootRecord, msg: crate::i18n::Said, offline: bool) -> Error {
         self.set_error(
             r,
             Some(RootError {
-                message: msg.clone(),
+                message: msg.english(),
+                said: Some(msg.clone()),
                 offline,
             }),
         );
@@ -98,7 +100,7 @@ impl Passes<'_> {
             .entry(r.id.clone())
             .or_default()
             .retry_at = Some(Instant::now() + OFFLINE_RETRY);
-        Error::new(ErrorCode::Remote, msg)
+        Error::said(ErrorCode::Remote, msg)
     }
 
     async fn sync_root_once(&self, r: &RootRecord, limited: bool) -> Result<Done> {
@@ -205,9 +207,13 @@ impl Passes<'_> {
             Err(e) => {
                 let offline = e.is_offline();
                 let msg = if offline {
-                    format!("server unreachable; local changes are kept and sync resumes by itself ({e})")
+                    crate::said!(
+                        "server unreachable; local changes are kept and sync resumes by itself ("
+                    )
+                    .then(e.said())
+                    .suffixed(")")
                 } else {
-                    e.to_string()
+                    e.said()
                 };
                 tracing::warn!(root = %r.local.display(), error = %e, "sync pass failed");
                 return Err(self.pass_failed(r, msg, offline));
@@ -249,18 +255,28 @@ impl Passes<'_> {
                     message:
                         "server unreachable; local changes are kept and sync resumes by itself"
                             .into(),
+                    said: Some(crate::said!(
+                        "server unreachable; local changes are kept and sync resumes by itself"
+                    )),
                     offline: true,
                 }),
             );
         } else if let Some((p, e)) = rep.errors.first() {
             self.set_error(
                 r,
-                Some(RootError {
-                    message: format!(
-                        "{} item(s) not synced yet; first: {p}: {e}",
-                        rep.errors.len()
-                    ),
-                    offline: false,
+                Some({
+                    let said = crate::said_n!(
+                        "{n} item not synced yet: {path}: {error}",
+                        "{n} items not synced yet; first: {path}: {error}",
+                        rep.errors.len(),
+                        path = p,
+                        error = e
+                    );
+                    RootError {
+                        message: said.english(),
+                        said: Some(said),
+                        offline: false,
+                    }
                 }),
             );
         } else {

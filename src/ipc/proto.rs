@@ -232,9 +232,20 @@ pub struct RootInfo {
     /// Last error talking to the server, if the last attempt failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// `last_error` before translation (see [`Reply::localize`]). Never on the wire.
+    #[serde(skip)]
+    pub last_error_said: Option<crate::i18n::Said>,
     /// What the root is doing, decided by the daemon (clients never read error text).
     #[serde(default)]
     pub state: RootState,
+}
+
+impl RootInfo {
+    fn localize(&mut self, cat: &crate::i18n::Catalogue) {
+        if let Some(s) = &self.last_error_said {
+            self.last_error = Some(s.render(cat));
+        }
+    }
 }
 
 /// What a sync root is doing, as the tray and the CLI show it.
@@ -593,6 +604,8 @@ impl Reply {
     pub fn localize(&mut self, cat: &crate::i18n::Catalogue) {
         match self {
             Reply::Batch(b) => b.skipped.iter_mut().for_each(|s| s.localize(cat)),
+            Reply::Roots(roots) => roots.iter_mut().for_each(|r| r.localize(cat)),
+            Reply::Root(r) => r.localize(cat),
             Reply::Sync(s) => s.errors.iter_mut().for_each(|s| s.localize(cat)),
             Reply::Doctor(d) => {
                 for c in &mut d.checks {
@@ -648,6 +661,9 @@ pub enum Event {
         path: Option<String>,
         code: ErrorCode,
         message: String,
+        /// `message` before translation (see [`Event::localize`]). Never on the wire.
+        #[serde(skip)]
+        said: Option<crate::i18n::Said>,
     },
     /// Both sides changed a file; the local version was kept as `copy`.
     Conflict { path: String, copy: String },
@@ -655,6 +671,21 @@ pub enum Event {
     Root { local: String, change: RootChange },
     /// Events were dropped because this subscriber read too slowly; re-query what you show.
     Lagged { missed: u64 },
+}
+
+impl Event {
+    /// Its text for people in `cat`'s language, where the daemon made it to be said; each
+    /// subscription calls it with the language of its connection's `hello`.
+    pub fn localize(&mut self, cat: &crate::i18n::Catalogue) {
+        if let Event::Error {
+            message,
+            said: Some(s),
+            ..
+        } = self
+        {
+            *message = s.render(cat);
+        }
+    }
 }
 
 impl Response {
@@ -919,6 +950,7 @@ mod tests {
                 path: None,
                 code: ErrorCode::Auth,
                 message: "m".into(),
+                said: None,
             },
             Event::Conflict {
                 path: "/l/a".into(),

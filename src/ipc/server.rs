@@ -360,11 +360,16 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 if subscribed.is_none() {
                     let mut events = h.events(peer);
                     let etx = tx.clone();
+                    let lang = lang.clone();
                     subscribed = Some(tokio::spawn(async move {
                         loop {
                             let line = match events.recv().await {
                                 Ok(env) if peer.is_root() || env.uid == peer.uid => {
-                                    serde_json::to_string(&env.event)
+                                    let mut event = env.event;
+                                    if let Some(cat) = &lang {
+                                        event.localize(cat);
+                                    }
+                                    serde_json::to_string(&event)
                                 }
                                 Ok(_) => continue,
                                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -566,7 +571,7 @@ mod tests {
                 "/x liegt in keinem Ihrer Synchronisationsordner",
             ),
         ] {
-            let (mut r, mut w, _) = pair().await;
+            let (mut r, mut w, tx) = pair().await;
             let msg = format!("{{\"id\":1,\"op\":\"hello\",\"version\":1,{hello}}}\n");
             w.write_all(msg.as_bytes()).await.unwrap();
             assert_eq!(line(&mut r).await["result"]["daemon"], "fake", "{hello}");
@@ -586,6 +591,29 @@ mod tests {
             let german = hello.contains("\"de\"");
             assert_eq!(what == "/c is paused", !german, "{hello}: {v}");
             assert_eq!(what == "/c ist pausiert", german, "{hello}: {v}");
+            // And events.
+            w.write_all(b"{\"id\":4,\"op\":\"subscribe\"}\n")
+                .await
+                .unwrap();
+            assert_eq!(line(&mut r).await["result"]["subscribed"], true);
+            let said = crate::said!("{path} is not in one of your sync roots", path = "/e");
+            tx.send(Envelope {
+                uid: nix::unistd::getuid().as_raw(),
+                event: Event::Error {
+                    path: None,
+                    code: ErrorCode::NotARoot,
+                    message: said.english(),
+                    said: Some(said),
+                },
+            })
+            .unwrap();
+            let v = line(&mut r).await;
+            let want = if german {
+                "/e liegt in keinem Ihrer Synchronisationsordner"
+            } else {
+                "/e is not in one of your sync roots"
+            };
+            assert_eq!(v["message"], want, "{hello}: {v}");
         }
     }
 
