@@ -110,7 +110,7 @@ impl Core {
         let rest = p.strip_prefix(&r.local).unwrap();
         let s = rest
             .to_str()
-            .ok_or_else(|| Error::bad_request("path is not UTF-8"))?;
+            .ok_or_else(|| Error::said(ErrorCode::BadRequest, crate::said!("path is not UTF-8")))?;
         let rel = RelPath::parse(s).map_err(|e| Error::bad_request(format!("{path}: {e}")))?;
         Ok((r, rel))
     }
@@ -118,10 +118,9 @@ impl Core {
     /// Changes a root's record and saves the registry.
     pub fn update_root(&self, id: &str, f: impl FnOnce(&mut RootRecord)) -> Result<RootRecord> {
         let mut roots = self.roots.write().unwrap();
-        let r = roots
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| Error::new(ErrorCode::NotARoot, "the root was removed"))?;
+        let r = roots.iter_mut().find(|r| r.id == id).ok_or_else(|| {
+            Error::said(ErrorCode::NotARoot, crate::said!("the root was removed"))
+        })?;
         f(r);
         let out = r.clone();
         self.registry.save(&roots).map_err(Error::internal)?;
@@ -250,7 +249,13 @@ impl Core {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&r.local)
-            .map_err(|e| Error::not_found(format!("sync root {}: {e}", r.local.display())))?;
+            .map_err(|e| {
+                Error::said(
+                    ErrorCode::NotFound,
+                    crate::said!("sync root {root}: ", root = r.local.display())
+                        .then(crate::i18n::said_os(&e)),
+                )
+            })?;
         let st = fsutil::fstat(f.as_fd())?;
         if st.st_uid != r.uid {
             return Err(Error::said(

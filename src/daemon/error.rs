@@ -64,12 +64,11 @@ impl Error {
         Error::new(ErrorCode::Internal, e.to_string())
     }
 
-    /// A failed access: the errno, and its text for people.
-    pub fn errno(errno: i32, what: impl fmt::Display) -> Error {
-        let mut e = Error::new(
-            ErrorCode::Remote,
-            format!("{what}: {}", std::io::Error::from_raw_os_error(errno)),
-        );
+    /// A failed access: the errno, and `what` (a message ending in ": ") followed by the
+    /// system's words for the errno, both said in each client's language.
+    pub fn errno(errno: i32, what: Said) -> Error {
+        let os = std::io::Error::from_raw_os_error(errno);
+        let mut e = Error::said(ErrorCode::Remote, what.then(crate::i18n::said_os(&os)));
         e.errno = errno;
         e
     }

@@ -494,7 +494,7 @@ impl Files<'_> {
                 self.hydrator
                     .fetch(&file, (st.st_dev, st.st_ino), 0, size)
                     .await
-                    .map_err(|errno| Error::errno(errno, "download failed"))?;
+                    .map_err(|errno| Error::errno(errno, crate::said!("download failed: ")))?;
                 res.files += 1;
                 res.bytes += size - m.local_bytes().min(size);
             }
