@@ -34,7 +34,7 @@ records each event's inode and answers FAN_ALLOW. Everything it made (mount, loo
 image) is removed at the end, also on error, Ctrl-C or SIGTERM.
 
 Run (root, Linux >= 6.14, Python 3 standard library only):
-  /usr/bin/python3 bench/marks.py [--files 200000] [--folders 2000] [--repeat 3]
+  /usr/bin/python3 bench/probes/marks.py [--files 200000] [--folders 2000] [--repeat 3]
                                   [--max-wait 20] [--only inode,folder]
 Prints the kernel version and Markdown tables on stdout, progress on stderr.
 """
