@@ -346,6 +346,15 @@ pub fn built_in(lang: &str) -> Catalogue {
         .unwrap_or_else(Catalogue::english)
 }
 
+/// The built-in catalogue of `lang` (not English), parsed once per process and shared: the
+/// daemon's connections each name one in their `hello`.
+pub fn shared(lang: &str) -> Option<&'static Catalogue> {
+    static ALL: OnceLock<Vec<Catalogue>> = OnceLock::new();
+    ALL.get_or_init(|| languages().map(built_in).collect())
+        .iter()
+        .find(|c| c.lang == lang)
+}
+
 /// The languages built in, besides English.
 pub fn languages() -> impl Iterator<Item = &'static str> + Clone {
     BUILT_IN.iter().map(|(l, _)| *l)
@@ -414,20 +423,40 @@ enum Part {
     Text(String),
     Message {
         template: &'static str,
-        args: Vec<(&'static str, String)>,
+        args: Vec<(&'static str, Value)>,
     },
     /// A message with a count: its singular and plural ids, the count (`{n}`), other values.
     Count {
         one: &'static str,
         other: &'static str,
         n: u64,
-        args: Vec<(&'static str, String)>,
+        args: Vec<(&'static str, Value)>,
     },
+}
+
+/// A placeholder's value: text as it is, or a message said in the same language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Text(String),
+    Said(Box<Said>),
+}
+
+impl Value {
+    fn render(&self, cat: &Catalogue) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            Value::Said(s) => s.render(cat),
+        }
+    }
+}
+
+fn render_args(args: &[(&'static str, Value)], cat: &Catalogue) -> Vec<(&'static str, String)> {
+    args.iter().map(|(k, v)| (*k, v.render(cat))).collect()
 }
 
 impl Said {
     /// A message: its English template (the message id) and the values of its placeholders.
-    pub fn new(template: &'static str, args: Vec<(&'static str, String)>) -> Said {
+    pub fn new(template: &'static str, args: Vec<(&'static str, Value)>) -> Said {
         Said {
             parts: vec![Part::Message { template, args }],
         }
@@ -438,7 +467,7 @@ impl Said {
         one: &'static str,
         other: &'static str,
         n: u64,
-        args: Vec<(&'static str, String)>,
+        args: Vec<(&'static str, Value)>,
     ) -> Said {
         Said {
             parts: vec![Part::Count {
@@ -448,6 +477,16 @@ impl Said {
                 args,
             }],
         }
+    }
+
+    /// The same, with `value` (a message itself, said in the same language) for the
+    /// placeholder `{name}` of its last message.
+    pub fn with(mut self, name: &'static str, value: Said) -> Said {
+        if let Some(Part::Message { args, .. } | Part::Count { args, .. }) = self.parts.last_mut() {
+            args.retain(|(k, _)| *k != name);
+            args.push((name, Value::Said(Box::new(value))));
+        }
+        self
     }
 
     /// The same, with `text` (not translated) before it.
@@ -475,6 +514,7 @@ impl Said {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Message { template, args } => {
+                    let args = render_args(args, cat);
                     let args: Vec<(&str, &dyn Display)> =
                         args.iter().map(|(k, v)| (*k, v as &dyn Display)).collect();
                     out.push_str(&fill(cat.tr(template), &args));
@@ -485,6 +525,7 @@ impl Said {
                     n,
                     args,
                 } => {
+                    let args = render_args(args, cat);
                     let mut all: Vec<(&str, &dyn Display)> = vec![("n", n as &dyn Display)];
                     all.extend(args.iter().map(|(k, v)| (*k, v as &dyn Display)));
                     out.push_str(&fill(cat.trn(one, other, *n), &all));
@@ -515,7 +556,14 @@ pub fn said_os(e: &std::io::Error) -> Said {
         Some(libc::EBUSY) => crate::said!("Device or resource busy"),
         Some(libc::EROFS) => crate::said!("Read-only file system"),
         Some(libc::ELOOP) => crate::said!("Too many levels of symbolic links"),
-        _ => Said::default().suffixed(e.to_string()),
+        _ => {
+            let text = e.to_string();
+            let text = match text.rfind(" (os error ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            };
+            Said::default().suffixed(text)
+        }
     }
 }
 
@@ -532,7 +580,10 @@ macro_rules! said {
         $crate::i18n::Said::new($msgid, Vec::new())
     };
     ($msgid:literal, $($name:ident = $val:expr),+ $(,)?) => {
-        $crate::i18n::Said::new($msgid, vec![$((stringify!($name), ($val).to_string())),+])
+        $crate::i18n::Said::new(
+            $msgid,
+            vec![$((stringify!($name), $crate::i18n::Value::Text(($val).to_string()))),+],
+        )
     };
 }
 
@@ -540,7 +591,12 @@ macro_rules! said {
 #[macro_export]
 macro_rules! said_n {
     ($one:literal, $other:literal, $n:expr $(, $name:ident = $val:expr)* $(,)?) => {
-        $crate::i18n::Said::count($one, $other, $n as u64, vec![$((stringify!($name), ($val).to_string())),*])
+        $crate::i18n::Said::count(
+            $one,
+            $other,
+            $n as u64,
+            vec![$((stringify!($name), $crate::i18n::Value::Text(($val).to_string()))),*],
+        )
     };
 }
 
@@ -597,7 +653,20 @@ mod tests {
         assert_eq!(said_os(&enoent).english(), "No such file or directory");
         assert_ne!(said_os(&enoent).render(&de), "No such file or directory");
         let odd = std::io::Error::from_raw_os_error(libc::ENOLINK);
-        assert_eq!(said_os(&odd).render(&de), odd.to_string());
+        assert_eq!(said_os(&odd).render(&de), "Link has been severed");
+        // A message as a placeholder's value is said in the same language.
+        let nested = crate::said!("{root}: last sync failed: {error}", root = "/c", error = "")
+            .with("error", said_os(&enoent));
+        assert_eq!(
+            nested.english(),
+            "/c: last sync failed: No such file or directory"
+        );
+        let german = nested.render(&de);
+        assert!(
+            german.contains("Datei oder Verzeichnis nicht gefunden"),
+            "{german}"
+        );
+        assert!(!german.contains("No such file"), "{german}");
         // Counts choose their form in each language.
         let one = crate::said_n!(
             "{n} file failed: {first}",

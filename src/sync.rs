@@ -311,6 +311,21 @@ pub enum PassError {
     Exec(#[from] execute::ExecError),
 }
 
+#[cfg(test)]
+#[test]
+fn pass_errors_say_in_english_what_they_display() {
+    let e = PassError::Remote(crate::remote::RemoteError::Network {
+        path: crate::model::RelPath::root(),
+        detail: "refused".into(),
+    });
+    assert_eq!(e.said().english(), e.to_string());
+    let e = PassError::Scan(std::io::Error::from_raw_os_error(libc::EACCES));
+    assert_eq!(
+        e.said().english(),
+        e.to_string().replace(" (os error 13)", "")
+    );
+}
+
 impl PassError {
     /// The same text as its `Display`, to be said in a client's language.
     pub fn said(&self) -> crate::i18n::Said {

@@ -383,17 +383,23 @@ class Image:
         self.mnt = os.path.join(self.dir, "mnt")
         self.loop = None
         self.mounted = False
-        os.mkdir(self.mnt)
-        # 2 GiB, or more when mkfs.ext4's default 16 KiB per inode would not give enough inodes.
-        need = int(inodes * 1.1) * INODE_RATIO
-        self.size = max(2 * GiB, -(-need // (256 * MiB)) * 256 * MiB)
-        with open(self.img, "wb") as f:
-            f.truncate(self.size)
-        run(["mkfs.ext4", "-q", "-F", self.img])
-        self.loop = run(["losetup", "--find", "--show", self.img]).strip()
-        # noinit_itable: no background zeroing of inode tables while Slab is read.
-        run(["mount", "-t", "ext4", "-o", "noinit_itable", self.loop, self.mnt])
-        self.mounted = True
+        try:
+            os.mkdir(self.mnt)
+            # 2 GiB, or more when mkfs.ext4's default 16 KiB per inode would not give enough inodes.
+            need = int(inodes * 1.1) * INODE_RATIO
+            self.size = max(2 * GiB, -(-need // (256 * MiB)) * 256 * MiB)
+            with open(self.img, "wb") as f:
+                f.truncate(self.size)
+            run(["mkfs.ext4", "-q", "-F", self.img])
+            self.loop = run(["losetup", "--find", "--show", self.img]).strip()
+            # noinit_itable: no background zeroing of inode tables while Slab is read.
+            run(["mount", "-t", "ext4", "-o", "noinit_itable", self.loop, self.mnt])
+            self.mounted = True
+        except BaseException:
+            # Half made: whatever exists goes (the caller never gets an object to close).
+            for e in self.close():
+                print(f"marks.py: cleanup: {e}", file=sys.stderr)
+            raise
 
     def close(self):
         errs = []

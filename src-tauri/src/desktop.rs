@@ -3,9 +3,23 @@
 //! types.
 
 use crate::daemon::{ApiError, Res};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The window set `WEBKIT_DISABLE_COMPOSITING_MODE` for its own WebKit (the user had not):
+/// the programs it starts do not inherit it.
+pub static OWN_WEBKIT_SETTING: AtomicBool = AtomicBool::new(false);
+
+/// `cmd` with the environment this process got, not the settings it made for itself.
+pub fn command(cmd: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new(cmd);
+    if OWN_WEBKIT_SETTING.load(Ordering::Relaxed) {
+        c.env_remove("WEBKIT_DISABLE_COMPOSITING_MODE");
+    }
+    c
+}
 
 fn spawn_detached(cmd: &str, args: &[&str]) -> Res<()> {
-    std::process::Command::new(cmd)
+    command(cmd)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -26,7 +40,7 @@ pub fn reveal(path: &str) -> Res<()> {
     let uri = url::Url::from_file_path(path)
         .map_err(|_| ApiError::bad_request(format!("{path} is not a full path")))?
         .to_string();
-    let ok = std::process::Command::new("gdbus")
+    let ok = command("gdbus")
         .args([
             "call",
             "--session",

@@ -31,7 +31,7 @@ fn tray_program() -> std::path::PathBuf {
 /// when one does). Its own process group, so it outlives this window.
 fn ensure_tray() {
     let prog = tray_program();
-    match std::process::Command::new(&prog)
+    match skyfill_tray::desktop::command(&prog)
         .arg("--background")
         .stdin(std::process::Stdio::null())
         .process_group(0)
@@ -78,12 +78,14 @@ fn main() {
         eprintln!("skyfill-tray: cannot start the tray: {e}");
         std::process::exit(1);
     }
-    // WebKitGTK's accelerated compositing costs the web process about 70 MiB (release, under
-    // Xvfb: 177 -> 104 MiB PSS) and this window, a list and a few forms, gains nothing from
-    // it. Set before any thread starts; a value the user set (`=0` keeps compositing) is kept.
+    // WebKitGTK's accelerated compositing costs the web process about 70 MB (release, under
+    // Xvfb: 173 -> 104 MB PSS, bench/tray-memory) and this window, a list and a few forms,
+    // gains nothing from it. Set before any thread starts; a value the user set (`=0` keeps
+    // compositing) is kept, and the programs the window starts do not inherit ours.
     if std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
         // SAFETY: no other thread exists yet (logging and Tauri start below).
         unsafe { std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1") };
+        skyfill_tray::desktop::OWN_WEBKIT_SETTING.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     skyfill_tray::logging();
     if !args.iter().any(|a| a == "--window") {

@@ -1505,6 +1505,16 @@ fn localized_built(
 /// clap, in English, or not an error at all, like `--help`).
 fn clap_error(e: &clap::Error, cat: &skyfill::i18n::Catalogue) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    // English is clap's own (with its colours and every tip); so is anything carrying a tip
+    // this function does not say (a similar value, `--` before a value that looks like a flag).
+    let tips = match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(v)) => !v.is_empty(),
+        Some(_) => true,
+        None => false,
+    };
+    if cat.lang == "en" || tips || e.get(ContextKind::SuggestedValue).is_some() {
+        return None;
+    }
     let fill = |id: &'static str, args: &[(&str, &str)]| {
         let args: Vec<(&str, &dyn std::fmt::Display)> = args
             .iter()
@@ -1549,21 +1559,23 @@ fn clap_error(e: &clap::Error, cat: &skyfill::i18n::Catalogue) -> Option<String>
                     &[("value", &value), ("arg", &arg)],
                 )
             };
-            let tip = match e.get(ContextKind::ValidValue) {
-                Some(ContextValue::Strings(v)) if !v.is_empty() => {
-                    let values: Vec<String> = v.iter().map(|s| format!("'{s}'")).collect();
-                    Some(fill(
-                        clap_words::POSSIBLE,
-                        &[("values", &values.join(", "))],
-                    ))
-                }
-                _ => None,
+            // As clap says them: `  [possible values: a, b]` under the message.
+            let msg = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) if !v.is_empty() => format!(
+                    "{msg}\n  [{}]",
+                    fill(clap_words::POSSIBLE, &[("values", &v.join(", "))])
+                ),
+                _ => msg,
             };
-            (msg, tip)
+            (msg, None)
         }
         ErrorKind::ArgumentConflict => {
             let arg = text(ContextKind::InvalidArg)?;
-            let other = text(ContextKind::PriorArg)?;
+            // One other argument, not the same one given twice (clap says that its own way).
+            let other = match e.get(ContextKind::PriorArg) {
+                Some(ContextValue::String(s)) if *s != arg => s.clone(),
+                _ => return None,
+            };
             (
                 fill(clap_words::CONFLICT, &[("arg", &arg), ("other", &other)]),
                 None,
@@ -1767,6 +1779,29 @@ mod tests {
             .try_get_matches_from(["skyfill", "pin"])
             .unwrap_err();
         assert!(clap_error(&e, &de).unwrap().contains("<PATHS>"));
+        let e = localized(Args::command(), &de)
+            .try_get_matches_from(["skyfill", "stats", "--bogus"])
+            .unwrap_err();
+        let text = clap_error(&e, &de).unwrap();
+        assert!(text.contains("unerwartetes Argument '--bogus'"), "{text}");
+        let e = localized(Args::command(), &de)
+            .try_get_matches_from(["skyfill", "completions", "nope"])
+            .unwrap_err();
+        let text = clap_error(&e, &de).unwrap();
+        assert!(
+            text.contains("'nope'") && text.contains("[mögliche Werte: bash,"),
+            "{text}"
+        );
+        // What this CLI does not say itself stays clap's: a flag given twice, and English.
+        let e = localized(Args::command(), &de)
+            .try_get_matches_from(["skyfill", "pin", "-r", "-r", "x"])
+            .unwrap_err();
+        assert!(clap_error(&e, &de).is_none(), "{e}");
+        let en = skyfill::i18n::Catalogue::english();
+        let e = localized(Args::command(), &en)
+            .try_get_matches_from(["skyfill", "pinn"])
+            .unwrap_err();
+        assert!(clap_error(&e, &en).is_none());
     }
 
     #[test]

@@ -94,17 +94,23 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
             );
         }
         let last = core.last_error.lock().unwrap().get(&r.id).cloned();
-        if let Some(e) = last.map(|e| e.message) {
-            if e.contains("limits.json") {
+        if let Some(last) = last {
+            let e = last
+                .said
+                .clone()
+                .unwrap_or_else(|| none().suffixed(last.message.clone()));
+            if last.message.contains("limits.json") {
                 add(
                     Level::Fail,
-                    said!("{root}: a configured limit was reached: {error}", root = l, error = e),
+                    said!("{root}: a configured limit was reached: {error}", root = l, error = "")
+                        .with("error", e),
                     said!("if the server really holds that much, raise the limit in limits.json in the daemon's state directory (doc/SECURITY.md)"),
                 );
             } else {
                 add(
                     Level::Warn,
-                    said!("{root}: last sync failed: {error}", root = l, error = e),
+                    said!("{root}: last sync failed: {error}", root = l, error = "")
+                        .with("error", e),
                     none(),
                 );
             }

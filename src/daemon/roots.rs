@@ -433,6 +433,12 @@ impl Roots<'_> {
                         res.skipped.len(),
                         path = res.skipped[0].path,
                         reason = res.skipped[0].reason
+                    )
+                    .with(
+                        "reason",
+                        res.skipped[0].said.clone().unwrap_or_else(|| {
+                            crate::i18n::Said::default().suffixed(res.skipped[0].reason.clone())
+                        }),
                     ),
                 ));
             }

@@ -606,6 +606,7 @@ impl Reply {
             Reply::Batch(b) => b.skipped.iter_mut().for_each(|s| s.localize(cat)),
             Reply::Roots(roots) => roots.iter_mut().for_each(|r| r.localize(cat)),
             Reply::Root(r) => r.localize(cat),
+            Reply::Config(c) => c.roots.iter_mut().for_each(|r| r.localize(cat)),
             Reply::Sync(s) => s.errors.iter_mut().for_each(|s| s.localize(cat)),
             Reply::Doctor(d) => {
                 for c in &mut d.checks {
@@ -758,6 +759,60 @@ pub fn decode_incoming(line: &str) -> Result<Incoming, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_say_the_daemons_words_in_the_connections_language() {
+        let de = crate::i18n::built_in("de");
+        let root = RootInfo {
+            id: "1".into(),
+            local: "/c".into(),
+            remote: "dav://h/".into(),
+            user: None,
+            owner: 0,
+            paused: false,
+            signed_in: true,
+            secret_persisted: false,
+            budget: None,
+            last_error: Some(
+                "server unreachable; local changes are kept and sync resumes by itself".into(),
+            ),
+            last_error_said: Some(crate::said!(
+                "server unreachable; local changes are kept and sync resumes by itself"
+            )),
+            state: RootState::Offline,
+        };
+        let skipped = Skipped::said("/c/a", crate::said!("belongs to another sync root"));
+        assert_eq!(skipped.reason, "belongs to another sync root");
+        let mut replies = vec![
+            Reply::Batch(BatchResult {
+                skipped: vec![skipped.clone()],
+                ..Default::default()
+            }),
+            Reply::Sync(SyncResult {
+                errors: vec![skipped],
+                ..Default::default()
+            }),
+            Reply::Roots(vec![root.clone()]),
+            Reply::Root(root.clone()),
+            Reply::Config(ConfigResult {
+                settings: UserSettings::default(),
+                system_never_download: Vec::new(),
+                roots: vec![root],
+            }),
+        ];
+        for r in &mut replies {
+            r.localize(&de);
+            let json = serde_json::to_string(r).unwrap();
+            assert!(
+                !json.contains("sync root") && !json.contains("unreachable"),
+                "{json}"
+            );
+            assert!(
+                json.contains("Synchronisationsordner") || json.contains("Server nicht erreichbar"),
+                "{json}"
+            );
+        }
+    }
 
     /// The file-manager extension keeps its own small Python client; it is checked against
     /// this schema here: its protocol version, every request op it sends, every state word

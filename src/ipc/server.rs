@@ -286,7 +286,7 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut greeted = false;
     // The client's language, from its hello (None: English).
-    let mut lang: Option<Arc<crate::i18n::Catalogue>> = None;
+    let mut lang: Option<&'static crate::i18n::Catalogue> = None;
     let mut subscribed: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(line) = reader.next().await {
         let line = match line {
@@ -326,9 +326,7 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
             RequestBody::Hello {
                 version, lang: l, ..
             } => {
-                lang = l
-                    .filter(|l| crate::i18n::languages().any(|k| k == l))
-                    .map(|l| Arc::new(crate::i18n::built_in(&l)));
+                lang = l.as_deref().and_then(crate::i18n::shared);
                 let r = if version != PROTOCOL_VERSION {
                     Response::err(
                         id,
@@ -360,13 +358,13 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 if subscribed.is_none() {
                     let mut events = h.events(peer);
                     let etx = tx.clone();
-                    let lang = lang.clone();
+                    let lang = lang;
                     subscribed = Some(tokio::spawn(async move {
                         loop {
                             let line = match events.recv().await {
                                 Ok(env) if peer.is_root() || env.uid == peer.uid => {
                                     let mut event = env.event;
-                                    if let Some(cat) = &lang {
+                                    if let Some(cat) = lang {
                                         event.localize(cat);
                                     }
                                     serde_json::to_string(&event)
@@ -393,7 +391,7 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
-                let (h, tx, lang) = (h.clone(), tx.clone(), lang.clone());
+                let (h, tx) = (h.clone(), tx.clone());
                 let jobs = JobSink {
                     request: id,
                     tx: Some(tx.clone()),
@@ -403,14 +401,14 @@ async fn serve_peer<H: Handler>(h: Arc<H>, s: tokio::net::UnixStream, peer: Peer
                     async move {
                         let r = match h.handle(peer, body, jobs).await {
                             Ok(mut v) => {
-                                if let Some(cat) = &lang {
+                                if let Some(cat) = lang {
                                     v.localize(cat);
                                 }
                                 Response::ok(id, v)
                             }
                             Err(e) => {
                                 tracing::info!(code = ?e.code, message = %e.message, "request refused");
-                                let message = match (&e.said, &lang) {
+                                let message = match (&e.said, lang) {
                                     (Some(s), Some(cat)) => s.render(cat),
                                     _ => e.message,
                                 };

@@ -60,14 +60,15 @@ const b = await remote({
 // and the app turns it off (src-tauri/src/main.rs). Two animation frames and a short pause
 // first, so the last change is on the screen.
 async function shot(name) {
-  await b.executeAsync((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
-  await new Promise((r) => setTimeout(r, 200));
   const r = await b.getWindowRect();
-  // With no window manager the panel (raised for the tray's checks) may lie over the window.
+  // With no window manager the panel (raised for the tray's checks) may lie over the window:
+  // raise the window first, so the frames waited for below also repaint what the panel hid.
   const found = spawnSync("xdotool", ["search", "--onlyvisible", "--name", "^Skyfill$"], { encoding: "utf8" });
   for (const id of (found.stdout || "").trim().split("\n")) {
     if (id) spawnSync("xdotool", ["windowraise", id]);
   }
+  await b.executeAsync((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
+  await new Promise((r) => setTimeout(r, 200));
   screen("window", name, [r.x, r.y, r.width, r.height]);
   log(`screenshot ${name}.png (${r.width}x${r.height} at ${r.x},${r.y})`);
 }
