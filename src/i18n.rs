@@ -479,6 +479,11 @@ impl Said {
         }
     }
 
+    /// Words said as they are in every language (a server's or the system's own).
+    pub fn text(text: impl Into<String>) -> Said {
+        Said::default().suffixed(text)
+    }
+
     /// The same, with `value` (a message itself, said in the same language) for the
     /// placeholder `{name}` of its last message.
     pub fn with(mut self, name: &'static str, value: Said) -> Said {
@@ -562,7 +567,7 @@ pub fn said_os(e: &std::io::Error) -> Said {
                 Some(i) if text.ends_with(')') => text[..i].to_string(),
                 _ => text,
             };
-            Said::default().suffixed(text)
+            Said::text(text)
         }
     }
 }

@@ -190,7 +190,7 @@ impl RemoteError {
             RemoteError::Io { path, source } => {
                 said!("{path}: local I/O error: ", path = path).then(crate::i18n::said_os(source))
             }
-            other => crate::i18n::Said::default().suffixed(other.to_string()),
+            other => crate::i18n::Said::text(other.to_string()),
         }
     }
 

@@ -334,7 +334,7 @@ impl PassError {
             PassError::Scan(e) => {
                 crate::said!("scanning the sync root: ").then(crate::i18n::said_os(e))
             }
-            other => crate::i18n::Said::default().suffixed(other.to_string()),
+            other => crate::i18n::Said::text(other.to_string()),
         }
     }
 

@@ -56,7 +56,7 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
         match core.open_root(&r) {
             Err(e) => add(
                 Level::Fail,
-                e.said.unwrap_or_else(|| none().suffixed(e.message)),
+                e.to_said(),
                 said!("restore the folder, or remove the root with `skyfill remove-root`"),
             ),
             Ok(root) => {
@@ -98,7 +98,7 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
             let e = last
                 .said
                 .clone()
-                .unwrap_or_else(|| none().suffixed(last.message.clone()));
+                .unwrap_or_else(|| Said::text(last.message.clone()));
             if last.message.contains("limits.json") {
                 add(
                     Level::Fail,
@@ -151,10 +151,7 @@ pub async fn doctor(core: &Core, peer: Peer) -> DoctorResult {
                 let e = Error::from(e);
                 add(
                     Level::Fail,
-                    e.said
-                        .clone()
-                        .unwrap_or_else(|| none().suffixed(e.message.clone()))
-                        .prefixed(format!("{l}: ")),
+                    e.to_said().prefixed(format!("{l}: ")),
                     if e.code == ErrorCode::Auth {
                         said!("sign in again with `skyfill login`")
                     } else {

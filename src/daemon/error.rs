@@ -87,12 +87,16 @@ impl Error {
         self
     }
 
+    /// Its message as a [`Said`]: the one it was made with, or its words as they are.
+    pub fn to_said(&self) -> Said {
+        self.said
+            .clone()
+            .unwrap_or_else(|| Said::text(self.message.clone()))
+    }
+
     /// The same error with a message after its own (translated like it).
     pub fn hint_said(mut self, more: Said) -> Error {
-        let before = match self.said.take() {
-            Some(s) => s,
-            None => Said::default().suffixed(self.message.clone()),
-        };
+        let before = self.to_said();
         self.message = format!("{}{}", self.message, more.english());
         self.said = Some(before.then(more));
         self

@@ -437,7 +437,7 @@ impl Roots<'_> {
                     .with(
                         "reason",
                         res.skipped[0].said.clone().unwrap_or_else(|| {
-                            crate::i18n::Said::default().suffixed(res.skipped[0].reason.clone())
+                            crate::i18n::Said::text(res.skipped[0].reason.clone())
                         }),
                     ),
                 ));

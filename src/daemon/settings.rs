@@ -177,7 +177,7 @@ impl Settings<'_> {
                         ))
                     })?;
                 crate::sync::ignore::Ignore::new(&v)
-                    .map_err(|e| bad(crate::i18n::Said::default().suffixed(format!("ignore: {e}"))))?;
+                    .map_err(|e| bad(crate::i18n::Said::text(format!("ignore: {e}"))))?;
                 s.ignore = v;
             }
             k => {
