@@ -18,7 +18,8 @@
 //!   copy (renames included).
 //!
 //! Cases: `SKYFILL_SYNC_CASES` (default 10000); the number of cases run (shrinking not
-//! counted) and the longest sequence are printed.
+//! counted) and the longest sequence are printed. Seed: `SKYFILL_SYNC_SEED` (default: a new
+//! one each run, printed; `scripts/test` fixes one).
 
 use proptest::prelude::*;
 use skyfill::index::{Index, MemoryIndex};
@@ -791,6 +792,13 @@ impl World {
                     }
                     None => {
                         let r = self.remote.clone();
+                        if std::env::var("SKYFILL_SYNC_TRACE").is_ok() {
+                            eprintln!(
+                                "base before: {:?}\nlocal: {:?}",
+                                self.index.base_all("root1").unwrap(),
+                                self.local.scan().unwrap()
+                            );
+                        }
                         self.pass(&r, crash.as_ref(), *settle, prev.as_ref()).await
                     }
                 };
@@ -1306,8 +1314,27 @@ fn planner_and_executor_converge_and_lose_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    // The seed: `SKYFILL_SYNC_SEED`, or a new one each run (printed, so that a failing run can
+    // be replayed). `scripts/test` fixes it, so that CI gives the same verdict on the same
+    // commit; runs by hand keep exploring.
+    let seed: u64 = match std::env::var("SKYFILL_SYNC_SEED") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("SKYFILL_SYNC_SEED={v:?} is not a number")),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "sync model: seed {seed} (SKYFILL_SYNC_SEED={seed} replays this run)"
+    );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         max_shrink_iters: 2000,
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -1801,6 +1828,17 @@ fn regressions() {
             settle: 0,
             incremental: false,
         },
+    ]);
+    // On a server whose renames give new versions (S3): a pass that crashed after uploading
+    // a new file, the file then moved into a synced folder, and that folder deleted here.
+    cases.push(vec![
+        LocalWrite(5),
+        plain(None),
+        LocalWrite(1),
+        plain(Some(3)),
+        LocalRename(1, 4),
+        plain(None),
+        LocalDelete(2),
     ]);
     for c in cases {
         for server in [Server::Plain, Server::Propagating, Server::Copying] {

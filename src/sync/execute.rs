@@ -74,6 +74,10 @@ pub struct Report {
     /// from, and the one the server has there now (on S3 a new one), which the move from
     /// there expects.
     pub aside: std::collections::HashMap<RelPath, (String, String)>,
+    /// Each rename on the server of this pass that gave the file a new version (S3's copy),
+    /// by new name: the version it was planned with and the one it has now. A later step of
+    /// the pass holding the listing's entry for that name takes the new version from here.
+    pub moved: std::collections::HashMap<RelPath, (String, String)>,
 }
 
 impl Report {
@@ -91,6 +95,7 @@ impl Report {
             errors,
             offline,
             aside,
+            moved,
         } = r;
         self.done += done;
         self.uploaded += uploaded;
@@ -103,6 +108,20 @@ impl Report {
         self.errors.extend(errors);
         self.offline |= offline;
         self.aside.extend(aside);
+        self.moved.extend(moved);
+    }
+
+    /// `entry` as the server has it now: with the version a rename of this pass gave the
+    /// file, if the entry names the version the rename was planned with.
+    fn current<'e>(&self, entry: &'e RemoteEntry) -> std::borrow::Cow<'e, RemoteEntry> {
+        match self.moved.get(&entry.path) {
+            Some((was, now)) if entry.version.token() == *was => {
+                let mut e = entry.clone();
+                e.version = Version::from_token(now).unwrap_or_else(|| e.version.clone());
+                std::borrow::Cow::Owned(e)
+            }
+            _ => std::borrow::Cow::Borrowed(entry),
+        }
     }
 }
 
@@ -324,10 +343,21 @@ impl Executor<'_> {
                 };
                 rep.renamed += 1;
                 let now = self.moved_version(from, &at, &moved)?;
+                // The version the move gave, even where the base did not name the planned one
+                // (an upload a crash left unconfirmed): the record and later steps learn it.
+                let after = Version::from_token(version)
+                    .map(|v| moved.version(&v).token())
+                    .filter(|a| a != version);
+                if let Some(a) = &after {
+                    rep.moved.insert(to.clone(), (version.clone(), a.clone()));
+                }
                 self.step()?;
                 // The record still names the version the pass planned from (a move aside
                 // left it alone).
-                let record = now.as_deref().map(|n| (version.as_str(), n));
+                let record = now
+                    .as_deref()
+                    .or(after.as_deref())
+                    .map(|n| (version.as_str(), n));
                 self.local.set_origin(to, to, record).map_err(io_at(to))?;
                 self.step()?;
                 self.base_move(from, to, now.as_deref())?;
@@ -362,6 +392,7 @@ impl Executor<'_> {
                 self.base_put(&entry.path, entry)
             }
             Op::Refresh { entry, expect } => {
+                let entry = &*rep.current(entry);
                 self.local
                     .refresh(entry, expect)
                     .map_err(io_at(&entry.path))?;
@@ -381,6 +412,7 @@ impl Executor<'_> {
                 self.base_put(&entry.path, entry)
             }
             Op::Adopt { path, entry } => {
+                let entry = &*rep.current(entry);
                 if entry.kind == Kind::File {
                     self.local
                         .set_origin(path, path, None)
