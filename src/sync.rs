@@ -817,7 +817,12 @@ impl Pass<'_> {
                     continue;
                 };
                 for (p, e) in &l {
-                    if e.kind == Kind::Dir && !b.contains_key(p) && !self.ignore.matches(p) {
+                    // New here, or a file in the base that became a folder: its files may
+                    // have moved in from other folders too.
+                    if e.kind == Kind::Dir
+                        && b.get(p).is_none_or(|b| b.kind != Kind::Dir)
+                        && !self.ignore.matches(p)
+                    {
                         todo.push(p.clone());
                     }
                     if let Some(r) = &e.record {

@@ -1840,6 +1840,39 @@ fn regressions() {
         plain(None),
         LocalDelete(2),
     ]);
+    // A synced file replaced here by a folder, and a placeholder from another folder moved
+    // into it: the batch of that other folder must hold the new folder, or it deletes the
+    // moved file's origin on the server (its record was not seen) and the file with it.
+    cases.push(vec![
+        LocalWrite(4),
+        LocalRename(4, 5),
+        LocalWrite(0),
+        RemoteWrite(1),
+        plain(None),
+        LocalDelete(5),
+        LocalRename(1, 6),
+        SyncChanged {
+            settle: 0,
+            remote: false,
+        },
+    ]);
+    // A placeholder carrying the server's clock (ahead of this root's), moved away and
+    // back, read, and its folder deleted on the server: it must be uploaded, not wait for
+    // its mtime to pass.
+    cases.push(vec![
+        RemoteWrite(5),
+        SyncChanged {
+            settle: 0,
+            remote: false,
+        },
+        LocalRename(2, 0),
+        plain(None),
+        LocalRename(0, 2),
+        LocalRead(5),
+        LocalWrite(0),
+        LocalWrite(0),
+        RemoteDelete(0),
+    ]);
     for c in cases {
         for server in [Server::Plain, Server::Propagating, Server::Copying] {
             for per in [1, 2, skyfill::sync::MAX_FOLDERS] {

@@ -681,7 +681,10 @@ impl Executor<'_> {
     }
 
     fn aside_name(&self, path: &RelPath) -> Result<RelPath, ExecError> {
-        let stamp = conflict::local_stamp(std::time::SystemTime::now());
+        // The root's clock (the one its mtimes are written with).
+        let now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(self.local.now_secs().max(0) as u64);
+        let stamp = conflict::local_stamp(now);
         let parent = path.parent().unwrap_or_default();
         for n in 1..1000 {
             let name = conflict::conflict_name(path.name(), &stamp, &self.host, n);

@@ -323,7 +323,11 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let mut remote_going: HashSet<RelPath> = HashSet::new();
     let mut local_dir_gone = Vec::new(); // deleted remotely, still here
     let mut remote_dir_gone = Vec::new(); // deleted here, still remote
-    let settling = |l: &super::LocalEntry| inp.now_secs - l.mtime.0 < inp.settle_secs;
+                                          // Written within the last `settle_secs`. An mtime in the future was set, not written
+                                          // now (a copy keeping a skewed server's time, `touch -d`): waiting for it would hold
+                                          // the file back until that time.
+    let settling =
+        |l: &super::LocalEntry| (0..inp.settle_secs).contains(&(inp.now_secs - l.mtime.0));
     // Placeholders away from their path (moved, or hard-linked) whose move could not be
     // replayed: their bytes exist only on the remote, at the path the record names. That
     // path is neither deleted nor overwritten there while such a file refers to it.
@@ -1071,5 +1075,12 @@ mod tests {
         let pl = run(&BaseMap::new(), &l, &RemoteMap::new());
         assert!(pl.ops.is_empty());
         assert_eq!(pl.waiting, vec![p("x")]);
+        // One whose mtime lies ahead (set, not written now) does not wait for that time.
+        let mut ahead = new_local(1);
+        ahead.mtime = (1_000_000, 0);
+        let l: LocalMap = [(p("x"), ahead)].into();
+        let pl = run(&BaseMap::new(), &l, &RemoteMap::new());
+        assert!(pl.waiting.is_empty());
+        assert!(matches!(&pl.ops[..], [Op::Upload { .. }]), "{:?}", pl.ops);
     }
 }
