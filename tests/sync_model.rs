@@ -1873,6 +1873,59 @@ fn regressions() {
         LocalWrite(0),
         RemoteDelete(0),
     ]);
+    // With file ids (Nextcloud): a folder renamed on the server and a file made at its old
+    // name, while this side still has the folder. The folder is set aside here, so the
+    // rename of its placeholder into the server's new folder is not made, and nothing may
+    // be adopted there: a record of a file that is not there read as a delete next pass,
+    // and the server's newer version was deleted.
+    cases.push(vec![
+        RemoteWrite(6),
+        plain(None),
+        RemoteWrite(6),
+        plain(Some(0)),
+        RemoteRename(5, 3),
+        RemoteWrite(5),
+        RemoteRename(0, 0),
+    ]);
+    // A new file whose first upload a crash cut off (its record names its path and no
+    // version), moved into a folder that then took the name the server now has a file at:
+    // that file is not this one's upload, and must not hold the folder back for ever.
+    cases.push(vec![
+        LocalWrite(1),
+        plain(Some(0)),
+        LocalRename(1, 3),
+        LocalRename(0, 0),
+        RemoteWrite(1),
+        LocalRename(2, 1),
+    ]);
+    // A placeholder moved from an upload a crash left unconfirmed: it has no bytes to
+    // compare with the server's, so it is not rematched (which failed every pass).
+    cases.push(vec![
+        RemoteWrite(1),
+        RemoteWrite(1),
+        RemoteWrite(5),
+        RemoteWrite(1),
+        RemoteWrite(1),
+        Sync {
+            crash_after: None,
+            fault_every: Some(4),
+            settle: 0,
+            incremental: false,
+        },
+        LocalWrite(2),
+        RemoteWrite(3),
+        RemoteWrite(3),
+        RemoteWrite(0),
+        LocalRename(1, 0),
+        RemoteWrite(1),
+        plain(None),
+        LocalWrite(1),
+        plain(Some(1)),
+        LocalRename(2, 0),
+        plain(Some(4)),
+        LocalRead(0),
+        LocalDelete(1),
+    ]);
     for c in cases {
         for server in [Server::Plain, Server::Propagating, Server::Copying] {
             for per in [1, 2, skyfill::sync::MAX_FOLDERS] {

@@ -183,6 +183,11 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             continue;
         }
         if b.version.is_empty() {
+            // Matched by comparing bytes: a file with holes has none to compare (the per-path
+            // rules take it).
+            if local.get(&src).is_some_and(|l| l.incomplete()) {
+                continue;
+            }
             renames.push(Op::Rematch {
                 from: src.clone(),
                 origin: o.clone(),
@@ -339,7 +344,15 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         if skip.contains(p) {
             continue;
         }
-        let Some(o) = l.record.as_ref().map(|r| &r.origin).filter(|o| *o != p) else {
+        // (A record with no version is an upload a crash left unconfirmed: the server's
+        // file at its origin is not known to be this one's, and nothing else has its bytes.)
+        let Some(o) = l
+            .record
+            .as_ref()
+            .filter(|r| !r.version.is_empty() || l.incomplete())
+            .map(|r| &r.origin)
+            .filter(|o| *o != p)
+        else {
             continue;
         };
         if l.kind != Kind::File {
@@ -596,6 +609,15 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         })
     };
     if !aside.is_empty() {
+        // And a rename from there is not made: nothing arrives at its new name, so no step
+        // there either (an adoption there would record a file that is not there, whose
+        // absence the next pass takes for a delete).
+        let unmade: Vec<RelPath> = renames
+            .iter()
+            .filter(|o| moved(o))
+            .map(|o| o.path().clone())
+            .collect();
+        let moved = |o: &Op| moved(o) || unmade.iter().any(|t| o.path().starts_with(t));
         mkdirs.retain(|o| !moved(o));
         renames.retain(|o| !moved(o));
         main.retain(|o| !moved(o));
