@@ -1,9 +1,12 @@
 //! Opens an index (a copy, with no daemon using it) and prints the process's resident memory
 //! after the open, after walking every status record and base entry of a root as a full pass
 //! does, and after giving freed memory back: where the worker's memory at rest goes.
-//! Usage: index_rss INDEX_DIR ROOT_ID
+//! With `--fill N` it first writes a new index of N online-only files (a status record and a
+//! base entry each, in batches of 256 as add-root writes them, paths 1-8 folders deep) and
+//! prints the time that took and the bytes on disk per file.
+//! Usage: index_rss INDEX_DIR ROOT_ID [--fill N]
 
-use skyfill::index::{Index, SledIndex};
+use skyfill::index::{BaseEntry, Index, Record, SledIndex};
 
 fn rss_mib() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -13,11 +16,86 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => n += disk_bytes(&e.path()),
+            Ok(m) => n += m.len(),
+            Err(_) => {}
+        }
+    }
+    n
+}
+
+/// The `i`th file's path: 1-8 folders deep, about 40 files a folder.
+fn path_of(i: u64) -> String {
+    let depth = 1 + (i / 40) % 8;
+    let mut p = String::new();
+    let mut x = i / 40;
+    for d in 0..depth {
+        p.push_str(&format!("folder-{:02}-{}/", x % 17, d));
+        x /= 3;
+    }
+    p.push_str(&format!("document {i:07}.pdf"));
+    p
+}
+
+fn fill(dir: &std::path::Path, root: &str, n: u64) -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let ix = SledIndex::open(dir)?;
+    let version = |i: u64| format!("e:{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15);
+    let mut i = 0;
+    while i < n {
+        let end = (i + 256).min(n);
+        let recs: Vec<(String, Record)> = (i..end)
+            .map(|j| {
+                let rec = Record {
+                    availability: skyfill::model::Availability::OnlineOnly,
+                    size: 1000 + j,
+                    version: version(j),
+                    local_bytes: 0,
+                };
+                (path_of(j), rec)
+            })
+            .collect();
+        ix.put_new(root, &recs)?;
+        let base: Vec<(String, BaseEntry)> = (i..end)
+            .map(|j| {
+                let b = BaseEntry {
+                    kind: skyfill::model::Kind::File,
+                    version: version(j),
+                    size: 1000 + j,
+                    file_id: None,
+                };
+                (path_of(j), b)
+            })
+            .collect();
+        ix.base_put_many(root, &base)?;
+        i = end;
+    }
+    ix.flush()?;
+    drop(ix);
+    println!(
+        "filled {n} files in {:.1} s; {:.0} bytes a file on disk",
+        t.elapsed().as_secs_f64(),
+        disk_bytes(dir) as f64 / n as f64
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(a.len() == 3, "usage: index_rss INDEX_DIR ROOT_ID");
+    anyhow::ensure!(
+        a.len() == 3 || (a.len() == 5 && a[3] == "--fill"),
+        "usage: index_rss INDEX_DIR ROOT_ID [--fill N]"
+    );
+    let dir = std::path::Path::new(&a[1]);
+    if a.len() == 5 {
+        fill(dir, &a[2], a[4].parse()?)?;
+    }
     println!("start: {:.1} MiB", rss_mib());
-    let ix = SledIndex::open(std::path::Path::new(&a[1]))?;
+    let ix = SledIndex::open(dir)?;
     println!("opened: {:.1} MiB", rss_mib());
     let (mut records, mut base) = (0u64, 0u64);
     ix.record_paths(&a[2], &mut |_| records += 1)?;

@@ -361,13 +361,15 @@ fn under(path: &str, dir: &str) -> bool {
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
-/// The sled store. Trees: the status records (the default tree), `totals` (per folder),
-/// `lru` (local files by last use), `base` (the sync base) and `meta` (the format).
+/// The sled store. Trees: `files` (one value per path holding its status record and its
+/// sync base entry, see [`join`]), `totals` (per folder), `lru` (local files by last use) and
+/// `meta` (the format). An index from before `files` kept the records in the default tree and
+/// the base in a `base` tree; it is merged once on open.
 pub struct SledIndex {
     db: sled::Db,
+    files: sled::Tree,
     totals: sled::Tree,
     lru: sled::Tree,
-    base: sled::Tree,
 }
 
 /// sled's page cache size. sled holds several times this in decoded pages; measured with
@@ -379,8 +381,73 @@ const CACHE_BYTES: u64 = 2 << 20;
 /// The `meta` key set once the totals and the eviction order cover every record.
 const DERIVED_V1: &[u8] = b"derived-v1";
 
+/// The `meta` key set once the records and the base share the `files` tree. sled splits a
+/// leaf at 16 keys and keeps every page's metadata in memory: one key per path instead of
+/// two halves the pages, measured with a million paths as 49 MiB against 93 MiB just to open
+/// the index, half the disk, and a third of the write time (doc/BENCHMARKS.md).
+const FILES_V1: &[u8] = b"files-v1";
+
+/// Whether `db` has the `base` tree of an index from before `files`.
+fn has_base_tree(db: &sled::Db) -> bool {
+    db.tree_names().iter().any(|n| &n[..] == b"base")
+}
+
+/// First byte of a `files` value.
+const ENTRY_V1: u8 = 0xE1;
+
+/// A `files` value: [`ENTRY_V1`], the length of the status record (0: none), the record
+/// ([`encode`]), then the sync base entry ([`encode_base`]; empty: none). `None` when the
+/// path has neither.
+fn join(rec: Option<&[u8]>, base: Option<&[u8]>) -> Option<Vec<u8>> {
+    if rec.is_none() && base.is_none() {
+        return None;
+    }
+    let (rec, base) = (rec.unwrap_or_default(), base.unwrap_or_default());
+    let mut v = Vec::with_capacity(2 + rec.len() + base.len());
+    v.push(ENTRY_V1);
+    crate::varint::put(&mut v, rec.len() as u64);
+    v.extend_from_slice(rec);
+    v.extend_from_slice(base);
+    Some(v)
+}
+
+/// The status record's bytes and the base entry's bytes of a `files` value.
+type Parts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn split(v: &[u8]) -> Result<Parts<'_>, IndexError> {
+    let bad = || IndexError("a damaged index entry".into());
+    let Some((&ENTRY_V1, mut c)) = v.split_first() else {
+        return Err(bad());
+    };
+    let n = crate::varint::get(&mut c).ok_or_else(bad)? as usize;
+    if n > c.len() {
+        return Err(bad());
+    }
+    let (rec, base) = c.split_at(n);
+    Ok((
+        (!rec.is_empty()).then_some(rec),
+        (!base.is_empty()).then_some(base),
+    ))
+}
+
+fn record_of(v: &[u8]) -> Result<Option<(Record, i64)>, IndexError> {
+    split(v)?.0.map(decode).transpose()
+}
+
+fn base_of(v: &[u8]) -> Result<Option<BaseEntry>, IndexError> {
+    split(v)?.1.map(decode_base).transpose()
+}
+
 impl SledIndex {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
+        // A copy (below) that was renamed away but not yet into place: it is complete.
+        for (tmp, stale) in [("merging", "unmerged"), ("recompressing", "uncompressed")] {
+            let (tmp, stale) = (path.with_extension(tmp), path.with_extension(stale));
+            if !path.exists() && tmp.exists() && stale.exists() {
+                std::fs::rename(&tmp, path).map_err(e)?;
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+        }
         // sled caches up to 1 GiB of pages by default; the index is read a record at a time,
         // so a small cache keeps the daemon small with a million files (doc/BENCHMARKS.md).
         // Compressed pages: keys share long path prefixes, and sled's log keeps several
@@ -402,10 +469,29 @@ impl SledIndex {
         } else {
             Self::config(path).open().map_err(e)?
         };
+        let db = if db
+            .open_tree("meta")
+            .map_err(e)?
+            .get(FILES_V1)
+            .map_err(e)?
+            .is_some()
+        {
+            db
+        } else if db.is_empty() && !has_base_tree(&db) {
+            // New: nothing to merge.
+            db.open_tree("meta")
+                .map_err(e)?
+                .insert(FILES_V1, &[])
+                .map_err(e)?;
+            db
+        } else {
+            Self::merge_copy(path, db)?;
+            Self::open_when_unlocked(Self::config(path)).map_err(e)?
+        };
         let ix = SledIndex {
+            files: db.open_tree("files").map_err(e)?,
             totals: db.open_tree("totals").map_err(e)?,
             lru: db.open_tree("lru").map_err(e)?,
-            base: db.open_tree("base").map_err(e)?,
             db,
         };
         let meta = ix.db.open_tree("meta").map_err(e)?;
@@ -477,6 +563,95 @@ impl SledIndex {
         Ok(())
     }
 
+    /// Copies an index from before `files` (records in the default tree, the base in a
+    /// `base` tree) into a new one whose `files` tree holds both, which then takes its place
+    /// (a copy, not a merge in place: sled keeps the memory and disk of cleared trees).
+    /// Both old trees are read in key order, in step; nothing is held but a batch. A copy
+    /// that stopped is made again from the start.
+    fn merge_copy(path: &std::path::Path, old: sled::Db) -> Result<(), IndexError> {
+        let t = std::time::Instant::now();
+        let tmp = path.with_extension("merging");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let new = Self::transient(Self::config(&tmp)).open().map_err(e)?;
+        let files = new.open_tree("files").map_err(e)?;
+        let base = old.open_tree("base").map_err(e)?;
+        let (mut recs, mut bases) = (old.iter().peekable(), base.iter().peekable());
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        loop {
+            let rk = match recs.peek() {
+                Some(Ok((k, _))) => Some(k.clone()),
+                Some(Err(err)) => return Err(e(err)),
+                None => None,
+            };
+            let bk = match bases.peek() {
+                Some(Ok((k, _))) => Some(k.clone()),
+                Some(Err(err)) => return Err(e(err)),
+                None => None,
+            };
+            if rk.is_none() && bk.is_none() {
+                break;
+            }
+            let take_rec = rk.is_some() && bk.as_ref().is_none_or(|b| rk.as_ref() <= Some(b));
+            let take_base = bk.is_some() && rk.as_ref().is_none_or(|r| bk.as_ref() <= Some(r));
+            let rec = if take_rec {
+                recs.next().transpose().map_err(e)?
+            } else {
+                None
+            };
+            let b = if take_base {
+                bases.next().transpose().map_err(e)?
+            } else {
+                None
+            };
+            let k = rec.as_ref().or(b.as_ref()).map(|(k, _)| k.clone());
+            let v = join(
+                rec.as_ref().map(|(_, v)| &v[..]),
+                b.as_ref().map(|(_, v)| &v[..]),
+            );
+            if let (Some(k), Some(v)) = (k, v) {
+                batch.insert(k, v);
+                n += 1;
+                if n % 10_000 == 0 {
+                    files.apply_batch(std::mem::take(&mut batch)).map_err(e)?;
+                }
+            }
+        }
+        files.apply_batch(batch).map_err(e)?;
+        for name in ["totals", "lru", "meta"] {
+            let (from, to) = (
+                old.open_tree(name).map_err(e)?,
+                new.open_tree(name).map_err(e)?,
+            );
+            let mut batch = sled::Batch::default();
+            for (i, kv) in from.iter().enumerate() {
+                let (k, v) = kv.map_err(e)?;
+                batch.insert(k, v);
+                if i % 10_000 == 9_999 {
+                    to.apply_batch(std::mem::take(&mut batch)).map_err(e)?;
+                }
+            }
+            to.apply_batch(batch).map_err(e)?;
+        }
+        new.open_tree("meta")
+            .map_err(e)?
+            .insert(FILES_V1, &[])
+            .map_err(e)?;
+        new.flush().map_err(e)?;
+        drop((files, base, new, old));
+        let stale = path.with_extension("unmerged");
+        let _ = std::fs::remove_dir_all(&stale);
+        std::fs::rename(path, &stale).map_err(e)?;
+        std::fs::rename(&tmp, path).map_err(e)?;
+        let _ = std::fs::remove_dir_all(&stale);
+        tracing::info!(
+            paths = n,
+            secs = t.elapsed().as_secs_f64(),
+            "index: records and sync base merged into one tree"
+        );
+        Ok(())
+    }
+
     /// Builds the totals and the eviction order from the records (once, for an index written
     /// before they existed).
     fn derive(&self) -> Result<(), IndexError> {
@@ -484,7 +659,7 @@ impl SledIndex {
         self.lru.clear().map_err(e)?;
         let mut sums: std::collections::BTreeMap<Vec<u8>, Totals> = Default::default();
         let stamp = now();
-        for kv in self.db.iter() {
+        for kv in self.files.iter() {
             let (k, v) = kv.map_err(e)?;
             let Some(z) = k.iter().position(|&b| b == 0) else {
                 continue;
@@ -493,7 +668,11 @@ impl SledIndex {
                 String::from_utf8_lossy(&k[..z]),
                 String::from_utf8_lossy(&k[z + 1..]),
             );
-            let (rec, _) = decode(&v)?;
+            let (r, b) = split(&v)?;
+            let Some(r) = r else {
+                continue;
+            };
+            let (rec, _) = decode(r)?;
             for d in folders_above(&path) {
                 sums.entry(key(&root, d)).or_default().add(&rec, 1);
             }
@@ -503,7 +682,9 @@ impl SledIndex {
                     .map_err(e)?;
             }
             let kept = if rec.evictable() { stamp } else { 0 };
-            self.db.insert(&k, encode(&rec, kept)).map_err(e)?;
+            if let Some(v) = join(Some(&encode(&rec, kept)), b) {
+                self.files.insert(&k, v).map_err(e)?;
+            }
         }
         for (k, t) in sums {
             self.totals.insert(k, t.encode()).map_err(e)?;
@@ -529,16 +710,17 @@ impl SledIndex {
     fn set_many(&self, root: &str, items: &[Change<'_>], only_new: bool) -> Result<(), IndexError> {
         use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
         use sled::Transactional;
-        let status: &sled::Tree = &self.db;
         let now = now();
-        let r = (status, &self.totals, &self.lru).transaction(|(s, t, l)| {
+        let r = (&self.files, &self.totals, &self.lru).transaction(|(s, t, l)| {
             let mut sums: std::collections::HashMap<Vec<u8>, Totals> = Default::default();
             for &(path, rec, stamp) in items {
                 let k = key(root, path);
-                let old = match s.get(&k)? {
-                    Some(v) => Some(decode(&v).map_err(Abort::Abort)?),
-                    None => None,
+                let cur = s.get(&k)?;
+                let (old_rec, old_base) = match &cur {
+                    Some(v) => split(v).map_err(Abort::Abort)?,
+                    None => (None, None),
                 };
+                let old = old_rec.map(decode).transpose().map_err(Abort::Abort)?;
                 if (old.is_none() && rec.is_none()) || (only_new && old.is_some()) {
                     continue;
                 }
@@ -547,8 +729,9 @@ impl SledIndex {
                     Some(r) if r.evictable() => Some(stamp.or(old_stamp).unwrap_or(now)),
                     _ => None,
                 };
-                match rec {
-                    Some(r) => s.insert(k.as_slice(), encode(r, new_stamp.unwrap_or(0)))?,
+                let bytes = rec.map(|r| encode(r, new_stamp.unwrap_or(0)));
+                match join(bytes.as_deref(), old_base) {
+                    Some(v) => s.insert(k.as_slice(), v)?,
                     None => s.remove(k.as_slice())?,
                 };
                 if old_stamp != new_stamp {
@@ -604,6 +787,51 @@ impl SledIndex {
 /// One record change of a batch: the path, its new record (`None`: removed) and last use.
 type Change<'a> = (&'a str, Option<&'a Record>, Option<i64>);
 
+impl SledIndex {
+    /// Sets (or with `None` removes) the base entries of `items` (encoded), keeping each
+    /// path's status record, in one transaction.
+    fn base_set(&self, root: &str, items: &[(&str, Option<Vec<u8>>)]) -> Result<(), IndexError> {
+        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
+        let r = self.files.transaction(|s| {
+            for (path, b) in items {
+                let k = key(root, path);
+                let cur = s.get(&k)?;
+                let rec = match &cur {
+                    Some(v) => split(v).map_err(Abort::Abort)?.0,
+                    None => None,
+                };
+                match join(rec, b.as_deref()) {
+                    Some(v) => s.insert(k, v)?,
+                    None => s.remove(k)?,
+                };
+            }
+            Ok(())
+        });
+        r.map_err(|err| match err {
+            TransactionError::Abort(x) => x,
+            TransactionError::Storage(x) => e(x),
+        })
+    }
+
+    /// Calls `f` with the path of every entry of `root` that has a status record (`records`)
+    /// or a base entry, in order.
+    fn paths_with(
+        &self,
+        root: &str,
+        records: bool,
+        f: &mut dyn FnMut(&str),
+    ) -> Result<(), IndexError> {
+        for kv in self.files.scan_prefix(key(root, "")) {
+            let (k, v) = kv.map_err(e)?;
+            let (r, b) = split(&v)?;
+            if if records { r.is_some() } else { b.is_some() } {
+                f(&String::from_utf8_lossy(&k[root.len() + 1..]));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn e(err: impl std::fmt::Display) -> IndexError {
     IndexError(err.to_string())
 }
@@ -620,8 +848,8 @@ impl Index for SledIndex {
         self.set_many(root, &items, true)
     }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
-        match self.db.get(key(root, path)).map_err(e)? {
-            Some(v) => Ok(Some(decode(&v)?.0)),
+        match self.files.get(key(root, path)).map_err(e)? {
+            Some(v) => Ok(record_of(&v)?.map(|r| r.0)),
             None => Ok(None),
         }
     }
@@ -681,13 +909,16 @@ impl Index for SledIndex {
         let folder = folder_of(path);
         let mut out = Vec::new();
         let range = self
-            .db
+            .files
             .range(key(root, path)..key(root, &format!("{folder}\u{10FFFF}")));
         for kv in range.take(limit.saturating_mul(SCAN_PER_SIBLING)) {
             let (k, v) = kv.map_err(e)?;
             let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
-            if sibling_after(&p, folder, path) {
-                out.push((p, decode(&v)?.0));
+            if !sibling_after(&p, folder, path) {
+                continue;
+            }
+            if let Some((rec, _)) = record_of(&v)? {
+                out.push((p, rec));
                 if out.len() == limit {
                     break;
                 }
@@ -696,7 +927,7 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
-        for t in [&*self.db, &self.totals, &self.lru, &self.base] {
+        for t in [&self.files, &self.totals, &self.lru] {
             for k in t.scan_prefix(key(root, "")).keys() {
                 t.remove(k.map_err(e)?).map_err(e)?;
             }
@@ -704,17 +935,19 @@ impl Index for SledIndex {
         Ok(())
     }
     fn is_empty(&self) -> bool {
-        self.db.is_empty()
+        self.files.is_empty()
     }
     fn remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
         self.set(root, path, None, None)
     }
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
         let mut out = Vec::new();
-        for kv in self.base.scan_prefix(key(root, "")) {
+        for kv in self.files.scan_prefix(key(root, "")) {
             let (k, v) = kv.map_err(e)?;
-            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
-            out.push((p, decode_base(&v)?));
+            if let Some(b) = base_of(&v)? {
+                let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+                out.push((p, b));
+            }
         }
         Ok(out)
     }
@@ -728,7 +961,7 @@ impl Index for SledIndex {
         let mut from = key(root, &prefix);
         let mut out = Vec::new();
         loop {
-            let Some(kv) = self.base.range(from.clone()..end.clone()).next() else {
+            let Some(kv) = self.files.range(from.clone()..end.clone()).next() else {
                 break;
             };
             let (k, v) = kv.map_err(e)?;
@@ -741,7 +974,9 @@ impl Index for SledIndex {
                     from = k.to_vec();
                     from.push(0);
                     if !rest.is_empty() {
-                        out.push((p, decode_base(&v)?));
+                        if let Some(b) = base_of(&v)? {
+                            out.push((p, b));
+                        }
                     }
                 }
             }
@@ -749,41 +984,29 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn record_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
-        for k in self.db.scan_prefix(key(root, "")).keys() {
-            let k = k.map_err(e)?;
-            f(&String::from_utf8_lossy(&k[root.len() + 1..]));
-        }
-        Ok(())
+        self.paths_with(root, true, f)
     }
     fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
-        for k in self.base.scan_prefix(key(root, "")).keys() {
-            let k = k.map_err(e)?;
-            f(&String::from_utf8_lossy(&k[root.len() + 1..]));
-        }
-        Ok(())
+        self.paths_with(root, false, f)
     }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
-        match self.base.get(key(root, path)).map_err(e)? {
-            Some(v) => Ok(Some(decode_base(&v)?)),
+        match self.files.get(key(root, path)).map_err(e)? {
+            Some(v) => base_of(&v),
             None => Ok(None),
         }
     }
     fn base_put(&self, root: &str, path: &str, b: &BaseEntry) -> Result<(), IndexError> {
-        self.base
-            .insert(key(root, path), encode_base(b))
-            .map_err(e)?;
-        Ok(())
+        self.base_set(root, &[(path, Some(encode_base(b)))])
     }
     fn base_put_many(&self, root: &str, items: &[(String, BaseEntry)]) -> Result<(), IndexError> {
-        let mut batch = sled::Batch::default();
-        for (p, b) in items {
-            batch.insert(key(root, p), encode_base(b));
-        }
-        self.base.apply_batch(batch).map_err(e)
+        let items: Vec<(&str, Option<Vec<u8>>)> = items
+            .iter()
+            .map(|(p, b)| (p.as_str(), Some(encode_base(b))))
+            .collect();
+        self.base_set(root, &items)
     }
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
-        self.base.remove(key(root, path)).map_err(e)?;
-        Ok(())
+        self.base_set(root, &[(path, None)])
     }
     fn flush(&self) -> Result<(), IndexError> {
         self.db.flush().map_err(e)?;
@@ -1135,6 +1358,102 @@ mod tests {
         assert_eq!(ix.totals("r", "").unwrap().local_bytes, 20);
         assert_eq!(ix.totals("r", "a").unwrap().local, 1);
         assert_eq!(ix.oldest_local("r", None, 9).unwrap().len(), 2);
+    }
+
+    /// An index from before the `files` tree (records in the default tree, the base in
+    /// `base`, paths in one, the other or both) is merged on open: every record and entry
+    /// kept, the old trees gone; reopening changes nothing.
+    #[test]
+    fn an_old_index_is_merged_into_one_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let r = rec(Availability::Local, 10);
+        let be = |v: &str| BaseEntry {
+            kind: crate::model::Kind::File,
+            version: v.into(),
+            size: 10,
+            file_id: Some("id".into()),
+        };
+        let n = 25_000;
+        {
+            let c = SledIndex::transient(SledIndex::config(&t.path().join("ix")));
+            let db = c.open().unwrap();
+            let base = db.open_tree("base").unwrap();
+            for i in 0..n {
+                let p = format!("d{}/f{i:05}", i % 7);
+                if i % 3 != 0 {
+                    db.insert(key("r", &p), encode(&r, 5)).unwrap();
+                }
+                if i % 3 != 1 {
+                    base.insert(key("r", &p), encode_base(&be(&p))).unwrap();
+                }
+            }
+            db.open_tree("meta")
+                .unwrap()
+                .insert(DERIVED_V1, &[])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let ix = SledIndex::open(&t.path().join("ix")).unwrap();
+            let (mut recs, mut bases) = (0, 0);
+            ix.record_paths("r", &mut |_| recs += 1).unwrap();
+            ix.base_paths("r", &mut |_| bases += 1).unwrap();
+            assert_eq!(
+                (recs, bases),
+                (
+                    (0..n).filter(|i| i % 3 != 0).count(),
+                    (0..n).filter(|i| i % 3 != 1).count()
+                )
+            );
+            assert_eq!(ix.get("r", "d2/f00002").unwrap(), Some(r.clone()));
+            assert_eq!(
+                ix.base_get("r", "d2/f00002").unwrap(),
+                Some(be("d2/f00002"))
+            );
+            assert_eq!(ix.get("r", "d0/f00000").unwrap(), None);
+            assert_eq!(ix.base_get("r", "d1/f00001").unwrap(), None);
+            assert!(ix.db.is_empty());
+            assert!(!ix.db.tree_names().iter().any(|n| &n[..] == b"base"));
+        }
+    }
+
+    /// A path's status record and its base entry live in one value: changing or removing
+    /// one keeps the other, and a path with neither is gone.
+    #[test]
+    fn records_and_base_entries_keep_each_other() {
+        let t = tempfile::tempdir().unwrap();
+        let sled = SledIndex::open(&t.path().join("ix")).unwrap();
+        let mem = MemoryIndex::default();
+        let b = BaseEntry {
+            kind: crate::model::Kind::File,
+            version: "e:1".into(),
+            size: 3,
+            file_id: None,
+        };
+        for ix in [&sled as &dyn Index, &mem] {
+            let r = rec(Availability::Local, 3);
+            ix.put("r", "a", &r).unwrap();
+            ix.base_put("r", "a", &b).unwrap();
+            ix.put("r", "a", &rec(Availability::OnlineOnly, 3)).unwrap();
+            assert_eq!(ix.base_get("r", "a").unwrap(), Some(b.clone()));
+            ix.base_put_many("r", &[("a".into(), b.clone()), ("b".into(), b.clone())])
+                .unwrap();
+            assert_eq!(
+                ix.get("r", "a").unwrap().map(|r| r.availability),
+                Some(Availability::OnlineOnly)
+            );
+            ix.remove("r", "a").unwrap();
+            assert_eq!(ix.base_get("r", "a").unwrap(), Some(b.clone()));
+            ix.put("r", "a", &r).unwrap();
+            ix.base_remove("r", "a").unwrap();
+            assert_eq!(ix.get("r", "a").unwrap(), Some(r.clone()));
+            assert_eq!(ix.base_all("r").unwrap().len(), 1);
+            ix.remove("r", "a").unwrap();
+            ix.base_remove("r", "b").unwrap();
+            assert!(ix.base_all("r").unwrap().is_empty());
+            assert!(ix.next_in_folder("r", "", 10).unwrap().is_empty());
+        }
+        assert!(sled.files.is_empty());
     }
 
     /// A folder's base children, with names that sort around '/' and deep subtrees between
