@@ -11,7 +11,7 @@ use super::local::LocalFs;
 use super::{same_version, BaseEntry, Op, Stamp};
 use crate::index::{Index, IndexError};
 use crate::model::{Kind, RelPath, RemoteEntry, Version};
-use crate::remote::{Moved, Precondition, Remote, RemoteError};
+use crate::remote::{Precondition, Remote, RemoteError};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -172,26 +172,13 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// The version token a file moved from `from` at version `was` has now, when the move
-    /// gave it a new one (S3's copy) and `was` is the version the base holds for `from` (the
-    /// bytes both sides agreed on). `None` when the move kept the version, or when the server
-    /// had changed the file since the base: the base keeps its version, so the next pass sees
-    /// that change.
-    fn moved_version(
-        &self,
-        from: &RelPath,
-        was: &str,
-        moved: &Moved,
-    ) -> Result<Option<String>, ExecError> {
+    /// Whether the base holds version `was` for `from` (the bytes both sides agreed on).
+    fn base_names(&self, from: &RelPath, was: &str) -> Result<bool, ExecError> {
         let Some(old) = Version::from_token(was) else {
-            return Ok(None);
+            return Ok(false);
         };
         let base = self.index.base_get(self.root, from.as_str())?;
-        if base.is_none_or(|b| !same_version(&b.version, &old)) {
-            return Ok(None);
-        }
-        let now = moved.version(&old).token();
-        Ok((now != was).then_some(now))
+        Ok(base.is_some_and(|b| same_version(&b.version, &old)))
     }
 
     /// Fails (skipped) unless the server still has `version` at `p`, or the version a move
@@ -342,25 +329,28 @@ impl Executor<'_> {
                     }
                 };
                 rep.renamed += 1;
-                let now = self.moved_version(from, &at, &moved)?;
-                // The version the move gave, even where the base did not name the planned one
-                // (an upload a crash left unconfirmed): the record and later steps learn it.
-                let after = Version::from_token(version)
+                // The version the move gave the file, if a new one (S3's copy). The record
+                // and later steps of this pass learn it (even after an upload a crash left
+                // unconfirmed); the base only where it held the planned version: where the
+                // server had changed the file since, the base keeps its version, so the next
+                // pass sees that change.
+                let after = Version::from_token(&at)
                     .map(|v| moved.version(&v).token())
-                    .filter(|a| a != version);
+                    .filter(|a| *a != at);
                 if let Some(a) = &after {
                     rep.moved.insert(to.clone(), (version.clone(), a.clone()));
                 }
+                let now = match &after {
+                    Some(a) if self.base_names(from, &at)? => Some(a.as_str()),
+                    _ => None,
+                };
                 self.step()?;
                 // The record still names the version the pass planned from (a move aside
                 // left it alone).
-                let record = now
-                    .as_deref()
-                    .or(after.as_deref())
-                    .map(|n| (version.as_str(), n));
+                let record = after.as_deref().map(|n| (version.as_str(), n));
                 self.local.set_origin(to, to, record).map_err(io_at(to))?;
                 self.step()?;
-                self.base_move(from, to, now.as_deref())?;
+                self.base_move(from, to, now)?;
                 self.index.flush()?;
                 Ok(())
             }

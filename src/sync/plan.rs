@@ -326,11 +326,13 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     let mut waiting = Vec::new();
     let mut local_going: HashSet<RelPath> = HashSet::new();
     let mut remote_going: HashSet<RelPath> = HashSet::new();
-    let mut local_dir_gone = Vec::new(); // deleted remotely, still here
-    let mut remote_dir_gone = Vec::new(); // deleted here, still remote
-                                          // Written within the last `settle_secs`. An mtime in the future was set, not written
-                                          // now (a copy keeping a skewed server's time, `touch -d`): waiting for it would hold
-                                          // the file back until that time.
+    // Deleted remotely, still here.
+    let mut local_dir_gone = Vec::new();
+    // Deleted here, still remote.
+    let mut remote_dir_gone = Vec::new();
+    // Written within the last `settle_secs`. An mtime in the future was set, not written now
+    // (a copy keeping a skewed server's time, `touch -d`): waiting for it would hold the file
+    // back until that time.
     let settling =
         |l: &super::LocalEntry| (0..inp.settle_secs).contains(&(inp.now_secs - l.mtime.0));
     // Placeholders away from their path (moved, or hard-linked) whose move could not be
