@@ -94,10 +94,6 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
     // Lease breaks raise SIGIO, whose default action would kill us.
     // SAFETY: setting a signal disposition.
     unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
-    // glibc gives every thread that allocates its own arena; a handful of busy threads would
-    // each keep tens of MiB. Two arenas are plenty for this daemon (doc/BENCHMARKS.md).
-    // SAFETY: mallopt before the runtime's threads start.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let (group, listener) = if standalone {
         (Group::new()?, keeper::bind_socket(&opts.socket)?)
     } else {

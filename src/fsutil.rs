@@ -201,10 +201,10 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
 
 /// What [`each_entry`] calls per entry: its name, its type if the directory says, the
 /// directory's fd.
-type EntryFn<'f> = dyn FnMut(&[u8], Option<nix::dir::Type>, BorrowedFd<'_>) + 'f;
+pub type EntryFn<'f> = dyn FnMut(&[u8], Option<nix::dir::Type>, BorrowedFd<'_>) + 'f;
 
 /// Calls `f(name, type, dir_fd)` for every entry of an open directory but `.` and `..`.
-fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
+pub fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
     let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let mut d =
         nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;

@@ -65,6 +65,12 @@ fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
     };
     if args.worker || args.no_keeper {
+        // glibc gives every thread that allocates its own arena, and each keeps what it freed:
+        // a handful of busy threads would hold tens of MiB. Two arenas are plenty for this
+        // daemon (doc/BENCHMARKS.md). Set before the runtime starts its threads, which take
+        // their arenas as they first allocate.
+        // SAFETY: mallopt while this process has one thread.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()

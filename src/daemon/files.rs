@@ -93,6 +93,56 @@ fn scan_tree(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
     Ok(f)
 }
 
+/// The files at and below `rel` that are root `r`'s (owned by its user) and pinned but not
+/// complete: what a pass downloads. Walked a folder at a time, keeping only those files and
+/// the folders still to visit, so a root of a million files costs what this returns, not a
+/// path for every file in it.
+fn pinned_unfilled(
+    root: BorrowedFd<'_>,
+    rel: &RelPath,
+    r: &RootRecord,
+) -> io::Result<Vec<RelPath>> {
+    let wanted = |dir: BorrowedFd<'_>, name: &str, path: &RelPath| {
+        matches!(
+            evict::meta_at(dir, name, path.as_str()),
+            Ok(Some(m)) if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete
+        )
+    };
+    let fd = fsutil::open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = fsutil::fstat(fd.as_fd())?;
+    let mut out = Vec::new();
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            let (dir, name) = fsutil::open_parent(root, rel)?;
+            if st.st_uid == r.uid && wanted(dir.as_fd(), name, rel) {
+                out.push(rel.clone());
+            }
+            return Ok(out);
+        }
+        libc::S_IFDIR => {}
+        _ => return Ok(out),
+    }
+    let mut stack = vec![rel.clone()];
+    while let Some(d) = stack.pop() {
+        let dfd = fsutil::open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        fsutil::each_entry(dfd.as_fd(), &mut |raw, _, dir| {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                return;
+            };
+            let Ok(p) = d.join(name) else { return };
+            let Ok(st) = fsutil::stat_at(dir, name) else {
+                return; // gone meanwhile
+            };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => stack.push(p),
+                libc::S_IFREG if st.st_uid == r.uid && wanted(dir, name, &p) => out.push(p),
+                _ => {}
+            }
+        })?;
+    }
+    Ok(out)
+}
+
 /// What a batch does to each file after writing its setting.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -524,25 +574,11 @@ impl Files<'_> {
     pub async fn reconcile(&self, r: &RootRecord, below: &RelPath) -> Result<BatchResult> {
         let root = self.open_root(r)?;
         let q = self.quiet(&root)?;
-        let found = match scan(q.as_fd(), below) {
+        let todo = match fsutil::blocking(|| pinned_unfilled(q.as_fd(), below, r)) {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(BatchResult::default()),
             Err(e) => return Err(Error::internal(e)),
         };
-        let mut todo = Vec::new();
-        for (f, uid) in found.files {
-            if uid != r.uid {
-                continue;
-            }
-            let Ok((pfd, name)) = fsutil::open_parent(q.as_fd(), &f) else {
-                continue;
-            };
-            if let Ok(Some(m)) = evict::meta_at(pfd.as_fd(), name, f.as_str()) {
-                if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete {
-                    todo.push(f);
-                }
-            }
-        }
         if todo.is_empty() {
             return Ok(BatchResult::default());
         }
