@@ -5,7 +5,7 @@
 use crate::model::RelPath;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::SystemTime;
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -201,10 +201,10 @@ pub fn set_mtime(fd: BorrowedFd<'_>, mtime: SystemTime) -> io::Result<()> {
 
 /// What [`each_entry`] calls per entry: its name, its type if the directory says, the
 /// directory's fd.
-pub type EntryFn<'f> = dyn FnMut(&[u8], Option<nix::dir::Type>, BorrowedFd<'_>) + 'f;
+type EntryFn<'f> = dyn FnMut(&[u8], Option<nix::dir::Type>, BorrowedFd<'_>) + 'f;
 
 /// Calls `f(name, type, dir_fd)` for every entry of an open directory but `.` and `..`.
-pub fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
+fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
     let fd = open_beneath(dir, &RelPath::root(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let mut d =
         nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(io::Error::from)?;
@@ -218,6 +218,72 @@ pub fn each_entry(dir: BorrowedFd<'_>, f: &mut EntryFn<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What [`walk`] finds.
+pub enum Walked<'a> {
+    /// A folder, reported before its entries.
+    Dir(&'a RelPath),
+    /// A regular file: the open folder it is in, its name there, its path and its stat.
+    File {
+        dir: BorrowedFd<'a>,
+        name: &'a str,
+        path: RelPath,
+        st: &'a libc::stat,
+    },
+}
+
+/// Walks `rel` and, for a folder, everything below it, a folder at a time, never following a
+/// symlink: `f` sees each folder and regular file as it is read, so the walk holds only the
+/// folders still to visit. Names that are not UTF-8 or not valid paths, and entries gone
+/// meanwhile, are passed over; `rel` neither a folder nor a regular file is `EINVAL`. Returns
+/// whether `rel` is a folder.
+pub fn walk(
+    root: BorrowedFd<'_>,
+    rel: &RelPath,
+    f: &mut dyn FnMut(Walked<'_>),
+) -> io::Result<bool> {
+    let fd = open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = fstat(fd.as_fd())?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            let (dir, name) = open_parent(root, rel)?;
+            f(Walked::File {
+                dir: dir.as_fd(),
+                name,
+                path: rel.clone(),
+                st: &st,
+            });
+            return Ok(false);
+        }
+        libc::S_IFDIR => {}
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+    let mut stack = vec![rel.clone()];
+    while let Some(d) = stack.pop() {
+        let dfd = open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        f(Walked::Dir(&d));
+        each_entry(dfd.as_fd(), &mut |raw, _, dir| {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                return;
+            };
+            let Ok(path) = d.join(name) else { return };
+            let Ok(st) = stat_at(dir, name) else {
+                return; // gone meanwhile
+            };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => stack.push(path),
+                libc::S_IFREG => f(Walked::File {
+                    dir,
+                    name,
+                    path,
+                    st: &st,
+                }),
+                _ => {}
+            }
+        })?;
+    }
+    Ok(true)
 }
 
 /// Names in an open directory (without `.` and `..`), as raw bytes.
@@ -262,15 +328,15 @@ pub fn walk_files(
     let mut stack = vec![dir.clone()];
     while let Some(d) = stack.pop() {
         let dfd = open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        for raw in read_dir_names(std::os::fd::AsFd::as_fd(&dfd))? {
+        for raw in read_dir_names(dfd.as_fd())? {
             let Ok(name) = std::str::from_utf8(&raw) else {
                 continue;
             };
             let Ok(p) = d.join(name) else { continue };
-            let st = stat_at(std::os::fd::AsFd::as_fd(&dfd), name)?;
+            let st = stat_at(dfd.as_fd(), name)?;
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR => stack.push(p),
-                libc::S_IFREG => f(std::os::fd::AsFd::as_fd(&dfd), name, &p)?,
+                libc::S_IFREG => f(dfd.as_fd(), name, &p)?,
                 _ => {}
             }
         }

@@ -7,7 +7,7 @@
 
 use super::core::Core;
 use super::error::{Error, Result};
-use crate::fsutil;
+use crate::fsutil::{self, Walked};
 use crate::hsm::evict::{self, EvictError};
 use crate::hsm::hydrate::Notice;
 use crate::hsm::meta::{self, Availability, FileMeta, Fill, Pin};
@@ -60,86 +60,42 @@ pub fn scan(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
 }
 
 fn scan_tree(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<Found> {
-    let fd = fsutil::open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    let st = fsutil::fstat(fd.as_fd())?;
     let mut f = Found::default();
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => {
-            f.files.push((rel.clone(), st.st_uid));
-            return Ok(f);
-        }
-        libc::S_IFDIR => f.is_dir = true,
-        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-    }
-    let mut stack = vec![rel.clone()];
-    while let Some(d) = stack.pop() {
-        let dfd = fsutil::open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        f.dirs.push(d.clone());
-        for raw in fsutil::read_dir_names(dfd.as_fd())? {
-            let Ok(name) = std::str::from_utf8(&raw) else {
-                continue;
-            };
-            let Ok(p) = d.join(name) else { continue };
-            let Ok(st) = fsutil::stat_at(dfd.as_fd(), name) else {
-                continue; // gone meanwhile
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => stack.push(p),
-                libc::S_IFREG => f.files.push((p, st.st_uid)),
-                _ => {}
-            }
-        }
-    }
+    let is_dir = fsutil::walk(root, rel, &mut |w| match w {
+        Walked::Dir(d) => f.dirs.push(d.clone()),
+        Walked::File { path, st, .. } => f.files.push((path, st.st_uid)),
+    })?;
+    f.is_dir = is_dir;
     Ok(f)
 }
 
 /// The files at and below `rel` that are root `r`'s (owned by its user) and pinned but not
-/// complete: what a pass downloads. Walked a folder at a time, keeping only those files and
-/// the folders still to visit, so a root of a million files costs what this returns, not a
-/// path for every file in it.
+/// complete: what a pass downloads. Keeps only those files, so a root of a million files
+/// costs what this returns, not a path for every file in it (as [`scan`] would).
 fn pinned_unfilled(
     root: BorrowedFd<'_>,
     rel: &RelPath,
     r: &RootRecord,
 ) -> io::Result<Vec<RelPath>> {
-    let wanted = |dir: BorrowedFd<'_>, name: &str, path: &RelPath| {
-        matches!(
-            evict::meta_at(dir, name, path.as_str()),
-            Ok(Some(m)) if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete
-        )
-    };
-    let fd = fsutil::open_beneath(root, rel, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    let st = fsutil::fstat(fd.as_fd())?;
     let mut out = Vec::new();
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => {
-            let (dir, name) = fsutil::open_parent(root, rel)?;
-            if st.st_uid == r.uid && wanted(dir.as_fd(), name, rel) {
-                out.push(rel.clone());
+    fsutil::walk(root, rel, &mut |w| {
+        if let Walked::File {
+            dir,
+            name,
+            path,
+            st,
+        } = w
+        {
+            if st.st_uid == r.uid
+                && matches!(
+                    evict::meta_at(dir, name, path.as_str()),
+                    Ok(Some(m)) if m.root == r.id && m.pin == Pin::Pinned && m.fill != Fill::Complete
+                )
+            {
+                out.push(path);
             }
-            return Ok(out);
         }
-        libc::S_IFDIR => {}
-        _ => return Ok(out),
-    }
-    let mut stack = vec![rel.clone()];
-    while let Some(d) = stack.pop() {
-        let dfd = fsutil::open_beneath(root, &d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        fsutil::each_entry(dfd.as_fd(), &mut |raw, _, dir| {
-            let Ok(name) = std::str::from_utf8(raw) else {
-                return;
-            };
-            let Ok(p) = d.join(name) else { return };
-            let Ok(st) = fsutil::stat_at(dir, name) else {
-                return; // gone meanwhile
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => stack.push(p),
-                libc::S_IFREG if st.st_uid == r.uid && wanted(dir, name, &p) => out.push(p),
-                _ => {}
-            }
-        })?;
-    }
+    })?;
     Ok(out)
 }
 
@@ -576,7 +532,10 @@ impl Files<'_> {
         let q = self.quiet(&root)?;
         let todo = match fsutil::blocking(|| pinned_unfilled(q.as_fd(), below, r)) {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(BatchResult::default()),
+            // Gone, or neither a folder nor a file (a symlink): nothing pinned to fill.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => {
+                return Ok(BatchResult::default())
+            }
             Err(e) => return Err(Error::internal(e)),
         };
         if todo.is_empty() {
