@@ -1481,6 +1481,35 @@ async fn a_folder_listed_while_its_root_is_added_is_complete() {
     };
     let top = names(&root);
     still_adding(&mut adding, "the root");
+    // The thread that fills a folder a program waits on is favoured over the background
+    // creators (a nice value 10 below theirs), which compete with it for the CPU.
+    let nice_of = |comm: &str| -> Vec<i64> {
+        let pid = d.worker_pid().expect("worker pid");
+        let mut out = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let c = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if c.trim_end() == comm {
+                let st = std::fs::read_to_string(t.path().join("stat")).unwrap();
+                // Fields after the command's closing parenthesis: nice is the 19th field.
+                let rest = &st[st.rfind(')').unwrap() + 2..];
+                out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+            }
+        }
+        out
+    };
+    assert_eq!(
+        nice_of("fill-on-demand"),
+        vec![-10],
+        "the on-demand filler's nice"
+    );
+    let creators = nice_of("populate");
+    assert!(
+        !creators.is_empty() && creators.iter().all(|n| *n == 0),
+        "the background creators' nice: {creators:?}"
+    );
     let want: Vec<String> = (0..folders).map(|i| format!("d{i:03}")).collect();
     assert_eq!(top, want, "the root listed during add-root");
     let lastdir = root.join(format!("d{:03}", folders - 1));
