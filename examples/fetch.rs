@@ -4,7 +4,10 @@
 
 use skyfill::model::RelPath;
 use skyfill::remote::transfer::Transfer;
-use skyfill::remote::{self, http::HttpConfig, ReadRange, RemoteSpec};
+use skyfill::remote::{self, ReadRange};
+
+#[path = "common/remote.rs"]
+mod common;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,18 +30,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(d.parallel),
         ..d
     };
-    let spec = RemoteSpec {
-        url: a[1].clone(),
-        ..Default::default()
-    };
-    let secret = std::env::var("SKYFILL_SECRET").ok();
-    let r = remote::open_remote(
-        &spec,
-        secret.as_deref(),
-        HttpConfig::default(),
-        None,
-        skyfill::asuser::UserCreds::current(),
-    )?;
+    let r = common::open(&a[1])?;
     let path = RelPath::parse(&a[2])?;
     let e = r.stat(&path).await?;
     let out = std::fs::OpenOptions::new()

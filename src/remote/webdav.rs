@@ -79,6 +79,9 @@ mod debug_tests {
 }
 
 /// Depth-infinity support: unknown, yes, no.
+/// Entries the PROPFIND parser hands over at a time.
+const ENTRY_BATCH: usize = 256;
+
 const DI_UNKNOWN: u8 = 0;
 const DI_YES: u8 = 1;
 const DI_NO: u8 = 2;
@@ -265,21 +268,37 @@ impl WebDav {
             Ok(c)
         });
         let reader = tokio_util::io::StreamReader::new(body);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<DavEntry>(512);
+        // Entries cross from the parser's thread in batches: one wake-up per batch, not per
+        // entry (a million-entry listing would otherwise cost a million of them).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<DavEntry>>(4);
         let parser = tokio::task::spawn_blocking(move || {
             let bridge = tokio_util::io::SyncIoBridge::new(reader);
             let input = std::io::BufReader::with_capacity(64 * 1024, bridge);
-            propfind::parse(input, |e| {
-                tx.blocking_send(e)
+            let mut batch = Vec::with_capacity(ENTRY_BATCH);
+            let send = |batch: &mut Vec<DavEntry>| {
+                let full = std::mem::replace(batch, Vec::with_capacity(ENTRY_BATCH));
+                tx.blocking_send(full)
                     .map_err(|_| "listing abandoned".to_string())
-            })
+            };
+            let n = propfind::parse(input, |e| {
+                batch.push(e);
+                if batch.len() >= ENTRY_BATCH {
+                    send(&mut batch)?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                send(&mut batch).map_err(propfind::ParseError::Sink)?;
+            }
+            Ok::<_, propfind::ParseError>(n)
         });
         let mut sink_err = None;
-        while let Some(e) = rx.recv().await {
-            if sink_err.is_none() {
+        'batches: while let Some(batch) = rx.recv().await {
+            for e in batch {
                 if let Err(err) = on(e) {
                     sink_err = Some(err);
                     rx.close();
+                    break 'batches;
                 }
             }
         }

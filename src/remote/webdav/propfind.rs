@@ -45,6 +45,30 @@ pub enum ParseError {
     Sink(String),
 }
 
+/// The elements whose children matter, told apart without keeping their names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tag {
+    Multistatus,
+    Response,
+    Propstat,
+    Prop,
+    Resourcetype,
+    Other,
+}
+
+impl Tag {
+    fn of(local: &[u8]) -> Tag {
+        match local {
+            b"multistatus" => Tag::Multistatus,
+            b"response" => Tag::Response,
+            b"propstat" => Tag::Propstat,
+            b"prop" => Tag::Prop,
+            b"resourcetype" => Tag::Resourcetype,
+            _ => Tag::Other,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Field {
     Href,
@@ -72,8 +96,8 @@ pub fn parse<R: BufRead>(
     reader.config_mut().trim_text(false);
     reader.config_mut().expand_empty_elements = true;
     let mut buf = Vec::new();
-    // Stack of (namespace is DAV/OC/other, local name) of open elements.
-    let mut stack: Vec<(u8, Vec<u8>)> = Vec::new();
+    // Stack of (namespace is DAV/OC/other, which element) of open elements.
+    let mut stack: Vec<(u8, Tag)> = Vec::new();
     let mut seen_root = false;
     let mut count = 0u64;
     let mut entry: Option<DavEntry> = None;
@@ -100,31 +124,32 @@ pub fn parse<R: BufRead>(
                 if stack.len() >= MAX_DEPTH {
                     return Err(ParseError::TooDeep(pos));
                 }
-                let local = e.local_name().as_ref().to_vec();
+                let name = e.local_name();
+                let local = name.as_ref();
                 if stack.is_empty() {
                     if !(nsk == 1 && local == b"multistatus") {
                         return Err(ParseError::NotMultistatus);
                     }
                     seen_root = true;
                 }
-                let parent = stack.last().map(|(n, l)| (*n, l.as_slice()));
-                match (nsk, local.as_slice(), parent) {
-                    (1, b"response", Some((1, b"multistatus"))) => {
+                let parent = stack.last().copied();
+                match (nsk, local, parent) {
+                    (1, b"response", Some((1, Tag::Multistatus))) => {
                         entry = Some(DavEntry::default());
                     }
-                    (1, b"href", Some((1, b"response"))) => field = Field::Href,
-                    (1, b"status", Some((1, b"response"))) => field = Field::Status,
-                    (1, b"propstat", Some((1, b"response"))) => {
+                    (1, b"href", Some((1, Tag::Response))) => field = Field::Href,
+                    (1, b"status", Some((1, Tag::Response))) => field = Field::Status,
+                    (1, b"propstat", Some((1, Tag::Response))) => {
                         ps = Some(DavEntry::default());
                         ps_status = None;
                     }
-                    (1, b"status", Some((1, b"propstat"))) => field = Field::PropstatStatus,
-                    (1, b"getcontentlength", Some((1, b"prop"))) => field = Field::Length,
-                    (1, b"getlastmodified", Some((1, b"prop"))) => field = Field::Modified,
-                    (1, b"getetag", Some((1, b"prop"))) => field = Field::Etag,
-                    (2, b"fileid", Some((1, b"prop"))) => field = Field::FileId,
-                    (2, b"permissions", Some((1, b"prop"))) => field = Field::Permissions,
-                    (1, b"collection", Some((1, b"resourcetype"))) => {
+                    (1, b"status", Some((1, Tag::Propstat))) => field = Field::PropstatStatus,
+                    (1, b"getcontentlength", Some((1, Tag::Prop))) => field = Field::Length,
+                    (1, b"getlastmodified", Some((1, Tag::Prop))) => field = Field::Modified,
+                    (1, b"getetag", Some((1, Tag::Prop))) => field = Field::Etag,
+                    (2, b"fileid", Some((1, Tag::Prop))) => field = Field::FileId,
+                    (2, b"permissions", Some((1, Tag::Prop))) => field = Field::Permissions,
+                    (1, b"collection", Some((1, Tag::Resourcetype))) => {
                         if let Some(p) = ps.as_mut() {
                             p.is_collection = true;
                         }
@@ -132,7 +157,7 @@ pub fn parse<R: BufRead>(
                     _ => field = Field::Other,
                 }
                 text.clear();
-                stack.push((nsk, local));
+                stack.push((nsk, Tag::of(local)));
             }
             Event::Text(t) if field != Field::Other => {
                 let raw = t.into_inner();
@@ -160,7 +185,7 @@ pub fn parse<R: BufRead>(
                 if field != Field::Other {
                     let value = std::str::from_utf8(&text)
                         .ok()
-                        .and_then(|s| quick_xml::escape::unescape(s).ok().map(|c| c.into_owned()));
+                        .and_then(|s| quick_xml::escape::unescape(s).ok());
                     let value_trim = value.as_deref().map(str::trim);
                     match field {
                         Field::Href => {
@@ -190,8 +215,8 @@ pub fn parse<R: BufRead>(
                     field = Field::Other;
                     text.clear();
                 }
-                match (n, local.as_slice()) {
-                    (1, b"propstat") => {
+                match (n, local) {
+                    (1, Tag::Propstat) => {
                         if let (Some(p), Some(e)) = (ps.take(), entry.as_mut()) {
                             if ps_status.is_some_and(|s| (200..300).contains(&s)) {
                                 e.is_collection |= p.is_collection;
@@ -203,7 +228,7 @@ pub fn parse<R: BufRead>(
                             }
                         }
                     }
-                    (1, b"response") if stack.len() == 1 => {
+                    (1, Tag::Response) if stack.len() == 1 => {
                         if let Some(e) = entry.take() {
                             count += 1;
                             sink(e).map_err(ParseError::Sink)?;
