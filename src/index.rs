@@ -2,6 +2,9 @@
 //! The truth lives in each file's xattr record; deleting the index and restarting rebuilds it
 //! from the files. Behind a trait so the store can change; sled is the default.
 
+mod packed;
+
+use packed::{Limits, Packed};
 use serde::{Deserialize, Serialize};
 #[cfg(any(test, feature = "testing"))]
 use std::collections::BTreeMap;
@@ -361,15 +364,19 @@ fn under(path: &str, dir: &str) -> bool {
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
-/// The sled store. Trees: `files` (one value per path holding its status record and its
-/// sync base entry, see [`join`]), `totals` (per folder), `lru` (local files by last use) and
-/// `meta` (the format). An index from before `files` kept the records in the default tree and
-/// the base in a `base` tree; it is merged once on open.
+/// The sled store. Trees: `chunks` (one entry per path holding its status record and its
+/// sync base entry, see [`join`], packed 32-64 paths to a sled key: [`packed`]), `totals`
+/// (per folder), `lru` (local files by last use) and `meta` (the format). An index from
+/// before `chunks` kept one sled key per path in a `files` tree, or, before that, the
+/// records in the default tree and the base in a `base` tree; it is copied over once on
+/// open.
 pub struct SledIndex {
     db: sled::Db,
-    files: sled::Tree,
+    files: Packed,
     totals: sled::Tree,
     lru: sled::Tree,
+    /// Held by every write: an edit reads the chunks it changes before its transaction.
+    write: std::sync::Mutex<()>,
 }
 
 /// sled's page cache size. sled holds several times this in decoded pages; measured with
@@ -388,10 +395,27 @@ const DERIVED_V1: &[u8] = b"derived-v1";
 /// (doc/BENCHMARKS.md).
 const FILES_V1: &[u8] = b"files-v1";
 
-/// Whether `db` has the `base` tree of an index from before `files`.
-fn has_base_tree(db: &sled::Db) -> bool {
-    db.tree_names().iter().any(|n| &n[..] == b"base")
+/// The `meta` key set once the paths are packed in the `chunks` tree. sled keeps every
+/// page's metadata in memory and splits a leaf at 16 keys; with one key per path a million
+/// files cost about 40 MiB only to open the index (doc/BENCHMARKS.md).
+const PACKED_V1: &[u8] = b"packed-v1";
+
+/// Whether `db` has a tree named `name`.
+fn has_tree(db: &sled::Db, name: &[u8]) -> bool {
+    db.tree_names().iter().any(|n| &n[..] == name)
 }
+
+/// The chunk sizes: small in unit tests, so a few paths already fill several chunks.
+const LIMITS: Limits = if cfg!(test) {
+    Limits {
+        target_n: 2,
+        max_n: 3,
+        target_bytes: 1024,
+        max_bytes: 2048,
+    }
+} else {
+    Limits::INDEX
+};
 
 /// First byte of a `files` value.
 const ENTRY_V1: u8 = 0xE1;
@@ -439,6 +463,50 @@ fn base_of(v: &[u8]) -> Result<Option<BaseEntry>, IndexError> {
     split(v)?.1.map(decode_base).transpose()
 }
 
+/// The paths of an index from before `files`: its records (default tree) and base entries
+/// (`base` tree), read in key order in step, each path's two halves joined ([`join`]).
+fn merged(
+    mut recs: std::iter::Peekable<sled::Iter>,
+    mut bases: std::iter::Peekable<sled::Iter>,
+) -> impl Iterator<Item = Result<packed::Entry, IndexError>> {
+    fn head(it: &mut std::iter::Peekable<sled::Iter>) -> Result<Option<sled::IVec>, IndexError> {
+        match it.peek() {
+            Some(Ok((k, _))) => Ok(Some(k.clone())),
+            Some(Err(err)) => Err(e(err)),
+            None => Ok(None),
+        }
+    }
+    std::iter::from_fn(move || loop {
+        let (rk, bk) = match (head(&mut recs), head(&mut bases)) {
+            (Ok(r), Ok(b)) => (r, b),
+            (Err(err), _) | (_, Err(err)) => return Some(Err(err)),
+        };
+        if rk.is_none() && bk.is_none() {
+            return None;
+        }
+        let take_rec = rk.is_some() && bk.as_ref().is_none_or(|b| rk.as_ref() <= Some(b));
+        let take_base = bk.is_some() && rk.as_ref().is_none_or(|r| bk.as_ref() <= Some(r));
+        let rec = if take_rec {
+            recs.next().and_then(Result::ok)
+        } else {
+            None
+        };
+        let b = if take_base {
+            bases.next().and_then(Result::ok)
+        } else {
+            None
+        };
+        let k = rec.as_ref().or(b.as_ref()).map(|(k, _)| k.to_vec());
+        let v = join(
+            rec.as_ref().map(|(_, v)| &v[..]),
+            b.as_ref().map(|(_, v)| &v[..]),
+        );
+        if let (Some(k), Some(v)) = (k, v) {
+            return Some(Ok((k, v)));
+        }
+    })
+}
+
 impl SledIndex {
     pub fn open(path: &std::path::Path) -> Result<Self, IndexError> {
         // A copy (below) that was renamed away but not yet into place: it is complete.
@@ -470,29 +538,24 @@ impl SledIndex {
         } else {
             Self::config(path).open().map_err(e)?
         };
-        let db = if db
-            .open_tree("meta")
-            .map_err(e)?
-            .get(FILES_V1)
-            .map_err(e)?
-            .is_some()
-        {
+        let meta = db.open_tree("meta").map_err(e)?;
+        let db = if meta.get(PACKED_V1).map_err(e)?.is_some() {
             db
-        } else if db.is_empty() && !has_base_tree(&db) {
-            // New: nothing to merge.
-            db.open_tree("meta")
-                .map_err(e)?
-                .insert(FILES_V1, &[])
-                .map_err(e)?;
+        } else if db.is_empty() && !has_tree(&db, b"base") && !has_tree(&db, b"files") {
+            // New: nothing to copy.
+            meta.insert(FILES_V1, &[]).map_err(e)?;
+            meta.insert(PACKED_V1, &[]).map_err(e)?;
             db
         } else {
-            Self::merge_copy(path, db)?;
+            drop(meta);
+            Self::repack(path, db)?;
             Self::open_when_unlocked(Self::config(path)).map_err(e)?
         };
         let ix = SledIndex {
-            files: db.open_tree("files").map_err(e)?,
+            files: Packed::new(db.open_tree("chunks").map_err(e)?, LIMITS),
             totals: db.open_tree("totals").map_err(e)?,
             lru: db.open_tree("lru").map_err(e)?,
+            write: Default::default(),
             db,
         };
         let meta = ix.db.open_tree("meta").map_err(e)?;
@@ -576,61 +639,28 @@ impl SledIndex {
         Ok(())
     }
 
-    /// Copies an index from before `files` (records in the default tree, the base in a
-    /// `base` tree) into a new one whose `files` tree holds both, which then takes its place
-    /// (a copy, not a merge in place: sled keeps the memory and disk of cleared trees).
-    /// Both old trees are read in key order, in step; nothing is held but a batch. A copy
-    /// that stopped is made again from the start.
-    fn merge_copy(path: &std::path::Path, old: sled::Db) -> Result<(), IndexError> {
+    /// Copies an index from before `chunks` into a new one that then takes its place (a
+    /// copy, not a change in place: sled keeps the memory and disk of cleared trees). The
+    /// paths come from its `files` tree (one sled key each) or, older still, from its
+    /// default tree (records) and `base` tree merged in key order, in step. Nothing is held
+    /// but a batch. A copy that stopped is made again from the start.
+    fn repack(path: &std::path::Path, old: sled::Db) -> Result<(), IndexError> {
         let t = std::time::Instant::now();
         let tmp = path.with_extension("merging");
         let _ = std::fs::remove_dir_all(&tmp);
         let new = Self::transient(Self::config(&tmp)).open().map_err(e)?;
-        let files = new.open_tree("files").map_err(e)?;
-        let base = old.open_tree("base").map_err(e)?;
-        let (mut recs, mut bases) = (old.iter().peekable(), base.iter().peekable());
-        let mut batch = sled::Batch::default();
-        let mut n = 0usize;
-        loop {
-            let rk = match recs.peek() {
-                Some(Ok((k, _))) => Some(k.clone()),
-                Some(Err(err)) => return Err(e(err)),
-                None => None,
-            };
-            let bk = match bases.peek() {
-                Some(Ok((k, _))) => Some(k.clone()),
-                Some(Err(err)) => return Err(e(err)),
-                None => None,
-            };
-            if rk.is_none() && bk.is_none() {
-                break;
-            }
-            let take_rec = rk.is_some() && bk.as_ref().is_none_or(|b| rk.as_ref() <= Some(b));
-            let take_base = bk.is_some() && rk.as_ref().is_none_or(|r| bk.as_ref() <= Some(r));
-            let rec = if take_rec {
-                recs.next().transpose().map_err(e)?
-            } else {
-                None
-            };
-            let b = if take_base {
-                bases.next().transpose().map_err(e)?
-            } else {
-                None
-            };
-            let k = rec.as_ref().or(b.as_ref()).map(|(k, _)| k.clone());
-            let v = join(
-                rec.as_ref().map(|(_, v)| &v[..]),
-                b.as_ref().map(|(_, v)| &v[..]),
-            );
-            if let (Some(k), Some(v)) = (k, v) {
-                batch.insert(k, v);
-                n += 1;
-                if n % 10_000 == 0 {
-                    files.apply_batch(std::mem::take(&mut batch)).map_err(e)?;
-                }
-            }
-        }
-        files.apply_batch(batch).map_err(e)?;
+        let chunks = Packed::new(new.open_tree("chunks").map_err(e)?, LIMITS);
+        let n = if has_tree(&old, b"files") {
+            let files = old.open_tree("files").map_err(e)?;
+            chunks.load(
+                files
+                    .iter()
+                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(e)),
+            )?
+        } else {
+            let base = old.open_tree("base").map_err(e)?;
+            chunks.load(merged(old.iter().peekable(), base.iter().peekable()))?
+        };
         for name in ["totals", "lru", "meta"] {
             let (from, to) = (
                 old.open_tree(name).map_err(e)?,
@@ -646,17 +676,16 @@ impl SledIndex {
             }
             to.apply_batch(batch).map_err(e)?;
         }
-        new.open_tree("meta")
-            .map_err(e)?
-            .insert(FILES_V1, &[])
-            .map_err(e)?;
+        let meta = new.open_tree("meta").map_err(e)?;
+        meta.insert(FILES_V1, &[]).map_err(e)?;
+        meta.insert(PACKED_V1, &[]).map_err(e)?;
         new.flush().map_err(e)?;
-        drop((files, base, new, old));
+        drop((chunks, meta, new, old));
         Self::put_in_place(path, &tmp, "unmerged")?;
         tracing::info!(
             paths = n,
             secs = t.elapsed().as_secs_f64(),
-            "index: records and sync base merged into one tree"
+            "index: paths packed into chunks"
         );
         Ok(())
     }
@@ -664,12 +693,14 @@ impl SledIndex {
     /// Builds the totals and the eviction order from the records (once, for an index written
     /// before they existed).
     fn derive(&self) -> Result<(), IndexError> {
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.totals.clear().map_err(e)?;
         self.lru.clear().map_err(e)?;
         let mut sums: std::collections::BTreeMap<Vec<u8>, Totals> = Default::default();
         let stamp = now();
-        for kv in self.files.iter() {
-            let (k, v) = kv.map_err(e)?;
+        let mut ed = self.files.edit();
+        for (n, kv) in self.files.range(b"").enumerate() {
+            let (k, v) = kv?;
             let Some(z) = k.iter().position(|&b| b == 0) else {
                 continue;
             };
@@ -691,10 +722,13 @@ impl SledIndex {
                     .map_err(e)?;
             }
             let kept = if rec.evictable() { stamp } else { 0 };
-            if let Some(v) = join(Some(&encode(&rec, kept)), b) {
-                self.files.insert(&k, v).map_err(e)?;
+            ed.set(&k, join(Some(&encode(&rec, kept)), b))?;
+            if n % 10_000 == 9_999 {
+                self.files
+                    .apply(std::mem::replace(&mut ed, self.files.edit()).finish())?;
             }
         }
+        self.files.apply(ed.finish())?;
         for (k, t) in sums {
             self.totals.insert(k, t.encode()).map_err(e)?;
         }
@@ -717,75 +751,94 @@ impl SledIndex {
     /// [`SledIndex::set`] for many paths of one root in one transaction: each folder's
     /// totals are read and written once per batch. `only_new`: paths with a record keep it.
     fn set_many(&self, root: &str, items: &[Change<'_>], only_new: bool) -> Result<(), IndexError> {
-        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
+        use sled::transaction::TransactionError;
         use sled::Transactional;
         let now = now();
-        let r = (&self.files, &self.totals, &self.lru).transaction(|(s, t, l)| {
-            let mut sums: std::collections::HashMap<Vec<u8>, Totals> = Default::default();
-            for &(path, rec, stamp) in items {
-                let k = key(root, path);
-                let cur = s.get(&k)?;
-                let (old_rec, old_base) = match &cur {
-                    Some(v) => split(v).map_err(Abort::Abort)?,
-                    None => (None, None),
-                };
-                let old = old_rec.map(decode).transpose().map_err(Abort::Abort)?;
-                if (old.is_none() && rec.is_none()) || (only_new && old.is_some()) {
-                    continue;
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ed = self.files.edit();
+        let mut sums: std::collections::HashMap<Vec<u8>, Totals> = Default::default();
+        // Eviction-order keys to insert (`true`) or remove, in order.
+        let mut lru: Vec<(Vec<u8>, bool)> = Vec::new();
+        for &(path, rec, stamp) in items {
+            let k = key(root, path);
+            let (old, old_base) = match ed.get(&k)? {
+                Some(v) => {
+                    let (r, b) = split(v)?;
+                    (r.map(decode).transpose()?, b.map(<[u8]>::to_vec))
                 }
-                let old_stamp = old.as_ref().filter(|(o, _)| o.evictable()).map(|o| o.1);
-                let new_stamp = match rec {
-                    Some(r) if r.evictable() => Some(stamp.or(old_stamp).unwrap_or(now)),
-                    _ => None,
-                };
-                let bytes = rec.map(|r| encode(r, new_stamp.unwrap_or(0)));
-                match join(bytes.as_deref(), old_base) {
-                    Some(v) => s.insert(k.as_slice(), v)?,
-                    None => s.remove(k.as_slice())?,
-                };
-                if old_stamp != new_stamp {
-                    if let Some(o) = old_stamp {
-                        l.remove(lru_key(root, o, path))?;
-                    }
-                    if let Some(n) = new_stamp {
-                        l.insert(lru_key(root, n, path), &[])?;
-                    }
+                None => (None, None),
+            };
+            if (old.is_none() && rec.is_none()) || (only_new && old.is_some()) {
+                continue;
+            }
+            let old_stamp = old.as_ref().filter(|(o, _)| o.evictable()).map(|o| o.1);
+            let new_stamp = match rec {
+                Some(r) if r.evictable() => Some(stamp.or(old_stamp).unwrap_or(now)),
+                _ => None,
+            };
+            let bytes = rec.map(|r| encode(r, new_stamp.unwrap_or(0)));
+            ed.set(&k, join(bytes.as_deref(), old_base.as_deref()))?;
+            if old_stamp != new_stamp {
+                if let Some(o) = old_stamp {
+                    lru.push((lru_key(root, o, path), false));
                 }
-                let same = match (&old, rec) {
-                    (Some((o, _)), Some(r)) => {
-                        (o.availability, o.size, o.local()) == (r.availability, r.size, r.local())
-                    }
-                    _ => false,
-                };
-                if same {
-                    continue;
+                if let Some(n) = new_stamp {
+                    lru.push((lru_key(root, n, path), true));
                 }
-                for d in folders_above(path) {
-                    let tk = key(root, d);
-                    let tot = match sums.entry(tk) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let cur = t.get(v.key())?.map(|x| Totals::decode(&x));
-                            v.insert(cur.unwrap_or_default())
-                        }
+            }
+            let same = match (&old, rec) {
+                (Some((o, _)), Some(r)) => {
+                    (o.availability, o.size, o.local()) == (r.availability, r.size, r.local())
+                }
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            for d in folders_above(path) {
+                let tk = key(root, d);
+                let tot = match sums.entry(tk) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let cur = self.totals.get(v.key()).map_err(e)?;
+                        v.insert(cur.map(|x| Totals::decode(&x)).unwrap_or_default())
+                    }
+                };
+                if let Some((o, _)) = &old {
+                    tot.add(o, -1);
+                }
+                if let Some(r) = rec {
+                    tot.add(r, 1);
+                }
+            }
+        }
+        let writes = ed.finish();
+        // Read above under the write lock; the transaction only makes the writes of the
+        // three trees one.
+        let r: Result<(), TransactionError<IndexError>> =
+            (self.files.tree(), &self.totals, &self.lru).transaction(|(s, t, l)| {
+                for (k, v) in &writes {
+                    match v {
+                        Some(v) => s.insert(&k[..], &v[..])?,
+                        None => s.remove(&k[..])?,
                     };
-                    if let Some((o, _)) = &old {
-                        tot.add(o, -1);
-                    }
-                    if let Some(r) = rec {
-                        tot.add(r, 1);
+                }
+                for (k, add) in &lru {
+                    if *add {
+                        l.insert(&k[..], &[])?;
+                    } else {
+                        l.remove(&k[..])?;
                     }
                 }
-            }
-            for (tk, tot) in sums {
-                if tot.files() == 0 {
-                    t.remove(tk)?;
-                } else {
-                    t.insert(tk, tot.encode())?;
+                for (tk, tot) in &sums {
+                    if tot.files() == 0 {
+                        t.remove(&tk[..])?;
+                    } else {
+                        t.insert(&tk[..], tot.encode())?;
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         r.map_err(|err| match err {
             TransactionError::Abort(x) => x,
             TransactionError::Storage(x) => e(x),
@@ -800,26 +853,17 @@ impl SledIndex {
     /// Sets (or with `None` removes) the base entries of `items` (encoded), keeping each
     /// path's status record, in one transaction.
     fn base_set(&self, root: &str, items: &[(&str, Option<Vec<u8>>)]) -> Result<(), IndexError> {
-        use sled::transaction::{ConflictableTransactionError as Abort, TransactionError};
-        let r = self.files.transaction(|s| {
-            for (path, b) in items {
-                let k = key(root, path);
-                let cur = s.get(&k)?;
-                let rec = match &cur {
-                    Some(v) => split(v).map_err(Abort::Abort)?.0,
-                    None => None,
-                };
-                match join(rec, b.as_deref()) {
-                    Some(v) => s.insert(k, v)?,
-                    None => s.remove(k)?,
-                };
-            }
-            Ok(())
-        });
-        r.map_err(|err| match err {
-            TransactionError::Abort(x) => x,
-            TransactionError::Storage(x) => e(x),
-        })
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ed = self.files.edit();
+        for (path, b) in items {
+            let k = key(root, path);
+            let rec = match ed.get(&k)? {
+                Some(v) => split(v)?.0.map(<[u8]>::to_vec),
+                None => None,
+            };
+            ed.set(&k, join(rec.as_deref(), b.as_deref()))?;
+        }
+        self.files.apply(ed.finish())
     }
 
     /// Calls `f` with the path of every entry of `root` that has a status record (`records`)
@@ -830,8 +874,9 @@ impl SledIndex {
         records: bool,
         f: &mut dyn FnMut(&str),
     ) -> Result<(), IndexError> {
-        for kv in self.files.scan_prefix(key(root, "")) {
-            let (k, v) = kv.map_err(e)?;
+        let prefix = key(root, "");
+        for kv in self.files.scan_prefix(&prefix) {
+            let (k, v) = kv?;
             let (r, b) = split(&v)?;
             if if records { r.is_some() } else { b.is_some() } {
                 f(&String::from_utf8_lossy(&k[root.len() + 1..]));
@@ -857,7 +902,7 @@ impl Index for SledIndex {
         self.set_many(root, &items, true)
     }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
-        match self.files.get(key(root, path)).map_err(e)? {
+        match self.files.get(&key(root, path))? {
             Some(v) => Ok(record_of(&v)?.map(|r| r.0)),
             None => Ok(None),
         }
@@ -917,11 +962,13 @@ impl Index for SledIndex {
     ) -> Result<Vec<(String, Record)>, IndexError> {
         let folder = folder_of(path);
         let mut out = Vec::new();
+        let end = key(root, &format!("{folder}\u{10FFFF}"));
         let range = self
             .files
-            .range(key(root, path)..key(root, &format!("{folder}\u{10FFFF}")));
+            .range(&key(root, path))
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| *k < end));
         for kv in range.take(limit.saturating_mul(SCAN_PER_SIBLING)) {
-            let (k, v) = kv.map_err(e)?;
+            let (k, v) = kv?;
             let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
             if !sibling_after(&p, folder, path) {
                 continue;
@@ -936,7 +983,25 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
-        for t in [&self.files, &self.totals, &self.lru] {
+        let prefix = key(root, "");
+        loop {
+            let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            let keys = self
+                .files
+                .scan_prefix(&prefix)
+                .take(10_000)
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut ed = self.files.edit();
+            for k in keys {
+                ed.set(&k, None)?;
+            }
+            self.files.apply(ed.finish())?;
+        }
+        for t in [&self.totals, &self.lru] {
             for k in t.scan_prefix(key(root, "")).keys() {
                 t.remove(k.map_err(e)?).map_err(e)?;
             }
@@ -951,8 +1016,9 @@ impl Index for SledIndex {
     }
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
         let mut out = Vec::new();
-        for kv in self.files.scan_prefix(key(root, "")) {
-            let (k, v) = kv.map_err(e)?;
+        let prefix = key(root, "");
+        for kv in self.files.scan_prefix(&prefix) {
+            let (k, v) = kv?;
             if let Some(b) = base_of(&v)? {
                 let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
                 out.push((p, b));
@@ -970,10 +1036,12 @@ impl Index for SledIndex {
         let mut from = key(root, &prefix);
         let mut out = Vec::new();
         loop {
-            let Some(kv) = self.files.range(from.clone()..end.clone()).next() else {
+            let Some((k, v)) = self.files.range(&from).next().transpose()? else {
                 break;
             };
-            let (k, v) = kv.map_err(e)?;
+            if k >= end {
+                break;
+            }
             let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
             let rest = &p[prefix.len()..];
             match rest.find('/') {
@@ -999,7 +1067,7 @@ impl Index for SledIndex {
         self.paths_with(root, false, f)
     }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
-        match self.files.get(key(root, path)).map_err(e)? {
+        match self.files.get(&key(root, path))? {
             Some(v) => base_of(&v),
             None => Ok(None),
         }
@@ -1197,6 +1265,16 @@ mod tests {
         }
     }
 
+    /// A file's base entry of 10 bytes.
+    fn file_base(version: &str, file_id: Option<&str>) -> BaseEntry {
+        BaseEntry {
+            kind: crate::model::Kind::File,
+            version: version.into(),
+            size: 10,
+            file_id: file_id.map(Into::into),
+        }
+    }
+
     fn check(ix: &dyn Index) {
         let r = |a: Availability| rec(a, 1);
         ix.put("r1", "a", &r(Availability::Local)).unwrap();
@@ -1376,12 +1454,7 @@ mod tests {
     fn an_old_index_is_merged_into_one_tree() {
         let t = tempfile::tempdir().unwrap();
         let r = rec(Availability::Local, 10);
-        let be = |v: &str| BaseEntry {
-            kind: crate::model::Kind::File,
-            version: v.into(),
-            size: 10,
-            file_id: Some("id".into()),
-        };
+        let be = |v: &str| file_base(v, Some("id"));
         let n = 25_000;
         {
             let c = SledIndex::transient(SledIndex::config(&t.path().join("ix")));
@@ -1423,6 +1496,64 @@ mod tests {
             assert_eq!(ix.base_get("r", "d1/f00001").unwrap(), None);
             assert!(ix.db.is_empty());
             assert!(!ix.db.tree_names().iter().any(|n| &n[..] == b"base"));
+        }
+    }
+
+    /// An index with one sled key per path (the `files` tree) is packed into chunks on
+    /// open: every record, base entry and folder total kept, the old tree gone; reopening
+    /// changes nothing.
+    #[test]
+    fn a_one_key_per_path_index_is_packed_on_open() {
+        let t = tempfile::tempdir().unwrap();
+        let r = rec(Availability::Local, 10);
+        let be = |v: &str| file_base(v, None);
+        let n: usize = 5_000;
+        {
+            let db = SledIndex::transient(SledIndex::config(&t.path().join("ix")))
+                .open()
+                .unwrap();
+            let files = db.open_tree("files").unwrap();
+            for i in 0..n {
+                let p = format!("d{}/f{i:05}", i % 7);
+                let rec = (i % 3 != 0).then(|| encode(&r, 0));
+                let base = (i % 3 != 1).then(|| encode_base(&be(&p)));
+                files
+                    .insert(key("r", &p), join(rec.as_deref(), base.as_deref()).unwrap())
+                    .unwrap();
+            }
+            let mut tot = Totals::default();
+            tot.add(&r, 1);
+            db.open_tree("totals")
+                .unwrap()
+                .insert(key("r", "d3"), tot.encode())
+                .unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert(DERIVED_V1, &[]).unwrap();
+            meta.insert(FILES_V1, &[]).unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let ix = SledIndex::open(&t.path().join("ix")).unwrap();
+            let (mut recs, mut bases) = (Vec::new(), 0);
+            ix.record_paths("r", &mut |p| recs.push(p.to_string()))
+                .unwrap();
+            ix.base_paths("r", &mut |_| bases += 1).unwrap();
+            assert_eq!(recs.len(), (0..n).filter(|i| i % 3 != 0).count());
+            assert!(recs.windows(2).all(|w| w[0] < w[1]), "in order");
+            assert_eq!(bases, (0..n).filter(|i| i % 3 != 1).count());
+            assert_eq!(ix.get("r", "d2/f00002").unwrap(), Some(r.clone()));
+            assert_eq!(
+                ix.base_get("r", "d2/f00002").unwrap(),
+                Some(be("d2/f00002"))
+            );
+            assert_eq!(ix.base_children("r", "d4").unwrap().len(), 476);
+            assert_eq!(ix.totals("r", "d3").unwrap().local, 1);
+            assert!(!has_tree(&ix.db, b"files"));
+            assert!(
+                ix.files.tree().len() <= n.div_ceil(LIMITS.target_n),
+                "{} chunks",
+                ix.files.tree().len()
+            );
         }
     }
 
