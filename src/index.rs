@@ -184,6 +184,13 @@ pub trait Index: Send + Sync {
     /// The base entries directly in folder `dir` (`""`: the root), in path order. Skips over
     /// each subfolder's subtree, so it costs O(children x log n) whatever lies below.
     fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError>;
+    /// [`Index::base_children`], each given to `f` in path order instead of held.
+    fn base_children_each(&self, root: &str, dir: &str, f: Each<'_>) -> Result<(), IndexError> {
+        for (p, b) in self.base_children(root, dir)? {
+            f(&p, b);
+        }
+        Ok(())
+    }
     /// Calls `f` with the path of every base entry of `root`, in order, holding none of them.
     fn base_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError>;
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError>;
@@ -206,6 +213,9 @@ fn key(root: &str, path: &str) -> Vec<u8> {
     k.extend_from_slice(path.as_bytes());
     k
 }
+
+/// What [`Index::base_children_each`] gives each base entry to.
+pub type Each<'a> = &'a mut dyn FnMut(&str, BaseEntry);
 
 /// The eviction-order key: root, stamp (big-endian, so keys sort by time), path.
 fn lru_key(root: &str, stamp: i64, path: &str) -> Vec<u8> {
@@ -338,6 +348,10 @@ fn decode(b: &[u8]) -> Result<(Record, i64), IndexError> {
         _ => Ok((serde_json::from_slice(b).map_err(e)?, 0)),
     }
 }
+
+/// How many entries below a child folder [`Index::base_children`] reads past before it
+/// seeks past the folder's subtree (a seek reads a chunk again).
+const SKIP_BEFORE_SEEK: usize = if cfg!(test) { 2 } else { 64 };
 
 /// How many records [`Index::next_in_folder`] looks at per record it may return.
 const SCAN_PER_SIBLING: usize = 8;
@@ -1027,38 +1041,49 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn base_children(&self, root: &str, dir: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        let mut out = Vec::new();
+        self.base_children_each(root, dir, &mut |p, b| out.push((p.to_string(), b)))?;
+        Ok(out)
+    }
+    fn base_children_each(&self, root: &str, dir: &str, f: Each<'_>) -> Result<(), IndexError> {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
             format!("{dir}/")
         };
         let end = key(root, &format!("{prefix}\u{10FFFF}"));
-        let mut from = key(root, &prefix);
-        let mut out = Vec::new();
-        loop {
-            let Some((k, v)) = self.files.range(&from).next().transpose()? else {
-                break;
-            };
+        let mut it = self.files.range(&key(root, &prefix));
+        let mut below = 0;
+        while let Some(kv) = it.next() {
+            let (k, v) = kv?;
             if k >= end {
                 break;
             }
-            let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
+            let p = String::from_utf8_lossy(&k[root.len() + 1..]);
             let rest = &p[prefix.len()..];
             match rest.find('/') {
-                // Below a child folder: jump past its subtree ('0' follows '/').
-                Some(i) => from = key(root, &format!("{prefix}{}0", &rest[..i])),
+                // Below a child folder: read on past a few, then jump past its subtree ('0'
+                // follows '/').
+                Some(i) => {
+                    below += 1;
+                    if below == SKIP_BEFORE_SEEK {
+                        below = 0;
+                        it = self
+                            .files
+                            .range(&key(root, &format!("{prefix}{}0", &rest[..i])));
+                    }
+                }
                 None => {
-                    from = k.to_vec();
-                    from.push(0);
+                    below = 0;
                     if !rest.is_empty() {
                         if let Some(b) = base_of(&v)? {
-                            out.push((p, b));
+                            f(&p, b);
                         }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
     fn record_paths(&self, root: &str, f: &mut dyn FnMut(&str)) -> Result<(), IndexError> {
         self.paths_with(root, true, f)

@@ -353,6 +353,30 @@ pub struct Outcome {
     pub batches: u32,
 }
 
+/// A folder read failed because it is no longer there (or no longer a folder).
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// Entries of one folder, as [`Pass::remote_changes`] counts them: how many and the sum of
+/// their paths' hashes (a keyed hash, so a listing cannot be made to match a base it does
+/// not hold).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    entries: u64,
+    hashes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, hash: u64) {
+        self.entries += 1;
+        self.hashes = self.hashes.wrapping_add(hash);
+    }
+}
+
 /// What [`Pass::remote_changes`] found.
 #[derive(Debug, Default)]
 pub struct RemoteChanges {
@@ -531,34 +555,51 @@ impl Pass<'_> {
         let mut changed = std::collections::BTreeSet::new();
         let mut todo = vec![RelPath::root()];
         while let Some(d) = todo.pop() {
-            let Some((l, b)) = self.folder_here(&d)? else {
+            let l = match self.local.scan_dir(&d) {
+                Ok(l) => l,
                 // Gone or replaced since its parent was read: the parent changed.
-                changed.insert(d.parent().unwrap_or_default());
-                continue;
-            };
-            let mut differs = false;
-            for p in b.keys().chain(l.keys().filter(|p| !b.contains_key(*p))) {
-                let (be, le) = (b.get(p), l.get(p));
-                if be.is_none() && self.ignore.matches(p) {
+                Err(e) if gone(&e) => {
+                    changed.insert(d.parent().unwrap_or_default());
                     continue;
                 }
-                // Every local folder is gone into: the base may know what is below one it
-                // does not know itself (a pass stopped midway).
-                if le.is_some_and(|l| l.kind == Kind::Dir) {
+                Err(e) => return Err(PassError::Scan(e)),
+            };
+            // The folder's base children stream past its local entries, both in path order
+            // (a folder of 100,000 files holds no second map). Every local folder is gone
+            // into: the base may know what is below one it does not know itself (a pass
+            // stopped midway); one only here and ignored is not.
+            let mut differs = false;
+            let mut local = l.iter().peekable();
+            let local_only = |p: &RelPath, e: &LocalEntry, todo: &mut Vec<RelPath>| {
+                if self.ignore.matches(p) {
+                    return false;
+                }
+                if e.kind == Kind::Dir {
                     todo.push(p.clone());
                 }
-                match (be, le) {
-                    (Some(b), Some(l)) if b.kind == l.kind => {
-                        if l.kind == Kind::File
-                            && (!l.clean_at(p)
-                                || l.record.as_ref().is_some_and(|r| r.origin_hash.is_some())
-                                || l.known_version(p) != Some(b.version.as_str()))
-                        {
-                            differs = true;
-                        }
+                true
+            };
+            self.index
+                .base_children_each(self.root, d.as_str(), &mut |p, b| {
+                    while let Some((lp, le)) = local.next_if(|(lp, _)| lp.as_str() < p) {
+                        differs |= local_only(lp, le, &mut todo);
                     }
-                    _ => differs = true,
-                }
+                    let Some((lp, le)) = local.next_if(|(lp, _)| lp.as_str() == p) else {
+                        differs = true; // in the base only
+                        return;
+                    };
+                    if le.kind == Kind::Dir {
+                        todo.push(lp.clone());
+                    }
+                    let same = b.kind == le.kind
+                        && (le.kind == Kind::Dir
+                            || (le.clean_at(lp)
+                                && le.record.as_ref().is_none_or(|r| r.origin_hash.is_none())
+                                && le.known_version(lp) == Some(b.version.as_str())));
+                    differs |= !same;
+                })?;
+            for (lp, le) in local {
+                differs |= local_only(lp, le, &mut todo);
             }
             if differs {
                 changed.insert(d);
@@ -892,14 +933,7 @@ impl Pass<'_> {
     fn folder_here(&self, d: &RelPath) -> Result<Option<(LocalMap, BaseMap)>, PassError> {
         let l = match self.local.scan_dir(d) {
             Ok(l) => l,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(None)
-            }
+            Err(e) if gone(&e) => return Ok(None),
             Err(e) => return Err(PassError::Scan(e)),
         };
         let b: BaseMap = self
@@ -913,7 +947,9 @@ impl Pass<'_> {
 
     /// The folders where the server differs from the sync base, found without holding
     /// either in memory: the listing streams past the base (one lookup per entry), and the
-    /// base's paths then stream past the hashes of the paths listed (8 bytes per entry).
+    /// base's paths then stream past what was listed of it, per folder: how many entries and
+    /// the sum of their paths' hashes ([`Tally`]; a folder where the base holds more, or
+    /// others, lost an entry on the server). Memory grows with the folders, not the files.
     /// The root is read first; where folder ETags propagate (the last pass saw file ids, or
     /// the root has one), an ETag equal to `matched_at` (see
     /// [`remote_scan::Snapshot::base_version`]) says nothing changed.
@@ -936,7 +972,8 @@ impl Pass<'_> {
         let mut ids = known;
         let hasher = std::collections::hash_map::RandomState::new();
         let hash = |p: &str| hasher.hash_one(p);
-        let mut listed = std::collections::HashSet::new();
+        // Per folder (its path's hash): the listed entries the base knows.
+        let mut listed: HashMap<u64, Tally> = HashMap::new();
         let mut too_many = false;
         let mut failed = None;
         let mut entries = 0u64;
@@ -954,12 +991,16 @@ impl Pass<'_> {
             if self.ignore.matches(&e.path) {
                 return Ok(());
             }
-            listed.insert(hash(e.path.as_str()));
             if too_many || failed.is_some() {
                 return Ok(());
             }
             let same = match self.index.base_get(self.root, e.path.as_str()) {
                 Ok(Some(b)) => {
+                    let dir = e.path.parent().unwrap_or_default();
+                    listed
+                        .entry(hash(dir.as_str()))
+                        .or_default()
+                        .add(hash(e.path.as_str()));
                     b.kind == e.kind
                         && (e.kind == Kind::Dir || same_version(&b.version, &e.version))
                 }
@@ -986,16 +1027,29 @@ impl Pass<'_> {
                 root,
             });
         }
+        // Per folder: its path and the base's entries in it.
+        let mut base: HashMap<u64, (RelPath, Tally)> = HashMap::new();
         self.index.base_paths(self.root, &mut |p| {
-            if changed.len() > limit || listed.contains(&hash(p)) {
+            let Ok(p) = RelPath::parse(p) else {
+                return;
+            };
+            if self.ignore.matches(&p) {
                 return;
             }
-            if let Ok(p) = RelPath::parse(p) {
-                if !self.ignore.matches(&p) {
-                    changed.insert(p.parent().unwrap_or_default());
-                }
-            }
+            let dir = p.parent().unwrap_or_default();
+            base.entry(hash(dir.as_str()))
+                .or_insert_with(|| (dir, Tally::default()))
+                .1
+                .add(hash(p.as_str()));
         })?;
+        for (h, (dir, tally)) in base {
+            if changed.len() > limit {
+                break;
+            }
+            if listed.get(&h) != Some(&tally) {
+                changed.insert(dir);
+            }
+        }
         Ok(RemoteChanges {
             folders: (changed.len() <= limit).then_some(changed),
             root,

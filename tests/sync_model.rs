@@ -22,7 +22,7 @@
 //! one each run, printed; `scripts/test` fixes one).
 
 use proptest::prelude::*;
-use skyfill::index::{Index, MemoryIndex};
+use skyfill::index::{Index, MemoryIndex, SledIndex};
 use skyfill::model::{Kind, RelPath};
 use skyfill::remote::faulty::Faulty;
 use skyfill::remote::memory::Memory;
@@ -35,7 +35,7 @@ use skyfill::sync::remote_scan::Snapshot;
 use skyfill::sync::Pass;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const PATHS: &[&str] = &["a", "b.txt", "d", "d/c", "d/e.tar.gz", "d/f", "d/f/g", "h"];
@@ -452,7 +452,10 @@ enum Server {
 struct World {
     remote: Arc<Memory>,
     local: MemLocal,
-    index: MemoryIndex,
+    /// The reference model's index, or in one world of [`SLED_EVERY`] the sled store (its
+    /// folder directory in `_sled`), so passes also run over its packed chunks.
+    index: Box<dyn Index>,
+    _sled: Option<tempfile::TempDir>,
     ignore: Ignore,
     /// The last listing of a pass that ran to the end (what the daemon keeps between passes).
     prev: Option<Snapshot>,
@@ -472,8 +475,21 @@ struct World {
     per: usize,
 }
 
+/// One world in this many keeps its index in sled.
+const SLED_EVERY: u64 = 10;
+
 impl World {
     fn new(server: Server) -> Self {
+        static WORLDS: AtomicU64 = AtomicU64::new(0);
+        let (index, _sled): (Box<dyn Index>, _) =
+            if WORLDS.fetch_add(1, Ordering::Relaxed) % SLED_EVERY == 0 {
+                let dir = tempfile::tempdir().expect("a temporary directory for sled");
+                let ix = SledIndex::open(&dir.path().join("index")).expect("sled opens");
+                SLED_WORLDS.fetch_add(1, Ordering::Relaxed);
+                (Box::new(ix), Some(dir))
+            } else {
+                (Box::new(MemoryIndex::default()), None)
+            };
         World {
             remote: Arc::new(match server {
                 Server::Plain => Memory::new(),
@@ -481,7 +497,8 @@ impl World {
                 Server::Copying => Memory::copying(),
             }),
             local: MemLocal::new("root1"),
-            index: MemoryIndex::default(),
+            index,
+            _sled,
             ignore: Ignore::default(),
             prev: None,
             dirty: BTreeSet::new(),
@@ -944,7 +961,7 @@ impl World {
             root: "root1",
             remote,
             local: &self.local,
-            index: &self.index,
+            index: &*self.index,
             ignore: &self.ignore,
             settle_secs,
             host: "modelhost".into(),
@@ -1101,7 +1118,7 @@ impl World {
             root: "root1",
             remote,
             local: &self.local,
-            index: &self.index,
+            index: &*self.index,
             ignore: &self.ignore,
             settle_secs,
             host: "modelhost".into(),
@@ -1184,6 +1201,8 @@ static LIMITED_FELL_BACK: AtomicUsize = AtomicUsize::new(0);
 static BATCHED: AtomicUsize = AtomicUsize::new(0);
 static STREAMED_FULL: AtomicUsize = AtomicUsize::new(0);
 static WHOLE_FULL: AtomicUsize = AtomicUsize::new(0);
+/// Worlds whose index was the sled store.
+static SLED_WORLDS: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first failing case: the calls after it are shrinking, not new cases.
 static SHRINKING: AtomicBool = AtomicBool::new(false);
 
@@ -1353,7 +1372,7 @@ fn planner_and_executor_converge_and_lose_nothing() {
     );
     let _ = writeln!(
         std::io::stderr(),
-        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree), {} of these passes ran in batches",
+        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree), {} of these passes ran in batches, {} worlds with the sled index",
         CASES_RUN.load(Ordering::Relaxed),
         LONGEST.load(Ordering::Relaxed),
         TRANSIENT_ERRORS.load(Ordering::Relaxed),
@@ -1362,7 +1381,12 @@ fn planner_and_executor_converge_and_lose_nothing() {
         LIMITED_FELL_BACK.load(Ordering::Relaxed),
         STREAMED_FULL.load(Ordering::Relaxed),
         WHOLE_FULL.load(Ordering::Relaxed),
-        BATCHED.load(Ordering::Relaxed)
+        BATCHED.load(Ordering::Relaxed),
+        SLED_WORLDS.load(Ordering::Relaxed)
+    );
+    assert!(
+        SLED_WORLDS.load(Ordering::Relaxed) > 0 || cases < 100,
+        "passes over the sled index were exercised"
     );
     assert!(
         BATCHED.load(Ordering::Relaxed) > 0 || cases < 100,
