@@ -361,9 +361,9 @@ fn gone(e: &std::io::Error) -> bool {
     )
 }
 
-/// Entries of one folder, as [`Pass::remote_changes`] counts them: how many and the sum of
-/// their paths' hashes (a keyed hash, so a listing cannot be made to match a base it does
-/// not hold).
+/// Entries of one folder, as [`Pass::remote_changes`] and [`Pass::local_changes`] count
+/// them: how many and the sum of their paths' hashes (a keyed hash, so a listing cannot be
+/// made to match a base it does not hold).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {
     entries: u64,
@@ -554,52 +554,61 @@ impl Pass<'_> {
     ) -> Result<Option<std::collections::BTreeSet<RelPath>>, PassError> {
         let mut changed = std::collections::BTreeSet::new();
         let mut todo = vec![RelPath::root()];
+        let hasher = std::collections::hash_map::RandomState::new();
+        let hash = |p: &str| std::hash::BuildHasher::hash_one(&hasher, p);
         while let Some(d) = todo.pop() {
-            let l = match self.local.scan_dir(&d) {
-                Ok(l) => l,
+            // Each local entry is looked up in the base as it is read, and those the base
+            // knows are tallied; the base's children of the folder are then tallied too: a
+            // difference is an entry gone here. Neither side is held (a folder of 100,000
+            // files costs its names). Every local folder is gone into: the base may know
+            // what is below one it does not know itself (a pass stopped midway); one only
+            // here and ignored is not.
+            let (mut here, mut differs, mut failed) = (Tally::default(), false, None);
+            let read = self.local.scan_dir_each(&d, &mut |p, le| {
+                if failed.is_some() {
+                    return;
+                }
+                let b = match self.index.base_get(self.root, p.as_str()) {
+                    Ok(b) => b,
+                    Err(e) => return failed = Some(e),
+                };
+                let Some(b) = b else {
+                    if !self.ignore.matches(&p) {
+                        differs = true;
+                        if le.kind == Kind::Dir {
+                            todo.push(p);
+                        }
+                    }
+                    return;
+                };
+                here.add(hash(p.as_str()));
+                let same = b.kind == le.kind
+                    && (le.kind == Kind::Dir
+                        || (le.clean_at(&p)
+                            && le.record.as_ref().is_none_or(|r| r.origin_hash.is_none())
+                            && le.known_version(&p) == Some(b.version.as_str())));
+                differs |= !same;
+                if le.kind == Kind::Dir {
+                    todo.push(p);
+                }
+            });
+            match read {
+                Ok(()) => {}
                 // Gone or replaced since its parent was read: the parent changed.
                 Err(e) if gone(&e) => {
                     changed.insert(d.parent().unwrap_or_default());
                     continue;
                 }
                 Err(e) => return Err(PassError::Scan(e)),
-            };
-            // The folder's base children stream past its local entries, both in path order
-            // (a folder of 100,000 files holds no second map). Every local folder is gone
-            // into: the base may know what is below one it does not know itself (a pass
-            // stopped midway); one only here and ignored is not.
-            let mut differs = false;
-            let mut local = l.iter().peekable();
-            let local_only = |p: &RelPath, e: &LocalEntry, todo: &mut Vec<RelPath>| {
-                if self.ignore.matches(p) {
-                    return false;
-                }
-                if e.kind == Kind::Dir {
-                    todo.push(p.clone());
-                }
-                true
-            };
-            self.index
-                .base_children_each(self.root, d.as_str(), &mut |p, b| {
-                    while let Some((lp, le)) = local.next_if(|(lp, _)| lp.as_str() < p) {
-                        differs |= local_only(lp, le, &mut todo);
-                    }
-                    let Some((lp, le)) = local.next_if(|(lp, _)| lp.as_str() == p) else {
-                        differs = true; // in the base only
-                        return;
-                    };
-                    if le.kind == Kind::Dir {
-                        todo.push(lp.clone());
-                    }
-                    let same = b.kind == le.kind
-                        && (le.kind == Kind::Dir
-                            || (le.clean_at(lp)
-                                && le.record.as_ref().is_none_or(|r| r.origin_hash.is_none())
-                                && le.known_version(lp) == Some(b.version.as_str())));
-                    differs |= !same;
-                })?;
-            for (lp, le) in local {
-                differs |= local_only(lp, le, &mut todo);
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if !differs {
+                let mut base = Tally::default();
+                self.index
+                    .base_children_each(self.root, d.as_str(), &mut |p, _| base.add(hash(p)))?;
+                differs = base != here;
             }
             if differs {
                 changed.insert(d);

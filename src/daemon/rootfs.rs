@@ -110,12 +110,12 @@ impl RootFs<'_> {
 }
 
 impl RootFs<'_> {
-    /// Adds the entries of folder `d` to `out` (and its subfolders to `stack`, for a full
-    /// scan), and watches it for changes.
+    /// Gives the entries of folder `d` to `out` (and its subfolders to `stack`, for a full
+    /// scan), in the directory's order, and watches it for changes.
     fn scan_folder(
         &self,
         d: &RelPath,
-        out: &mut LocalMap,
+        out: &mut dyn FnMut(RelPath, LocalEntry),
         mut stack: Option<&mut Vec<RelPath>>,
     ) -> io::Result<()> {
         let dfd = fsutil::open_beneath(self.q(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
@@ -145,7 +145,7 @@ impl RootFs<'_> {
             }
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR => {
-                    out.insert(
+                    out(
                         p.clone(),
                         LocalEntry {
                             kind: Kind::Dir,
@@ -185,7 +185,7 @@ impl RootFs<'_> {
                                 mtime: m.mtime,
                             })
                         });
-                    out.insert(
+                    out(
                         p,
                         LocalEntry {
                             kind: Kind::File,
@@ -210,7 +210,7 @@ impl LocalFs for RootFs<'_> {
             let mut out = LocalMap::new();
             let mut stack = vec![RelPath::root()];
             while let Some(d) = stack.pop() {
-                self.scan_folder(&d, &mut out, Some(&mut stack))?;
+                self.scan_folder(&d, &mut |p, e| drop(out.insert(p, e)), Some(&mut stack))?;
             }
             Ok(out)
         })
@@ -219,9 +219,17 @@ impl LocalFs for RootFs<'_> {
     fn scan_dir(&self, dir: &RelPath) -> io::Result<LocalMap> {
         fsutil::blocking(|| {
             let mut out = LocalMap::new();
-            self.scan_folder(dir, &mut out, None)?;
+            self.scan_folder(dir, &mut |p, e| drop(out.insert(p, e)), None)?;
             Ok(out)
         })
+    }
+
+    fn scan_dir_each(
+        &self,
+        dir: &RelPath,
+        f: &mut dyn FnMut(RelPath, LocalEntry),
+    ) -> io::Result<()> {
+        fsutil::blocking(|| self.scan_folder(dir, f, None))
     }
 
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)> {

@@ -3,7 +3,7 @@
 //! ignore-marked mount and never opens a placeholder through the user's tree) and against
 //! the in-memory tree of the property tests.
 
-use super::{LocalMap, Stamp};
+use super::{LocalEntry, LocalMap, Stamp};
 use crate::model::{Kind, RelPath, RemoteEntry};
 use std::fs::File;
 use std::io;
@@ -13,6 +13,18 @@ pub trait LocalFs: Send + Sync {
     fn scan(&self) -> io::Result<LocalMap>;
     /// The entries directly in folder `dir` (not below its subfolders).
     fn scan_dir(&self, dir: &RelPath) -> io::Result<LocalMap>;
+    /// [`LocalFs::scan_dir`], each entry given to `f` as it is read (in no particular
+    /// order) instead of held.
+    fn scan_dir_each(
+        &self,
+        dir: &RelPath,
+        f: &mut dyn FnMut(RelPath, LocalEntry),
+    ) -> io::Result<()> {
+        for (p, e) in self.scan_dir(dir)? {
+            f(p, e);
+        }
+        Ok(())
+    }
     /// Opens a file whose bytes are all local, for upload, with its stamp at open time.
     /// A placeholder or partial file is refused: its holes are not content.
     fn open_upload(&self, p: &RelPath) -> io::Result<(File, Stamp)>;
