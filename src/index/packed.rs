@@ -42,6 +42,12 @@ impl Limits {
         target_bytes: 2048,
         max_bytes: 4096,
     };
+
+    /// Whether a run of `n` entries and `size` bytes ends before `next`: it has the target
+    /// number of entries, or `next` would take it past the target bytes.
+    fn full(&self, n: usize, size: usize, next: &Entry) -> bool {
+        n > 0 && (n == self.target_n || size + cost(next) > self.target_bytes)
+    }
 }
 
 /// The sorted map over one sled tree.
@@ -116,7 +122,7 @@ fn pieces(entries: &[Entry], l: Limits) -> Vec<&[Entry]> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0);
     for (i, en) in entries.iter().enumerate() {
-        if i > start && (i - start == l.target_n || size + cost(en) > l.target_bytes) {
+        if l.full(i - start, size, en) {
             out.push(&entries[start..i]);
             (start, size) = (i, 0);
         }
@@ -207,7 +213,7 @@ impl Packed {
         };
         for en in entries {
             let en = en?;
-            if !run.is_empty() && (run.len() == l.target_n || size + cost(&en) > l.target_bytes) {
+            if l.full(run.len(), size, &en) {
                 put(&mut run, &mut batch);
                 size = 0;
                 pending += 1;
@@ -461,8 +467,11 @@ mod tests {
         ];
         let v = encode(&en);
         assert_eq!(decode(&v).unwrap(), en);
+        // A cut between entries reads as the entries before it; anywhere else is an error.
         for cut in 1..v.len() {
-            let _ = decode(&v[..cut]); // no panic; a cut inside an entry is an error
+            if let Ok(got) = decode(&v[..cut]) {
+                assert!(got.len() < en.len() && en.starts_with(&got), "cut at {cut}");
+            }
         }
         assert!(decode(&v[..v.len() - 1]).is_err());
         assert!(decode(&[0]).is_err());
