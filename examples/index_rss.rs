@@ -75,7 +75,11 @@ fn fill(dir: &std::path::Path, root: &str, n: u64) -> anyhow::Result<()> {
         i = end;
     }
     ix.flush()?;
+    println!("written: {:.1} MiB", rss_mib());
     drop(ix);
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    println!("closed after writing: {:.1} MiB", rss_mib());
     println!(
         "filled {n} files in {:.1} s; {:.0} bytes a file on disk",
         t.elapsed().as_secs_f64(),
@@ -109,5 +113,22 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
     println!("index closed: {:.1} MiB", rss_mib());
+    if std::env::var_os("INDEX_RSS_CYCLES").is_some() {
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            let ix = SledIndex::open(dir)?;
+            let opened = t.elapsed().as_secs_f64();
+            ix.record_paths(&a[2], &mut |_| records += 1)?;
+            ix.base_paths(&a[2], &mut |_| base += 1)?;
+            let walked = rss_mib();
+            drop(ix);
+            // SAFETY: as above.
+            unsafe { libc::malloc_trim(0) };
+            println!(
+                "cycle {round}: opened in {opened:.2} s, walked {walked:.1} MiB, closed {:.1} MiB",
+                rss_mib()
+            );
+        }
+    }
     Ok(())
 }

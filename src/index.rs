@@ -205,6 +205,12 @@ pub trait Index: Send + Sync {
     fn base_remove(&self, root: &str, path: &str) -> Result<(), IndexError>;
     /// Makes every write so far durable (after each remote side effect).
     fn flush(&self) -> Result<(), IndexError>;
+    /// Gives back what the store keeps in memory of what was read so far, when nobody is
+    /// using it (`false`: it was in use, or there is nothing to give back). Called when the
+    /// daemon goes idle.
+    fn release(&self) -> Result<bool, IndexError> {
+        Ok(false)
+    }
 }
 
 fn key(root: &str, path: &str) -> Vec<u8> {
@@ -385,12 +391,44 @@ fn under(path: &str, dir: &str) -> bool {
 /// records in the default tree and the base in a `base` tree; it is copied over once on
 /// open.
 pub struct SledIndex {
+    path: std::path::PathBuf,
+    /// The open database; `None` only between closing it and opening it again
+    /// ([`SledIndex::release`]), or after such an open failed (tried again on next use).
+    /// Taken for writing only with `try_write`, never waited for: a reader may read again
+    /// inside a callback, which a waiting writer would block.
+    store: std::sync::RwLock<Option<Store>>,
+    /// Held by every write: an edit reads the chunks it changes before its transaction.
+    write: std::sync::Mutex<()>,
+}
+
+/// The open sled database and its trees.
+struct Store {
     db: sled::Db,
     files: Packed,
     totals: sled::Tree,
     lru: sled::Tree,
-    /// Held by every write: an edit reads the chunks it changes before its transaction.
-    write: std::sync::Mutex<()>,
+}
+
+impl Store {
+    fn open(db: sled::Db) -> Result<Self, IndexError> {
+        Ok(Store {
+            files: Packed::new(db.open_tree("chunks").map_err(e)?, LIMITS),
+            totals: db.open_tree("totals").map_err(e)?,
+            lru: db.open_tree("lru").map_err(e)?,
+            db,
+        })
+    }
+}
+
+/// A read hold on the open store.
+struct Held<'a>(std::sync::RwLockReadGuard<'a, Option<Store>>);
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        // Held is only made of a guard that holds a store.
+        self.0.as_ref().expect("a held index store")
+    }
 }
 
 /// sled's page cache size. sled holds several times this in decoded pages; measured with
@@ -422,6 +460,7 @@ fn has_tree(db: &sled::Db, name: &[u8]) -> bool {
 /// The chunk sizes: small in unit tests, so a few paths already fill several chunks.
 const LIMITS: Limits = if cfg!(test) {
     Limits {
+        min_n: 2,
         target_n: 2,
         max_n: 3,
         target_bytes: 1024,
@@ -550,7 +589,7 @@ impl SledIndex {
             Self::recompress(path, old)?;
             Self::open_when_unlocked(Self::config(path)).map_err(e)?
         } else {
-            Self::config(path).open().map_err(e)?
+            Self::open_when_unlocked(Self::config(path)).map_err(e)?
         };
         let meta = db.open_tree("meta").map_err(e)?;
         let db = if meta.get(PACKED_V1).map_err(e)?.is_some() {
@@ -565,20 +604,59 @@ impl SledIndex {
             Self::repack(path, db)?;
             Self::open_when_unlocked(Self::config(path)).map_err(e)?
         };
+        let meta = db.open_tree("meta").map_err(e)?;
         let ix = SledIndex {
-            files: Packed::new(db.open_tree("chunks").map_err(e)?, LIMITS),
-            totals: db.open_tree("totals").map_err(e)?,
-            lru: db.open_tree("lru").map_err(e)?,
+            path: path.to_path_buf(),
+            store: std::sync::RwLock::new(Some(Store::open(db)?)),
             write: Default::default(),
-            db,
         };
-        let meta = ix.db.open_tree("meta").map_err(e)?;
         if meta.get(DERIVED_V1).map_err(e)?.is_none() {
             ix.derive()?;
             meta.insert(DERIVED_V1, &[]).map_err(e)?;
             meta.flush().map_err(e)?;
         }
         Ok(ix)
+    }
+
+    /// The open store, opened again first if [`SledIndex::release`] left it closed.
+    fn store(&self) -> Result<Held<'_>, IndexError> {
+        loop {
+            let g = self.store.read().unwrap_or_else(|p| p.into_inner());
+            if g.is_some() {
+                return Ok(Held(g));
+            }
+            drop(g);
+            match self.store.try_write() {
+                Ok(mut w) => {
+                    if w.is_none() {
+                        let db = Self::open_when_unlocked(Self::config(&self.path))
+                            .map_err(|err| e(format!("{}: {err}", self.path.display())))?;
+                        *w = Some(Store::open(db)?);
+                    }
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// [`Index::release`]: gives back the memory sled keeps of the pages read so far, by closing the database
+    /// (after writing it out) and opening it again: a few tens of milliseconds with a
+    /// million files. sled's page cache limit does not bound it: sled counts each page by its
+    /// compressed size, and tallies accesses only once 64 have queued in one of its 256
+    /// shards, so a walk of a few thousand pages keeps every one decoded (13 MiB after a
+    /// full pass over a million files, doc/BENCHMARKS.md). Skipped (`false`) while anyone
+    /// is using the index: called when the daemon goes idle, it is tried again next time.
+    fn reopen(&self) -> Result<bool, IndexError> {
+        let Ok(mut w) = self.store.try_write() else {
+            return Ok(false);
+        };
+        if let Some(s) = w.take() {
+            s.db.flush().map_err(e)?;
+        }
+        let db = Self::open_when_unlocked(Self::config(&self.path))
+            .map_err(|err| e(format!("{}: {err}", self.path.display())))?;
+        *w = Some(Store::open(db)?);
+        Ok(true)
     }
 
     fn config(path: &std::path::Path) -> sled::Config {
@@ -600,7 +678,8 @@ impl SledIndex {
 
     /// Opens, waiting (up to 5 s) while the database's lock is still held by a handle of
     /// this process just dropped: sled's background threads let go of the lock file a moment
-    /// after the handle (seen when an old index is copied and reopened at once). sled reports
+    /// after the handle (seen when an old index is copied and reopened at once, and on a
+    /// release or a reopen under load: every open goes through here). sled reports
     /// a held lock as an `Other` I/O error naming the lock.
     fn open_when_unlocked(c: sled::Config) -> sled::Result<sled::Db> {
         let mut tries = 0;
@@ -708,12 +787,13 @@ impl SledIndex {
     /// before they existed).
     fn derive(&self) -> Result<(), IndexError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        self.totals.clear().map_err(e)?;
-        self.lru.clear().map_err(e)?;
+        let s = self.store()?;
+        s.totals.clear().map_err(e)?;
+        s.lru.clear().map_err(e)?;
         let mut sums: std::collections::BTreeMap<Vec<u8>, Totals> = Default::default();
         let stamp = now();
-        let mut ed = self.files.edit();
-        for (n, kv) in self.files.range(b"").enumerate() {
+        let mut ed = s.files.edit();
+        for (n, kv) in s.files.range(b"").enumerate() {
             let (k, v) = kv?;
             let Some(z) = k.iter().position(|&b| b == 0) else {
                 continue;
@@ -731,20 +811,18 @@ impl SledIndex {
                 sums.entry(key(&root, d)).or_default().add(&rec, 1);
             }
             if rec.evictable() {
-                self.lru
-                    .insert(lru_key(&root, stamp, &path), &[])
-                    .map_err(e)?;
+                s.lru.insert(lru_key(&root, stamp, &path), &[]).map_err(e)?;
             }
             let kept = if rec.evictable() { stamp } else { 0 };
             ed.set(&k, join(Some(&encode(&rec, kept)), b))?;
             if n % 10_000 == 9_999 {
-                self.files
-                    .apply(std::mem::replace(&mut ed, self.files.edit()).finish())?;
+                s.files
+                    .apply(std::mem::replace(&mut ed, s.files.edit()).finish()?)?;
             }
         }
-        self.files.apply(ed.finish())?;
+        s.files.apply(ed.finish()?)?;
         for (k, t) in sums {
-            self.totals.insert(k, t.encode()).map_err(e)?;
+            s.totals.insert(k, t.encode()).map_err(e)?;
         }
         Ok(())
     }
@@ -769,7 +847,8 @@ impl SledIndex {
         use sled::Transactional;
         let now = now();
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ed = self.files.edit();
+        let s = self.store()?;
+        let mut ed = s.files.edit();
         let mut sums: std::collections::HashMap<Vec<u8>, Totals> = Default::default();
         // Eviction-order keys to insert (`true`) or remove, in order.
         let mut lru: Vec<(Vec<u8>, bool)> = Vec::new();
@@ -814,7 +893,7 @@ impl SledIndex {
                 let tot = match sums.entry(tk) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        let cur = self.totals.get(v.key()).map_err(e)?;
+                        let cur = s.totals.get(v.key()).map_err(e)?;
                         v.insert(cur.map(|x| Totals::decode(&x)).unwrap_or_default())
                     }
                 };
@@ -826,11 +905,11 @@ impl SledIndex {
                 }
             }
         }
-        let writes = ed.finish();
+        let writes = ed.finish()?;
         // Read above under the write lock; the transaction only makes the writes of the
         // three trees one.
-        let r: Result<(), TransactionError<IndexError>> =
-            (self.files.tree(), &self.totals, &self.lru).transaction(|(s, t, l)| {
+        let r: Result<(), TransactionError<IndexError>> = (s.files.tree(), &s.totals, &s.lru)
+            .transaction(|(s, t, l)| {
                 for (k, v) in &writes {
                     match v {
                         Some(v) => s.insert(&k[..], &v[..])?,
@@ -868,7 +947,8 @@ impl SledIndex {
     /// path's status record, in one transaction.
     fn base_set(&self, root: &str, items: &[(&str, Option<Vec<u8>>)]) -> Result<(), IndexError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ed = self.files.edit();
+        let s = self.store()?;
+        let mut ed = s.files.edit();
         for (path, b) in items {
             let k = key(root, path);
             let rec = match ed.get(&k)? {
@@ -877,7 +957,7 @@ impl SledIndex {
             };
             ed.set(&k, join(rec.as_deref(), b.as_deref()))?;
         }
-        self.files.apply(ed.finish())
+        s.files.apply(ed.finish()?)
     }
 
     /// Calls `f` with the path of every entry of `root` that has a status record (`records`)
@@ -888,8 +968,9 @@ impl SledIndex {
         records: bool,
         f: &mut dyn FnMut(&str),
     ) -> Result<(), IndexError> {
+        let s = self.store()?;
         let prefix = key(root, "");
-        for kv in self.files.scan_prefix(&prefix) {
+        for kv in s.files.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let (r, b) = split(&v)?;
             if if records { r.is_some() } else { b.is_some() } {
@@ -916,14 +997,15 @@ impl Index for SledIndex {
         self.set_many(root, &items, true)
     }
     fn get(&self, root: &str, path: &str) -> Result<Option<Record>, IndexError> {
-        match self.files.get(&key(root, path))? {
+        let s = self.store()?;
+        match s.files.get(&key(root, path))? {
             Some(v) => Ok(record_of(&v)?.map(|r| r.0)),
             None => Ok(None),
         }
     }
     fn totals(&self, root: &str, dir: &str) -> Result<Totals, IndexError> {
-        Ok(self
-            .totals
+        let s = self.store()?;
+        Ok(s.totals
             .get(key(root, dir))
             .map_err(e)?
             .map(|v| Totals::decode(&v))
@@ -935,6 +1017,7 @@ impl Index for SledIndex {
         after: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<Evictable>, IndexError> {
+        let s = self.store()?;
         let prefix = key(root, "");
         let start = match after {
             // Just past the last answer: its key with a 0 byte appended.
@@ -946,7 +1029,7 @@ impl Index for SledIndex {
             None => prefix.clone(),
         };
         let mut out = Vec::new();
-        for kv in self.lru.range(start..) {
+        for kv in s.lru.range(start..) {
             let (k, _) = kv.map_err(e)?;
             if !k.starts_with(&prefix) || k.len() < prefix.len() + 8 {
                 break;
@@ -974,10 +1057,11 @@ impl Index for SledIndex {
         path: &str,
         limit: usize,
     ) -> Result<Vec<(String, Record)>, IndexError> {
+        let s = self.store()?;
         let folder = folder_of(path);
         let mut out = Vec::new();
         let end = key(root, &format!("{folder}\u{10FFFF}"));
-        let range = self
+        let range = s
             .files
             .range(&key(root, path))
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| *k < end));
@@ -997,10 +1081,11 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn remove_root(&self, root: &str) -> Result<(), IndexError> {
+        let s = self.store()?;
         let prefix = key(root, "");
         loop {
             let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-            let keys = self
+            let keys = s
                 .files
                 .scan_prefix(&prefix)
                 .take(10_000)
@@ -1009,13 +1094,13 @@ impl Index for SledIndex {
             if keys.is_empty() {
                 break;
             }
-            let mut ed = self.files.edit();
+            let mut ed = s.files.edit();
             for k in keys {
                 ed.set(&k, None)?;
             }
-            self.files.apply(ed.finish())?;
+            s.files.apply(ed.finish()?)?;
         }
-        for t in [&self.totals, &self.lru] {
+        for t in [&s.totals, &s.lru] {
             for k in t.scan_prefix(key(root, "")).keys() {
                 t.remove(k.map_err(e)?).map_err(e)?;
             }
@@ -1023,15 +1108,16 @@ impl Index for SledIndex {
         Ok(())
     }
     fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.store().is_ok_and(|s| s.files.is_empty())
     }
     fn remove(&self, root: &str, path: &str) -> Result<(), IndexError> {
         self.set(root, path, None, None)
     }
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
+        let s = self.store()?;
         let mut out = Vec::new();
         let prefix = key(root, "");
-        for kv in self.files.scan_prefix(&prefix) {
+        for kv in s.files.scan_prefix(&prefix) {
             let (k, v) = kv?;
             if let Some(b) = base_of(&v)? {
                 let p = String::from_utf8_lossy(&k[root.len() + 1..]).into_owned();
@@ -1046,13 +1132,14 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn base_children_each(&self, root: &str, dir: &str, f: Each<'_>) -> Result<(), IndexError> {
+        let s = self.store()?;
         let prefix = if dir.is_empty() {
             String::new()
         } else {
             format!("{dir}/")
         };
         let end = key(root, &format!("{prefix}\u{10FFFF}"));
-        let mut it = self.files.range(&key(root, &prefix));
+        let mut it = s.files.range(&key(root, &prefix));
         let mut below = 0;
         while let Some(kv) = it.next() {
             let (k, v) = kv?;
@@ -1068,7 +1155,7 @@ impl Index for SledIndex {
                     below += 1;
                     if below == SKIP_BEFORE_SEEK {
                         below = 0;
-                        it = self
+                        it = s
                             .files
                             .range(&key(root, &format!("{prefix}{}0", &rest[..i])));
                     }
@@ -1092,7 +1179,8 @@ impl Index for SledIndex {
         self.paths_with(root, false, f)
     }
     fn base_get(&self, root: &str, path: &str) -> Result<Option<BaseEntry>, IndexError> {
-        match self.files.get(&key(root, path))? {
+        let s = self.store()?;
+        match s.files.get(&key(root, path))? {
             Some(v) => base_of(&v),
             None => Ok(None),
         }
@@ -1111,8 +1199,12 @@ impl Index for SledIndex {
         self.base_set(root, &[(path, None)])
     }
     fn flush(&self) -> Result<(), IndexError> {
-        self.db.flush().map_err(e)?;
+        let s = self.store()?;
+        s.db.flush().map_err(e)?;
         Ok(())
+    }
+    fn release(&self) -> Result<bool, IndexError> {
+        self.reopen()
     }
 }
 
@@ -1519,8 +1611,14 @@ mod tests {
             );
             assert_eq!(ix.get("r", "d0/f00000").unwrap(), None);
             assert_eq!(ix.base_get("r", "d1/f00001").unwrap(), None);
-            assert!(ix.db.is_empty());
-            assert!(!ix.db.tree_names().iter().any(|n| &n[..] == b"base"));
+            assert!(ix.store().unwrap().db.is_empty());
+            assert!(!ix
+                .store()
+                .unwrap()
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| &n[..] == b"base"));
         }
     }
 
@@ -1573,13 +1671,66 @@ mod tests {
             );
             assert_eq!(ix.base_children("r", "d4").unwrap().len(), 476);
             assert_eq!(ix.totals("r", "d3").unwrap().local, 1);
-            assert!(!has_tree(&ix.db, b"files"));
+            assert!(!has_tree(&ix.store().unwrap().db, b"files"));
             assert!(
-                ix.files.tree().len() <= n.div_ceil(LIMITS.target_n),
+                ix.store().unwrap().files.tree().len() <= n.div_ceil(LIMITS.target_n),
                 "{} chunks",
-                ix.files.tree().len()
+                ix.store().unwrap().files.tree().len()
             );
         }
+    }
+
+    /// Releasing the store's memory (closing and opening it again) loses nothing, is
+    /// skipped while the store is in use (a reader inside a callback: no wait, no deadlock),
+    /// and threads reading and writing throughout see every write.
+    #[test]
+    fn releasing_the_store_loses_nothing_and_waits_for_nobody() {
+        let t = tempfile::tempdir().unwrap();
+        let ix = std::sync::Arc::new(SledIndex::open(&t.path().join("ix")).unwrap());
+        let r = rec(Availability::Local, 7);
+        for i in 0..300 {
+            ix.put("r", &format!("d/f{i:03}"), &r).unwrap();
+        }
+        assert!(ix.release().unwrap(), "idle: released");
+        assert_eq!(ix.get("r", "d/f150").unwrap(), Some(r.clone()));
+        // In use: a callback of a walk asks for the release, and reads again.
+        let mut inside = Vec::new();
+        ix.record_paths("r", &mut |p| {
+            if inside.is_empty() {
+                inside.push(ix.release().unwrap());
+                assert_eq!(ix.get("r", p).unwrap(), Some(r.clone()));
+            }
+        })
+        .unwrap();
+        assert_eq!(inside, [false]);
+        // Writers and readers on other threads while the store is released over and over.
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (ix, r) = (ix.clone(), r.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let p = format!("w{w}/f{i:03}");
+                        ix.put("r", &p, &r).unwrap();
+                        assert_eq!(ix.get("r", &p).unwrap(), Some(r.clone()), "{p}");
+                    }
+                })
+            })
+            .collect();
+        // (Tried every 10 ms while they run: a try finds the store in use or not, by timing.)
+        let mut released = 0;
+        while writers.iter().any(|w| !w.is_finished()) || released == 0 {
+            released += usize::from(ix.release().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        drop(ix);
+        let ix = SledIndex::open(&t.path().join("ix")).unwrap();
+        let mut n = 0;
+        ix.record_paths("r", &mut |_| n += 1).unwrap();
+        assert_eq!(n, 300 + 3 * 100, "every write kept after closing");
+        assert_eq!(ix.totals("r", "").unwrap().files(), 600);
     }
 
     /// A path's status record and its base entry live in one value: changing or removing
@@ -1618,7 +1769,7 @@ mod tests {
             assert!(ix.base_all("r").unwrap().is_empty());
             assert!(ix.next_in_folder("r", "", 10).unwrap().is_empty());
         }
-        assert!(sled.files.is_empty());
+        assert!(sled.store().unwrap().files.is_empty());
     }
 
     /// A folder's base children, with names that sort around '/' and deep subtrees between

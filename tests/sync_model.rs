@@ -473,6 +473,8 @@ struct World {
     /// `Pass::folders_per_pass`: small values make passes over changed folders run in
     /// batches, which must plan what one pass over all of them would.
     per: usize,
+    /// Release the (sled) index's memory after each full pass, as the daemon does.
+    release: bool,
 }
 
 /// One world in this many keeps its index in sled.
@@ -481,15 +483,15 @@ const SLED_EVERY: u64 = 10;
 impl World {
     fn new(server: Server) -> Self {
         static WORLDS: AtomicU64 = AtomicU64::new(0);
-        let (index, _sled): (Box<dyn Index>, _) =
-            if WORLDS.fetch_add(1, Ordering::Relaxed) % SLED_EVERY == 0 {
-                let dir = tempfile::tempdir().expect("a temporary directory for sled");
-                let ix = SledIndex::open(&dir.path().join("index")).expect("sled opens");
-                SLED_WORLDS.fetch_add(1, Ordering::Relaxed);
-                (Box::new(ix), Some(dir))
-            } else {
-                (Box::new(MemoryIndex::default()), None)
-            };
+        let world = WORLDS.fetch_add(1, Ordering::Relaxed);
+        let (index, _sled): (Box<dyn Index>, _) = if world % SLED_EVERY == 0 {
+            let dir = tempfile::tempdir().expect("a temporary directory for sled");
+            let ix = SledIndex::open(&dir.path().join("index")).expect("sled opens");
+            SLED_WORLDS.fetch_add(1, Ordering::Relaxed);
+            (Box::new(ix), Some(dir))
+        } else {
+            (Box::new(MemoryIndex::default()), None)
+        };
         World {
             remote: Arc::new(match server {
                 Server::Plain => Memory::new(),
@@ -508,6 +510,7 @@ impl World {
             must: BTreeSet::new(),
             seen: Default::default(),
             per: skyfill::sync::MAX_FOLDERS,
+            release: world % (2 * SLED_EVERY) == 0,
         }
     }
 
@@ -956,7 +959,7 @@ impl World {
         settle_secs: i64,
         prev: Option<&Snapshot>,
     ) -> Result<skyfill::sync::Outcome, skyfill::sync::PassError> {
-        Pass {
+        let out = Pass {
             max_entries: u64::MAX,
             root: "root1",
             remote,
@@ -970,7 +973,14 @@ impl World {
             folders_per_pass: self.per,
         }
         .run()
-        .await
+        .await;
+        // As the daemon does when its last pass ends, in half the sled worlds (each costs a
+        // flush): the store closes and reopens to give back its pages; nothing may be lost.
+        if self.release {
+            assert!(self.index.release().expect("the index releases its memory"));
+            RELEASES.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 
     /// What the folder watcher reports for a change at `path`: the folder the first new or
@@ -1203,6 +1213,7 @@ static STREAMED_FULL: AtomicUsize = AtomicUsize::new(0);
 static WHOLE_FULL: AtomicUsize = AtomicUsize::new(0);
 /// Worlds whose index was the sled store.
 static SLED_WORLDS: AtomicUsize = AtomicUsize::new(0);
+static RELEASES: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first failing case: the calls after it are shrinking, not new cases.
 static SHRINKING: AtomicBool = AtomicBool::new(false);
 
@@ -1372,7 +1383,7 @@ fn planner_and_executor_converge_and_lose_nothing() {
     );
     let _ = writeln!(
         std::io::stderr(),
-        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree), {} of these passes ran in batches, {} worlds with the sled index",
+        "sync model: {} random cases run (configured {cases}; shrinking not counted), longest sequence {} steps, {} transient step errors where renames or changes of kind met other changes, {} versions kept twice where renames crossed, {} passes over changed folders ({} more needed a full pass), {} full passes made of comparisons ({} more needed the whole tree), {} of these passes ran in batches, {} worlds with the sled index ({} releases of its memory after a pass)",
         CASES_RUN.load(Ordering::Relaxed),
         LONGEST.load(Ordering::Relaxed),
         TRANSIENT_ERRORS.load(Ordering::Relaxed),
@@ -1382,11 +1393,16 @@ fn planner_and_executor_converge_and_lose_nothing() {
         STREAMED_FULL.load(Ordering::Relaxed),
         WHOLE_FULL.load(Ordering::Relaxed),
         BATCHED.load(Ordering::Relaxed),
-        SLED_WORLDS.load(Ordering::Relaxed)
+        SLED_WORLDS.load(Ordering::Relaxed),
+        RELEASES.load(Ordering::Relaxed)
     );
     assert!(
         SLED_WORLDS.load(Ordering::Relaxed) > 0 || cases < 100,
         "passes over the sled index were exercised"
+    );
+    assert!(
+        RELEASES.load(Ordering::Relaxed) > 0 || cases < 100,
+        "the sled index was released between passes"
     );
     assert!(
         BATCHED.load(Ordering::Relaxed) > 0 || cases < 100,

@@ -76,6 +76,15 @@ impl Passes<'_> {
             }
         };
         self.set_syncing(r, false);
+        // The last pass running: the index gives back the pages it read (skipped while it is
+        // in use, e.g. by a download; the next pass tries again).
+        if self.syncing.lock().unwrap().is_empty() {
+            let index = self.index.clone();
+            let released = tokio::task::spawn_blocking(move || index.release()).await;
+            if let Ok(Err(err)) = released {
+                tracing::warn!(root = %r.local.display(), %err, "index: releasing memory");
+            }
+        }
         // A pass over a large root allocates its trees at once; hand the memory back to the
         // system rather than keeping the peak for the daemon's whole life.
         // SAFETY: plain glibc call.

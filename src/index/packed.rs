@@ -23,11 +23,14 @@ const CHUNK_V1: u8 = 0xC1;
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Chunk sizes: a chunk is split when it holds more than `max_n` entries or `max_bytes`,
-/// into chunks of about `target_n` entries and `target_bytes`. sled writes a leaf page of up
+/// into chunks of about `target_n` entries and `target_bytes`; one edited down to fewer than
+/// `min_n` entries is merged with the chunk after it (so removals do not leave the tree
+/// with a key per entry). sled writes a leaf page of up
 /// to 16 chunks as one log message, and a message over 128 KiB (a quarter of its 512 KiB
 /// segment) becomes a file of its own: 16 chunks of at most 4 KiB stay well under that.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
+    pub min_n: usize,
     pub target_n: usize,
     pub max_n: usize,
     pub target_bytes: usize,
@@ -37,6 +40,7 @@ pub(crate) struct Limits {
 impl Limits {
     /// The sizes the index uses.
     pub const INDEX: Limits = Limits {
+        min_n: 8,
         target_n: 32,
         max_n: 64,
         target_bytes: 2048,
@@ -418,8 +422,41 @@ impl Edit<'_> {
         Ok(())
     }
 
+    /// Moves the entries of each edited chunk left with fewer than `min_n` into the chunk
+    /// after it (read now if need be); the emptied chunk is removed and the two are
+    /// written as one (or split again, if too large) by [`Edit::finish`]. The last chunk
+    /// stays as it is.
+    fn merge_small(&mut self) -> Result<(), IndexError> {
+        let min = self.packed.limits.min_n;
+        let small = |c: &Loaded| c.dirty && !c.entries.is_empty() && c.entries.len() < min;
+        let keys: Vec<Vec<u8>> = self
+            .chunks
+            .iter()
+            .filter(|(_, c)| small(c) && c.until.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        // In key order; a chunk merged into that is still small (it was emptied by this
+        // edit, say) is merged on in turn.
+        for mut ck in keys {
+            loop {
+                let c = &self.chunks[&ck];
+                let Some(next) = c.until.clone().filter(|_| small(c)) else {
+                    break;
+                };
+                let nk = self.slot(&next)?;
+                let moved = std::mem::take(&mut self.chunks.get_mut(&ck).expect("read").entries);
+                let n = self.chunks.get_mut(&nk).expect("just read");
+                n.entries.splice(0..0, moved);
+                n.dirty = true;
+                ck = nk;
+            }
+        }
+        Ok(())
+    }
+
     /// The sled writes that make the tree hold the edited chunks.
-    pub fn finish(self) -> Writes {
+    pub fn finish(mut self) -> Result<Writes, IndexError> {
+        self.merge_small()?;
         let mut w = Writes::new();
         let l = self.packed.limits;
         for (ck, c) in self.chunks.into_iter().filter(|(_, c)| c.dirty) {
@@ -433,7 +470,7 @@ impl Edit<'_> {
                 w.insert(p[0].0.clone(), Some(encode(p)));
             }
         }
-        w
+        Ok(w)
     }
 }
 
@@ -442,6 +479,7 @@ mod tests {
     use super::*;
 
     const SMALL: Limits = Limits {
+        min_n: 2,
         target_n: 2,
         max_n: 4,
         target_bytes: 40,
@@ -506,7 +544,7 @@ mod tests {
                         model.remove(&k);
                     }
                 }
-                p.apply(ed.finish()).unwrap();
+                p.apply(ed.finish().unwrap()).unwrap();
                 for i in 0..40 {
                     let got = p.get(&key(i)).unwrap();
                     proptest::prop_assert_eq!(got.as_ref(), model.get(&key(i)));
@@ -526,6 +564,50 @@ mod tests {
                     proptest::prop_assert!((1..=SMALL.max_n).contains(&n), "{} entries", n);
                 }
             }
+        }
+    }
+
+    /// Removing most entries leaves chunks of at least `min_n` (but for the last), not a
+    /// sled key per entry left.
+    #[test]
+    fn removals_merge_small_chunks() {
+        let (_t, p) = open();
+        let en: Vec<Entry> = (0..2000u32)
+            .map(|i| (format!("k{i:05}").into_bytes(), vec![1]))
+            .collect();
+        p.load(en.clone().into_iter().map(Ok)).unwrap();
+        assert_eq!(p.tree().len(), 1000);
+        // Every entry but each tenth removed, in edits of 97.
+        let gone: Vec<&Entry> = en
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 10 != 0)
+            .map(|x| x.1)
+            .collect();
+        for batch in gone.chunks(97) {
+            let mut ed = p.edit();
+            for (k, _) in batch {
+                ed.set(k, None).unwrap();
+            }
+            p.apply(ed.finish().unwrap()).unwrap();
+        }
+        let left: Vec<Entry> = p.range(b"").map(Result::unwrap).collect();
+        let want: Vec<Entry> = en.iter().step_by(10).cloned().collect();
+        assert_eq!(left, want);
+        let sizes: Vec<usize> = p
+            .tree()
+            .iter()
+            .map(|kv| decode(&kv.unwrap().1).unwrap().len())
+            .collect();
+        let (last, rest) = sizes.split_last().unwrap();
+        assert!(*last >= 1);
+        assert!(
+            rest.iter()
+                .all(|&n| (SMALL.min_n..=SMALL.max_n).contains(&n)),
+            "{sizes:?}"
+        );
+        for (k, v) in &left {
+            assert_eq!(p.get(k).unwrap().as_ref(), Some(v));
         }
     }
 
