@@ -29,6 +29,7 @@ mod handler;
 mod journal;
 mod keeper;
 pub mod limits;
+pub mod memory;
 mod origin;
 mod prefetch;
 mod rootfs;

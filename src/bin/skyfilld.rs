@@ -54,6 +54,14 @@ fn init_logging() {
         .init();
 }
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options ([`skyfill::daemon::memory::MALLOC_CONF`]), under the name it reads.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] = skyfill::daemon::memory::MALLOC_CONF;
+
 fn main() -> anyhow::Result<()> {
     init_logging();
     let args = Args::parse();
@@ -65,20 +73,6 @@ fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
     };
     if args.worker || args.no_keeper {
-        // glibc gives every thread that allocates its own arena, and each keeps what it freed:
-        // a handful of busy threads would hold tens of MiB. Two arenas are plenty for this
-        // daemon. Fixed thresholds: glibc otherwise raises its mmap threshold (up to 32 MiB)
-        // each time a large block is freed, after which sled's buffers and a pass's large
-        // vectors land in the arenas and stay there as holes; at 128 KiB they are mapped
-        // apart and go back to the system when freed. Measured in doc/BENCHMARKS.md ("Where
-        // the worker's memory goes"). Set before the runtime starts its threads, which take
-        // their arenas as they first allocate.
-        // SAFETY: mallopt while this process has one thread.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 10);
-        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()

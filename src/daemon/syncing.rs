@@ -87,8 +87,7 @@ impl Passes<'_> {
         }
         // A pass over a large root allocates its trees at once; hand the memory back to the
         // system rather than keeping the peak for the daemon's whole life.
-        // SAFETY: plain glibc call.
-        unsafe { libc::malloc_trim(0) };
+        super::memory::give_back();
         done
     }
 
