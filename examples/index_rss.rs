@@ -3,7 +3,9 @@
 //! does, and after giving freed memory back: where the worker's memory at rest goes.
 //! With `--fill N` it first writes a new index of N online-only files (a status record and a
 //! base entry each, in batches of 256 as add-root writes them, paths 1-8 folders deep) and
-//! prints the time that took and the bytes on disk per file.
+//! prints the time that took and the bytes on disk per file. With `INDEX_RSS_UPDATE=N` it
+//! then rewrites N records and base entries one at a time, each written out, as a pass's
+//! uploads do: what the index's writes cost in memory.
 //! Usage: index_rss INDEX_DIR ROOT_ID [--fill N]
 
 use skyfill::index::{BaseEntry, Index, Record, SledIndex};
@@ -113,6 +115,47 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
     println!("index closed: {:.1} MiB", rss_mib());
+    if let Some(n) = std::env::var("INDEX_RSS_UPDATE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let ix = SledIndex::open(dir)?;
+        ix.record_paths(&a[2], &mut |_| records += 1)?;
+        ix.base_paths(&a[2], &mut |_| base += 1)?;
+        println!("reopened and walked: {:.1} MiB", rss_mib());
+        let t = std::time::Instant::now();
+        let mut peak = 0f64;
+        for j in 0..n {
+            let i = 500_000 + j;
+            let rec = Record {
+                availability: skyfill::model::Availability::Local,
+                size: 13,
+                version: format!("e:{:032x}", u128::from(i) * 7),
+                local_bytes: 13,
+            };
+            ix.put(&a[2], &path_of(i), &rec)?;
+            let b = BaseEntry {
+                kind: skyfill::model::Kind::File,
+                version: format!("e:{:032x}", u128::from(i) * 7),
+                size: 13,
+                file_id: None,
+            };
+            ix.base_put(&a[2], &path_of(i), &b)?;
+            ix.flush()?;
+            if j % 1000 == 0 {
+                peak = peak.max(rss_mib());
+            }
+        }
+        println!(
+            "{n} records and base entries rewritten one by one with a flush each in {:.1} s: {:.1} MiB (peak seen {peak:.1})",
+            t.elapsed().as_secs_f64(),
+            rss_mib()
+        );
+        ix.release()?;
+        // SAFETY: as above.
+        unsafe { libc::malloc_trim(0) };
+        println!("released: {:.1} MiB", rss_mib());
+    }
     if std::env::var_os("INDEX_RSS_CYCLES").is_some() {
         for round in 0..3 {
             let t = std::time::Instant::now();

@@ -393,13 +393,23 @@ fn under(path: &str, dir: &str) -> bool {
 pub struct SledIndex {
     path: std::path::PathBuf,
     /// The open database; `None` only between closing it and opening it again
-    /// ([`SledIndex::release`]), or after such an open failed (tried again on next use).
+    /// ([`Index::release`]), or after such an open failed (tried again on next use).
     /// Taken for writing only with `try_write`, never waited for: a reader may read again
     /// inside a callback, which a waiting writer would block.
     store: std::sync::RwLock<Option<Store>>,
     /// Held by every write: an edit reads the chunks it changes before its transaction.
     write: std::sync::Mutex<()>,
+    /// Chunk lookups after which the store is closed and opened again at its next use that
+    /// finds nobody else in it ([`SHED_AFTER_READS`]; lower in tests).
+    shed_after: u64,
 }
+
+/// Chunk lookups after which the index gives back the pages sled decoded for them (see
+/// [`SledIndex::reopen`]): a full pass over a million files makes about two million, and
+/// keeps ~14 MiB of decoded pages without this; a reopen costs 10-20 ms there. Lookups
+/// of neighbouring paths share pages, so 100,000 of them in path order hold ~1.5 MiB
+/// (doc/BENCHMARKS.md).
+const SHED_AFTER_READS: u64 = 100_000;
 
 /// The open sled database and its trees.
 struct Store {
@@ -609,6 +619,7 @@ impl SledIndex {
             path: path.to_path_buf(),
             store: std::sync::RwLock::new(Some(Store::open(db)?)),
             write: Default::default(),
+            shed_after: SHED_AFTER_READS,
         };
         if meta.get(DERIVED_V1).map_err(e)?.is_none() {
             ix.derive()?;
@@ -618,34 +629,61 @@ impl SledIndex {
         Ok(ix)
     }
 
-    /// The open store, opened again first if [`SledIndex::release`] left it closed.
+    /// The open store, opened again first if [`Index::release`] left it closed, or if
+    /// more than `shed_after` chunks were looked up in it since it was opened and nobody
+    /// else is using it (then it is reopened here, giving back what sled decoded; when
+    /// someone is, a later use does it).
     fn store(&self) -> Result<Held<'_>, IndexError> {
+        let mut shed = true;
         loop {
             let g = self.store.read().unwrap_or_else(|p| p.into_inner());
-            if g.is_some() {
-                return Ok(Held(g));
-            }
-            drop(g);
-            match self.store.try_write() {
-                Ok(mut w) => {
-                    if w.is_none() {
-                        let db = Self::open_when_unlocked(Self::config(&self.path))
-                            .map_err(|err| e(format!("{}: {err}", self.path.display())))?;
-                        *w = Some(Store::open(db)?);
+            match &*g {
+                Some(s) if shed && s.files.reads() >= self.shed_after => {
+                    drop(g);
+                    shed = false;
+                    let t = std::time::Instant::now();
+                    match self.reopen() {
+                        Ok(true) => tracing::debug!(
+                            index = %self.path.display(),
+                            ms = t.elapsed().as_millis() as u64,
+                            "index reopened to give back decoded pages"
+                        ),
+                        Ok(false) => {}
+                        // Left closed: the next turn opens it, or says why it cannot.
+                        Err(err) => tracing::warn!(index = %self.path.display(), %err,
+                            "reopening the index"),
                     }
                 }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Some(_) => return Ok(Held(g)),
+                None => {
+                    drop(g);
+                    match self.store.try_write() {
+                        Ok(mut w) => {
+                            if w.is_none() {
+                                *w = Some(self.open_store()?);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    }
+                }
             }
         }
     }
 
-    /// [`Index::release`]: gives back the memory sled keeps of the pages read so far, by closing the database
-    /// (after writing it out) and opening it again: a few tens of milliseconds with a
-    /// million files. sled's page cache limit does not bound it: sled counts each page by its
-    /// compressed size, and tallies accesses only once 64 have queued in one of its 256
-    /// shards, so a walk of a few thousand pages keeps every one decoded (13 MiB after a
-    /// full pass over a million files, doc/BENCHMARKS.md). Skipped (`false`) while anyone
-    /// is using the index: called when the daemon goes idle, it is tried again next time.
+    /// Opens the database at `path` (waiting out a lock just let go) and its trees.
+    fn open_store(&self) -> Result<Store, IndexError> {
+        let db = Self::open_when_unlocked(Self::config(&self.path))
+            .map_err(|err| e(format!("{}: {err}", self.path.display())))?;
+        Store::open(db)
+    }
+
+    /// [`Index::release`]: gives back the memory sled keeps of the pages read so far, by
+    /// closing the database (after writing it out) and opening it again: a few tens of
+    /// milliseconds with a million files. sled's page cache limit does not bound it: sled
+    /// counts each page by its compressed size, and tallies accesses only once 64 have
+    /// queued in one of its 256 shards, so a walk of a few thousand pages keeps every one
+    /// decoded (13 MiB after a full pass over a million files, doc/BENCHMARKS.md). Skipped
+    /// (`false`) while anyone is using the index: it is tried again next time.
     fn reopen(&self) -> Result<bool, IndexError> {
         let Ok(mut w) = self.store.try_write() else {
             return Ok(false);
@@ -653,9 +691,7 @@ impl SledIndex {
         if let Some(s) = w.take() {
             s.db.flush().map_err(e)?;
         }
-        let db = Self::open_when_unlocked(Self::config(&self.path))
-            .map_err(|err| e(format!("{}: {err}", self.path.display())))?;
-        *w = Some(Store::open(db)?);
+        *w = Some(self.open_store()?);
         Ok(true)
     }
 
@@ -1725,12 +1761,70 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
+        assert_kept_after_closing(ix, &t.path().join("ix"), 300 + 3 * 100);
+    }
+
+    /// Closes the last handle `ix` on the index at `dir`, opens it again and checks that it
+    /// holds `n` status records of root `r` and totals that count them.
+    fn assert_kept_after_closing(ix: std::sync::Arc<SledIndex>, dir: &std::path::Path, n: u64) {
         drop(ix);
-        let ix = SledIndex::open(&t.path().join("ix")).unwrap();
-        let mut n = 0;
-        ix.record_paths("r", &mut |_| n += 1).unwrap();
-        assert_eq!(n, 300 + 3 * 100, "every write kept after closing");
-        assert_eq!(ix.totals("r", "").unwrap().files(), 600);
+        let ix = SledIndex::open(dir).unwrap();
+        let mut walked = 0;
+        ix.record_paths("r", &mut |_| walked += 1).unwrap();
+        assert_eq!(walked, n, "every write kept after closing");
+        assert_eq!(ix.totals("r", "").unwrap().files(), n);
+    }
+
+    /// Past its limit of chunk lookups the store reopens itself at a use that finds it free
+    /// (giving back what sled decoded), never under a reader inside a callback, and no
+    /// write is lost while threads read and write through the reopens.
+    #[test]
+    fn the_store_reopens_itself_after_many_lookups_and_loses_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let mut ix = SledIndex::open(&t.path().join("ix")).unwrap();
+        ix.shed_after = 16;
+        let ix = std::sync::Arc::new(ix);
+        let r = rec(Availability::Local, 7);
+        for i in 0..200 {
+            ix.put("r", &format!("d/f{i:03}"), &r).unwrap();
+            assert_eq!(ix.get("r", &format!("d/f{i:03}")).unwrap(), Some(r.clone()));
+        }
+        // Well over a thousand lookups so far; a store never reopened would count them all.
+        assert!(
+            ix.store().unwrap().files.reads() <= 16,
+            "reopened: the count starts again"
+        );
+        // A walk holds the store: the lookups of its callback go on past the limit, and
+        // the walk sees every path.
+        let mut seen = 0;
+        ix.record_paths("r", &mut |p| {
+            assert_eq!(ix.get("r", p).unwrap(), Some(r.clone()), "{p}");
+            seen += 1;
+        })
+        .unwrap();
+        assert_eq!(seen, 200);
+        let threads: Vec<_> = (0..4)
+            .map(|w| {
+                let (ix, r) = (ix.clone(), r.clone());
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        if w == 3 {
+                            let mut n = 0;
+                            ix.record_paths("r", &mut |_| n += 1).unwrap();
+                            assert!(n >= 200, "a walk saw {n}");
+                            continue;
+                        }
+                        let p = format!("w{w}/f{i:03}");
+                        ix.put("r", &p, &r).unwrap();
+                        assert_eq!(ix.get("r", &p).unwrap(), Some(r.clone()), "{p}");
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_kept_after_closing(ix, &t.path().join("ix"), 200 + 3 * 100);
     }
 
     /// A path's status record and its base entry live in one value: changing or removing

@@ -488,7 +488,8 @@ impl Pass<'_> {
         for p in resolve_origins(&mut local, base.keys().chain(snapshot.entries.keys())) {
             tracing::debug!(path = %p, "renamed here from a path neither in the base nor on the server");
         }
-        let plan = self.plan(&base, &local, &snapshot.entries);
+        // The listing stays in the snapshot (the next pass lists from it where it can).
+        let plan = self.plan(base, local, snapshot.entries.clone());
         Ok((plan, snapshot))
     }
 
@@ -773,7 +774,7 @@ impl Pass<'_> {
         if let Some(p) = resolve_origins(&mut local, base.keys().chain(remote.keys())).first() {
             return needs_full("a file renamed here from a folder not looked at", p);
         }
-        let plan = self.plan(&base, &local, &remote);
+        let plan = self.plan(base, local, remote);
         tracing::debug!(
             folders = seen.len(),
             ops = plan.ops.len(),
@@ -1065,10 +1066,11 @@ impl Pass<'_> {
         })
     }
 
-    fn plan(&self, base: &BaseMap, local: &LocalMap, remote: &RemoteMap) -> plan::Plan {
+    /// The plan for the three sides, which it consumes.
+    fn plan(&self, base: BaseMap, local: LocalMap, remote: RemoteMap) -> plan::Plan {
         let now = self.local.now_secs();
         let ignore = |p: &RelPath| self.ignore.matches(p);
-        plan::plan(&plan::Inputs {
+        plan::plan(plan::Inputs {
             base,
             local,
             remote,

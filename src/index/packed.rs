@@ -58,6 +58,8 @@ impl Limits {
 pub(crate) struct Packed {
     tree: sled::Tree,
     limits: Limits,
+    /// Chunk lookups in sled through this handle ([`Packed::reads`]).
+    reads: std::sync::atomic::AtomicU64,
 }
 
 /// A chunk's value: [`CHUNK_V1`], then per entry the length of the prefix it shares with
@@ -138,7 +140,22 @@ fn pieces(entries: &[Entry], l: Limits) -> Vec<&[Entry]> {
 
 impl Packed {
     pub fn new(tree: sled::Tree, limits: Limits) -> Packed {
-        Packed { tree, limits }
+        Packed {
+            tree,
+            limits,
+            reads: Default::default(),
+        }
+    }
+
+    /// How many chunks were looked up in sled through this handle: each may leave a
+    /// decoded page in sled's memory (the index gives those back past a limit).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_read(&self) {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn tree(&self) -> &sled::Tree {
@@ -151,6 +168,7 @@ impl Packed {
 
     /// The chunk holding `k`: the last one whose key is `<= k`.
     fn chunk_at(&self, k: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, IndexError> {
+        self.count_read();
         self.tree.range(..=k).next_back().transpose().map_err(e)
     }
 
@@ -284,6 +302,7 @@ impl Range<'_> {
             let Some(after) = &self.after else {
                 return Ok(false);
             };
+            self.packed.count_read();
             self.packed
                 .tree
                 .range::<&[u8], _>((Bound::Excluded(&after[..]), Bound::Unbounded))

@@ -11,10 +11,12 @@ use super::{BaseMap, LocalMap, Op, RemoteMap};
 use crate::model::{Kind, RelPath};
 use std::collections::{BTreeSet, HashSet};
 
+/// What a plan is made from. The three sides are given, not lent: the planner works on them
+/// in place (renames move entries), so a pass holds each side once, not twice.
 pub struct Inputs<'a> {
-    pub base: &'a BaseMap,
-    pub local: &'a LocalMap,
-    pub remote: &'a RemoteMap,
+    pub base: BaseMap,
+    pub local: LocalMap,
+    pub remote: RemoteMap,
     /// Seconds since the epoch, and how long a local file must be left alone before it is
     /// uploaded (files still being written settle first).
     pub now_secs: i64,
@@ -67,10 +69,18 @@ fn moved<V>(map: &mut std::collections::BTreeMap<RelPath, V>, from: &RelPath, to
     }
 }
 
-pub fn plan(inp: &Inputs<'_>) -> Plan {
-    let mut base = inp.base.clone();
-    let mut local = inp.local.clone();
-    let mut remote = inp.remote.clone();
+pub fn plan(inp: Inputs<'_>) -> Plan {
+    let Inputs {
+        mut base,
+        mut local,
+        mut remote,
+        now_secs,
+        settle_secs,
+        ignored,
+    } = inp;
+    // The listed paths that remote renames below move away (with `remote`, every path the
+    // server had or will have this pass).
+    let mut left_on_server: HashSet<RelPath> = HashSet::new();
     let mut renames = Vec::new();
 
     // --- Records whose rename was replayed but not yet written back (a crash in between):
@@ -271,7 +281,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             || skip.contains(&p)
             // Still there with its own record: `p` is a copy or a hard link, not a move.
             || local.get(&o).is_some_and(|x| x.known_version(&o).is_some())
-            || (inp.ignored)(&p)
+            || ignored(&p)
             || base.get(&o).map(|b| b.kind) != Some(Kind::File)
         {
             continue;
@@ -306,6 +316,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         if let Some(mut e) = remote.remove(&o) {
             e.path = p.clone();
             remote.insert(p.clone(), e);
+            left_on_server.insert(o.clone());
         }
         if let Some(rec) = local.get_mut(&p).and_then(|l| l.record.as_mut()) {
             rec.origin = p.clone();
@@ -333,8 +344,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
     // Written within the last `settle_secs`. An mtime in the future was set, not written now
     // (a copy keeping a skewed server's time, `touch -d`): waiting for it would hold the file
     // back until that time.
-    let settling =
-        |l: &super::LocalEntry| (0..inp.settle_secs).contains(&(inp.now_secs - l.mtime.0));
+    let settling = |l: &super::LocalEntry| (0..settle_secs).contains(&(now_secs - l.mtime.0));
     // Placeholders away from their path (moved, or hard-linked) whose move could not be
     // replayed: their bytes exist only on the remote, at the path the record names. That
     // path is neither deleted nor overwritten there while such a file refers to it.
@@ -364,7 +374,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
         let alive = remote.get(o).is_some_and(|r| r.kind == Kind::File);
         // A move that could not be replayed (not a move over a synced file, which uploads
         // over it, nor to an ignored name): the origin stays on the server until it can be.
-        if alive && !original_here && !base.contains_key(p) && !(inp.ignored)(p) {
+        if alive && !original_here && !base.contains_key(p) && !ignored(p) {
             referenced.insert(o.clone());
         }
         // A rename whose new name was created on the server meanwhile: move it aside under
@@ -375,7 +385,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             && !original_here
             && base.get(o).is_some_and(|b| b.kind == Kind::File)
             && (l.incomplete() || (remote.contains_key(p) && !base.contains_key(p)))
-            && !(inp.ignored)(p)
+            && !ignored(p)
         {
             referenced.insert(o.clone());
             blocked.insert(o.clone());
@@ -415,7 +425,7 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             }
             continue;
         }
-        if b.is_none() && (inp.ignored)(p) {
+        if b.is_none() && ignored(p) {
             continue;
         }
         if referenced.contains(p) && !l.is_some_and(|l| l.clean_at(p)) {
@@ -725,7 +735,9 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
             _ => false,
         })
     });
-    let (renames, through) = through_vacated(renames, &[&remote, inp.remote]);
+    let (renames, through) = through_vacated(renames, &|t| {
+        remote.contains_key(t) || left_on_server.contains(t)
+    });
     let mut ops = repairs;
     ops.extend(first_files);
     ops.extend(first_dirs.into_iter().map(|(_, o)| o));
@@ -746,9 +758,9 @@ pub fn plan(inp: &Inputs<'_>) -> Plan {
 /// order replays (every pass would fail the same way). Each one is split: the file steps
 /// aside to a temporary name among the renames, and takes its new name from there after
 /// them and after the folders made where they leave (the second list).
-/// A temporary name is one no map of `remote` has (the server as listed, and as this plan
+/// A temporary name is one `on_server` does not know (the server as listed, or as this plan
 /// leaves it) and no rename of this pass leaves (a file left at one by an interrupted pass).
-fn through_vacated(renames: Vec<Op>, remote: &[&RemoteMap]) -> (Vec<Op>, Vec<Op>) {
+fn through_vacated(renames: Vec<Op>, on_server: &dyn Fn(&RelPath) -> bool) -> (Vec<Op>, Vec<Op>) {
     let leaving: Vec<RelPath> = renames
         .iter()
         .filter_map(|o| match o {
@@ -771,11 +783,7 @@ fn through_vacated(renames: Vec<Op>, remote: &[&RemoteMap]) -> (Vec<Op>, Vec<Op>
             .then(|| {
                 (0..64)
                     .filter_map(|n| dir.join(&format!(".~skyfill-move-{n}.tmp")).ok())
-                    .find(|t| {
-                        remote.iter().all(|m| !m.contains_key(t))
-                            && !taken.contains(t)
-                            && !leaving.contains(t)
-                    })
+                    .find(|t| !on_server(t) && !taken.contains(t) && !leaving.contains(t))
             })
             .flatten();
         let Some(tmp) = tmp else {
@@ -884,10 +892,10 @@ mod tests {
         }
     }
     fn run(b: &BaseMap, l: &LocalMap, r: &RemoteMap) -> Plan {
-        plan(&Inputs {
-            base: b,
-            local: l,
-            remote: r,
+        plan(Inputs {
+            base: b.clone(),
+            local: l.clone(),
+            remote: r.clone(),
             now_secs: 1000,
             settle_secs: 2,
             ignored: &|p: &RelPath| p.name().ends_with(".swp"),
