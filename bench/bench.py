@@ -208,7 +208,7 @@ class Bench:
         want = set(self.a.cases.split(","))
         if want & {"5", "6"}:
             self.tree(os.path.join(self.data, "many"), p["many"], 64)
-        if "7" in want:
+        if want & {"7", "14"}:
             # The issue's realistic tree: folders 1-8 deep, most of them small, one of 100,000
             # files; empty files, but 10,000 in the middle of it (case 7's hydration row).
             n = p["million"] - 2 * SMALL_OPENS
@@ -238,7 +238,8 @@ class Bench:
                 # cold read's speed depends on where a file is in the image, not on the order
                 # the image's blocks were first written (cold rows of case 1 varied 0.73-1.06).
                 os.posix_fallocate(f.fileno(), 0, size)
-        inodes = p["million"] + 3 * p["many"] + p["kmem"] + p["kmem"] // 50 + 200_000
+        inodes = (p["million"] * (1 + int("14" in want)) + 3 * p["many"] + p["kmem"] + p["kmem"] // 50
+                  + 200_000)
         # 1 KiB inodes keep each placeholder's xattr inside its inode (no extra block).
         run(["mkfs.ext4", "-q", "-F", "-I", "1024", "-N", str(inodes), img])
         os.makedirs(self.mnt)
@@ -1167,6 +1168,8 @@ class Bench:
             self.case12()
         if "13" in want:
             self.case13()
+        if "14" in want:
+            self.case14()
 
     def case13(self):
         """The kernel's memory per online-only file: Slab after dropping caches, with the
@@ -1202,6 +1205,66 @@ class Bench:
                     f"(Slab {base / MiB:.0f} MiB before, {marked / MiB:.0f} with the root, {after / MiB:.0f} "
                     f"after remove-root)", per, "after remove-root", (after - base) / n, None, f"{per:.0f} B",
                     "<= 256 B", per <= 256, unit="B")
+
+
+    def case14(self):
+        """#18's root-ETag row: an unchanged poll of the million-file tree from a server whose
+        folder ETags propagate (Nextcloud, ownCloud). Neither installs here, so the tree is
+        served by bench/probes/propagating_dav.py, a read-only fake answering PROPFIND as
+        they do (file ids, permissions, folder ETags that change with anything below). The
+        poll asks for the root's ETag (PROPFIND Depth: 0); where it is the one the sync base
+        was last seen at, nothing is listed."""
+        n = self.p["million"]
+        log(f"== 14. unchanged poll of {n} files where folder ETags propagate (a Nextcloud-like fake endpoint)")
+        port = free_port()
+        asked = os.path.join(self.w, "propagating-dav.log")
+        fake = subprocess.Popen([sys.executable, os.path.join(REPO, "bench", "probes", "propagating_dav.py"),
+                                 os.path.join(self.data, "million"), "/dav/million", str(port), asked],
+                                stdout=subprocess.PIPE)
+        try:
+            ready = fake.stdout.readline().decode().split()
+            if not ready or ready[0] != "ready":
+                raise SystemExit("bench: bench/probes/propagating_dav.py did not start")
+            ep = Ep("etag", lambda sub: ([f"dav://127.0.0.1:{port}/dav/{sub}"], None), None,
+                    lambda sub: f"http://127.0.0.1:{port}/dav/{sub}")
+            root = os.path.join(self.mnt, "million-etag")
+            self.sfj("config", "set", "poll_interval", "3600")
+            t_add, res = self.add_root(root, "million", ep)
+            if res["files"] != int(ready[1]):
+                raise SystemExit(f"bench: add-root through the fake made {res['files']} files, not {ready[1]}")
+            tp = time.perf_counter()
+            self.sfj("sync", root)
+            tpass = time.perf_counter() - tp
+            dlog = os.path.join(self.w, "daemon.log")
+            marker = "server compared with the sync base"
+            ours = lambda: [l for l in open(dlog, errors="replace") if marker in l and f"root={root} " in l]
+            before = len(ours())
+            seen = len(open(asked).readlines())
+            self.sfj("config", "set", "poll_interval", "5")
+            t0 = time.perf_counter()
+            while True:
+                lines = ours()
+                if len(lines) > before:
+                    break
+                if time.perf_counter() - t0 > 900:
+                    raise SystemExit("bench: no poll of the root behind the fake within 900 s")
+                time.sleep(0.2)
+            self.sfj("config", "set", "poll_interval", "3600")
+            m = re.search(r"folders=(\S+) ms=(\d+)", lines[-1])
+            if not m:
+                raise SystemExit(f"bench: unreadable poll log line: {lines[-1]}")
+            tpoll = int(m.group(2)) / 1000
+            # What the poll asked the server: the root's ETag alone (Depth: 0), no listing.
+            props = [l.split()[0] for l in open(asked).readlines()[seen:]]
+            listed = sum(d != "0" for d in props)
+            self.record("14", f"unchanged poll of {ready[1]} files, server with propagating folder ETags (a fake "
+                        f"Nextcloud, bench/probes/propagating_dav.py; folders found {m.group(1)}; PROPFINDs "
+                        f"meanwhile: {len(props)}, {listed} of them listings; add-root {t_add:.0f} s, full "
+                        f"pass {tpass:.1f} s)", tpoll, "-", None, None, f"{tpoll:.3f} s", "<= 1 s",
+                        tpoll <= 1 and m.group(1).strip('"') == "0" and listed == 0)
+        finally:
+            fake.terminate()
+            fake.wait(10)
 
 
 def sha256(path):
@@ -1366,7 +1429,7 @@ def main():
     ap.add_argument("--scale", type=int, help="files in case 7's large root (default 1,000,000; quick 2,000)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which cases to run (default all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14", help="which cases to run (default all)")
     ap.add_argument("--rtt", type=float, default=25, metavar="MS", help="round trip of the link of cases 10 and 11, ms (default 25)")
     ap.add_argument("--rate", default="1gbit", help="rate of that link, each way, as tc writes it (default 1gbit)")
     a = ap.parse_args()

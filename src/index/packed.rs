@@ -58,7 +58,7 @@ impl Limits {
 pub(crate) struct Packed {
     tree: sled::Tree,
     limits: Limits,
-    /// Chunk lookups in sled through this handle ([`Packed::reads`]).
+    /// What was read through this handle ([`Packed::reads`]).
     reads: std::sync::atomic::AtomicU64,
 }
 
@@ -147,15 +147,17 @@ impl Packed {
         }
     }
 
-    /// How many chunks were looked up in sled through this handle: each may leave a
-    /// decoded page in sled's memory (the index gives those back past a limit).
+    /// How much was read through this handle: one per lookup of a key, and one per entry
+    /// a range went past (a walk decodes every page it crosses, as lookups of each of its
+    /// entries would). Each read may leave a decoded page in sled's memory, which the index
+    /// gives back past a limit.
     pub fn reads(&self) -> u64 {
         self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn count_read(&self) {
+    fn count_reads(&self, n: u64) {
         self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn tree(&self) -> &sled::Tree {
@@ -168,7 +170,7 @@ impl Packed {
 
     /// The chunk holding `k`: the last one whose key is `<= k`.
     fn chunk_at(&self, k: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, IndexError> {
-        self.count_read();
+        self.count_reads(1);
         self.tree.range(..=k).next_back().transpose().map_err(e)
     }
 
@@ -302,7 +304,6 @@ impl Range<'_> {
             let Some(after) = &self.after else {
                 return Ok(false);
             };
-            self.packed.count_read();
             self.packed
                 .tree
                 .range::<&[u8], _>((Bound::Excluded(&after[..]), Bound::Unbounded))
@@ -314,7 +315,9 @@ impl Range<'_> {
             return Ok(false);
         };
         self.after = Some(k);
-        self.buf = decode(&v)?.into_iter();
+        let entries = decode(&v)?;
+        self.packed.count_reads(entries.len() as u64);
+        self.buf = entries.into_iter();
         Ok(true)
     }
 }
