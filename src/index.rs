@@ -660,16 +660,27 @@ impl SledIndex {
                 Some(_) => return Ok(Held(g)),
                 None => {
                     drop(g);
-                    match self.store.try_write() {
-                        Ok(mut w) => {
+                    match self.try_write() {
+                        Some(mut w) => {
                             if w.is_none() {
                                 *w = Some(self.open_store()?);
                             }
                         }
-                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                        None => std::thread::sleep(std::time::Duration::from_millis(1)),
                     }
                 }
             }
+        }
+    }
+
+    /// The store's lock for writing if nobody holds it (never waited for). A lock left
+    /// poisoned by a thread that panicked holding it is taken all the same: what it guards
+    /// is a handle, open or not, and refusing it would leave every later use waiting.
+    fn try_write(&self) -> Option<std::sync::RwLockWriteGuard<'_, Option<Store>>> {
+        match self.store.try_write() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
 
@@ -688,7 +699,7 @@ impl SledIndex {
     /// decoded (13 MiB after a full pass over a million files, doc/BENCHMARKS.md). Skipped
     /// (`false`) while anyone is using the index: it is tried again next time.
     fn reopen(&self) -> Result<bool, IndexError> {
-        let Ok(mut w) = self.store.try_write() else {
+        let Some(mut w) = self.try_write() else {
             return Ok(false);
         };
         if let Some(s) = w.take() {
@@ -1851,6 +1862,29 @@ mod tests {
             th.join().unwrap();
         }
         assert_kept_after_closing(ix, &t.path().join("ix"), 200 + 3 * 40);
+    }
+
+    /// A thread that panics while it holds the store's lock (poisoning it) leaves the
+    /// index usable: the store can still be released, opened again, read and written.
+    #[test]
+    fn a_panic_holding_the_store_leaves_the_index_usable() {
+        let t = tempfile::tempdir().unwrap();
+        let ix = std::sync::Arc::new(SledIndex::open(&t.path().join("ix")).unwrap());
+        let r = rec(Availability::Local, 7);
+        ix.put("r", "a", &r).unwrap();
+        let held = ix.clone();
+        let died = std::thread::spawn(move || {
+            let mut w = held.store.write().unwrap();
+            // Closed, as a reopen that panicked between closing and opening leaves it.
+            w.take();
+            panic!("a panic while the store is held");
+        })
+        .join();
+        assert!(died.is_err() && ix.store.is_poisoned());
+        assert_eq!(ix.get("r", "a").unwrap(), Some(r.clone()), "opened again");
+        ix.put("r", "b", &r).unwrap();
+        assert!(ix.release().unwrap(), "released though poisoned");
+        assert_eq!(ix.get("r", "b").unwrap(), Some(r));
     }
 
     /// A path's status record and its base entry live in one value: changing or removing
