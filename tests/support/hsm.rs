@@ -185,8 +185,9 @@ impl Daemon {
         let o = self.try_cli(args);
         assert!(
             o.status.success(),
-            "skyfill {args:?} failed: {}\ndaemon log:\n{}",
+            "skyfill {args:?} failed: {}{}\ndaemon log:\n{}",
             String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout),
             self.log()
         );
         serde_json::from_slice(&o.stdout).unwrap()
