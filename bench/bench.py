@@ -1254,14 +1254,16 @@ class Bench:
             if not m:
                 raise SystemExit(f"bench: unreadable poll log line: {lines[-1]}")
             tpoll = int(m.group(2)) / 1000
-            # What the poll asked the server: the root's ETag alone (Depth: 0), no listing.
+            # What the poll asked the server: the root's ETag alone (Depth: 0), no listing; a
+            # poll that asked nothing at all would not have known the tree unchanged either.
             props = [l.split()[0] for l in open(asked).readlines()[seen:]]
             listed = sum(d != "0" for d in props)
+            asked_root = len(props) - listed
             self.record("14", f"unchanged poll of {ready[1]} files, server with propagating folder ETags (a fake "
                         f"Nextcloud, bench/probes/propagating_dav.py; folders found {m.group(1)}; PROPFINDs "
                         f"meanwhile: {len(props)}, {listed} of them listings; add-root {t_add:.0f} s, full "
                         f"pass {tpass:.1f} s)", tpoll, "-", None, None, f"{tpoll:.3f} s", "<= 1 s",
-                        tpoll <= 1 and m.group(1).strip('"') == "0" and listed == 0)
+                        tpoll <= 1 and m.group(1).strip('"') == "0" and listed == 0 and asked_root >= 1)
         finally:
             fake.terminate()
             fake.wait(10)

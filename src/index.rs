@@ -405,7 +405,8 @@ pub struct SledIndex {
 }
 
 /// Reads (key lookups, and entries walks went past: [`packed::Packed::reads`]) after which
-/// the index gives back the pages sled decoded for them (see [`SledIndex::reopen`]): a full
+/// the next walk gives back the pages sled decoded for them (see [`SledIndex::reopen`]; a
+/// pass walks each folder it looks at, a download never walks): a full
 /// pass over a million files makes several million, and kept ~14 MiB of decoded pages
 /// without this; a reopen costs 10-20 ms there (doc/BENCHMARKS.md).
 const SHED_AFTER_READS: u64 = 100_000;
@@ -632,12 +633,21 @@ impl SledIndex {
         Ok(ix)
     }
 
-    /// The open store, opened again first if [`Index::release`] left it closed, or if
-    /// more than `shed_after` reads went through it since it was opened and nobody else
-    /// is using it (then it is reopened here, giving back what sled decoded; when
-    /// someone is, a later use does it).
+    /// The open store, opened again first if [`Index::release`] left it closed. Lookups
+    /// (a download's among them) use this one and never pay for a reopen.
     fn store(&self) -> Result<Held<'_>, IndexError> {
-        let mut shed = true;
+        self.held(false)
+    }
+
+    /// [`SledIndex::store`] for a walk (a pass's folder or a run of a long walk): first,
+    /// if more than `shed_after` reads went through the store since it was opened and
+    /// nobody else is using it, it is reopened here, giving back what sled decoded (when
+    /// someone is, a later walk does it).
+    fn store_for_walk(&self) -> Result<Held<'_>, IndexError> {
+        self.held(true)
+    }
+
+    fn held(&self, mut shed: bool) -> Result<Held<'_>, IndexError> {
         loop {
             let g = self.store.read().unwrap_or_else(|p| p.into_inner());
             match &*g {
@@ -1024,7 +1034,7 @@ impl SledIndex {
         // may be reopened ([`SledIndex::store`]), so a walk of a large root does not keep
         // every page it decoded. Each run starts after the key the one before ended at.
         loop {
-            let s = self.store()?;
+            let s = self.store_for_walk()?;
             let from = last.clone().unwrap_or_else(|| prefix.clone());
             let mut n = 0;
             for kv in s.files.range(&from) {
@@ -1185,7 +1195,7 @@ impl Index for SledIndex {
         self.set(root, path, None, None)
     }
     fn base_all(&self, root: &str) -> Result<Vec<(String, BaseEntry)>, IndexError> {
-        let s = self.store()?;
+        let s = self.store_for_walk()?;
         let mut out = Vec::new();
         let prefix = key(root, "");
         for kv in s.files.scan_prefix(&prefix) {
@@ -1203,7 +1213,7 @@ impl Index for SledIndex {
         Ok(out)
     }
     fn base_children_each(&self, root: &str, dir: &str, f: Each<'_>) -> Result<(), IndexError> {
-        let s = self.store()?;
+        let s = self.store_for_walk()?;
         let prefix = if dir.is_empty() {
             String::new()
         } else {
@@ -1810,11 +1820,12 @@ mod tests {
         assert_eq!(ix.totals("r", "").unwrap().files(), n);
     }
 
-    /// Past its limit of chunk lookups the store reopens itself at a use that finds it free
-    /// (giving back what sled decoded), never under a reader inside a callback, and no
-    /// write is lost while threads read and write through the reopens.
+    /// Past its limit of reads the store reopens itself at the next walk (or run of a long
+    /// walk) that finds it free, giving back what sled decoded; never at a lookup, never
+    /// under a reader inside a callback; no write is lost while threads read and write
+    /// through the reopens.
     #[test]
-    fn the_store_reopens_itself_after_many_lookups_and_loses_nothing() {
+    fn the_store_reopens_itself_at_walks_after_many_reads_and_loses_nothing() {
         let t = tempfile::tempdir().unwrap();
         let mut ix = SledIndex::open(&t.path().join("ix")).unwrap();
         ix.shed_after = 64;
@@ -1824,20 +1835,38 @@ mod tests {
             ix.put("r", &format!("d/f{i:03}"), &r).unwrap();
             assert_eq!(ix.get("r", &format!("d/f{i:03}")).unwrap(), Some(r.clone()));
         }
-        // Hundreds of lookups so far; a store never reopened would count them all.
+        // Hundreds of lookups, and no reopen: a lookup (a download's) never pays for one.
         assert!(
-            ix.store().unwrap().files.reads() < 64 + 8,
-            "reopened: the count starts again"
+            ix.store().unwrap().files.reads() >= 400,
+            "lookups alone reopened"
         );
-        // A walk holds the store: the lookups of its callback go on past the limit, and
-        // the walk sees every path.
+        // A walk reopens first; the lookups of its callback go on past the limit under
+        // one run's hold, and the store is reopened between runs. The walk sees every path.
         let mut seen = 0;
+        let mut most = 0;
         ix.record_paths("r", &mut |p| {
             assert_eq!(ix.get("r", p).unwrap(), Some(r.clone()), "{p}");
+            most = most.max(ix.store().unwrap().files.reads());
             seen += 1;
         })
         .unwrap();
         assert_eq!(seen, 200);
+        // A run of WALK_RUN entries reads a chunk or two (up to 64 entries each) and looks
+        // each entry up: without a reopen between runs the count would pass 2,000.
+        assert!(
+            most < 64 + 3 * 64 + WALK_RUN as u64,
+            "not reopened between runs: {most}"
+        );
+        for i in 0..300 {
+            ix.get("r", &format!("d/f{:03}", i % 200)).unwrap();
+        }
+        let before = ix.store().unwrap().files.reads();
+        ix.base_children_each("r", "zz", &mut |_, _| {}).unwrap();
+        let after = ix.store().unwrap().files.reads();
+        assert!(
+            before >= 300 && after < 100,
+            "a folder's walk reopens first: {before} reads before it, {after} after"
+        );
         let threads: Vec<_> = (0..4)
             .map(|w| {
                 let (ix, r) = (ix.clone(), r.clone());

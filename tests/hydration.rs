@@ -449,37 +449,48 @@ async fn via_proxy(args: &[String]) -> (proxy::Proxy, Vec<String>) {
     (proxy, via)
 }
 
-/// A sequential reader leaves a read-ahead window downloading in the background; an editor
-/// then saves over the file in place (`open(O_TRUNC)`, which raises no event, and a write).
-/// The download stops: no stale server bytes land after the new content.
-#[tokio::test(flavor = "multi_thread")]
-async fn saving_over_a_file_stops_its_background_download() {
-    use proxy::Mode;
-    let fs = LoopFs::new("ext4", 1024);
-    let d = Daemon::start(None);
+/// Adds a root holding one 48 MiB file behind a proxy throttled to 512 KiB/s per connection,
+/// and reads its first 3 MiB in order (checking them): the reader's read-ahead window (about
+/// 9 MiB past its first chunk, in two pieces) takes some 10 s to arrive, and the reader stops
+/// some 6 s in, so the window is still arriving, by seconds, when this returns. Returns the
+/// proxy (throttled), the file and its bytes.
+async fn window_left_arriving(
+    d: &Daemon,
+    fs: &LoopFs,
+    seed: u64,
+) -> (proxy::Proxy, PathBuf, Vec<u8>) {
     let mut files = BTreeMap::new();
-    files.insert("movie.bin".to_string(), data(41, 48 << 20));
+    files.insert("movie.bin".to_string(), data(seed, 48 << 20));
     let (args, secret) = upload(&Server::Apache, &files).await;
     let (proxy, via) = via_proxy(&args).await;
     let root = fs.mnt.join("r");
-    add_root(&d, &root, &via, &secret);
-    // 512 KiB/s per connection: the reader's window (about 9 MiB past its first chunk, in
-    // two pieces) takes some 10 s to arrive, and the reader stops after 3 MiB, some 6 s in:
-    // the window is still arriving, by seconds, when the editor saves.
-    proxy.set(Mode::Throttle(512 << 10), u64::MAX);
+    add_root(d, &root, &via, &secret);
+    proxy.set(proxy::Mode::Throttle(512 << 10), u64::MAX);
     let f = root.join("movie.bin");
     let o = sh_ok(&format!(
         "dd if='{}' bs=1M count=3 status=none | sha256sum",
         f.display()
     ));
+    let bytes = files.remove("movie.bin").unwrap();
     assert_eq!(
         o.split_whitespace().next().unwrap(),
-        sha256_bytes(&files["movie.bin"][..3 << 20])
+        sha256_bytes(&bytes[..3 << 20])
     );
+    (proxy, f, bytes)
+}
+
+/// A sequential reader leaves a read-ahead window downloading in the background; an editor
+/// then saves over the file in place (`open(O_TRUNC)`, which raises no event, and a write).
+/// The download stops: no stale server bytes land after the new content.
+#[tokio::test(flavor = "multi_thread")]
+async fn saving_over_a_file_stops_its_background_download() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let (proxy, f, _) = window_left_arriving(&d, &fs, 41).await;
     std::fs::write(&f, b"new content\n").unwrap();
     // Long enough for the whole window to have arrived, had it gone on.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    proxy.set(Mode::Pass, u64::MAX);
+    proxy.set(proxy::Mode::Pass, u64::MAX);
     assert_eq!(std::fs::read(&f).unwrap(), b"new content\n");
     let log = d.log();
     assert!(
@@ -493,6 +504,35 @@ async fn saving_over_a_file_stops_its_background_download() {
         fetched < 4 << 20,
         "{fetched} bytes fetched: the window went on after the save"
     );
+}
+
+/// A sequential reader leaves a read-ahead window downloading in the background and goes
+/// away; the user frees the file meanwhile. The free stops the daemon's own download (which
+/// held the file open) instead of failing as "open by another process", no byte lands after
+/// it, and the file reads right afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn freeing_a_file_stops_its_background_download() {
+    let fs = LoopFs::new("ext4", 1024);
+    let d = Daemon::start(None);
+    let (proxy, f, bytes) = window_left_arriving(&d, &fs, 43).await;
+    let fetched = d.stats()["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < 4 << 20,
+        "{fetched} bytes fetched: the window was no longer arriving when the free came"
+    );
+    d.cli(&["free", f.to_str().unwrap()]);
+    assert_eq!(allocated(&f), 0, "not freed");
+    assert!(
+        d.log()
+            .contains("stopped the file's background downloads to free it"),
+        "the free did not stop the window's download: {}",
+        d.log()
+    );
+    // Long enough for the whole window to have arrived, had it gone on: nothing lands.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(allocated(&f), 0, "bytes landed after the free");
+    proxy.set(proxy::Mode::Pass, u64::MAX);
+    assert_eq!(sha256(&f).unwrap(), sha256_bytes(&bytes));
 }
 
 /// 32 processes read one online-only file at once: it is downloaded once.

@@ -23,6 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// How long freeing a file waits for its own background downloads to stop (each stops
+/// before its next write, within a read of the network).
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// Synced or pending for a file (and its record, if it is managed).
 pub fn sync_state(m: Option<&FileMeta>, st: &libc::stat) -> SyncState {
     match m {
@@ -505,8 +509,19 @@ impl Files<'_> {
                 res.bytes += size - m.local_bytes().min(size);
             }
             Action::Evict => {
+                let st = fsutil::fstat(file.as_fd()).map_err(Error::from)?;
                 drop(file);
-                match evict::evict(q.as_fd(), f, &self.group, true) {
+                let mut freed = evict::evict(q.as_fd(), f, &self.group, true);
+                // Held open by our own read-ahead, its reader gone: stop it, then free.
+                if matches!(freed, Err(EvictError::Busy))
+                    && self
+                        .hydrator
+                        .stop_unwatched((st.st_dev, st.st_ino), STOP_WAIT)
+                        .await
+                {
+                    freed = evict::evict(q.as_fd(), f, &self.group, true);
+                }
+                match freed {
                     Ok(b) => {
                         res.files += 1;
                         res.bytes += b;

@@ -20,6 +20,8 @@ pub struct Flow {
     /// The file changed under the flow (truncated, written by a program): nothing more is
     /// written into it or recorded.
     dead: std::sync::atomic::AtomicBool,
+    /// Set with `dead` when the flow was stopped to free the file ([`Flow::stop_for_free`]).
+    freed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -58,6 +60,7 @@ impl Flow {
             wake: watch::Sender::new(0),
             record: tokio::sync::Mutex::new(()),
             dead: Default::default(),
+            freed: Default::default(),
         }
     }
 
@@ -121,6 +124,22 @@ impl Flow {
     pub fn kill(&self) {
         self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.send_modify(|n| *n += 1);
+    }
+
+    /// The flow's downloads stop (as [`Flow::kill`]) because the file is being freed, not
+    /// because it changed: an access that found this flow just before may start another.
+    pub fn stop_for_free(&self) {
+        self.freed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.kill();
+    }
+
+    pub fn stopped_for_free(&self) -> bool {
+        self.freed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether an access waits on the flow (for its bytes, or for their record).
+    pub fn watched(&self) -> bool {
+        self.wake.receiver_count() > 0
     }
 
     pub fn is_dead(&self) -> bool {

@@ -656,6 +656,41 @@ impl Hydrator {
         }
     }
 
+    /// Stops the background downloads of a file no access waits on (its reader gone, a
+    /// read-ahead window still arriving), so that it can be freed: its flow dies (nothing
+    /// more is written into the file or recorded; bytes written but not recorded are freed
+    /// with the rest) and leaves the map (a later access starts a new one), and this waits
+    /// up to `bound` until no download holds the file open. `false` when there was nothing
+    /// to stop, an access waits on it, or the downloads did not end within `bound`.
+    pub async fn stop_unwatched(&self, key: (u64, u64), bound: Duration) -> bool {
+        let flow = {
+            let mut flows = self.flows.lock().unwrap();
+            match flows.get(&key) {
+                Some(f) if f.busy() && !f.watched() => {
+                    let f = f.clone();
+                    flows.remove(&key);
+                    f
+                }
+                _ => return false,
+            }
+        };
+        flow.stop_for_free();
+        let until = std::time::Instant::now() + bound;
+        // A download holds the file and the flow together, and lets go of both as it ends.
+        while Arc::strong_count(&flow) > 1 {
+            if std::time::Instant::now() >= until {
+                tracing::warn!(
+                    ?bound,
+                    "background downloads did not stop in time to free the file"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("stopped the file's background downloads to free it");
+        true
+    }
+
     /// This file's flow for the version its record names (a new one for a new version).
     /// A new flow starts from the record as it is now, read again under the map's lock: a
     /// flow that completed the file and was dropped since `meta` was read leaves a complete
@@ -750,6 +785,7 @@ impl Hydrator {
         let app = APP.try_with(|a| a.clone()).ok().flatten();
         let mut meta = meta;
         let mut moved = false;
+        let mut restarted = false;
         loop {
             let Some(flow) = self.start(file, key, &meta, start, end, app.clone()) else {
                 return Err(libc::EIO); // the daemon is stopping
@@ -766,6 +802,9 @@ impl Hydrator {
                     }
                     return Ok(());
                 }
+                // A free stopped the flow between this access finding it and waiting on it
+                // (`stop_unwatched`); the file is still there to fill: a new flow serves it.
+                Err(_) if flow.stopped_for_free() && !restarted => restarted = true,
                 Err(GONE) if !moved => match self.moved_since(file, &meta).await {
                     Some(now) => {
                         moved = true;
