@@ -1313,6 +1313,58 @@ async fn the_kernel_gate_refuses_placeholders_while_no_daemon_serves() {
     assert_eq!(sha256(&big).unwrap(), sha256_bytes(&files["big.bin"]));
 }
 
+/// A program waiting for the daemon's answer never holds the folder watcher's filesystem
+/// mark: closing the watcher (what a worker's exit does) goes on at once while a reader of a
+/// placeholder waits, because the pre-content group's own mark comes first in the
+/// filesystem's mark list (`Group::shield`). Without it the close waits until the reader is
+/// answered, which only the next worker would do (doc/BENCHMARKS.md, #19).
+#[test]
+fn closing_the_watcher_never_waits_for_a_reader() {
+    use skyfill::hsm::fanotify::{Group, Reply};
+    use skyfill::sync::watch::Watcher;
+    use std::os::fd::AsFd;
+    let fs = LoopFs::new("ext4", 64);
+    let f = fs.mnt.join("ph");
+    let file = std::fs::File::create(&f).unwrap();
+    file.set_len(1 << 20).unwrap();
+    let group = Group::new().unwrap_or_else(|e| panic!("fanotify_init: {e} (needs root)"));
+    group.mark_inode(file.as_fd()).unwrap();
+    let dir = std::fs::File::open(&fs.mnt).unwrap();
+    let watcher = Watcher::new().unwrap();
+    watcher.watch(dir.as_fd(), &|fd| group.shield(fd)).unwrap();
+    let mut reader = std::process::Command::new("cat")
+        .arg(&f)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let ev = loop {
+        if let Some(ev) = group.read_events().unwrap().pop() {
+            break ev;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no event from the reader"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(watcher);
+        let _ = tx.send(());
+    });
+    // 10 s: closing a group takes microseconds; the failure this guards against is forever.
+    let closed = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+    group.respond(&ev, Reply::Deny(libc::EIO)).unwrap();
+    let status = reader.wait().unwrap();
+    assert!(
+        closed,
+        "closing the watcher waited for a reader of the pre-content group"
+    );
+    assert!(!status.success(), "the reader was refused, so cat fails");
+}
+
 /// The gate's keys name the inode as the kernel does: the generation read from a file handle
 /// (no open) is the one `FS_IOC_GETVERSION` answers, on each filesystem with pre-content events.
 #[test]

@@ -120,7 +120,7 @@ impl RootFs<'_> {
     ) -> io::Result<()> {
         let dfd = fsutil::open_beneath(self.q(), d, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         if let Some(w) = self.watcher {
-            match w.watch(dfd.as_fd()) {
+            match w.watch(dfd.as_fd(), &|fd| self.group.shield(fd)) {
                 Ok(k) => {
                     self.watched
                         .lock()

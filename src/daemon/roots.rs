@@ -340,6 +340,34 @@ impl Roots<'_> {
     }
 
     /// Unbinds a root; `mode` says what happens to files not safely on the server.
+    /// After a root is dropped: if no other root is on its filesystem, the folder watcher's
+    /// filesystem mark and then the group's shield ahead of it leave that filesystem, so
+    /// opening its files costs nothing for Skyfill any more. A root whose filesystem is not
+    /// recorded counts as being on this one.
+    fn let_go_of_filesystem(&self, root: &File) {
+        let Ok(dev) = fsutil::fstat(root.as_fd()).map(|st| st.st_dev) else {
+            return;
+        };
+        let shared = self
+            .roots
+            .read()
+            .unwrap()
+            .iter()
+            .any(|o| o.key.is_none_or(|(d, _)| d == dev));
+        if shared {
+            return;
+        }
+        if let Some(w) = &self.sync.watcher {
+            if let Err(error) = w.unwatch_filesystem(root.as_fd()) {
+                tracing::warn!(%error, "cannot stop watching the filesystem");
+                return;
+            }
+        }
+        if let Err(error) = self.group.unshield(root.as_fd()) {
+            tracing::warn!(%error, "cannot remove the group's filesystem mark");
+        }
+    }
+
     pub async fn remove_root(
         &self,
         peer: Peer,
@@ -485,6 +513,7 @@ impl Roots<'_> {
                 let _ = pins::set_dir_setting(fd.as_fd(), Pin::Inherit);
             }
         }
+        self.let_go_of_filesystem(&root);
         let _ = self.index.remove_root(&r.id);
         let _ = self.registry.delete_secret(&r.id);
         self.hydrator.remove_remote(&r.id);

@@ -472,6 +472,8 @@ pub(super) async fn watch_loop(d: Arc<Core>) {
             match root {
                 Some((id, _)) if moved => d.sync.touch(&id),
                 Some((id, dir)) => d.sync.touch_dir(&id, Some(&dir)),
+                // A file written somewhere else on a filesystem that holds a root.
+                None if c.filesystem_wide() => {}
                 None => d.sync.touch_all(&ids),
             }
         }

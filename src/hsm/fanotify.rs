@@ -97,6 +97,11 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// The mark [`Fanotify::shield`] places: on the filesystem, an ignore mask that survives
+/// modification (the kernel's condition for ignore masks there).
+const SHIELD: u32 =
+    libc::FAN_MARK_FILESYSTEM | libc::FAN_MARK_IGNORE | libc::FAN_MARK_IGNORED_SURV_MODIFY;
+
 /// A fanotify group descriptor of either class: the syscalls both groups share.
 #[derive(Debug)]
 pub struct Fanotify {
@@ -143,6 +148,33 @@ impl Fanotify {
         let r =
             unsafe { libc::fanotify_mark(self.fd.as_raw_fd(), flags, mask, dir.as_raw_fd(), p) };
         cvt(r).map(|_| ())
+    }
+
+    /// Puts this permission group's own mark first in the mark list of the filesystem
+    /// holding `dir`: a filesystem mark that only ignores `FAN_OPEN_EXEC` events (which no
+    /// group of ours asks for), so it raises nothing and changes no file's fate. Why: a
+    /// program waiting for this group's answer keeps, for that time, the marks at the head of
+    /// each list its event walked, whatever their group; without a mark of ours at the head
+    /// of the filesystem's list, that would be the folder watcher's filesystem mark, and
+    /// closing the watcher (a worker's exit) would then wait for readers only the next worker
+    /// answers. Marks are ordered by class, so ours comes before any notification group's.
+    /// Idempotent.
+    pub fn shield(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.mark(libc::FAN_MARK_ADD | SHIELD, libc::FAN_OPEN_EXEC, dir, None)
+    }
+
+    /// Removes [`Fanotify::shield`]'s mark from the filesystem holding `dir` (none there is
+    /// not an error).
+    pub fn unshield(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        match self.mark(
+            libc::FAN_MARK_REMOVE | SHIELD,
+            libc::FAN_OPEN_EXEC,
+            dir,
+            None,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        }
     }
 
     /// Reads the events queued now into `buf` (the groups are non-blocking: nothing queued
@@ -427,6 +459,17 @@ impl Group {
         }
     }
 
+    /// This group's first place in the mark list of `dir`'s filesystem
+    /// ([`Fanotify::shield`]), before the folder watcher puts a filesystem mark there.
+    pub fn shield(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw.shield(dir)
+    }
+
+    /// Undoes [`Group::shield`] (the filesystem holds no root any more).
+    pub fn unshield(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw.unshield(dir)
+    }
+
     /// Removes every inode mark of this group at once (an orderly stop: no new event may
     /// arrive while the keeper refuses the ones still waiting).
     pub fn flush_marks(&self) -> io::Result<()> {
@@ -521,8 +564,10 @@ impl FolderGroup {
     }
 
     /// Marks the directory behind `dir` (an open descriptor: the kernel refuses O_PATH ones
-    /// here with EBADF).
+    /// here with EBADF), after putting this group first in its filesystem's mark list
+    /// ([`Fanotify::shield`]: a program it holds must not keep the folder watcher's mark).
     pub fn guard(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.raw.shield(dir)?;
         self.raw.mark(
             libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
             FOLDER_MASK,

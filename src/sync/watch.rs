@@ -1,33 +1,52 @@
 //! Local change notifications: a second fanotify group (notification class, file-handle
 //! mode; a pre-content group cannot report directory entries) with an inode mark on every
-//! folder of every root, reporting creates, deletes, moves, close-after-write and attribute
-//! changes of each folder's children. No inotify watch limits apply. This adapter only says
-//! *which folder changed* (by its file handle) and who changed it; a sync pass rescans and
-//! the planner decides. Events the daemon caused itself are recognised by pid. What is
-//! specific to watching lives here (the group's flags, the folder mask, what a change is);
-//! the syscalls and the event decoding are the fanotify adapter's ([`crate::hsm::fanotify`]).
+//! folder of every root, reporting creates, deletes and moves in it and changes of the
+//! folder itself, and one filesystem mark on each filesystem holding a root, reporting
+//! close-after-write and attribute changes of any file there (each event names the folder
+//! and the file; events of folders that are in no root are dropped by the caller, their
+//! folder being unknown). No inotify watch limits apply. This adapter only says *which
+//! folder changed* (by its file handle) and who changed it; a sync pass rescans and the
+//! planner decides. Events the daemon caused itself are recognised by pid. What is specific
+//! to watching lives here (the group's flags, the masks, what a change is); the syscalls and
+//! the event decoding are the fanotify adapter's ([`crate::hsm::fanotify`]).
 //!
-//! The mask's events on children cost every `read()` of a file in a watched folder
-//! fsnotify's parent path (4 KiB reads about 0.88x). Do not move them to a filesystem or
-//! mount mark of this group: a reader waiting on a pre-content event pins such marks, and
-//! closing this group (a worker's exit) then waits for readers only the next worker answers,
-//! a deadlock (`doc/BENCHMARKS.md`, "Reads of complete files with the daemon running").
+//! Why a filesystem mark for the files' own events: a folder mask with any event on
+//! children flags every child, and each `read()` of each file in the folder then takes
+//! fsnotify's parent path (warm 4 KiB reads about 0.88x native). A filesystem mark costs
+//! reads nothing, but a program waiting for a permission group's answer keeps the marks at
+//! the head of each list its event walked; were this mark first in its filesystem's list,
+//! closing this group (a worker's exit) would wait for readers only the next worker
+//! answers. So each permission group of ours puts a mark of its own first there before this
+//! one goes on (`shield`, [`crate::hsm::fanotify::Fanotify::shield`]); where that fails, the
+//! filesystem's folders watch their children themselves, as before (`doc/BENCHMARKS.md`,
+//! "Reads of complete files with the daemon running").
 
+use crate::fsutil;
 use crate::hsm::fanotify::{self, Fanotify, RawEvent};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::Mutex;
 
-/// What a folder mark asks for.
-const MASK: u64 = libc::FAN_CREATE
+/// What a folder mark asks for: changes of its entries and of the folder itself.
+const FOLDER_MASK: u64 = libc::FAN_CREATE
     | libc::FAN_DELETE
     | libc::FAN_MOVED_FROM
     | libc::FAN_MOVED_TO
-    | libc::FAN_CLOSE_WRITE
     | libc::FAN_ATTRIB
     | libc::FAN_DELETE_SELF
     | libc::FAN_MOVE_SELF
-    | libc::FAN_ONDIR
-    | libc::FAN_EVENT_ON_CHILD;
+    | libc::FAN_ONDIR;
+
+/// What the filesystem mark asks for, of every file and folder there.
+const FILESYSTEM_MASK: u64 = libc::FAN_CLOSE_WRITE | libc::FAN_ATTRIB | libc::FAN_ONDIR;
+
+/// A folder mark where no filesystem mark could be placed: the folder watches its children.
+const FOLDER_AND_CHILDREN_MASK: u64 = FOLDER_MASK | FILESYSTEM_MASK | libc::FAN_EVENT_ON_CHILD;
+
+/// What puts the permission groups' marks first in a filesystem's list before the
+/// watcher's filesystem mark goes on (`Group::shield`).
+pub type Shield<'a> = &'a dyn Fn(BorrowedFd<'_>) -> io::Result<()>;
 
 /// A folder's identity in events: file handle type and bytes (fsid left out: one daemon
 /// sees each folder through one filesystem).
@@ -46,6 +65,12 @@ impl Change {
     /// The queue overflowed: everything must be rescanned.
     pub fn overflow(&self) -> bool {
         self.mask & libc::FAN_Q_OVERFLOW != 0
+    }
+
+    /// Whether only the filesystem mark can have reported this (a file written or its
+    /// attributes changed): in a folder no root holds, it is none of ours.
+    pub fn filesystem_wide(&self) -> bool {
+        self.mask & !FILESYSTEM_MASK == 0
     }
 
     /// The change one event reports: its folder is the first directory record's. An event
@@ -67,6 +92,9 @@ impl Change {
 /// The folder watcher's notification group.
 pub struct Watcher {
     group: Fanotify,
+    /// Filesystems seen (by device number): `true` where this group's filesystem mark is,
+    /// `false` where it could not be placed (their folders then watch their children).
+    filesystems: Mutex<HashMap<u64, bool>>,
 }
 
 impl Watcher {
@@ -81,17 +109,67 @@ impl Watcher {
             | libc::FAN_REPORT_FID
             | libc::FAN_REPORT_DFID_NAME;
         let group = Fanotify::init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as u32)?;
-        Ok(Watcher { group })
+        Ok(Watcher {
+            group,
+            filesystems: Mutex::default(),
+        })
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.group.as_fd()
     }
 
-    /// Watches the folder behind `dir` (idempotent); returns its key.
-    pub fn watch(&self, dir: BorrowedFd<'_>) -> io::Result<DirKey> {
-        self.group.mark(libc::FAN_MARK_ADD, MASK, dir, None)?;
+    /// Watches the folder behind `dir` (idempotent); returns its key. The first folder of a
+    /// filesystem also places the filesystem mark, once `shield` has put the permission
+    /// groups' marks ahead of it (see the module's notes).
+    pub fn watch(&self, dir: BorrowedFd<'_>, shield: Shield<'_>) -> io::Result<DirKey> {
+        let dev = fsutil::fstat(dir)?.st_dev;
+        let whole = *self
+            .filesystems
+            .lock()
+            .unwrap()
+            .entry(dev)
+            .or_insert_with(|| self.watch_filesystem(dir, shield));
+        let mask = if whole {
+            FOLDER_MASK
+        } else {
+            FOLDER_AND_CHILDREN_MASK
+        };
+        self.group.mark(libc::FAN_MARK_ADD, mask, dir, None)?;
         fanotify::handle_of(dir)
+    }
+
+    fn watch_filesystem(&self, dir: BorrowedFd<'_>, shield: Shield<'_>) -> bool {
+        let placed = shield(dir).and_then(|()| {
+            self.group.mark(
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                FILESYSTEM_MASK,
+                dir,
+                None,
+            )
+        });
+        match placed {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the filesystem as a whole: its folders watch their files (reads there cost more)");
+                false
+            }
+        }
+    }
+
+    /// Stops watching the filesystem holding `dir` as a whole (no root is left there); its
+    /// folders' marks stay until the group closes.
+    pub fn unwatch_filesystem(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        let dev = fsutil::fstat(dir)?.st_dev;
+        if self.filesystems.lock().unwrap().remove(&dev) == Some(true) {
+            self.group.mark(
+                libc::FAN_MARK_REMOVE | libc::FAN_MARK_FILESYSTEM,
+                FILESYSTEM_MASK,
+                dir,
+                None,
+            )?;
+        }
+        Ok(())
     }
 
     /// Reads what is queued (non-blocking; empty when nothing is).
@@ -165,7 +243,7 @@ mod tests {
         let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
         let dir = std::fs::File::open(tmp.path()).unwrap();
         let key = w
-            .watch(std::os::fd::AsFd::as_fd(&dir))
+            .watch(std::os::fd::AsFd::as_fd(&dir), &|_| Ok(()))
             .unwrap_or_else(|e| panic!("fanotify_mark on {}: {e}", tmp.path().display()));
         assert!(w.read().unwrap().is_empty());
         std::fs::write(tmp.path().join("new.txt"), b"x").unwrap();
