@@ -1365,6 +1365,100 @@ fn closing_the_watcher_never_waits_for_a_reader() {
     assert!(!status.success(), "the reader was refused, so cat fails");
 }
 
+/// The filesystem marks of process `pid`'s fanotify groups, as `/proc/PID/fdinfo` lists
+/// them: (the kernel's device number, mask, ignore mask) of each.
+fn filesystem_marks(pid: u32) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            // "fanotify sdev:%x mflags:%x mask:%x ignored_mask:%x" (fs/notify/fdinfo.c)
+            let Some(rest) = line.strip_prefix("fanotify sdev:") else {
+                continue;
+            };
+            let field = |name: &str| {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0)
+            };
+            let sdev = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+                .unwrap_or(0);
+            out.push((sdev, field("mask:"), field("ignored_mask:")));
+        }
+    }
+    out
+}
+
+/// A root's filesystem carries the watcher's filesystem mark (close-after-write) and, ahead
+/// of it, the pre-content group's ignore-only shield; removing the filesystem's last root
+/// takes both away, so its files cost nothing for Skyfill any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_filesystem_marks_come_and_go_with_the_filesystems_last_root() {
+    use std::os::unix::fs::MetadataExt;
+    let fs = LoopFs::new("ext4", 64);
+    let d = Daemon::start(None);
+    let mut files = BTreeMap::new();
+    files.insert("a.txt".to_string(), b"a\n".to_vec());
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = fs.mnt.join("r");
+    add_root(&d, &root, &args, &secret);
+    let dev = std::fs::metadata(&fs.mnt).unwrap().dev();
+    let kdev = (libc::major(dev) as u64) << 20 | libc::minor(dev) as u64;
+    let ours = |d: &Daemon| -> Vec<(u64, u64, u64)> {
+        filesystem_marks(d.worker_pid().unwrap())
+            .into_iter()
+            .filter(|m| m.0 == kdev)
+            .collect()
+    };
+    let watched = |m: &Vec<(u64, u64, u64)>| {
+        m.iter()
+            .any(|&(_, mask, _)| mask & libc::FAN_CLOSE_WRITE != 0)
+    };
+    let t = Instant::now();
+    while !watched(&ours(&d)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no filesystem mark for close-after-write on the root's filesystem: {:?}; log:\n{}",
+            ours(&d),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let marks = ours(&d);
+    assert!(
+        marks
+            .iter()
+            .any(|&(_, mask, ignored)| mask == 0 && ignored & libc::FAN_OPEN_EXEC != 0),
+        "no shield on the root's filesystem: {marks:?}"
+    );
+    // A file written in the root is still seen and uploaded (through the filesystem mark).
+    std::fs::write(root.join("new.txt"), b"written here\n").unwrap();
+    let t = Instant::now();
+    while d.cli(&["status", root.join("new.txt").to_str().unwrap()])["sync"] != "synced" {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "new.txt was not uploaded; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.cli(&["remove-root", "--keep-local", root.to_str().unwrap()]);
+    assert_eq!(
+        ours(&d),
+        vec![],
+        "filesystem marks left after the last root went"
+    );
+}
+
 /// The gate's keys name the inode as the kernel does: the generation read from a file handle
 /// (no open) is the one `FS_IOC_GETVERSION` answers, on each filesystem with pre-content events.
 #[test]

@@ -221,6 +221,13 @@ mod tests {
         assert_eq!(c[1].name, None);
         assert!(!c[1].overflow());
         assert!(c[2].overflow());
+        assert!(!c[0].filesystem_wide(), "a create is a folder mark's");
+        let written = changes(&event(
+            libc::FAN_CLOSE_WRITE | libc::FAN_ATTRIB,
+            7,
+            &[dfid(1, &[9], Some("f"))],
+        ));
+        assert!(written[0].filesystem_wide());
         assert_eq!((c[2].dir.clone(), c[2].name.clone()), (None, None));
         assert_eq!(c[3].name.as_deref(), Some("\u{fffd}"));
         // A name that is not UTF-8 is left out; the folder still counts.
