@@ -175,7 +175,12 @@ pub async fn run_worker(opts: Options, standalone: bool) -> io::Result<()> {
     }
     journal::recover(&core, pending).await;
     tokio::spawn(event_loop(group.clone(), hydrator.clone(), journal));
-    tokio::spawn(syncing::watch_loop(core.clone()));
+    {
+        let core = core.clone();
+        std::thread::Builder::new()
+            .name("folder-watcher".into())
+            .spawn(move || syncing::watch_loop(core))?;
+    }
     tokio::spawn(syncing::background(core.clone()));
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;

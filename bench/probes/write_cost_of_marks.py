@@ -18,7 +18,14 @@ fresh folder and then sets the mtime of each, under each arrangement in turn:
   fs-undrained  fs-mark with nobody reading the events (the kernel's part alone)
   fs-closeonly  fs-mark asking for close-after-write only (what attribute events add)
 
-KINDS is a comma list of these (default: the first four).
+KINDS is a comma list of these (default: the first four). The probe's own reader is woken
+for every event (as skyfilld's was before its watcher read on a thread of its own), so its
+"drained" rows count that too.
+
+       bench/probes/write_cost_of_marks.py write DIR FILES
+only runs the writer (create, write 4 KiB, close; no mtime step) in DIR and prints its
+time: run it in a folder outside a sync root, with skyfilld running and stopped, to see what
+the daemon itself costs writers elsewhere on its filesystem.
 
 Prints the median seconds per arrangement and the ratio to "none", and the events read.
 """
@@ -115,6 +122,15 @@ def run(mnt, kind, files):
 
 
 def main():
+    if sys.argv[1] == "write":
+        d, n = sys.argv[2], int(sys.argv[3])
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        subprocess.run(["sync"], check=True)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", WRITER.split("for i in range(n):\n    os.utime")[0], d, str(n)], check=True)
+        print(f"{n} files created, written (4 KiB), closed in {time.perf_counter() - t:.3f} s")
+        return
     mnt = sys.argv[1]
     files = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
     alts = int(sys.argv[3]) if len(sys.argv) > 3 else 5

@@ -150,6 +150,27 @@ impl Fanotify {
         cvt(r).map(|_| ())
     }
 
+    /// Waits up to `timeout_ms` for events (`poll`, level-triggered: nothing waits on the
+    /// group between calls); true when some are queued.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live, initialised pollfd for the call; the fd is open (owned by `self`).
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n > 0)
+    }
+
     /// Puts this permission group's own mark first in the mark list of the filesystem
     /// holding `dir`: a filesystem mark that only ignores `FAN_OPEN_EXEC` events (which no
     /// group of ours asks for), so it raises nothing and changes no file's fate. Why: a
@@ -586,22 +607,7 @@ impl FolderGroup {
 
     /// Waits up to `timeout_ms` for events; true when some are queued.
     pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.raw.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live, initialised pollfd for the call; the fd is open (owned by `raw`).
-        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EINTR) {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(n > 0)
+        self.raw.wait(timeout_ms)
     }
 
     /// The events queued now (non-blocking; events without an fd are dropped).

@@ -172,10 +172,20 @@ impl Watcher {
         Ok(())
     }
 
+    /// Waits up to `timeout_ms` for changes; true when some are queued.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
+        self.group.wait(timeout_ms)
+    }
+
     /// Reads what is queued (non-blocking; empty when nothing is).
     pub fn read(&self) -> io::Result<Vec<Change>> {
-        let mut buf = vec![0u8; fanotify::READ_BUF];
-        let events = self.group.read(&mut buf)?;
+        self.read_into(&mut vec![0u8; fanotify::READ_BUF])
+    }
+
+    /// [`Watcher::read`] into the caller's buffer (of [`fanotify::READ_BUF`] bytes), kept
+    /// from one read to the next.
+    pub fn read_into(&self, buf: &mut [u8]) -> io::Result<Vec<Change>> {
+        let events = self.group.read(buf)?;
         Ok(events.map(Change::from_event).collect())
     }
 }
