@@ -339,7 +339,6 @@ impl Roots<'_> {
         })
     }
 
-    /// Unbinds a root; `mode` says what happens to files not safely on the server.
     /// After a root is dropped: if no other root is on its filesystem, the folder watcher's
     /// filesystem mark and then the group's shield ahead of it leave that filesystem, so
     /// opening its files costs nothing for Skyfill any more. A root whose filesystem is not
@@ -368,6 +367,7 @@ impl Roots<'_> {
         }
     }
 
+    /// Unbinds a root; `mode` says what happens to files not safely on the server.
     pub async fn remove_root(
         &self,
         peer: Peer,
