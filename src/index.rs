@@ -399,8 +399,8 @@ pub struct SledIndex {
     store: std::sync::RwLock<Option<Store>>,
     /// Held by every write: an edit reads the chunks it changes before its transaction.
     write: std::sync::Mutex<()>,
-    /// Reads after which the store is closed and opened again at its next use that finds
-    /// nobody else in it ([`SHED_AFTER_READS`]; lower in tests).
+    /// Reads after which the store is closed and opened again at the next walk that finds
+    /// nobody else in it ([`SledIndex::store_for_walk`]; [`SHED_AFTER_READS`], lower in tests).
     shed_after: u64,
 }
 
@@ -1031,7 +1031,7 @@ impl SledIndex {
         let prefix = key(root, "");
         let mut last: Option<Vec<u8>> = None;
         // In runs of WALK_RUN entries, each under a hold of its own: between two the store
-        // may be reopened ([`SledIndex::store`]), so a walk of a large root does not keep
+        // may be reopened ([`SledIndex::store_for_walk`]), so a walk of a large root does not keep
         // every page it decoded. Each run starts after the key the one before ended at.
         loop {
             let s = self.store_for_walk()?;

@@ -438,7 +438,7 @@ pub(super) fn watch_loop(d: Arc<Core>) {
                 }
             }
         }
-        let changes = match w.read_into(&mut buf) {
+        let changes = match w.read(&mut buf) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "folder watcher failed");

@@ -177,14 +177,9 @@ impl Watcher {
         self.group.wait(timeout_ms)
     }
 
-    /// Reads what is queued (non-blocking; empty when nothing is).
-    pub fn read(&self) -> io::Result<Vec<Change>> {
-        self.read_into(&mut vec![0u8; fanotify::READ_BUF])
-    }
-
-    /// [`Watcher::read`] into the caller's buffer (of [`fanotify::READ_BUF`] bytes), kept
-    /// from one read to the next.
-    pub fn read_into(&self, buf: &mut [u8]) -> io::Result<Vec<Change>> {
+    /// Reads what is queued (non-blocking; empty when nothing is) through `buf`, a buffer
+    /// of [`fanotify::READ_BUF`] bytes the caller keeps from one read to the next.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<Vec<Change>> {
         let events = self.group.read(buf)?;
         Ok(events.map(Change::from_event).collect())
     }
@@ -262,9 +257,10 @@ mod tests {
         let key = w
             .watch(std::os::fd::AsFd::as_fd(&dir), &|_| Ok(()))
             .unwrap_or_else(|e| panic!("fanotify_mark on {}: {e}", tmp.path().display()));
-        assert!(w.read().unwrap().is_empty());
+        let mut buf = vec![0u8; fanotify::READ_BUF];
+        assert!(w.read(&mut buf).unwrap().is_empty());
         std::fs::write(tmp.path().join("new.txt"), b"x").unwrap();
-        let c = w.read().unwrap();
+        let c = w.read(&mut buf).unwrap();
         let me = std::process::id() as i32;
         assert!(
             c.iter().any(|c| c.pid == me
