@@ -1459,6 +1459,66 @@ async fn the_filesystem_marks_come_and_go_with_the_filesystems_last_root() {
     );
 }
 
+/// A root inside a btrfs subvolume: the kernel refuses filesystem marks there (`EXDEV`: the
+/// subvolume's fsid is not its superblock's), so that filesystem's folders watch their files
+/// instead. Placeholders still hydrate, and a file written again in a nested folder is still
+/// seen at once (not at the next poll).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_in_a_btrfs_subvolume_falls_back_to_folder_marks() {
+    let fs = LoopFs::new("btrfs", 256);
+    let sub = fs.mnt.join("sub");
+    sh_ok(&format!(
+        "btrfs subvolume create {} >/dev/null",
+        sub.display()
+    ));
+    let d = Daemon::start(None);
+    // No poll within the test: what uploads the changes below is the watcher's events.
+    d.cli(&["config", "set", "poll-interval", "3600"]);
+    let mut files = BTreeMap::new();
+    files.insert("a.txt".to_string(), b"a\n".to_vec());
+    files.insert("d/e/b.bin".to_string(), data(41, 300_000));
+    let (args, secret) = upload(&Server::Apache, &files).await;
+    let root = sub.join("r");
+    add_root(&d, &root, &args, &secret);
+    assert_eq!(
+        sha256(&root.join("d/e/b.bin")).unwrap(),
+        sha256_bytes(&files["d/e/b.bin"]),
+        "a placeholder in the subvolume hydrates"
+    );
+    // A new file in a nested folder (its folder's create event), then that file written
+    // again (only a close-after-write on a child tells).
+    let until_on_server = |want: &'static [u8]| {
+        let args = args.clone();
+        let d = &d;
+        async move {
+            let t = Instant::now();
+            loop {
+                let on_server = remotes::server_files(&Server::Apache, &args).await;
+                if on_server.get("d/e/new.txt").map(Vec::as_slice) == Some(want) {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "d/e/new.txt with {:?} was not uploaded from the subvolume: server has {:?}; log:\n{}",
+                    String::from_utf8_lossy(want),
+                    on_server.get("d/e/new.txt").map(|b| String::from_utf8_lossy(b).into_owned()),
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    std::fs::write(root.join("d/e/new.txt"), b"written here\n").unwrap();
+    until_on_server(b"written here\n").await;
+    std::fs::write(root.join("d/e/new.txt"), b"and written again\n").unwrap();
+    until_on_server(b"and written again\n").await;
+    assert!(
+        d.log().contains("cannot watch the filesystem as a whole"),
+        "the filesystem mark was not refused in a btrfs subvolume, so the fallback went untested; log:\n{}",
+        d.log()
+    );
+}
+
 /// The gate's keys name the inode as the kernel does: the generation read from a file handle
 /// (no open) is the one `FS_IOC_GETVERSION` answers, on each filesystem with pre-content events.
 #[test]
